@@ -1,0 +1,1 @@
+"""Datasets, colour spaces, augmentations and resizing."""

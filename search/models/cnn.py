@@ -1,0 +1,65 @@
+"""A small configurable CNN: depth, width, residual blocks, BatchNorm / LRN / none, dropout."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from search.registry import Registry
+
+NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("normalisation layer")
+NORMS.add("batchnorm", lambda channels, lrn_size: nn.BatchNorm2d(channels))
+NORMS.add("lrn", lambda channels, lrn_size: nn.LocalResponseNorm(lrn_size))
+NORMS.add("none", lambda channels, lrn_size: nn.Identity())
+
+
+class ConvBlock(nn.Module):
+    """conv-norm-relu, or a ResNet-style basic block (two convs and a skip) when residual."""
+
+    def __init__(self, cin: int, cout: int, norm: str, lrn_size: int, residual: bool) -> None:
+        super().__init__()
+        make_norm = NORMS.get(norm)
+        self.residual = residual
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=norm != "batchnorm")
+        self.norm1 = make_norm(cout, lrn_size)
+        self.act = nn.ReLU(inplace=True)
+        if residual:
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=norm != "batchnorm")
+            self.norm2 = make_norm(cout, lrn_size)
+            self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.norm1(self.conv1(x)))
+        if self.residual:
+            out = self.norm2(self.conv2(out)) + self.skip(x)
+            out = self.act(out)
+        return out
+
+
+class SmallCNN(nn.Module):
+    """``depth`` stages of ConvBlock; channels double per stage; pool while the map is > 1 px."""
+
+    def __init__(self, in_channels: int, num_classes: int, input_size: int, depth: int = 2, width: int = 16,
+                 residual: bool = False, norm: str = "batchnorm", lrn_size: int = 5, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, size = in_channels, input_size
+        for i in range(depth):
+            cout = width * (2 ** i)
+            layers.append(ConvBlock(cin, cout, norm, lrn_size, residual))
+            if size >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier

@@ -1,0 +1,26 @@
+"""``create_model``: one entry point for every architecture a trial can ask for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from search.config import TrialConfig
+from search.models.backbones import create_backbone
+from search.models.cnn import SmallCNN
+
+
+def create_model(config: TrialConfig, in_channels: int, num_classes: int, input_size: int,
+                 weights_dir: str | Path | None = None) -> nn.Module:
+    """The built-in CNN when ``backbone == 'none'``, else a timm backbone with a new head."""
+    if config.backbone == "none":
+        return SmallCNN(in_channels, num_classes, input_size, depth=config.depth, width=config.width,
+                        residual=config.residual, norm=config.norm, lrn_size=config.lrn_size,
+                        dropout=config.dropout)
+    return create_backbone(config.backbone, num_classes, in_channels, pretrained=config.pretrained,
+                           weights_dir=weights_dir, dropout=config.dropout)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

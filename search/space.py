@@ -1,0 +1,513 @@
+"""Search-space files: YAML -> validated, typed :class:`SearchSpace`.
+
+Everything is checked before any trial starts. Each problem raises :class:`SpaceError`
+naming the file, the key path (``params.dropout.float``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from search.config import PARAMS, TrialConfig, check_value
+from search.errors import SpaceError
+
+OBJECTIVE_METRICS = ("accuracy", "precision", "recall", "f1")
+MINIMIZED_METRICS = ("latency_ms", "params")
+AVERAGES = ("macro", "micro", "binary")
+TOP_KEYS = (
+    "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
+    "weights_dir", "augment_sets", "keep", "params", "source",
+)
+KEEP_MODES = ("best", "top_k", "none")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One objective: a metric on the validation split (or a cost to minimise)."""
+
+    metric: str = "accuracy"
+    average: str = "macro"
+    positive_class: str | int | None = None
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.metric in MINIMIZED_METRICS else "maximize"
+
+    @property
+    def name(self) -> str:
+        if self.metric in ("accuracy",) + MINIMIZED_METRICS:
+            return self.metric
+        if self.average == "binary":
+            return f"{self.metric}[{self.positive_class}]"
+        return f"{self.metric}_{self.average}"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A built-in dataset name or an ImageFolder path, plus how to split it."""
+
+    name: str | None = None
+    path: str | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    limit: int | None = None  # use at most this many images (quick experiments, tests)
+    cache_max_side: int = 256  # decoded images are cached no larger than this
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name else str(self.path)
+
+
+@dataclass(frozen=True)
+class Budget:
+    n_trials: int | None = 20
+    timeout: float | None = None
+    max_epochs: int = 10
+
+
+@dataclass(frozen=True)
+class Component:
+    """A sampler or pruner: a registered name and its keyword options."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``when:`` clause: the param is sampled only when another param has one of ``values``."""
+
+    param: str
+    values: tuple[Any, ...]
+    negate: bool = False
+
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        inside = _label(config.get(self.param)) in {_label(v) for v in self.values}
+        return inside != self.negate
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One entry of ``params``: categorical, int range, float range or a fixed value."""
+
+    name: str
+    kind: str  # "choices" | "int" | "float" | "fixed"
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    value: Any = None
+    when: tuple[Condition, ...] = ()
+
+    def active(self, config: Mapping[str, Any]) -> bool:
+        return all(c.holds(config) for c in self.when)
+
+    def suggest(self, trial: Any) -> Any:
+        """Sample this param from an Optuna trial."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        labels = [_label(c) for c in self.choices]
+        picked = trial.suggest_categorical(self.name, labels)
+        return self.choices[labels.index(picked)]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A whole study, as described by one space file."""
+
+    study: str
+    objectives: tuple[ObjectiveSpec, ...]
+    dataset: DatasetSpec
+    budget: Budget
+    sampler: Component
+    pruner: Component
+    seed: int
+    params: tuple[ParamSpec, ...]
+    raw: Mapping[str, Any]  # the validated document, stored in the study for workers
+    source: str = "<space>"
+    description: str = ""
+    weights_dir: str | None = None
+    augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    keep: str = "best"
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def sample(self, trial: Any) -> TrialConfig:
+        """Draw a complete :class:`TrialConfig`: sampled, fixed and default values."""
+        values: dict[str, Any] = TrialConfig().to_dict()
+        values["epochs"] = self.budget.max_epochs
+        for spec in self.params:
+            if spec.active(values):
+                values[spec.name] = spec.suggest(trial)
+        if values["epochs"] is None or values["epochs"] > self.budget.max_epochs:
+            values["epochs"] = self.budget.max_epochs
+        return TrialConfig.from_dict(values)
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid for Optuna's GridSampler (labels for categorical choices)."""
+        out: dict[str, list[Any]] = {}
+        for p in self.params:
+            if p.kind == "choices":
+                out[p.name] = [_label(c) for c in p.choices]
+            elif p.kind == "int":
+                out[p.name] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        return out
+
+
+def _label(value: Any) -> Any:
+    """Optuna stores only scalars; a list choice (an augmentation list) becomes 'a+b+c'."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(_label(v) if not isinstance(v, Mapping) else _op_label(v) for v in value)
+    if isinstance(value, Mapping):
+        return _op_label(value)
+    return value
+
+
+def _op_label(op: Mapping[str, Any]) -> str:
+    ((name, args),) = op.items()
+    if isinstance(args, Mapping):
+        inner = ",".join(f"{k}={v}" for k, v in args.items())
+        return f"{name}({inner})"
+    return f"{name}({args})"
+
+
+choice_label = _label
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+class _Checker:
+    """Validation helpers bound to the file name, so every error names it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> SpaceError:
+        return SpaceError(self.source, key, message)
+
+    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}")
+        for k in value:
+            if k not in allowed:
+                raise self.fail(f"{key}.{k}" if key else str(k), f"unknown key; allowed: {', '.join(allowed)}")
+        return dict(value)
+
+    def number(self, value: Any, key: str, *, integer: bool = False, low: float | None = None,
+               strict_low: bool = False, high: float | None = None) -> Any:
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise self.fail(key, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value!r}")
+        if low is not None and (value < low or (strict_low and value == low)):
+            raise self.fail(key, f"must be {'>' if strict_low else '>='} {low}, got {value!r}")
+        if high is not None and value > high:
+            raise self.fail(key, f"must be <= {high}, got {value!r}")
+        return value
+
+    def one_of(self, value: Any, key: str, allowed: Sequence[str]) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a space file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpaceError(str(path), "", "no such file")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpaceError(str(path), "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+    return parse_space(doc, source=str(path), base_dir=p.parent)
+
+
+def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None) -> SearchSpace:
+    """Validate a space document (already loaded from YAML or from a study's attrs)."""
+    c = _Checker(source)
+    doc = c.mapping(doc, "", TOP_KEYS)
+    doc = copy.deepcopy(doc)
+    if "study" not in doc:
+        raise c.fail("study", "missing: every space needs a study name")
+    study = doc["study"]
+    if not isinstance(study, str) or not study.strip():
+        raise c.fail("study", f"expected a non-empty string, got {study!r}")
+
+    budget = _parse_budget(c, doc.get("budget", {}))
+    dataset = _parse_dataset(c, doc.get("dataset", "digits"), base_dir)
+    if dataset.path is not None:
+        doc["dataset"] = {**(doc["dataset"] if isinstance(doc["dataset"], Mapping) else {}), "path": dataset.path}
+    objectives = _parse_objectives(c, doc.get("objective", "accuracy"))
+    seed = c.number(doc.get("seed", 0), "seed", integer=True, low=0)
+    keep = c.one_of(doc.get("keep", "best"), "keep", KEEP_MODES)
+    weights_dir = doc.get("weights_dir")
+    if weights_dir is not None:
+        if not isinstance(weights_dir, str):
+            raise c.fail("weights_dir", f"expected a directory path, got {weights_dir!r}")
+        if base_dir is not None and not Path(weights_dir).is_absolute():
+            weights_dir = str((base_dir / weights_dir).resolve())
+            doc["weights_dir"] = weights_dir
+    augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
+    params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
+    from search.study.pruners import PRUNER_OPTIONS
+    from search.study.samplers import SAMPLER_OPTIONS
+
+    sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLER_OPTIONS)
+    pruner = _parse_component(c, doc.get("pruner", "median"), "pruner", PRUNER_OPTIONS)
+    _check_sampler_fits(c, sampler, params)
+    if len(objectives) > 1 and sampler.name in ("cmaes",):
+        raise c.fail("sampler", "cmaes is single-objective; use tpe or random for several objectives")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise c.fail("description", "expected a string")
+    return SearchSpace(
+        study=study.strip(), objectives=objectives, dataset=dataset, budget=budget, sampler=sampler,
+        pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
+        weights_dir=weights_dir, augment_sets=augment_sets, keep=keep,
+    )
+
+
+def _parse_budget(c: _Checker, raw: Any) -> Budget:
+    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs"))
+    n_trials = raw.get("n_trials", 20)
+    if n_trials is not None:
+        c.number(n_trials, "budget.n_trials", integer=True, low=1)
+    timeout = raw.get("timeout")
+    if timeout is not None:
+        c.number(timeout, "budget.timeout", low=0, strict_low=True)
+    max_epochs = c.number(raw.get("max_epochs", 10), "budget.max_epochs", integer=True, low=1, high=100000)
+    return Budget(n_trials=n_trials, timeout=timeout, max_epochs=max_epochs)
+
+
+def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
+    from search.data.datasets import BUILTIN_DATASETS
+
+    if isinstance(raw, str):
+        raw = {"name": raw} if raw in BUILTIN_DATASETS else {"path": raw}
+    keys = ("name", "path", "val_fraction", "test_fraction", "split_seed", "limit", "cache_max_side")
+    raw = c.mapping(raw, "dataset", keys)
+    name, path = raw.get("name"), raw.get("path")
+    if (name is None) == (path is None):
+        raise c.fail("dataset", "give exactly one of name (built-in: " + ", ".join(BUILTIN_DATASETS) + ") or path")
+    if name is not None:
+        c.one_of(name, "dataset.name", list(BUILTIN_DATASETS))
+    if path is not None:
+        if not isinstance(path, str):
+            raise c.fail("dataset.path", f"expected a directory path, got {path!r}")
+        if base_dir is not None and not Path(path).is_absolute():
+            path = str((base_dir / path).resolve())
+    val = c.number(raw.get("val_fraction", 0.2), "dataset.val_fraction", low=0, strict_low=True, high=0.9)
+    test = c.number(raw.get("test_fraction", 0.2), "dataset.test_fraction", low=0, high=0.9)
+    if val + test >= 0.95:
+        raise c.fail("dataset", "val_fraction + test_fraction must leave data to train on (< 0.95)")
+    split_seed = c.number(raw.get("split_seed", 0), "dataset.split_seed", integer=True, low=0)
+    limit = raw.get("limit")
+    if limit is not None:
+        c.number(limit, "dataset.limit", integer=True, low=10)
+    side = c.number(raw.get("cache_max_side", 256), "dataset.cache_max_side", integer=True, low=8, high=4096)
+    return DatasetSpec(name=name, path=path, val_fraction=float(val), test_fraction=float(test),
+                       split_seed=split_seed, limit=limit, cache_max_side=side)
+
+
+def _parse_objectives(c: _Checker, raw: Any) -> tuple[ObjectiveSpec, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise c.fail("objective", "needs at least one metric")
+    out = []
+    for i, item in enumerate(items):
+        key = f"objective[{i}]" if isinstance(raw, list) else "objective"
+        allowed = OBJECTIVE_METRICS + MINIMIZED_METRICS
+        if isinstance(item, str):
+            item = {"metric": item}
+        item = c.mapping(item, key, ("metric", "average", "positive_class"))
+        metric = c.one_of(item.get("metric"), f"{key}.metric", allowed)
+        average = c.one_of(item.get("average", "macro"), f"{key}.average", AVERAGES)
+        positive = item.get("positive_class")
+        if average == "binary" and positive is None and metric in ("precision", "recall", "f1"):
+            raise c.fail(f"{key}.positive_class", "binary averaging needs positive_class (a class name or index)")
+        if positive is not None and not isinstance(positive, (str, int)):
+            raise c.fail(f"{key}.positive_class", f"expected a class name or index, got {positive!r}")
+        if metric in MINIMIZED_METRICS and not isinstance(raw, list):
+            raise c.fail(key, f"{metric} is a cost; use it beside a quality metric in a list (multi-objective)")
+        out.append(ObjectiveSpec(metric=metric, average=average, positive_class=positive))
+    if len({o.name for o in out}) != len(out):
+        raise c.fail("objective", "the same metric is listed twice")
+    return tuple(out)
+
+
+def _parse_component(c: _Checker, raw: Any, key: str, options: Mapping[str, Sequence[str]]) -> Component:
+    allowed = list(options)
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise c.fail(key, f"expected a name ({', '.join(allowed)}) or a mapping with 'name'")
+    raw = dict(raw)
+    name = c.one_of(raw.pop("name", None), f"{key}.name", allowed)
+    options_allowed = options[name]
+    for k, v in raw.items():
+        if k not in options_allowed:
+            hint = ", ".join(options_allowed) or "none"
+            raise c.fail(f"{key}.{k}", f"unknown option for {key} {name}; allowed: {hint}")
+        c.number(v, f"{key}.{k}", integer=k != "percentile", low=0)
+    return Component(name=name, options=raw)
+
+
+
+
+def _parse_augment_sets(c: _Checker, raw: Any) -> dict[str, tuple[Any, ...]]:
+    from search.data.transforms import AUGMENT_SETS, check_augment
+
+    if not isinstance(raw, Mapping):
+        raise c.fail("augment_sets", "expected a mapping of set name -> list of ops")
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, ops in raw.items():
+        key = f"augment_sets.{name}"
+        if not isinstance(name, str) or name in AUGMENT_SETS:
+            raise c.fail(key, "set names must be strings that do not shadow a built-in set")
+        if not isinstance(ops, list):
+            raise c.fail(key, "expected a list of ops")
+        problem = check_augment(ops, ())
+        if problem:
+            raise c.fail(key, problem)
+        out[name] = tuple(ops)
+    return out
+
+
+_RANGE_KEYS = ("int", "float", "step", "log", "when")
+
+
+def _parse_params(c: _Checker, raw: Any, budget: Budget, extra_sets: Sequence[str]) -> tuple[ParamSpec, ...]:
+    if not isinstance(raw, Mapping):
+        raise c.fail("params", "expected a mapping of param name -> spec")
+    specs: list[ParamSpec] = []
+    seen: list[str] = []
+    for name, spec in raw.items():
+        key = f"params.{name}"
+        if name not in PARAMS:
+            raise c.fail(key, f"unknown param; allowed: {', '.join(PARAMS)}")
+        info = PARAMS[name]
+        when: tuple[Condition, ...] = ()
+        if isinstance(spec, Mapping) and ({"choices", "int", "float"} & set(spec)):
+            if "when" in spec:
+                when = _parse_when(c, spec["when"], f"{key}.when", seen)
+            if "choices" in spec:
+                c.mapping(spec, key, ("choices", "when"))
+                choices = spec["choices"]
+                if not isinstance(choices, list) or not choices:
+                    raise c.fail(f"{key}.choices", "expected a non-empty list")
+                for i, choice in enumerate(choices):
+                    problem = check_value(name, choice, extra_sets)
+                    if problem:
+                        raise c.fail(f"{key}.choices[{i}]", problem)
+                labels = [_label(v) for v in choices]
+                if len(set(map(str, labels))) != len(labels):
+                    raise c.fail(f"{key}.choices", "duplicate choices")
+                specs.append(ParamSpec(name, "choices", choices=tuple(choices), when=when))
+            else:
+                specs.append(_parse_range(c, name, key, spec, when))
+        else:
+            if isinstance(spec, Mapping) and not info.list_ok:
+                raise c.fail(key, "expected {choices: [...]}, {int: [lo, hi]}, {float: [lo, hi]} or a fixed value")
+            if isinstance(spec, list) and not info.list_ok:
+                raise c.fail(key, "a list is not a fixed value here; write {choices: [...]} to search over it")
+            problem = check_value(name, spec, extra_sets)
+            if problem:
+                raise c.fail(key, problem)
+            specs.append(ParamSpec(name, "fixed", value=spec))
+        seen.append(name)
+    epochs = next((s for s in specs if s.name == "epochs"), None)
+    if epochs is not None:
+        top = max(epochs.choices) if epochs.kind == "choices" else (epochs.high if epochs.kind == "int" else epochs.value)
+        if top is not None and top > budget.max_epochs:
+            raise c.fail("params.epochs", f"goes up to {top} but budget.max_epochs is {budget.max_epochs}")
+    return tuple(specs)
+
+
+def _parse_range(c: _Checker, name: str, key: str, spec: Mapping[str, Any], when: tuple[Condition, ...]) -> ParamSpec:
+    info = PARAMS[name]
+    c.mapping(spec, key, _RANGE_KEYS)
+    kind = "int" if "int" in spec else "float"
+    if "int" in spec and "float" in spec:
+        raise c.fail(key, "give either int or float, not both")
+    if info.kind not in (int, float) or (info.kind is int and kind == "float"):
+        allowed = "{choices: [...]} or a fixed value" if info.kind not in (int, float) else "{int: [lo, hi]}"
+        raise c.fail(f"{key}.{kind}", f"{name} is {info.kind.__name__}-valued; use {allowed}")
+    bounds = spec[kind]
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise c.fail(f"{key}.{kind}", "expected [low, high]")
+    lo = c.number(bounds[0], f"{key}.{kind}[0]", integer=kind == "int")
+    hi = c.number(bounds[1], f"{key}.{kind}[1]", integer=kind == "int")
+    if lo > hi:
+        raise c.fail(f"{key}.{kind}", f"low {lo} is above high {hi}")
+    for i, bound in enumerate((lo, hi)):
+        problem = check_value(name, int(bound) if info.kind is int else float(bound))
+        if problem:
+            raise c.fail(f"{key}.{kind}[{i}]", problem)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise c.fail(f"{key}.log", "expected true or false")
+    if log and lo <= 0:
+        raise c.fail(f"{key}.log", f"a log range needs low > 0, got {lo}")
+    step = spec.get("step")
+    if step is not None:
+        c.number(step, f"{key}.step", integer=kind == "int", low=0, strict_low=True)
+        if log:
+            raise c.fail(f"{key}.step", "step and log cannot be combined")
+    return ParamSpec(name, kind, low=lo, high=hi, step=step, log=log, when=when)
+
+
+def _parse_when(c: _Checker, raw: Any, key: str, seen: Sequence[str]) -> tuple[Condition, ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise c.fail(key, "expected a mapping: param -> value, [values] or {not: value}")
+    out = []
+    for param, cond in raw.items():
+        if param not in seen:
+            raise c.fail(f"{key}.{param}", "a condition can only refer to a param listed above it in params")
+        negate = False
+        if isinstance(cond, Mapping):
+            c.mapping(cond, f"{key}.{param}", ("not",))
+            cond, negate = cond["not"], True
+        values = tuple(cond) if isinstance(cond, list) else (cond,)
+        out.append(Condition(param=param, values=values, negate=negate))
+    return tuple(out)
+
+
+def _check_sampler_fits(c: _Checker, sampler: Component, params: Sequence[ParamSpec]) -> None:
+    if sampler.name == "cmaes":
+        for p in params:
+            if p.kind == "choices":
+                raise c.fail(f"params.{p.name}", "cmaes samples numeric ranges only; use tpe for categorical params")
+    if sampler.name == "grid":
+        for p in params:
+            if p.kind == "float":
+                raise c.fail(f"params.{p.name}.float", "grid needs finite values; use {choices: [...]} or an int range")
+            if p.when:
+                raise c.fail(f"params.{p.name}.when", "grid search does not support conditional params")
+        if not any(p.kind in ("choices", "int") for p in params):
+            raise c.fail("sampler", "grid needs at least one param with choices")

@@ -1,0 +1,99 @@
+"""The Optuna objective: sample a config, train it, report per epoch, record everything."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from search.config import TrialConfig
+from search.data.datasets import load_dataset
+from search.models.backbones import find_weights
+from search.space import SearchSpace
+from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train
+from search.train.metrics import positive_index
+
+log = logging.getLogger(__name__)
+
+
+def trial_seed(space: SearchSpace, config: TrialConfig, number: int) -> int:
+    """A fixed ``seed`` param wins; otherwise each trial gets space seed + trial number."""
+    return config.seed if config.seed is not None else space.seed + number
+
+
+def record_result(trial: optuna.Trial, result: TrainResult) -> None:
+    """Store what the business needs about a finished trial as user attrs (JSON-able)."""
+    classes = result.classes
+    trial.set_user_attr("val", result.val.to_dict(classes))
+    if result.test is not None:
+        trial.set_user_attr("test", result.test.to_dict(classes))
+    trial.set_user_attr("n_params", result.n_params)
+    trial.set_user_attr("epoch_seconds", round(result.epoch_seconds, 4))
+    trial.set_user_attr("latency_ms", round(result.latency_ms, 4))
+    trial.set_user_attr("history", [h.to_dict() for h in result.history])
+
+
+class Objective:
+    """Callable objective for one study; ``check_ready`` validates data and weights up front."""
+
+    def __init__(self, space: SearchSpace, device: str | torch.device | None = None,
+                 weights_dir: str | Path | None = None) -> None:
+        self.space = space
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.weights_dir = weights_dir or space.weights_dir
+
+    def check_ready(self) -> None:
+        """Fail before any trial on a bad dataset, class name or missing weight file."""
+        data = load_dataset(self.space.dataset)
+        for spec in self.space.objectives:
+            positive_index(spec, data.classes)
+        backbones = self._values("backbone", "none")
+        pretrained = self._values("pretrained", False)
+        if True in pretrained:
+            for name in backbones:
+                if name != "none":
+                    find_weights(name, self.weights_dir)
+
+    def _values(self, name: str, default: Any) -> list[Any]:
+        p = self.space.param(name)
+        if p is None:
+            return [default]
+        return list(p.choices) if p.kind == "choices" else [p.value]
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        config = self.space.sample(trial)
+        config.seed = trial_seed(self.space, config, trial.number)
+        trial.set_user_attr("config", config.to_dict())
+        history: list[dict[str, float]] = []
+
+        def on_epoch(entry: EpochLog) -> None:
+            history.append(entry.to_dict())
+            if self.space.multi_objective:
+                return
+            trial.report(entry.value, entry.epoch)
+            if trial.should_prune():
+                trial.set_user_attr("history", history)
+                trial.set_user_attr("pruned_at_epoch", entry.epoch)
+                raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
+
+        try:
+            result = train(config, self.space.dataset, self.space.objectives, device=self.device,
+                           weights_dir=self.weights_dir, augment_sets=self.space.augment_sets,
+                           on_epoch=on_epoch, label=f"trial {trial.number}")
+        except NonFiniteLoss as exc:
+            trial.set_user_attr("history", history)
+            trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            trial.set_user_attr("fail_reason", f"out of GPU memory: {str(exc).splitlines()[0]}")
+            raise
+        record_result(trial, result)
+        values = result.values
+        if any(not math.isfinite(v) for v in values):
+            trial.set_user_attr("fail_reason", f"non-finite objective {values}")
+        return values[0] if len(values) == 1 else values

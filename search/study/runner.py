@@ -1,0 +1,241 @@
+"""Create or load a study (which stores its space) and run trials in a worker loop.
+
+``n_trials`` is the study's total budget, shared by every worker: a worker creates a trial
+only while holding the study's :class:`TrialLock` and only while the study has fewer than
+``n_trials`` trials that count (COMPLETE, PRUNED, RUNNING, and FAIL unless retried).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from search import __version__
+from search.errors import UserError
+from search.space import SearchSpace, parse_space
+from search.study.objective import Objective
+from search.study.pruners import create_pruner
+from search.study.samplers import create_sampler, grid_size
+from search.study.storage import TrialLock, open_storage, resolve_url
+
+log = logging.getLogger(__name__)
+
+SPACE_ATTR = "space"
+
+
+@dataclass
+class WorkerSummary:
+    """What one worker did."""
+
+    study: str
+    counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _canonical(raw: Any) -> str:
+    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description")}
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -> optuna.Study:
+    """Create the study, or load it when it exists with the same space (budget may differ)."""
+    store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
+    study = optuna.create_study(study_name=space.study, storage=store, directions=space.directions,
+                                load_if_exists=True)
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
+        study.set_user_attr("space_source", Path(space.source).name)
+        study.set_user_attr("objective_names", [o.name for o in space.objectives])
+        study.set_user_attr("created_with", f"strategy-search {__version__}")
+        log.info("created study %r", space.study)
+    else:
+        if _canonical(stored) != _canonical(space.raw):
+            raise UserError(
+                f"study {space.study!r} already exists with a different search space; "
+                "give the new space another study name (or delete the old study)"
+            )
+        if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+                                      else optuna.study.StudyDirection.MINIMIZE for d in space.directions]:
+            raise UserError(f"study {space.study!r} exists with other objective directions")
+        if stored.get("budget") != space.raw.get("budget"):
+            study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
+        log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
+    return study
+
+
+def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[optuna.Study, SearchSpace]:
+    """Load a study and the space stored in it (a worker needs nothing else)."""
+    store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        known = ", ".join(optuna.get_all_study_names(store)) or "none"
+        raise UserError(f"no study named {name!r} in this storage; studies: {known}") from None
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        raise UserError(f"study {name!r} was not created by strategy-search (no stored space)")
+    return study, parse_space(stored, source=f"study {name!r}")
+
+
+def counted_trials(trials: list[FrozenTrial]) -> int:
+    """Trials that use up budget: all but WAITING ones and FAIL trials that were retried."""
+    retried: set[int] = set()
+    for t in trials:
+        retried.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
+    return sum(1 for t in trials if t.state != TrialState.WAITING
+               and not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def budget_of(space: SearchSpace, n_trials: int | None) -> int | None:
+    if n_trials is not None:
+        return n_trials
+    if space.budget.n_trials is not None:
+        return space.budget.n_trials
+    return grid_size(space) if space.sampler.name == "grid" else None
+
+
+class _Heartbeat:
+    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.interval:
+            self.storage.record_heartbeat(self.trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
+                log.warning("heartbeat failed: %s", exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
+    params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    if trial.state == TrialState.COMPLETE:
+        values = " ".join(f"{n}={v:.4f}" for n, v in zip(names, trial.values))
+    elif trial.state == TrialState.PRUNED:
+        last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
+        reason = trial.user_attrs.get("fail_reason")
+        at = f"at epoch {trial.user_attrs.get('pruned_at_epoch')}" if reason is None else reason
+        values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
+    else:
+        values = trial.user_attrs.get("fail_reason", "failed")
+    return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | None = None,
+               n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
+               weights_dir: str | None = None, worker_seed: int | None = None) -> WorkerSummary:
+    """Run trials in this process until the study's budget or ``timeout`` is used up."""
+    objective = Objective(space, device=device, weights_dir=weights_dir)
+    objective.check_ready()
+    study.sampler = create_sampler(space, worker_seed)
+    study.pruner = create_pruner(space)
+    total = budget_of(space, n_trials)
+    timeout = timeout if timeout is not None else space.budget.timeout
+    in_memory = isinstance(study._storage, optuna.storages.InMemoryStorage)
+    lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name)
+    heartbeat = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
+    names = [o.name for o in space.objectives]
+    summary = WorkerSummary(study=study.study_name)
+    start = time.monotonic()
+    log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
+             f", timeout {timeout:.0f}s" if timeout else "")
+    try:
+        while True:
+            if timeout is not None and time.monotonic() - start >= timeout:
+                log.info("timeout reached")
+                break
+            trial = _next_trial(study, total, lock, bool(heartbeat))
+            if trial is None:
+                break
+            frozen, seconds = _run_one(study, trial, objective)
+            summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
+            log.info(_describe(frozen, names, seconds))
+    finally:
+        if lock is not None:
+            lock.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, heartbeat: bool
+                ) -> optuna.Trial | None:
+    def take() -> optuna.Trial | None:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        if total is not None and counted_trials(study.get_trials(deepcopy=False)) >= total:
+            return None
+        return study.ask()
+
+    if lock is None:
+        return take()
+    with lock.hold():
+        return take()
+
+
+def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> tuple[FrozenTrial, float]:
+    start = time.monotonic()
+    with _Heartbeat(study._storage, trial._trial_id):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            log.debug("trial %d raised", trial.number, exc_info=True)
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", reason)
+            frozen = study.tell(trial, state=TrialState.FAIL)
+        else:
+            frozen = study.tell(trial, values)
+            if frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs:
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"invalid objective {values}")
+                frozen = study._storage.get_trial(trial._trial_id)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return frozen, time.monotonic() - start
+
+
+def worker_seed_for(space: SearchSpace) -> int:
+    """Distinct sampler seeds per worker process so parallel workers do not draw the same startups."""
+    return (space.seed * 1_000_003 + os.getpid()) % (2**31 - 1)

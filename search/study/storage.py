@@ -1,0 +1,218 @@
+"""Storage URLs: defaults, masking, connection settings for concurrent workers, and a trial lock.
+
+* ``sqlite:///studies.db`` (default): one machine; WAL journal and a long busy timeout so
+  several worker processes do not fail on "database is locked".
+* ``postgresql+psycopg://user:pass@host/db``: many machines (``pip install 'strategy-search[postgres]'``).
+* ``journal:PATH``: Optuna's append-only JournalStorage on a local file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from search.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+STORAGE_ENV = "STRATEGY_SEARCH_STORAGE"
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 30
+JOURNAL_PREFIX = "journal:"
+
+
+def resolve_url(url: str | None) -> str:
+    """The storage URL to use: the argument, else $STRATEGY_SEARCH_STORAGE, else the default."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to show and log)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is masked wholesale after the scheme
+        scheme, sep, rest = url.partition("://")
+        if "@" in rest:
+            return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def storage_label(url: str | None) -> str:
+    """The storage that ``url`` resolves to, password masked."""
+    return mask_url(resolve_url(url))
+
+
+def _sqlite_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    db = make_url(url).database
+    return None if db in (None, "", ":memory:") else db
+
+
+def _sqlite_creator(path: str) -> Any:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=60.0, check_same_thread=False)
+        # WAL lets readers (the dashboard, other workers) proceed while one worker writes.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    return connect
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        return {"creator": _sqlite_creator(path)} if path else {}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    return kwargs
+
+
+def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD, connect_timeout: float = 30.0) -> BaseStorage:
+    """Open a storage, retrying with backoff while the database is unreachable.
+
+    With ``heartbeat``, a trial whose worker died (SIGKILL, lost machine) is marked FAIL after
+    ``grace_period`` seconds and retried once with the same params.
+    """
+    url = resolve_url(url)
+    shown = mask_url(url)
+    if url.startswith(JOURNAL_PREFIX):
+        path = url[len(JOURNAL_PREFIX):].removeprefix("//")
+        if not path:
+            raise StorageError(f"storage {shown}: journal URLs are journal:PATH (a log file)")
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StorageError(f"storage {shown}: directory {parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        backend = JournalFileBackend(str(Path(path).expanduser()), lock_obj=JournalFileOpenLock(str(path) + ".lock"))
+        return optuna.storages.JournalStorage(backend)
+    _check_rdb_url(url, shown)
+    options: dict[str, Any] = {}
+    if heartbeat:
+        options = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+        }
+    deadline = time.monotonic() + connect_timeout
+    delay = 1.0
+    while True:
+        try:
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+        except ImportError as exc:
+            raise StorageError(
+                f"storage {shown}: database driver missing ({exc}); for PostgreSQL run "
+                "pip install 'strategy-search[postgres]' and use postgresql+psycopg://"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "unreachable"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = reason.replace(url, shown)
+            if time.monotonic() + delay > deadline:
+                raise StorageError(f"storage {shown} unreachable after {connect_timeout:.0f}s: {reason}") from None
+            log.warning("storage %s unreachable (%s); retrying in %.0fs", shown, reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _check_rdb_url(url: str, shown: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            f"storage URL {shown!r} is not valid; use sqlite:///studies.db, "
+            "postgresql+psycopg://user:password@host/db or journal:PATH"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(f"storage {shown}: unsupported database {backend!r}; use sqlite or postgresql")
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if path and not Path(path).expanduser().resolve().parent.is_dir():
+            raise StorageError(f"storage {shown}: directory {Path(path).parent} does not exist")
+    if backend == "postgresql" and parsed.get_driver_name() in ("psycopg2",):
+        with contextlib.suppress(ImportError):
+            import psycopg2  # noqa: F401
+
+            return
+        raise StorageError(f"storage {shown}: use postgresql+psycopg:// (psycopg 3, the 'postgres' extra)")
+
+
+# ----------------------------------------------------------------------------- trial lock
+
+
+class TrialLock:
+    """Serialises "is there budget left? then create a trial" across workers of one study.
+
+    SQLite and journal files: an ``flock`` on a file beside the database. PostgreSQL: an
+    advisory lock keyed by the study name. Other databases: a process-local lock only.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url = resolve_url(url)
+        self.study_name = study_name
+        self._local = threading.Lock()
+        self._engine: Any = None
+        self._path: str | None = None
+        if self.url.startswith(JOURNAL_PREFIX):
+            self._path = self.url[len(JOURNAL_PREFIX):].removeprefix("//") + ".trial-lock"
+        elif self.url.startswith("sqlite"):
+            db = _sqlite_path(self.url)
+            self._path = f"{db}.trial-lock" if db else None
+        elif self.url.startswith("postgresql"):
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0)
+        self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._local:
+            if self._path:
+                with open(self._path, "a") as fh:
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(fh, fcntl.LOCK_UN)
+            elif self._engine is not None:
+                from sqlalchemy import text
+
+                with self._engine.connect() as conn:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                    try:
+                        yield
+                    finally:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                        conn.commit()
+            else:
+                yield
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

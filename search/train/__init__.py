@@ -1,0 +1,1 @@
+"""One trial's training loop, optimisers and schedules, and metrics."""

@@ -1,0 +1,245 @@
+"""One trial's training: data -> model -> epochs with validation -> test metrics and costs.
+
+Optuna stays outside: the caller passes ``on_epoch(EpochLog)``, which may raise to prune.
+The same function trains search trials, exported configs and diagnostics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from search.config import TrialConfig
+from search.data.colour import CHANNELS, Preprocess, make_preprocess
+from search.data.datasets import Prepared, prepare
+from search.data.transforms import BatchAugment, resolve_augment
+from search.models.backbones import param_groups
+from search.models.factory import count_params, create_model
+from search.space import DatasetSpec, ObjectiveSpec
+from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
+from search.train.optim import OPTIMIZERS, SCHEDULES
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 512
+PROGRESS_EVERY = 5.0  # seconds between per-epoch progress lines
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    value: float  # the first objective on the validation split
+    lr: float
+    seconds: float
+    grad_norm_max: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    preprocess: Preprocess
+    classes: list[str]
+    input_size: int
+    history: list[EpochLog]
+    val: Metrics
+    test: Metrics | None
+    values: list[float]  # one per objective, on the validation split
+    n_params: int
+    epoch_seconds: float
+    latency_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``cuda`` when available unless ``name`` says otherwise."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from search.errors import UserError
+
+        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, preprocess: Preprocess, images: Tensor, device: torch.device,
+            batch: int = EVAL_BATCH) -> Tensor:
+    """Logits (float32) for uint8 RGB images at the model's input size."""
+    model.eval()
+    outs = []
+    for i in range(0, len(images), batch):
+        x = preprocess(images[i : i + batch].to(device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            outs.append(model(x).float())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, preprocess: Preprocess, images: Tensor, labels: Tensor, num_classes: int,
+             device: torch.device) -> Metrics:
+    logits = predict(model, preprocess, images, device)
+    loss = nn.functional.cross_entropy(logits, labels.to(logits.device)).item() if len(labels) else float("nan")
+    pred = logits.argmax(dim=1)
+    return Metrics(confusion=confusion_matrix(labels.cpu(), pred.cpu(), num_classes), loss=loss)
+
+
+def measure_latency(model: nn.Module, preprocess: Preprocess, sample: Tensor, device: torch.device,
+                    repeats: int = 20) -> float:
+    """Milliseconds per single-image forward pass, preprocessing included."""
+    x = sample[:1].to(device)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            model(preprocess(x))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(preprocess(x))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats * 1000.0
+
+
+def train(
+    config: TrialConfig,
+    dataset: DatasetSpec,
+    objectives: Sequence[ObjectiveSpec] = (ObjectiveSpec(),),
+    *,
+    device: torch.device | None = None,
+    weights_dir: str | Path | None = None,
+    augment_sets: Mapping[str, Sequence[Any]] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    evaluate_test: bool = True,
+    label: str = "trial",
+    data: Prepared | None = None,
+) -> TrainResult:
+    """Train one configuration and measure it. Raises :class:`NonFiniteLoss` on NaN/inf loss."""
+    device = device or resolve_device()
+    seed = 0 if config.seed is None else config.seed
+    seed_everything(seed)
+    data = data or prepare(dataset, config.input_size, config.aspect, device)
+    classes = data.classes
+    num_classes = len(classes)
+    for spec in objectives:
+        positive_index(spec, classes)  # fail before training on a wrong class name
+    plan = resolve_augment(config.augment, augment_sets)
+    preprocess = make_preprocess(config.color, config.normalize, plan.whiten, data.train_x.cpu()).to(device)
+    augment = BatchAugment(plan, data.size)
+
+    model = create_model(config, CHANNELS[config.color], num_classes, data.size, weights_dir).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
+        [{"params": list(model.parameters()), "lr": config.lr}]
+    optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
+    n_train = len(data.train_y)
+    batch_size = min(config.batch_size, n_train)
+    steps = max(1, n_train // batch_size + (1 if n_train % batch_size > 1 else 0))
+    epochs = int(config.epochs or 1)
+    scheduler = SCHEDULES.get(config.schedule)(optimizer, config, steps, epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(seed)
+    history: list[EpochLog] = []
+    last_progress = time.monotonic()
+
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n_train, generator=generator)
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        grad_max = 0.0
+        for b in range(steps):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            if len(idx) < 2 and b > 0:
+                continue  # a lone last image would break BatchNorm's training statistics
+            idx_dev = idx.to(data.train_x.device)
+            xb, yb = data.train_x[idx_dev], data.train_y[idx_dev].to(device)
+            if plan.random:
+                xb = augment(xb)
+            x = preprocess(xb.to(device, non_blocking=True))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                logits = model(x)
+                loss = criterion(logits.float(), yb)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}, step {b + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = config.grad_clip if config.grad_clip > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            grad_max = max(grad_max, float(norm))
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.detach() * len(yb)
+            correct += (logits.argmax(dim=1) == yb).sum()
+            seen += len(yb)
+        seconds = time.perf_counter() - start
+        val = evaluate(model, preprocess, data.val_x, data.val_y, num_classes, device)
+        value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
+        train_loss = float(total_loss) / max(1, seen)
+        if not math.isfinite(train_loss) or not math.isfinite(val.loss):
+            raise NonFiniteLoss(f"loss became non-finite at epoch {epoch}")
+        entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
+                         optimizer.param_groups[-1]["lr"], seconds, grad_max)
+        history.append(entry)
+        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
+        level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
+        if level == logging.INFO:
+            last_progress = time.monotonic()
+        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs)", label, epoch, epochs,
+                train_loss, val.loss, objectives[0].name, value, seconds)
+        if on_epoch is not None:
+            on_epoch(entry)
+
+    val = evaluate(model, preprocess, data.val_x, data.val_y, num_classes, device)
+    test = (evaluate(model, preprocess, data.test_x, data.test_y, num_classes, device)
+            if evaluate_test and len(data.test_y) else None)
+    n_params = count_params(model)
+    latency = measure_latency(model, preprocess, data.val_x, device)
+    costs = {"latency_ms": latency, "params": float(n_params)}
+    values = [objective_value(o, val, classes, costs) for o in objectives]
+    return TrainResult(
+        model=model, preprocess=preprocess, classes=classes, input_size=data.size, history=history, val=val,
+        test=test, values=values, n_params=n_params,
+        epoch_seconds=sum(h.seconds for h in history) / max(1, len(history)), latency_ms=latency,
+    )

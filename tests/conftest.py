@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny spaces on small built-in data, a clean working directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Keep tests on the CPU and quiet about threads: CI has 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def tiny_space(study: str = "tiny", **overrides: Any) -> dict[str, Any]:
+    """A search space that trains a handful of tiny CNNs on part of digits in seconds."""
+    doc: dict[str, Any] = {
+        "study": study,
+        "objective": "accuracy",
+        "dataset": {"name": "digits", "limit": 400},
+        "budget": {"n_trials": 4, "max_epochs": 3},
+        "sampler": "random",
+        "pruner": "none",
+        "seed": 0,
+        "params": {
+            "lr": {"float": [0.001, 0.05], "log": True},
+            "batch_size": {"choices": [32, 64]},
+            "optimizer": {"choices": ["adamw", "sgd"]},
+            "width": 4,
+            "depth": 2,
+        },
+    }
+    for key, value in overrides.items():
+        doc[key] = value
+    return doc
+
+
+def write_space(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a temp dir so the default sqlite:///studies.db lands there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STRATEGY_SEARCH_STORAGE", raising=False)
+    return tmp_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
