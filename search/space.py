@@ -270,9 +270,8 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     if weights_dir is not None:
         if not isinstance(weights_dir, str):
             raise c.fail("weights_dir", f"expected a directory path, got {weights_dir!r}")
-        if base_dir is not None and not Path(weights_dir).is_absolute():
-            weights_dir = str((base_dir / weights_dir).resolve())
-            doc["weights_dir"] = weights_dir
+        weights_dir = _resolve_path(weights_dir, base_dir)
+        doc["weights_dir"] = weights_dir
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
     from search.study.pruners import PRUNER_OPTIONS
@@ -291,6 +290,14 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
         pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
         weights_dir=weights_dir, augment_sets=augment_sets, keep=keep,
     )
+
+
+def _resolve_path(path: str, base_dir: Path | None) -> str:
+    """``~`` expands; a relative path is relative to the space file's directory."""
+    p = Path(path).expanduser()
+    if base_dir is not None and not p.is_absolute():
+        p = (base_dir / p).resolve()
+    return str(p)
 
 
 def _parse_budget(c: _Checker, raw: Any) -> Budget:
@@ -320,8 +327,7 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
     if path is not None:
         if not isinstance(path, str):
             raise c.fail("dataset.path", f"expected a directory path, got {path!r}")
-        if base_dir is not None and not Path(path).is_absolute():
-            path = str((base_dir / path).resolve())
+        path = _resolve_path(path, base_dir)
     val = c.number(raw.get("val_fraction", 0.2), "dataset.val_fraction", low=0, strict_low=True, high=0.9)
     test = c.number(raw.get("test_fraction", 0.2), "dataset.test_fraction", low=0, high=0.9)
     if val + test >= 0.95:

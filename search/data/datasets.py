@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 SPLIT_DIRS = ("train", "val", "test")
+GPU_CACHE_FRACTION = 0.25  # keep a dataset on the GPU when it takes at most this share of free memory
 
 
 @dataclass
@@ -342,8 +343,14 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
     parts = [resize_all(_select(data.images, idx), size, aspect) for idx in (data.train, data.val, data.test)]
     labels = [data.labels[idx] for idx in (data.train, data.val, data.test)]
     if device.type == "cuda":
-        parts = [p.to(device, non_blocking=True) for p in parts]
-        labels = [y.to(device, non_blocking=True) for y in labels]
+        nbytes = sum(p.numel() for p in parts)
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes < GPU_CACHE_FRACTION * free:
+            parts = [p.to(device, non_blocking=True) for p in parts]
+            labels = [y.to(device, non_blocking=True) for y in labels]
+        else:
+            # Too big to keep on the GPU: pinned host memory makes the per-batch copies asynchronous.
+            parts = [p.pin_memory() for p in parts]
     prepared = Prepared(parts[0], labels[0], parts[1], labels[1], parts[2], labels[2], data.classes, size)
     with _lock:
         if len(_resized) > 16:
