@@ -67,7 +67,7 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Budget:
-    n_trials: int | None = 20
+    n_trials: int | None = None
     timeout: float | None = None
     max_epochs: int = 10
 
@@ -302,7 +302,7 @@ def _resolve_path(path: str, base_dir: Path | None) -> str:
 
 def _parse_budget(c: _Checker, raw: Any) -> Budget:
     raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs"))
-    n_trials = raw.get("n_trials", 20)
+    n_trials = raw.get("n_trials")  # None: the grid's size, else unlimited under a timeout, else 20
     if n_trials is not None:
         c.number(n_trials, "budget.n_trials", integer=True, low=1)
     timeout = raw.get("timeout")

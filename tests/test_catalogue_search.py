@@ -86,3 +86,20 @@ def test_multi_objective_shows_pareto_front(workdir: Path) -> None:
         assert set(rec["values"]) == {"split", "precision[target]", "recall[target]"}
     table = _invoke("best", "pareto")
     assert f"Pareto front ({len(front)} trials)" in table or (len(front) == 1 and "best trial" in table)
+
+
+def test_grid_runs_every_combination_once(workdir: Path) -> None:
+    doc = {
+        "study": "grid",
+        "dataset": {"name": "digits", "limit": 200},
+        "budget": {"max_epochs": 1},
+        "sampler": "grid",
+        "pruner": "none",
+        "params": {"augment": {"choices": ["none", "crop", ["crop", "flip", "whiten"]]},
+                   "seed": {"choices": [0, 1]}, "width": 4},
+    }
+    _invoke("run", str(write_space(workdir / "space.yaml", doc)))
+    study = optuna.load_study(study_name="grid", storage="sqlite:///studies.db")
+    combos = sorted((t.params["augment"], t.params["seed"]) for t in study.trials)
+    assert combos == sorted((a, s) for a in ("none", "crop", "crop+flip+whiten") for s in (0, 1))
+    assert all(t.user_attrs["config"]["seed"] == t.params["seed"] for t in study.trials)

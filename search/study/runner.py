@@ -102,12 +102,18 @@ def counted_trials(trials: list[FrozenTrial]) -> int:
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
+DEFAULT_N_TRIALS = 20
+
+
 def budget_of(space: SearchSpace, n_trials: int | None) -> int | None:
+    """The study's total trial budget: given, else the grid size, else unlimited under a timeout."""
     if n_trials is not None:
         return n_trials
     if space.budget.n_trials is not None:
         return space.budget.n_trials
-    return grid_size(space) if space.sampler.name == "grid" else None
+    if space.sampler.name == "grid":
+        return grid_size(space)
+    return None if space.budget.timeout is not None else DEFAULT_N_TRIALS
 
 
 class _Heartbeat:

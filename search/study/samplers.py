@@ -40,9 +40,20 @@ def _cmaes(space: SearchSpace, seed: int) -> BaseSampler:
     )
 
 
+class _BudgetedGridSampler(optuna.samplers.GridSampler):
+    """GridSampler that leaves stopping to the study budget (the grid size by default).
+
+    Workers drive trials with ask/tell, where Optuna's ``study.stop()`` (called by GridSampler
+    once the grid is used up) is not available.
+    """
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        return None
+
+
 @SAMPLERS.register("grid")
 def _grid(space: SearchSpace, seed: int) -> BaseSampler:
-    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    return _BudgetedGridSampler(space.grid(), seed=seed)
 
 
 def create_sampler(space: SearchSpace, seed: int | None = None) -> BaseSampler:
