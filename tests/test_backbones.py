@@ -84,4 +84,6 @@ def test_frozen_backbone_trains_only_the_head(tmp_path: Path) -> None:
                    evaluate_test=False)
     after = result.model.state_dict()
     assert torch.equal(after["conv1.0.weight"], before["conv1.0.weight"])
+    # Frozen means frozen: BatchNorm running statistics of the backbone do not drift either.
+    assert torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
     assert not torch.equal(after["fc.weight"], before["fc.weight"][:10])

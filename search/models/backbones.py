@@ -93,3 +93,15 @@ def param_groups(model: nn.Module, finetune: str, lr: float) -> list[dict[str, A
             p.requires_grad_(False)
         return [{"params": head, "lr": lr}]
     return [{"params": body, "lr": lr * DISCRIMINATIVE_FACTOR}, {"params": head, "lr": lr}]
+
+
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Keep frozen layers' BatchNorm statistics fixed (call after ``model.train()``).
+
+    A frozen backbone should compute the same features at every step; updating its running
+    statistics on the new data would shift them under the trained head.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()

@@ -22,7 +22,7 @@ from search.config import TrialConfig
 from search.data.colour import CHANNELS, Preprocess, make_preprocess
 from search.data.datasets import Prepared, prepare
 from search.data.transforms import BatchAugment, resolve_augment
-from search.models.backbones import param_groups
+from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
 from search.space import DatasetSpec, ObjectiveSpec
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
@@ -181,6 +181,8 @@ def train(
 
     for epoch in range(1, epochs + 1):
         model.train()
+        if config.backbone != "none" and config.finetune == "freeze":
+            freeze_norm_statistics(model)
         start = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
         total_loss = torch.zeros((), device=device)
