@@ -35,7 +35,7 @@ PROGRESS_EVERY = 5.0  # seconds between per-epoch progress lines
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss (or the gradient norm) became NaN or infinite."""
 
 
 @dataclass
@@ -188,7 +188,9 @@ def train(
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        grad_max = 0.0
+        grad_max = torch.zeros((), device=device)
+        # On CUDA, checking the loss every step would stall the GPU; check once per epoch there.
+        check_each_step = device.type != "cuda"
         for b in range(steps):
             idx = order[b * batch_size : (b + 1) * batch_size]
             if len(idx) < 2 and b > 0:
@@ -203,13 +205,17 @@ def train(
             with _autocast(device):
                 logits = model(x)
                 loss = criterion(logits.float(), yb)
-            if not torch.isfinite(loss):
+            if check_each_step and not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}, step {b + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip = config.grad_clip if config.grad_clip > 0 else float("inf")
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            grad_max = max(grad_max, float(norm))
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            if check_each_step and not torch.isfinite(norm):
+                raise NonFiniteLoss(f"gradient norm became {norm.item()} at epoch {epoch}, step {b + 1}")
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, config.grad_clip, norm)
+            grad_max = torch.maximum(grad_max, norm.detach())
             optimizer.step()
             scheduler.step()
             total_loss += loss.detach() * len(yb)
@@ -219,10 +225,10 @@ def train(
         val = evaluate(model, preprocess, data.val_x, data.val_y, num_classes, device)
         value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
         train_loss = float(total_loss) / max(1, seen)
-        if not math.isfinite(train_loss) or not math.isfinite(val.loss):
-            raise NonFiniteLoss(f"loss became non-finite at epoch {epoch}")
+        if not math.isfinite(train_loss) or not math.isfinite(val.loss) or not math.isfinite(float(grad_max)):
+            raise NonFiniteLoss(f"loss or gradient became non-finite at epoch {epoch}")
         entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
-                         optimizer.param_groups[-1]["lr"], seconds, grad_max)
+                         optimizer.param_groups[-1]["lr"], seconds, float(grad_max))
         history.append(entry)
         # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
         level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
