@@ -234,3 +234,35 @@ def test_keep_best_keeps_one_checkpoint_and_yaml_export_is_unchanged(tmp_path: P
 def test_predict_errors_are_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["predict", str(tmp_path), str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "not an exported model" in result.output
+
+
+def test_folder_data_with_padding_predicts_like_training(tmp_path: Path) -> None:
+    """Non-square photos, aspect pad: predict letterboxes them exactly as training did."""
+    rng = np.random.default_rng(0)
+    files: list[Path] = []
+    for label, colour in (("red", (200, 40, 40)), ("green", (40, 160, 60))):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(24):
+            h, w = int(rng.integers(10, 20)), int(rng.integers(20, 34))
+            img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
+            img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = colour
+            files.append(tmp_path / "photos" / label / f"{i:02d}.png")
+            Image.fromarray(img).save(files[-1])
+    doc = tiny_space("photos", dataset={"path": str(tmp_path / "photos")}, budget={"n_trials": 1, "max_epochs": 2},
+                     params={"lr": 0.01, "width": 4, "aspect": "pad", "input_size": 16, "color": "hsv"})
+    s = Searched(tmp_path, "photos", **{k: v for k, v in doc.items() if k != "study"})
+    s.cli("export", "photos", "-o", str(tmp_path / "out"), "--no-onnx")
+
+    data = load_dataset(s.space.dataset)
+    ordered = sorted(files, key=lambda f: (f.parent.name, f.name))  # the loader's order: class, then file
+    val_files = [str(ordered[i]) for i in data.val.tolist()]
+    rows = json.loads(_invoke("predict", str(tmp_path / "out"), *val_files, "--json"))
+    assert [r["path"] for r in rows] == val_files
+    bundle = load_core(tmp_path / "out")
+    expected = bundle.probabilities(prepare(s.space.dataset, 16, "pad", torch.device("cpu")).val_x)
+    got = torch.tensor([[r["probabilities"][c] for c in bundle.classes] for r in rows])
+    assert (got - expected).abs().max().item() < 1e-6
+
+    other = _invoke("train", str(tmp_path / "out" / "config.yaml"), "--data", str(tmp_path / "photos"),
+                    "--device", "cpu")
+    assert "validation (held out)" in other and "source trial" not in other
