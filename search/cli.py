@@ -22,6 +22,11 @@ storage_option = click.option(
 device_option = click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 weights_option = click.option("--weights-dir", default=None, type=click.Path(file_okay=True),
                               help="Local directory with pretrained backbone weights.")
+checkpoints_option = click.option(
+    "--checkpoints", envvar="STRATEGY_SEARCH_CHECKPOINTS", default=None, metavar="DIR",
+    help="Trial checkpoints (default: checkpoints/ beside a SQLite file; env STRATEGY_SEARCH_CHECKPOINTS). "
+         "Use one shared directory for workers on several machines.",
+)
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,9 +67,10 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
 @device_option
 @weights_option
+@checkpoints_option
 @_user_errors
 def run(space: str, storage: str | None, n_trials: int | None, timeout: float | None, device: str | None,
-        weights_dir: str | None) -> None:
+        weights_dir: str | None, checkpoints: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space import load_space
     from search.study.runner import create_study, run_trials
@@ -74,7 +80,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     log.info("study %r in %s", spec.study, storage_label(storage))
     study = create_study(spec, storage)
     summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=spec.seed)
+                         weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
     _print_done(study, spec, summary, storage)
 
 
@@ -87,7 +93,9 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
     click.echo(format_summary(study_summary(study, spec)))
     shown = storage_label(storage)
     click.echo(f"\nwatch it:   strategy-search dashboard --storage '{shown}'   (then open http://127.0.0.1:8080)")
-    click.echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml")
+    click.echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml"
+               "   (or -o best/ for weights, TorchScript and ONNX)")
+    click.echo(f"report:     strategy-search report {study.study_name} --storage '{shown}' -o report.html")
 
 
 @main.command()
@@ -115,15 +123,16 @@ def create(space: str, storage: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None)
 @device_option
 @weights_option
+@checkpoints_option
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
-           device: str | None, weights_dir: str | None) -> None:
+           device: str | None, weights_dir: str | None, checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up."""
     from search.study.runner import load_study, run_trials, worker_seed_for
 
     study, spec = load_study(study_name, storage)
     summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec))
+                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
     click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
 
@@ -147,11 +156,17 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 @main.command()
 @click.argument("study_name", metavar="STUDY")
 @storage_option
-@click.option("-o", "--output", default="best.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="best.yaml", show_default=True, type=click.Path(),
+              help="A .yaml/.yml file (the config only) or a directory (config, weights, TorchScript, ONNX).")
 @click.option("--trial", "trial_number", type=int, default=None, help="Export this trial instead of the best.")
+@checkpoints_option
+@device_option
+@weights_option
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
 @_user_errors
-def export(study_name: str, storage: str | None, output: str, trial_number: int | None) -> None:
-    """Write the best trial of STUDY as a complete, runnable space file."""
+def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
+           device: str | None, weights_dir: str | None, onnx: bool) -> None:
+    """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
     from search.export import export_config, write_config
     from search.study.runner import load_study
 
@@ -162,8 +177,31 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
         if not matches:
             raise UserError(f"study {study_name!r} has no trial {trial_number}")
         trial = matches[0]
-    path = write_config(export_config(study, spec, trial), output)
-    click.echo(f"wrote {path}")
+    if output.lower().endswith((".yaml", ".yml")):
+        path = write_config(export_config(study, spec, trial), output)
+        click.echo(f"wrote {path}")
+        return
+    _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx)
+
+
+def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
+                   device: str | None, weights_dir: str | None, onnx: bool) -> None:
+    from search.checkpoints import CheckpointStore, checkpoint_root
+    from search.export import export_bundle
+
+    store = CheckpointStore(checkpoint_root(storage, checkpoints))
+    done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
+                         onnx=onnx)
+    click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
+    click.echo(f"  weights: {done.reason}")
+    if done.value_diff is not None:
+        click.echo(f"  re-trained {spec.objectives[0].name} differs from the recorded value by {done.value_diff:.2e}")
+    click.echo("  files: " + ", ".join(done.files))
+    for name, diff in done.checks.items():
+        click.echo(f"  {name}: max |logit diff| vs PyTorch {diff:.2e}")
+    for note in done.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"predict with: strategy-search predict {done.directory} IMAGES...")
 
 
 @main.command()
@@ -180,6 +218,98 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     store = open_storage(storage, heartbeat=False)
     log.info("optuna-dashboard for %s on http://%s:%d", storage_label(storage), host, port)
     run_server(store, host=host, port=port)
+
+
+@main.command("train")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
+              help="Train on this ImageFolder directory instead of the config's dataset (split the same way).")
+@click.option("--full", is_flag=True, help="Train on train+val (validation is then no longer held out).")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Write the trained model here as an export bundle.")
+@device_option
+@weights_option
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx (with -o).")
+@_user_errors
+def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None, device: str | None,
+              weights_dir: str | None, onnx: bool) -> None:
+    """Re-train the configuration CONFIG (an exported config.yaml) and compare with its source trial."""
+    from search.bundle import bundle_from_result, write_bundle
+    from search.retrain import retrain
+
+    done = retrain(config, data_dir=data_dir, full=full, device=device, weights_dir=weights_dir)
+    space, result = done.space, done.result
+    source = dict(space.raw.get("source") or {})
+    origin = f" (trial {source['trial']} of study {source['study']})" if "trial" in source else ""
+    click.echo(f"trained {space.study}{origin} on {done.device} in {done.seconds:.2f}s")
+    values = "  ".join(f"{o.name} {v:.6f}" for o, v in zip(space.objectives, result.values))
+    held = "NOT held out: --full trained on it" if full else "held out"
+    click.echo(f"validation ({held}): {values}")
+    for c in done.comparisons:
+        verdict = "timing, not compared" if c.matches is None else (
+            f"reproduced within {c.tolerance:g}" if c.matches else f"DIFFERS by more than {c.tolerance:g}")
+        click.echo(f"  {c.name}: source trial {c.source:.6f}, this run {c.value:.6f}, diff {c.diff:.2e} ({verdict})")
+    if result.test is not None:
+        t = result.test
+        click.echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
+                   "test set only)")
+    if output:
+        doc = dict(space.raw)
+        if data_dir is not None:
+            doc["dataset"] = {**(doc["dataset"] if isinstance(doc.get("dataset"), dict) else {}),
+                              "path": done.dataset.path}
+            doc["dataset"].pop("name", None)
+        bundle = bundle_from_result(result, done.config, done.dataset, space.objectives,
+                                    {**source, "config": str(config), "train_and_val": full})
+        written = write_bundle(bundle, output, doc, onnx=onnx)
+        click.echo(f"wrote {output}/: " + ", ".join(written["files"]))
+        for note in written["notes"]:
+            click.echo(f"  note: {note}")
+    if done.reproduced is False:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (all class probabilities).")
+@device_option
+@_user_errors
+def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str | None) -> None:
+    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR."""
+    from search.bundle import load_core
+    from search.predict import predict_files
+    from search.train.loop import resolve_device
+
+    bundle = load_core(export_dir)
+    results = predict_files(bundle, images, resolve_device(device))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    width = max(len(r.path) for r in results)
+    for r in results:
+        click.echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@storage_option
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--png/--no-png", default=True, show_default=True, help="Also write PNGs into <name>_png/.")
+@_user_errors
+def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
+    """Write an HTML report of STUDY (opens offline) and PNG figures."""
+    from search.report import write_report
+    from search.study.runner import load_study
+
+    study, spec = load_study(study_name, storage)
+    done = write_report(study, spec, output, png=png)
+    size = done.html.stat().st_size / 1e6
+    click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
+    if done.pngs:
+        click.echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
+    for note in done.notes:
+        click.echo(f"note: {note}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,10 @@
-"""Export the best trial as a complete, runnable space file (every param fixed)."""
+"""Export the best trial: a complete, runnable space file (every param fixed), or a production bundle."""
 
 from __future__ import annotations
 
 import copy
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from search.config import TrialConfig
 from search.errors import UserError
 from search.space import SearchSpace
 from search.summary import best_trial
+
+log = logging.getLogger(__name__)
 
 
 def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | None = None) -> dict[str, Any]:
@@ -48,3 +52,72 @@ def write_config(doc: dict[str, Any], path: str | Path) -> Path:
     header = "# Exported by strategy-search: run it with `strategy-search run " + out.name + "`\n"
     out.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return out
+
+
+@dataclass
+class ExportedBundle:
+    """What ``export_bundle`` wrote and how it got the model."""
+
+    directory: Path
+    trial: int
+    files: list[str]
+    checks: dict[str, float]  # max |logit diff| of TorchScript/ONNX against PyTorch
+    retrained: bool
+    reason: str  # where the weights came from
+    value_diff: float | None = None  # |retrained - recorded| first objective, when retrained
+    notes: list[str] = field(default_factory=list)
+
+
+def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path, trial: FrozenTrial | None = None,
+                  *, checkpoints: Any = None, device: str | None = None, weights_dir: str | None = None,
+                  onnx: bool = True) -> ExportedBundle:
+    """Write config, weights, preprocessing, TorchScript and ONNX of ``trial`` (default: the best).
+
+    The weights come from the trial's checkpoint (``checkpoints``: a
+    :class:`~search.checkpoints.CheckpointStore`); without one the trial is re-trained from its
+    config, which reproduces it exactly on the CPU.
+    """
+    from search.bundle import bundle_from_result, load_core, write_bundle
+    from search.train.loop import resolve_device, train
+
+    name = study.study_name
+    if trial is None and checkpoints is not None:
+        trial = _best_with_checkpoint(study, checkpoints)
+    doc = export_config(study, space, trial)
+    trial = trial or best_trial(study)
+    assert trial is not None
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a directory for the bundle or a .yaml file for the config only")
+    source = {"study": name, "trial": trial.number}
+    value_diff = None
+    if checkpoints is not None and checkpoints.has(name, trial.number):
+        bundle = load_core(checkpoints.path(name, trial.number))
+        retrained, reason = False, f"checkpoint {checkpoints.path(name, trial.number)}"
+    else:
+        why = "keep: none" if space.keep == "none" else f"no checkpoint of trial {trial.number} " \
+            f"in {checkpoints.root if checkpoints is not None else 'the checkpoint store'}"
+        config = TrialConfig.from_dict(trial.user_attrs["config"])
+        dev = resolve_device(device)
+        log.info("re-training trial %d from its config on %s (%s)", trial.number, dev, why)
+        result = train(config, space.dataset, space.objectives, device=dev,
+                       weights_dir=weights_dir or space.weights_dir, augment_sets=space.augment_sets,
+                       label=f"trial {trial.number}")
+        bundle = bundle_from_result(result, config, space.dataset, space.objectives, source)
+        if trial.values:
+            value_diff = abs(result.values[0] - trial.values[0])
+        retrained, reason = True, f"re-trained on {dev} ({why})"
+    bundle.meta["source"] = {**source, "values": doc["source"]["values"], "split": "validation"}
+    written = write_bundle(bundle, out, doc, onnx=onnx)
+    return ExportedBundle(out, trial.number, written["files"], written["checks"], retrained, reason, value_diff,
+                          written["notes"])
+
+
+def _best_with_checkpoint(study: optuna.Study, checkpoints: Any) -> FrozenTrial | None:
+    """The best trial; among trials tied with it (every objective), the earliest that has a checkpoint."""
+    best = best_trial(study)
+    if best is None or checkpoints.has(study.study_name, best.number):
+        return best
+    tied = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.values and t.values == best.values]
+    return next((t for t in sorted(tied, key=lambda t: t.number) if checkpoints.has(study.study_name, t.number)), best)

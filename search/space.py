@@ -22,7 +22,7 @@ MINIMIZED_METRICS = ("latency_ms", "params")
 AVERAGES = ("macro", "micro", "binary")
 TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
-    "weights_dir", "augment_sets", "keep", "params", "source",
+    "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source",
 )
 KEEP_MODES = ("best", "top_k", "none")
 
@@ -141,6 +141,7 @@ class SearchSpace:
     weights_dir: str | None = None
     augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     keep: str = "best"
+    keep_top_k: int = 3  # checkpoints kept when keep is top_k
 
     @property
     def multi_objective(self) -> bool:
@@ -266,6 +267,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     objectives = _parse_objectives(c, doc.get("objective", "accuracy"))
     seed = c.number(doc.get("seed", 0), "seed", integer=True, low=0)
     keep = c.one_of(doc.get("keep", "best"), "keep", KEEP_MODES)
+    keep_top_k = c.number(doc.get("keep_top_k", 3), "keep_top_k", integer=True, low=1)
     weights_dir = doc.get("weights_dir")
     if weights_dir is not None:
         if not isinstance(weights_dir, str):
@@ -288,7 +290,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     return SearchSpace(
         study=study.strip(), objectives=objectives, dataset=dataset, budget=budget, sampler=sampler,
         pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
-        weights_dir=weights_dir, augment_sets=augment_sets, keep=keep,
+        weights_dir=weights_dir, augment_sets=augment_sets, keep=keep, keep_top_k=keep_top_k,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 import torch
 
+from search.checkpoints import CheckpointStore, keep_checkpoint
 from search.config import TrialConfig
 from search.data.datasets import load_dataset
 from search.models.backbones import find_weights
@@ -41,10 +42,11 @@ class Objective:
     """Callable objective for one study; ``check_ready`` validates data and weights up front."""
 
     def __init__(self, space: SearchSpace, device: str | torch.device | None = None,
-                 weights_dir: str | Path | None = None) -> None:
+                 weights_dir: str | Path | None = None, checkpoints: CheckpointStore | None = None) -> None:
         self.space = space
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.weights_dir = weights_dir or space.weights_dir
+        self.checkpoints = checkpoints
 
     def check_ready(self) -> None:
         """Fail before any trial on a bad dataset, class name or missing weight file."""
@@ -93,7 +95,22 @@ class Objective:
             trial.set_user_attr("fail_reason", f"out of GPU memory: {str(exc).splitlines()[0]}")
             raise
         record_result(trial, result)
+        if self.checkpoints is not None:
+            self._checkpoint(trial, config, result)
         values = result.values
         if any(not math.isfinite(v) for v in values):
             trial.set_user_attr("fail_reason", f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
+
+    def _checkpoint(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult) -> None:
+        """Keep the model per ``keep:``; a failed write is logged and the trial still counts."""
+        from search.bundle import bundle_from_result
+
+        source = {"study": trial.study.study_name, "trial": trial.number}
+        try:
+            keep_checkpoint(self.checkpoints, self.space, trial, result.values,
+                            lambda: bundle_from_result(result, config, self.space.dataset, self.space.objectives,
+                                                       source))
+        except OSError as exc:
+            log.warning("trial %d: could not write its checkpoint: %s", trial.number, exc)
+            trial.set_user_attr("checkpoint_error", str(exc)[:500])

@@ -21,7 +21,8 @@ import torch
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from search import __version__
+from search import __version__, progress
+from search.checkpoints import CheckpointStore, checkpoint_root
 from search.errors import UserError
 from search.space import SearchSpace, parse_space
 from search.study.objective import Objective
@@ -166,15 +167,21 @@ def _fmt(v: Any) -> str:
 
 def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | None = None,
                n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
-               weights_dir: str | None = None, worker_seed: int | None = None) -> WorkerSummary:
-    """Run trials in this process until the study's budget or ``timeout`` is used up."""
-    objective = Objective(space, device=device, weights_dir=weights_dir)
+               weights_dir: str | None = None, worker_seed: int | None = None,
+               checkpoints: str | Path | None = None) -> WorkerSummary:
+    """Run trials in this process until the study's budget or ``timeout`` is used up.
+
+    Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.checkpoints`).
+    """
+    in_memory = isinstance(study._storage, optuna.storages.InMemoryStorage)
+    store = None if space.keep == "none" or (in_memory and checkpoints is None) else \
+        CheckpointStore(checkpoint_root(storage_url, checkpoints))
+    objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
     objective.check_ready()
     study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
-    in_memory = isinstance(study._storage, optuna.storages.InMemoryStorage)
     lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name)
     heartbeat = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
     names = [o.name for o in space.objectives]
@@ -182,6 +189,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     start = time.monotonic()
     log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
              f", timeout {timeout:.0f}s" if timeout else "")
+    trials_bar = progress.trial_bar(total, counted_trials(study.get_trials(deepcopy=False)), study.study_name)
     try:
         while True:
             if timeout is not None and time.monotonic() - start >= timeout:
@@ -193,7 +201,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             frozen, seconds = _run_one(study, trial, objective)
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
+            trials_bar.update()
     finally:
+        trials_bar.close()
         if lock is not None:
             lock.close()
     summary.seconds = time.monotonic() - start

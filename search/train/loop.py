@@ -24,6 +24,7 @@ from search.data.datasets import Prepared, prepare
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
+from search.progress import progress
 from search.space import DatasetSpec, ObjectiveSpec
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
 from search.train.optim import OPTIMIZERS, SCHEDULES
@@ -179,7 +180,7 @@ def train(
     history: list[EpochLog] = []
     last_progress = time.monotonic()
 
-    for epoch in range(1, epochs + 1):
+    for epoch in progress(range(1, epochs + 1), desc=label, unit="epoch"):
         model.train()
         if config.backbone != "none" and config.finetune == "freeze":
             freeze_norm_statistics(model)

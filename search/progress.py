@@ -1,0 +1,66 @@
+"""Progress bars (tqdm) for epochs and trials, shown only when someone is watching.
+
+Bars go to stderr and appear only when stderr is a terminal, so logs, CI and tests stay clean.
+``STRATEGY_SEARCH_PROGRESS=1`` forces them on, ``=0`` off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterable, TypeVar
+
+T = TypeVar("T")
+
+PROGRESS_ENV = "STRATEGY_SEARCH_PROGRESS"
+
+
+def enabled() -> bool:
+    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
+    """``tqdm(iterable)`` when bars are enabled, else ``iterable`` untouched."""
+    if not enabled():
+        return iterable
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
+
+
+class TrialBar:
+    """A bar over a study's trial budget, with log lines routed around it; no-op when disabled."""
+
+    def __init__(self, total: int | None, initial: int, study: str) -> None:
+        self._bar: Any = None
+        self._redirect: Any = None
+        if not enabled():
+            return
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=f"study {study}", unit="trial",
+                         dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._redirect.__exit__(None, None, None)
+            self._bar = None
+
+
+def trial_bar(total: int | None, initial: int, study: str) -> TrialBar:
+    return TrialBar(total, initial, study)
