@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from search.bundle import Bundle
-from search.data.datasets import IMAGE_SUFFIXES, _decode, _stack_if_uniform
+from search.data.datasets import IMAGE_SUFFIXES, decode_image, stack_if_uniform
 from search.data.transforms import resize_all
 from search.errors import DataError
 
@@ -56,11 +56,11 @@ def load_images(files: Sequence[Path], bundle: Bundle) -> torch.Tensor:
     """uint8 RGB (N, 3, S, S) at the model's input size, decoded and resized as in training."""
     images = []
     for f in files:
-        img = _decode(f, bundle.max_side or DECODE_LIMIT)
+        img = decode_image(f, bundle.max_side or DECODE_LIMIT)
         if img is None:
             raise DataError(f"{f}: not a readable image")
         images.append(img)
-    return resize_all(_stack_if_uniform(images), bundle.input_size, bundle.aspect)
+    return resize_all(stack_if_uniform(images), bundle.input_size, bundle.aspect)
 
 
 def predict_files(bundle: Bundle, paths: Iterable[str | Path], device: torch.device | None = None,

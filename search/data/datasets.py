@@ -178,7 +178,7 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _decode(path: Path, max_side: int) -> Tensor | None:
+def decode_image(path: Path, max_side: int) -> Tensor | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -212,7 +212,7 @@ def _read_class_tree(root: Path, classes: list[str] | None, max_side: int
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         good = 0
         for f in files:
-            img = _decode(f, max_side)
+            img = decode_image(f, max_side)
             if img is None:
                 skipped += 1
                 continue
@@ -227,7 +227,7 @@ def _read_class_tree(root: Path, classes: list[str] | None, max_side: int
     return images, labels, classes, skipped
 
 
-def _stack_if_uniform(images: Sequence[Tensor]) -> Tensor | list[Tensor]:
+def stack_if_uniform(images: Sequence[Tensor]) -> Tensor | list[Tensor]:
     shapes = {tuple(img.shape) for img in images}
     return torch.stack(list(images)) if len(shapes) == 1 else list(images)
 
@@ -278,7 +278,7 @@ def load_folder(spec: DatasetSpec) -> ImageSet:
     if skipped:
         log.warning("%s: skipped %d unreadable image(s)", root, skipped)
     info = {"source": str(root), "skipped_images": skipped, "layout": "split folders" if has_splits else "one folder"}
-    return ImageSet(_stack_if_uniform(all_images), labels_t, classes, train_idx, val_idx, test_idx, info)
+    return ImageSet(stack_if_uniform(all_images), labels_t, classes, train_idx, val_idx, test_idx, info)
 
 
 # ----------------------------------------------------------------------------- loading and caching

@@ -24,10 +24,15 @@ class ConvBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=norm != "batchnorm")
         self.norm1 = make_norm(cout, lrn_size)
         self.act = nn.ReLU(inplace=True)
+        # Plain blocks get parameter-free placeholders so TorchScript can compile forward().
+        self.conv2: nn.Module = nn.Identity()
+        self.norm2: nn.Module = nn.Identity()
+        self.skip: nn.Module = nn.Identity()
         if residual:
             self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=norm != "batchnorm")
             self.norm2 = make_norm(cout, lrn_size)
-            self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
+            if cin != cout:
+                self.skip = nn.Conv2d(cin, cout, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.norm1(self.conv1(x)))
