@@ -115,8 +115,8 @@ def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *
 
     findings: list[Finding] = []
     run = _train_baseline(config, dataset, objective, device, weights_dir)
-    baseline: dict[str, Any] = {"config": run.config.to_dict(), "diverged": run.failures,
-                                "seconds": round(run.seconds, 2)}
+    baseline: dict[str, Any] = {"config": run.config.to_dict(), "overrides": dict(overrides or {}),
+                                "diverged": run.failures, "seconds": round(run.seconds, 2)}
     if run.failures:
         findings.append(Finding(
             "unstable",
@@ -467,8 +467,8 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
     size, aspect = d.get("input_size"), d.get("aspect")
     small = d.get("small_data")
     b = d.baseline
-    fit = (f"training {d.objective.name} {b['train_value']:.3f}, validation {b['val_value']:.3f}"
-           if "train_value" in b else "the baseline diverged")
+    diverged = "train_value" not in b  # no learning curve to judge fit by
+    fit = "" if diverged else f"training {d.objective.name} {b['train_value']:.3f}, validation {b['val_value']:.3f}"
     params: list[tuple[str, Any, str]] = []
 
     def put(name: str, value: Any, why: str) -> None:
@@ -477,7 +477,7 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
     # Learning rate, optimiser, batch size, schedule.
     if unstable:
         put("lr", {"float": [_sig(cfg.lr / 100), _sig(cfg.lr / 2)], "log": True},
-            f"unstable at lr {cfg.lr:g}: search lower rates only")
+            f"unstable ({'diverged' if diverged else 'spiky'} at lr {cfg.lr:g}): search lower rates only")
     else:
         put("lr", {"float": [_sig(cfg.lr / 10), _sig(min(1.0, cfg.lr * 10))], "log": True},
             f"{cfg.optimizer} at lr {cfg.lr:g} trained stably: a decade either side")
@@ -502,7 +502,8 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
             f"early stopping: validation loss was lowest at epoch {low} of {epochs}")
     else:
         top = epochs
-        put("epochs", epochs, "the baseline's epochs: neither still improving nor overfitting with time")
+        put("epochs", epochs, "the baseline's epochs" + ("" if diverged else
+            ": neither still improving nor overfitting with time"))
 
     # Regularisation follows overfitting; it only hurts an underfitting model.
     if over:
@@ -513,6 +514,10 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
         put("augment", {"choices": sets}, f"overfitting with {min(per_class)} to {max(per_class)} training images "
             "per class: augmentation makes more of them")
         put("label_smoothing", {"float": [0.0, 0.1]}, "overfitting: softer targets, less confident fits")
+    elif diverged:
+        put("weight_decay", {"float": [1e-6, 1e-3], "log": True}, "the baseline diverged: fit not judged; light decay")
+        put("dropout", 0.0, "the baseline diverged: fit not judged")
+        put("augment", {"choices": ["none", "light"]}, "the baseline diverged: fit not judged")
     elif under:
         put("weight_decay", 0.0, f"underfitting ({fit}): regularisation would make it worse")
         put("dropout", 0.0, "underfitting: no dropout")
@@ -530,7 +535,8 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
             f"underfitting: wider than the baseline's {cfg.width}")
         put("residual", {"choices": [False, True]}, "underfitting: residual blocks train deeper nets")
     else:
-        put("depth", cfg.depth, f"the baseline fits its training data ({fit}): capacity is enough")
+        put("depth", cfg.depth, "the baseline diverged: its depth" if diverged else
+            f"the baseline fits its training data ({fit}): capacity is enough")
         put("width", cfg.width, "the baseline's width")
     put("norm", "batchnorm", "unstable: batch norm steadies optimisation" if unstable else
         "batch norm, as in the baseline")
@@ -557,6 +563,11 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
         put("color", {"choices": ["rgb", "hsv", "lab"]}, colour.summary)
     else:
         put("color", {"choices": ["rgb", "gray"]}, colour.summary)
+
+    written = {name for name, _, _ in params}
+    for name, value in b.get("overrides", {}).items():
+        if name not in written and name != "seed":
+            put(name, value, "as set for the baseline (--set)")
 
     objective = _objective_doc(honest_objective(d.objective, imbalance, d.classes))
     objective_why = "the objective you asked for"

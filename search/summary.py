@@ -77,7 +77,7 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     best = [trial_record(t, names) for t in best_trials(study)]
     for rec in best:
         if rec.get("test"):
-            rec["test_interval"] = test_interval(rec["test"], space)
+            rec["test_interval"] = bootstrap_test_metrics(rec["test"], space)
     summary = {
         "study": study.study_name,
         "objectives": [{"name": o.name, "direction": o.direction} for o in space.objectives],
@@ -94,7 +94,7 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     return summary
 
 
-def test_interval(test: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+def bootstrap_test_metrics(test: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
     """Each quality objective on the test split with a bootstrap 95% interval (resampled test images)."""
     from search.stats import bootstrap_metric
     from search.train.metrics import Metrics, positive_index
