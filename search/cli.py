@@ -312,5 +312,127 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
         click.echo(f"note: {note}")
 
 
+@main.command()
+@click.argument("data")
+@click.option("--objective", default="accuracy", show_default=True, metavar="SPEC",
+              help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}'.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Baseline epochs.")
+@click.option("--limit", type=click.IntRange(min=10), default=None, help="Use at most this many images.")
+@click.option("--val-fraction", type=float, default=None, help="Validation share (default 0.2).")
+@click.option("--test-fraction", type=float, default=None, help="Test share (default 0.2).")
+@click.option("--set", "overrides", multiple=True, metavar="PARAM=VALUE",
+              help="Change the baseline, e.g. --set width=32 --set lr=0.003 (repeatable).")
+@click.option("--no-probe", is_flag=True, help="Skip the gray-vs-rgb probe (one more training run).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write a recommended space file here.")
+@click.option("--study", "study_name", default=None, help="Study name in the written space (default: DATA-doctor).")
+@click.option("--n-trials", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Trial budget in the written space.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@device_option
+@weights_option
+@_user_errors
+def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fraction: float | None,
+           test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
+           study_name: str | None, n_trials: int, as_json: bool, device: str | None, weights_dir: str | None) -> None:
+    """Train a quick baseline on DATA (built-in name or image folder) and diagnose what to fix."""
+    from pathlib import Path
+
+    import yaml
+
+    from search.data.datasets import BUILTIN_DATASETS
+    from search.doctor import diagnose, format_report, recommend_space
+    from search.space import parse_space
+
+    dataset: dict[str, Any] = {"name": data} if data in BUILTIN_DATASETS else {"path": data}
+    for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if value is not None:
+            dataset[key] = value
+    try:
+        wanted = yaml.safe_load(objective)
+        changes = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UserError(f"--set {item!r}: expected PARAM=VALUE, e.g. --set width=32")
+            changes[key.strip()] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise UserError(f"--objective / --set: not valid YAML: {exc}".splitlines()[0]) from None
+    if isinstance(wanted, list):
+        raise UserError("--objective: doctor diagnoses one quality metric, not a list")
+    spec = parse_space({"study": "doctor", "dataset": dataset, "objective": wanted},
+                       source="doctor options", base_dir=Path.cwd())
+    diagnosis = diagnose(spec.dataset, spec.objectives[0], epochs=epochs, overrides=changes, device=device,
+                         probe_colour=not no_probe, weights_dir=weights_dir)
+    result = diagnosis.to_dict()
+    if output:
+        name = study_name or f"{Path(data).name}-doctor"
+        Path(output).write_text(recommend_space(diagnosis, name, n_trials), encoding="utf-8")
+        result["space"] = output
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(format_report(diagnosis))
+    if output:
+        click.echo(f"\nrecommended space written to {output}: strategy-search run {output}")
+
+
+@main.command("ablate")
+@click.argument("study_name", metavar="STUDY")
+@storage_option
+@click.option("--seeds", type=click.IntRange(min=2), default=3, show_default=True, help="Fresh seeds per config.")
+@click.option("--budget-epochs", type=click.IntRange(min=1), default=None,
+              help="Train every run for N epochs (default: the best trial's).")
+@click.option("--trial", "trial_number", type=int, default=None, help="Ablate this trial instead of the best.")
+@click.option("--only", default=None, metavar="P1,P2", help="Ablate only these params.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@device_option
+@weights_option
+@_user_errors
+def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epochs: int | None,
+                   trial_number: int | None, only: str | None, as_json: bool, device: str | None,
+                   weights_dir: str | None) -> None:
+    """Switch each strategy of the best trial off in turn and measure what it was worth."""
+    from search.ablate import ablate, format_ablation
+    from search.study.runner import load_study
+
+    study, spec = load_study(study_name, storage)
+    trial = _trial(study, trial_number) if trial_number is not None else None
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
+                    device=device, weights_dir=weights_dir)
+    click.echo(json.dumps(record, indent=2, default=str) if as_json else format_ablation(record))
+
+
+@main.command("confirm")
+@click.argument("study_name", metavar="STUDY")
+@storage_option
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Trials to retrain.")
+@click.option("--seeds", type=click.IntRange(min=2), default=3, show_default=True, help="Fresh seeds per trial.")
+@click.option("--budget-epochs", type=click.IntRange(min=1), default=None,
+              help="Train every run for N epochs (default: each trial's).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@device_option
+@weights_option
+@_user_errors
+def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, budget_epochs: int | None,
+                    as_json: bool, device: str | None, weights_dir: str | None) -> None:
+    """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
+    from search.confirm import confirm, format_confirmation
+    from search.study.runner import load_study
+
+    study, spec = load_study(study_name, storage)
+    record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
+                     weights_dir=weights_dir)
+    click.echo(json.dumps(record, indent=2, default=str) if as_json else format_confirmation(record))
+
+
+def _trial(study: Any, number: int) -> Any:
+    matches = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not matches:
+        raise UserError(f"study {study.study_name!r} has no trial {number}")
+    return matches[0]
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -9,17 +9,42 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.space import SearchSpace
 
+CONFIRMED_ATTR = "confirmed"  # written by search.confirm
+
+
+def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
+    """The winner of ``strategy-search confirm``, unless a later trial beat every confirmed candidate."""
+    record = study.user_attrs.get(CONFIRMED_ATTR)
+    if not record:
+        return None
+    complete = {t.number: t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+    winner = complete.get(record.get("winner"))
+    if winner is None:
+        return None
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    candidates = {r["trial"] for r in record["rows"]}
+    bar = max(sign * r["original"] for r in record["rows"])
+    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in candidates):
+        return None  # stale: a new single-run best has not been confirmed yet
+    return winner
+
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The best trial (single objective) or the Pareto front (several)."""
+    """The best trial (single objective; the confirmed winner if any) or the Pareto front (several)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         return []
-    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+    if len(study.directions) == 1:
+        return [confirmed_winner(study) or study.best_trial]
+    return list(study.best_trials)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """One trial to ship: the best, or on a Pareto front the one best on the first objective."""
+    """One trial to ship: the confirmed winner, else the best, or on a Pareto front the one best
+    on the first objective."""
+    winner = confirmed_winner(study)
+    if winner is not None:
+        return winner
     front = best_trials(study)
     if not front:
         return None
@@ -49,15 +74,41 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return {
+    best = [trial_record(t, names) for t in best_trials(study)]
+    for rec in best:
+        if rec.get("test"):
+            rec["test_interval"] = bootstrap_test_metrics(rec["test"], space)
+    summary = {
         "study": study.study_name,
         "objectives": [{"name": o.name, "direction": o.direction} for o in space.objectives],
         "dataset": space.dataset.label,
         "trials": counts,
-        "best": [trial_record(t, names) for t in best_trials(study)],
+        "best": best,
         "note": "objective values are on the validation split (used for selection); "
                 "test metrics hold for this test set only and were never used to select.",
     }
+    confirmed = study.user_attrs.get(CONFIRMED_ATTR)
+    if confirmed:
+        winner = confirmed_winner(study)
+        summary["confirmed"] = {**confirmed, "current": winner is not None and winner.number == confirmed["winner"]}
+    return summary
+
+
+def bootstrap_test_metrics(test: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """Each quality objective on the test split with a bootstrap 95% interval (resampled test images)."""
+    from search.stats import bootstrap_metric
+    from search.train.metrics import Metrics, positive_index
+
+    classes = list(test["per_class"])
+    metrics = Metrics(confusion=test["confusion"], loss=test["loss"])
+    out = {}
+    for o in space.objectives:
+        if o.direction == "minimize":
+            continue  # costs (latency, params) are not test-set estimates
+        positive = positive_index(o, classes)
+        lo, hi = bootstrap_metric(test["confusion"], o.metric, o.average, positive)
+        out[o.name] = {"value": metrics.score(o.metric, o.average, positive), "ci95": [lo, hi], "n": metrics.n}
+    return out
 
 
 def _pct(v: float | None) -> str:
@@ -79,6 +130,9 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
         width = max((len(k) for k in rec["params"]), default=0)
         for k, v in rec["params"].items():
             lines.append(f"    {k:<{width}}  {v}")
+        for name, t in rec.get("test_interval", {}).items():
+            lines.append(f"  test {name} {t['value']:.4f}, 95% CI [{t['ci95'][0]:.4f}, {t['ci95'][1]:.4f}] "
+                         f"(bootstrap over the {t['n']} test images; it holds for this test set only)")
         test = rec.get("test")
         if test:
             lines.append(f"  test split: accuracy {_pct(test['accuracy'])}  precision {_pct(test['precision_macro'])}"
@@ -87,6 +141,16 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
                      if rec.get("n_params") is not None else "")
         if details and rec.get("validation"):
             lines.extend(_details(rec))
+    confirmed = summary.get("confirmed")
+    if confirmed:
+        top = confirmed["rows"][0]
+        lines.append("")
+        if confirmed["current"]:
+            lines.append(f"confirmed winner: trial {confirmed['winner']}, mean {top['mean']:.4f} (sd {top['std']:.4f}) "
+                         f"over {len(confirmed['seeds'])} fresh seeds (strategy-search confirm)")
+        else:
+            lines.append("a trial finished after `strategy-search confirm` beats every confirmed candidate: "
+                         "run confirm again")
     lines.append("")
     lines.append("note: " + summary["note"])
     return "\n".join(line for line in lines if line is not None)

@@ -1,0 +1,153 @@
+"""`strategy-search doctor`: diagnoses on constructed setups, and its space file runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from search.cli import main
+from search.space import load_space
+
+
+def _doctor(*args: str) -> dict:
+    result = CliRunner().invoke(main, ["doctor", *args, "--json", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+def _kinds(report: dict) -> list[str]:
+    return [f["kind"] for f in report["findings"]]
+
+
+def _finding(report: dict, kind: str) -> dict:
+    return next(f for f in report["findings"] if f["kind"] == kind)
+
+
+def _commented_params(path: Path) -> dict[str, str]:
+    """param -> its YAML comment, from the written file's text."""
+    text = path.read_text()
+    body = text.split("\nparams:\n", 1)[1]
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("  ") and not line.lstrip().startswith("#"):
+            key, _, rest = line.strip().partition(":")
+            out[key] = rest.split("  # ", 1)[1] if "  # " in rest else ""
+    return out
+
+
+@pytest.mark.slow
+def test_overfitting_setup_is_diagnosed_and_regularisation_recommended(workdir: Path) -> None:
+    # Tiny training split (96 images, 6 classes), a large CNN, no regularisation, many epochs.
+    report = _doctor("shapes", "--limit", "200", "--val-fraction", "0.4", "--epochs", "15",
+                     "--set", "width=32", "--set", "depth=3", "--set", "lr=0.003", "-o", "over.yaml")
+    kinds = _kinds(report)
+    assert "overfitting" in kinds and "underfitting" not in kinds and "imbalance" not in kinds
+    over = _finding(report, "overfitting")["evidence"]
+    base = report["baseline"]
+    assert over["gap"] >= 0.10 and over["gap"] == pytest.approx(base["train_value"] - base["val_value"], abs=1e-3)
+    assert base["train_value"] >= 0.9
+    # Colour carries the label in `shapes`: the gray probe loses clearly.
+    colour = _finding(report, "colour")["evidence"]
+    assert colour["rgb_minus_gray"] >= 0.03 and not colour.get("inconclusive")
+
+    space = load_space("over.yaml")
+    for name in ("weight_decay", "dropout", "augment"):
+        assert space.param(name).kind != "fixed", name
+    assert space.param("depth").kind == "fixed"  # capacity was not the problem
+    assert "gray" not in space.param("color").choices
+    comments = _commented_params(workdir / "over.yaml")
+    assert set(comments) == {p.name for p in space.params} and all(comments.values())
+    assert "overfitting" in comments["weight_decay"]
+
+
+@pytest.mark.slow
+def test_underfitting_setup_is_diagnosed_and_capacity_recommended(workdir: Path) -> None:
+    report = _doctor("shapes", "--limit", "600", "--epochs", "2", "--set", "width=2", "--set", "depth=1",
+                     "--no-probe", "-o", "under.yaml")
+    kinds = _kinds(report)
+    assert "underfitting" in kinds and "overfitting" not in kinds
+    assert _finding(report, "underfitting")["evidence"]["train"] < 0.9
+    space = load_space("under.yaml")
+    assert space.param("depth").kind == "int" and space.param("depth").high > 1
+    assert max(space.param("width").choices) > 2
+    assert space.param("epochs").high > 2 and space.budget.max_epochs == space.param("epochs").high
+    assert space.param("dropout").value == 0.0  # regularisation would only hurt
+
+
+@pytest.mark.slow
+def test_imbalance_is_flagged_and_the_written_space_runs(workdir: Path) -> None:
+    report = _doctor("shapes-rare", "--limit", "600", "--epochs", "2", "--set", "width=4", "--no-probe",
+                     "-o", "rare.yaml", "--n-trials", "1", "--study", "rare")
+    imbalance = _finding(report, "imbalance")["evidence"]
+    assert imbalance["minority_class"] == "target" and imbalance["ratio"] >= 3
+    counts = report["facts"]["per_class"]
+    assert imbalance["majority_class_accuracy"] == pytest.approx(
+        counts["other"]["val"] / (counts["other"]["val"] + counts["target"]["val"]), abs=1e-3)
+    space = load_space("rare.yaml")
+    (objective,) = space.objectives
+    assert (objective.metric, objective.average, objective.positive_class) == ("f1", "binary", "target")
+
+    result = CliRunner().invoke(main, ["run", "rare.yaml", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "f1[target]=" in result.output and "complete 1" in result.output
+
+
+def test_grayscale_data_and_divergence(workdir: Path) -> None:
+    # digits is gray; SGD at lr 10 without normalisation produces a non-finite loss, then lr 1 is tried.
+    report = _doctor("digits", "--limit", "300", "--epochs", "3", "--set", "lr=10", "--set", "optimizer=sgd",
+                     "--set", "norm=none", "--set", "width=16", "--set", "depth=4", "--set", "batch_size=8",
+                     "-o", "digits.yaml")
+    unstable = _finding(report, "unstable")
+    assert unstable["evidence"]["diverged"] and report["baseline"]["config"]["lr"] == pytest.approx(1.0)
+    assert _finding(report, "colour")["evidence"] == {"grayscale": True}
+    space = load_space("digits.yaml")
+    assert space.param("lr").high < 10 and space.param("color").value == "gray"
+    assert space.param("norm").value == "batchnorm" and space.param("warmup_epochs").kind == "int"
+
+
+def _folder(root: Path) -> Path:
+    """Two classes of 160x96 colour images, one duplicated file and one corrupt file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            arr = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    (root / "b" / "copy.png").write_bytes((root / "a" / "0.png").read_bytes())  # same image, other label
+    (root / "a" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def test_image_folder_facts(workdir: Path) -> None:
+    root = _folder(workdir / "photos")
+    report = _doctor(str(root), "--epochs", "1", "--no-probe", "-o", "photos.yaml")
+    facts = report["facts"]
+    assert facts["sizes"]["median"] == [160, 96] and facts["sizes"]["baseline_input"] == 64
+    assert facts["unreadable"] == 1 and facts["duplicates"]["groups"] == 1
+    assert facts["duplicates"]["conflicting_labels"] == 1 and not facts["grayscale"]
+    kinds = _kinds(report)
+    assert {"duplicates", "corrupt", "aspect", "input_size"} <= set(kinds)
+    assert _finding(report, "input_size")["evidence"]["pixels_kept"] == pytest.approx((64 / 96) ** 2, abs=1e-3)
+    space = load_space("photos.yaml")
+    assert space.param("input_size").choices == (64, 96)
+    assert space.param("aspect").choices == ("stretch", "pad")
+    assert yaml.safe_load((workdir / "photos.yaml").read_text())["dataset"]["path"] == str(root.resolve())
+
+
+def test_doctor_rejects_bad_options(workdir: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["doctor", "digits", "--set", "width"])
+    assert result.exit_code == 2 and "PARAM=VALUE" in result.output
+    result = runner.invoke(main, ["doctor", "digits", "--set", "colour=gray"])
+    assert result.exit_code == 2 and "unknown param" in result.output
+    result = runner.invoke(main, ["doctor", "digits", "--objective", "{metric: f1, average: binary}"])
+    assert result.exit_code == 2 and "positive_class" in result.output
+    result = runner.invoke(main, ["doctor", str(workdir / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
