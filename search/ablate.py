@@ -24,7 +24,7 @@ from search.config import TrialConfig
 from search.errors import UserError
 from search.space import SearchSpace, choice_label
 from search.stats import CONFIDENCE, mean_std, welch_interval
-from search.summary import best_trial
+from search.summary import chosen_config
 from search.train.loop import NonFiniteLoss, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -153,14 +153,8 @@ def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_ep
     """Ablate the best trial's strategies; returns (and stores in the study) the record."""
     if seeds < 2:
         raise UserError("ablation needs at least 2 seeds for a confidence interval")
-    trial = trial or best_trial(study)
-    if trial is None:
-        raise UserError(f"study {study.study_name!r} has no completed trial to ablate")
-    stored = trial.user_attrs.get("config")
-    if stored is None:
-        raise UserError(f"trial {trial.number} has no stored config")
+    trial, config = chosen_config(study, trial, "ablate")
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    config = TrialConfig.from_dict(stored)
     if budget_epochs is not None:
         config.epochs = budget_epochs
     todo = variants(config, space, only)

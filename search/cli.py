@@ -169,14 +169,10 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
     from search.export import export_config, write_config
     from search.study.runner import load_study
+    from search.summary import get_trial
 
     study, spec = load_study(study_name, storage)
-    trial = None
-    if trial_number is not None:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches:
-            raise UserError(f"study {study_name!r} has no trial {trial_number}")
-        trial = matches[0]
+    trial = get_trial(study, trial_number) if trial_number is not None else None
     if output.lower().endswith((".yaml", ".yml")):
         path = write_config(export_config(study, spec, trial), output)
         click.echo(f"wrote {path}")
@@ -395,9 +391,10 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
     """Switch each strategy of the best trial off in turn and measure what it was worth."""
     from search.ablate import ablate, format_ablation
     from search.study.runner import load_study
+    from search.summary import get_trial
 
     study, spec = load_study(study_name, storage)
-    trial = _trial(study, trial_number) if trial_number is not None else None
+    trial = get_trial(study, trial_number) if trial_number is not None else None
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
                     device=device, weights_dir=weights_dir)
@@ -425,13 +422,6 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
     record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
                      weights_dir=weights_dir)
     click.echo(json.dumps(record, indent=2, default=str) if as_json else format_confirmation(record))
-
-
-def _trial(study: Any, number: int) -> Any:
-    matches = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not matches:
-        raise UserError(f"study {study.study_name!r} has no trial {number}")
-    return matches[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,20 +15,15 @@ from optuna.trial import FrozenTrial
 from search.config import TrialConfig
 from search.errors import UserError
 from search.space import SearchSpace
-from search.summary import best_trial
+from search.summary import best_trial, chosen_config
 
 log = logging.getLogger(__name__)
 
 
 def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | None = None) -> dict[str, Any]:
     """A space document that re-runs ``trial`` (default: the best) exactly: same params and seed."""
-    trial = trial or best_trial(study)
-    if trial is None:
-        raise UserError(f"study {study.study_name!r} has no completed trial to export")
-    config = trial.user_attrs.get("config")
-    if config is None:
-        raise UserError(f"trial {trial.number} has no stored config")
-    config = TrialConfig.from_dict(config).to_dict()
+    trial, trial_config = chosen_config(study, trial, "export")
+    config = trial_config.to_dict()
     doc = copy.deepcopy(dict(space.raw))
     doc["study"] = f"{study.study_name}-trial{trial.number}"
     doc["description"] = f"Trial {trial.number} of study {study.study_name}, exported by strategy-search."

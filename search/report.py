@@ -3,7 +3,8 @@
 Sections (each ``<section id=...>`` with a stable id and title; every figure's div id is
 ``fig-<section id>``): summary, optimisation history, fANOVA parameter importances, slice and
 parallel-coordinate plots, learning curves of the top trials, the best trial's confusion
-matrices, "strategy vs. effect" and the validation/test caveat. Interactive figures are Optuna's
+matrices, "strategy vs. effect", the ablation and confirmation results (``strategy-search ablate`` /
+``confirm``) and the validation/test caveat. Interactive figures are Optuna's
 plotly plots (plotly.js is embedded, no CDN); the PNGs are drawn with matplotlib.
 """
 
@@ -35,6 +36,8 @@ SECTIONS: dict[str, str] = {
     "learning-curves": "Learning curves of the top trials",
     "confusion": "Confusion matrix of the best trial",
     "strategy-effect": "Strategy vs. effect",
+    "ablation": "Ablation: what each strategy was worth",
+    "confirmed": "Seed-robust ranking of the top trials",
     "caveat": "Caveat: validation and test scores",
 }
 
@@ -157,30 +160,26 @@ def _importance(s: _Study) -> Section:
     return sec
 
 
-def _slice(s: _Study) -> Section:
-    sec = Section("slice", SECTIONS["slice"])
+def _param_plot(s: _Study, section_id: str, plot_name: str) -> Section:
+    """An Optuna param plot (plotly for the page, matplotlib for the PNG) once params were searched."""
+    sec = Section(section_id, SECTIONS[section_id])
     if not s.complete or not s.complete[0].params:
         sec.body = _note("no completed trial with searched params yet")
         return sec
+    import optuna.visualization as vis
     from optuna.visualization import matplotlib as mpl_vis
-    from optuna.visualization import plot_slice
 
-    sec.figure = plot_slice(s.study, **s.plot_kwargs)
-    sec.png = _optuna_png(lambda: mpl_vis.plot_slice(s.study, **s.plot_kwargs))
+    sec.figure = getattr(vis, plot_name)(s.study, **s.plot_kwargs)
+    sec.png = _optuna_png(lambda: getattr(mpl_vis, plot_name)(s.study, **s.plot_kwargs))
     return sec
+
+
+def _slice(s: _Study) -> Section:
+    return _param_plot(s, "slice", "plot_slice")
 
 
 def _parallel(s: _Study) -> Section:
-    sec = Section("parallel", SECTIONS["parallel"])
-    if not s.complete or not s.complete[0].params:
-        sec.body = _note("no completed trial with searched params yet")
-        return sec
-    from optuna.visualization import matplotlib as mpl_vis
-    from optuna.visualization import plot_parallel_coordinate
-
-    sec.figure = plot_parallel_coordinate(s.study, **s.plot_kwargs)
-    sec.png = _optuna_png(lambda: mpl_vis.plot_parallel_coordinate(s.study, **s.plot_kwargs))
-    return sec
+    return _param_plot(s, "parallel", "plot_parallel_coordinate")
 
 
 def _learning_curves(s: _Study) -> Section:
@@ -327,8 +326,90 @@ def _caveat(s: _Study) -> Section:
     return Section("caveat", SECTIONS["caveat"], body=f"<p>{html.escape(text)}</p>")
 
 
+def _interval_chart(labels: list[str], centres: list[float], intervals: list[list[float] | None],
+                    axis: str) -> tuple[Any, list[float], list[float]]:
+    """Horizontal points with 95% error bars (plotly for the page, matplotlib for the PNG)."""
+    import plotly.graph_objects as go
+
+    lo = [c - i[0] if i else 0.0 for c, i in zip(centres, intervals)]
+    hi = [i[1] - c if i else 0.0 for c, i in zip(centres, intervals)]
+    fig = go.Figure(go.Scatter(x=centres, y=labels, mode="markers",
+                               error_x={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}))
+    fig.update_xaxes(title_text=axis)
+    fig.update_yaxes(autorange="reversed")
+    return fig, lo, hi
+
+
+def _ablation(s: _Study) -> Section:
+    sec = Section("ablation", SECTIONS["ablation"])
+    record = s.study.user_attrs.get("ablation")
+    rows = [r for r in (record or {}).get("rows", []) if r.get("delta") is not None]
+    if not rows:
+        sec.body = _note(f"no ablation stored; run: strategy-search ablate {s.study.study_name}")
+        return sec
+    labels = [f"{r['param']}: {choice_label(r['best'])} -> {choice_label(r['switched_to'])}" for r in rows]
+    deltas = [r["delta"] for r in rows]
+    fig, lo, hi = _interval_chart(labels, deltas, [r.get("ci95") for r in rows],
+                                  f"change in validation {record['objective']} (variant - best config)")
+    fig.add_vline(x=0.0, line_dash="dash")
+    sec.figure = fig
+    sec.body = _note(f"trial {record['trial']} re-trained with each strategy switched off, over {len(record['seeds'])} "
+                     f"seeds; bars are {record['interval']} at {record['confidence']:.0%}. A bar that does not "
+                     "cross 0 marks a strategy that really mattered.") + _table(
+        ["strategy switched off", "delta", "95% CI", "verdict"],
+        [(lab, f"{r['delta']:+.4f}", f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]", r.get("verdict", "-"))
+         for lab, r in zip(labels, rows)], table_id="ablation-table")
+    sec.png = _errorbar_png(labels, deltas, lo, hi, SECTIONS["ablation"], zero_line=True)
+    return sec
+
+
+def _confirmed(s: _Study) -> Section:
+    sec = Section("confirmed", SECTIONS["confirmed"])
+    record = s.study.user_attrs.get("confirmed")
+    rows = [r for r in (record or {}).get("rows", []) if r.get("mean") is not None]
+    if not rows:
+        sec.body = _note(f"no confirmation stored; run: strategy-search confirm {s.study.study_name}")
+        return sec
+    labels = [f"#{r['rank']} trial {r['trial']}" for r in rows]
+    means = [r["mean"] for r in rows]
+    fig, lo, hi = _interval_chart(labels, means, [r.get("ci95") for r in rows],
+                                  f"validation {record['objective']}: mean over {len(record['seeds'])} fresh seeds")
+    import plotly.graph_objects as go
+
+    fig.data[0].name = "mean over seeds (95% CI)"
+    fig.add_trace(go.Scatter(x=[r["original"] for r in rows], y=labels, mode="markers", marker_symbol="x",
+                             name="single run during the search"))
+    sec.figure = fig
+    sec.body = _note(f"winner: trial {record['winner']}" + (
+        f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else ""))
+    sec.png = _errorbar_png(labels, means, lo, hi, SECTIONS["confirmed"], zero_line=False,
+                            extra=[r["original"] for r in rows])
+    return sec
+
+
+def _errorbar_png(labels: list[str], centres: list[float], lo: list[float], hi: list[float], title: str, *,
+                  zero_line: bool, extra: list[float] | None = None) -> Callable[[Path], None]:
+    def draw(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        f, ax = plt.subplots(figsize=(9, 0.5 * len(labels) + 1.5))
+        ys = list(range(len(labels)))
+        ax.errorbar(centres, ys, xerr=[lo, hi], fmt="o", capsize=4, label="mean (95% CI)")
+        if extra is not None:
+            ax.plot(extra, ys, "x", label="single run during the search")
+            ax.legend()
+        if zero_line:
+            ax.axvline(0.0, linestyle="--", color="gray")
+        ax.set_yticks(ys, labels)
+        ax.invert_yaxis()
+        ax.set_title(title)
+        _save(f, path)
+
+    return draw
+
+
 BUILDERS = (_summary, _history, _importance, _slice, _parallel, _learning_curves, _confusion, _strategy_effect,
-            _caveat)
+            _ablation, _confirmed, _caveat)
 
 
 # ----------------------------------------------------------------------------- output

@@ -7,6 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.config import TrialConfig
+from search.errors import UserError
 from search.space import SearchSpace
 
 CONFIRMED_ATTR = "confirmed"  # written by search.confirm
@@ -50,6 +52,25 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
     return max(front, key=lambda t: sign * t.values[0])
+
+
+def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of ``study`` (a one-line error when there is none)."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return t
+    raise UserError(f"study {study.study_name!r} has no trial {number}")
+
+
+def chosen_config(study: optuna.Study, trial: FrozenTrial | None, action: str) -> tuple[FrozenTrial, TrialConfig]:
+    """``trial`` (default: the best) and the complete config it ran with."""
+    trial = trial or best_trial(study)
+    if trial is None:
+        raise UserError(f"study {study.study_name!r} has no completed trial to {action}")
+    stored = trial.user_attrs.get("config")
+    if stored is None:
+        raise UserError(f"trial {trial.number} has no stored config")
+    return trial, TrialConfig.from_dict(stored)
 
 
 def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:

@@ -73,6 +73,13 @@ def test_ablation_finds_colour_matters_and_label_smoothing_is_noise(workdir: Pat
     # Stored with the study for reports.
     study, _ = load_study("colour", STORAGE)
     assert study.user_attrs["ablation"]["rows"] == record["rows"]
+    # The report charts the stored ablation: one row per strategy, with its interval.
+    _invoke("report", "colour", "-o", "report.html", "--no-png")
+    page = (workdir / "report.html").read_text()
+    section = page[page.index('<section id="ablation">'):]
+    section = section[:section.index("</section>")]
+    assert 'id="fig-ablation"' in section and "color: rgb -&gt; gray" in section
+    assert f"{colour['delta']:+.4f}" in section and "mattered" in section
     assert "mattered" in _invoke("ablate", "colour", "--seeds", "2", "--only", "color", "--device", "cpu")
 
     # `best` gives the test metric with a bootstrap interval, for this test set only.
@@ -105,6 +112,11 @@ def test_confirm_outranks_a_lucky_trial_and_export_follows(workdir: Path) -> Non
 
     summary = _json("best", "lucky")
     assert summary["best"][0]["number"] == 1 and summary["confirmed"]["current"]
+    _invoke("report", "lucky", "-o", "report.html", "--no-png")
+    page = (workdir / "report.html").read_text()
+    confirmed = page[page.index('<section id="confirmed">'):]
+    assert 'id="fig-confirmed"' in confirmed[:confirmed.index("</section>")]
+    assert "winner: trial 1 (the single-run best was trial 0)" in confirmed
     _invoke("export", "lucky", "-o", "best.yaml")
     assert yaml.safe_load((workdir / "best.yaml").read_text())["params"]["lr"] == 0.01
 
