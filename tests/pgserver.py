@@ -53,20 +53,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def _server_user() -> pwd.struct_passwd | None:
+    """The account that runs the server: ``postgres`` when we are root, else ourselves (None)."""
     if os.geteuid() != 0:
-        return cmd
+        return None
     try:
-        pwd.getpwnam("postgres")
+        return pwd.getpwnam("postgres")
     except KeyError:
         raise ServerError("running as root and there is no 'postgres' user to run the server") from None
-    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    return cmd if _server_user() is None else ["runuser", "-u", "postgres", "--", *cmd]
 
 
 def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
     if result.returncode != 0:
-        raise ServerError(f"{Path(cmd[0] if cmd[0] != 'runuser' else cmd[4]).name} failed: "
+        program = cmd[4] if cmd[0] == "runuser" else cmd[0]
+        raise ServerError(f"{Path(program).name} failed: "
                           f"{(result.stderr or result.stdout).strip()[-2000:]}")
     return result
 
@@ -81,12 +86,10 @@ def start(base: str | Path) -> str:
     password = secrets.token_hex(12)
     pwfile.write_text(password + "\n", encoding="utf-8")
     pwfile.chmod(0o600)
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam("postgres") if _has_postgres_user() else None
-        if entry is None:
-            raise ServerError("running as root and there is no 'postgres' user to run the server")
+    user = _server_user()
+    if user is not None:
         for path in (base, pwfile):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chown(path, user.pw_uid, user.pw_gid)
         base.chmod(0o700)
     _run(_as_server_user([find_bin("initdb"), "-D", str(data), "-U", USER, "--auth=scram-sha-256",
                           f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--no-instructions"]))
@@ -103,14 +106,6 @@ def start(base: str | Path) -> str:
     env = {**os.environ, "PGPASSWORD": password}
     _run([find_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE], env=env)
     return f"postgresql+psycopg://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
-
-
-def _has_postgres_user() -> bool:
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return False
-    return True
 
 
 def stop(base: str | Path) -> None:

@@ -48,7 +48,7 @@ def pg_url() -> Iterator[str]:
         _require_reachable(url)
         yield url
         return
-    base = tempfile.mkdtemp(prefix="strategy-search-pg-")
+    base = tempfile.mkdtemp(prefix="strategy-search-pg-", dir="/tmp")  # the postgres user must reach it
     try:
         url = pgserver.start(base)
     except (pgserver.ServerError, OSError, subprocess.SubprocessError) as exc:
@@ -437,3 +437,66 @@ def test_gpus_without_a_gpu_is_a_one_line_error(workdir: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: --gpus: no GPU is visible here (CUDA not available or CUDA_VISIBLE_DEVICES empty); "
         "use --processes N for CPU workers"]
+
+
+# ----------------------------------------------------------------------------- docker compose (no engine needed)
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` with ``env``."""
+    import re
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
+    import yaml
+
+    from conftest import ROOT
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"postgres", "dashboard", "worker"} <= set(services)
+    assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"] and "pgdata" in compose["volumes"]
+    env = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["POSTGRES_PASSWORD"]
+    # Without a password in the environment, the file refuses to start (no default password).
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        _interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], {})
+    # Published ports stay on loopback unless .env says otherwise.
+    for name in ("postgres", "dashboard"):
+        for port in services[name]["ports"]:
+            assert _interpolate(port, {}).startswith("127.0.0.1:"), (name, port)
+    for name, service in services.items():
+        text = json.dumps(service)
+        assert "change-me" not in text and "PASSWORD=" not in text, name
+        build = service.get("build")
+        if build:
+            context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+            assert (context / "Dockerfile").is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), (name, volume)
+        if name != "postgres":
+            url = _interpolate(service["environment"]["STRATEGY_SEARCH_STORAGE"], env)
+            assert make_url(url).drivername == "postgresql+psycopg" and make_url(url).host == "postgres"
+    gpu = services["gpu-worker"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "--gpus" in gpu["command"]
+    # Everything the Dockerfile copies exists; secrets stay out of the build context and git.
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in [w for w in line.split()[1:-1] if not w.startswith("--")]:
+                assert (ROOT / source).exists(), line
+    assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()

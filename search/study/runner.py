@@ -12,16 +12,18 @@ until the other workers' running trials end, so a trial whose worker was killed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import torch
@@ -237,17 +239,49 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
             optuna.storages.fail_stale_trials(study)
         if total is not None and counted_trials(study.get_trials(deepcopy=False)) >= total:
             return None
-        trial = study.ask()
-        if heartbeat:
-            # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-            study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+        with _signals_held() as held:
+            trial = study.ask()
+            if heartbeat:
+                # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
+                study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+        if held:
+            _set_reason(trial, "interrupted")
+            requeue(study, _tell(study, trial, state=TrialState.FAIL))
+            _redeliver(held[0])
         return trial
 
     if lock is None:
         return take()
     with lock.hold():
         return take()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C / SIGTERM while a trial is created and marked as ours (a few ms), so an
+    interrupt never leaves a RUNNING trial that has no heartbeat and so is never retried."""
+    held: list[int] = []
+    names = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in names}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield held
+        return
+    for s in names:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _redeliver(signum: int) -> None:
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
 
 
 def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> tuple[FrozenTrial, float]:
