@@ -246,8 +246,7 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
                 study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
             trial.set_user_attr(WORKER_ATTR, worker_id())
         if held:
-            _set_reason(trial, "interrupted")
-            requeue(study, _tell(study, trial, state=TrialState.FAIL))
+            _interrupted(study, trial)
             _redeliver(held[0])
         return trial
 
@@ -288,27 +287,43 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> 
     start = time.monotonic()
     with _Heartbeat(study._storage, trial._trial_id):
         try:
-            values = objective(trial)
-        except optuna.TrialPruned:
-            frozen = _tell(study, trial, state=TrialState.PRUNED)
+            outcome, reason = _evaluate(objective, trial)
+            with _signals_held() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
+                if reason is not None:
+                    _set_reason(trial, reason)
+                frozen = _tell(study, trial, **outcome)
         except KeyboardInterrupt:
-            _set_reason(trial, "interrupted")
-            frozen = _tell(study, trial, state=TrialState.FAIL)
-            if frozen.state == TrialState.FAIL and not _stale(frozen):
-                requeue(study, frozen)
+            _interrupted(study, trial)
             raise
-        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
-            log.debug("trial %d raised", trial.number, exc_info=True)
-            _set_reason(trial, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-            frozen = _tell(study, trial, state=TrialState.FAIL)
-        else:
-            listed = values if isinstance(values, (list, tuple)) else [values]
-            if not all(math.isfinite(v) for v in listed):
-                _set_reason(trial, f"invalid objective {values}")
-            frozen = _tell(study, trial, values=values)
+    if held:
+        _redeliver(held[0])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
+
+
+def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any], str | None]:
+    """Run the objective: what to tell the study, and why the trial failed (None if it did not)."""
+    try:
+        values = objective(trial)
+    except optuna.TrialPruned:
+        return {"state": TrialState.PRUNED}, None
+    except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
+        log.debug("trial %d raised", trial.number, exc_info=True)
+        return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    listed = values if isinstance(values, (list, tuple)) else [values]
+    finite = all(math.isfinite(v) for v in listed)
+    return {"values": values}, None if finite else f"invalid objective {values}"
+
+
+def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return
+    _set_reason(trial, "interrupted")
+    frozen = _tell(study, trial, state=TrialState.FAIL)
+    if frozen.state == TrialState.FAIL and not _stale(frozen):
+        requeue(study, frozen)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
