@@ -509,3 +509,19 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
                 assert (ROOT / source).exists(), line
     assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_grid_study_ends_cleanly_in_the_worker_loop(workdir: Path) -> None:
+    """GridSampler calls study.stop() when the grid is used up; outside study.optimize that raised."""
+    study = _study_name("grid")
+    storage = f"sqlite:///{workdir}/studies.db"
+    space = _space(workdir, study, 4, sampler="grid", params={
+        "lr": {"choices": [0.01, 0.02]}, "batch_size": {"choices": [32, 64]}, "width": 4, "depth": 2})
+    _create(space, storage, workdir)
+    handle, spec = load_study(study, storage)
+    summary = run_trials(handle, spec, storage_url=storage)
+    assert summary.counts["COMPLETE"] == 4
+    trials = _trials(study, storage)
+    _assert_exact(trials, 4)
+    assert sorted((t.params["lr"], t.params["batch_size"]) for t in trials) == [
+        (0.01, 32), (0.01, 64), (0.02, 32), (0.02, 64)]

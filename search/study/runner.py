@@ -342,7 +342,14 @@ def _stale(frozen: FrozenTrial) -> bool:
 
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
     """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
-    frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    try:
+        frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    except RuntimeError as exc:
+        # GridSampler calls study.stop() once the grid is used up, which works only inside
+        # study.optimize. The trial was stored before that raised; the budget ends our loop.
+        if "Study.stop" not in str(exc):
+            raise
+        frozen = study._storage.get_trial(trial._trial_id)
     if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and _stale(frozen):
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",
                     trial.number)
