@@ -123,16 +123,57 @@ def create(space: str, storage: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None)
 @device_option
 @weights_option
+@click.option("--gpus", default=None, metavar="all|0,1,3",
+              help="Start one worker process per GPU, each pinned with CUDA_VISIBLE_DEVICES.")
+@click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes per GPU (with --gpus).")
+@click.option("--processes", type=click.IntRange(min=1), default=None, help="Start N worker processes on the CPU.")
+@click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
+              metavar="S", help="Heartbeat interval of running trials (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
+@click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
+              help="A trial without heartbeat for S seconds is failed and retried once "
+                   "(default 30; env STRATEGY_SEARCH_GRACE).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT",
+              help="Keep retrying an unreachable database for S seconds (default 30).")
 @checkpoints_option
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
-           device: str | None, weights_dir: str | None, checkpoints: str | None) -> None:
-    """Join STUDY and run trials until its budget is used up."""
-    from search.study.runner import load_study, run_trials, worker_seed_for
+           device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: int, processes: int | None,
+           heartbeat: int | None, grace: int | None, connect_timeout: float | None,
+           checkpoints: str | None) -> None:
+    """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
+    from search.study.storage import open_storage
+    from search.study.workers import (INTERRUPTED_EXIT, label_logs, launch, plan_workers, require_study,
+                                      stop_on_sigterm)
 
-    study, spec = load_study(study_name, storage)
-    summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+    several = gpus is not None or processes is not None
+    if several and device is not None:
+        raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")
+    specs = plan_workers(gpus=gpus, per_gpu=per_gpu, processes=processes) if several else []
+    # Connect before importing torch (seconds): an unreachable database is reported sooner.
+    store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
+    if several:
+        require_study(study_name, store)  # once here, not once per worker
+        report = launch(study_name, specs, storage=storage, options={
+            "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
+            "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints})
+        click.echo(report.format())
+        sys.exit(report.exit_code)
+    from search.study.runner import WorkerInterrupted, load_study, run_trials, worker_seed_for
+
+    study, spec = load_study(study_name, store)
+    label_logs()
+    stop_on_sigterm()
+    try:
+        summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
+                             weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+    except WorkerInterrupted as exc:
+        summary = exc.summary
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
+        click.echo(f"worker interrupted: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}; "
+                   "the running trial was recorded FAIL and queued again", err=True)
+        sys.exit(INTERRUPTED_EXIT)
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
     click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
 

@@ -68,7 +68,11 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config = self.space.sample(trial)
-        config.seed = trial_seed(self.space, config, trial.number)
+        # A retry (of a trial whose worker died) replays the original trial, seed included.
+        original = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        config.seed = trial_seed(self.space, config, trial.number if original is None else original)
+        if original is not None:
+            trial.set_user_attr("retry_of", original)
         trial.set_user_attr("config", config.to_dict())
         history: list[dict[str, float]] = []
 

@@ -3,18 +3,27 @@
 ``n_trials`` is the study's total budget, shared by every worker: a worker creates a trial
 only while holding the study's :class:`TrialLock` and only while the study has fewer than
 ``n_trials`` trials that count (COMPLETE, PRUNED, RUNNING, and FAIL unless retried).
+
+Nothing is lost when a worker dies: with heartbeats, a worker that has no budget left stays
+until the other workers' running trials end, so a trial whose worker was killed is failed
+(after the grace period) and its retry, with the same params, runs here. An interrupted trial
+(Ctrl-C, SIGTERM) is recorded FAIL and queued again the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
+import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import torch
@@ -33,6 +42,14 @@ from search.study.storage import TrialLock, open_storage, resolve_url
 log = logging.getLogger(__name__)
 
 SPACE_ATTR = "space"
+WORKER_ATTR = "worker"
+WORKER_LABEL_ENV = "STRATEGY_SEARCH_WORKER_LABEL"
+
+
+def worker_id() -> str:
+    """``host:pid`` (plus the launcher's label, e.g. ``gpu1``): stored on each trial this process runs."""
+    label = os.environ.get(WORKER_LABEL_ENV)
+    return f"{socket.gethostname()}:{os.getpid()}" + (f" {label}" if label else "")
 
 
 @dataclass
@@ -46,6 +63,14 @@ class WorkerSummary:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+class WorkerInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM stopped :func:`run_trials`; ``summary`` says what this worker did until then."""
+
+    def __init__(self, summary: WorkerSummary) -> None:
+        super().__init__(f"interrupted after {summary.total} trial(s)")
+        self.summary = summary
 
 
 def _canonical(raw: Any) -> str:
@@ -190,6 +215,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
              f", timeout {timeout:.0f}s" if timeout else "")
     trials_bar = progress.trial_bar(total, counted_trials(study.get_trials(deepcopy=False)), study.study_name)
+    waiting = False
     try:
         while True:
             if timeout is not None and time.monotonic() - start >= timeout:
@@ -197,11 +223,23 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                 break
             trial = _next_trial(study, total, lock, bool(heartbeat))
             if trial is None:
-                break
+                others = _running_elsewhere(study) if heartbeat else 0
+                if not others:
+                    break
+                if not waiting:
+                    log.info("budget used up; waiting for %d running trial(s) of other workers "
+                             "(a trial whose worker died is retried here)", others)
+                    waiting = True
+                time.sleep(float(heartbeat))
+                continue
+            waiting = False
             frozen, seconds = _run_one(study, trial, objective)
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
             trials_bar.update()
+    except KeyboardInterrupt:
+        summary.seconds = time.monotonic() - start
+        raise WorkerInterrupted(summary) from None
     finally:
         trials_bar.close()
         if lock is not None:
@@ -217,7 +255,16 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
             optuna.storages.fail_stale_trials(study)
         if total is not None and counted_trials(study.get_trials(deepcopy=False)) >= total:
             return None
-        return study.ask()
+        with _signals_held() as held:
+            trial = study.ask()
+            if heartbeat:
+                # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
+                study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+        if held:
+            _interrupted(study, trial)
+            _redeliver(held[0])
+        return trial
 
     if lock is None:
         return take()
@@ -225,31 +272,119 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
         return take()
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C / SIGTERM while a trial is created and marked as ours (a few ms), so an
+    interrupt never leaves a RUNNING trial that has no heartbeat and so is never retried."""
+    held: list[int] = []
+    names = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in names}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield held
+        return
+    for s in names:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _redeliver(signum: int) -> None:
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
+
+
 def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
     with _Heartbeat(study._storage, trial._trial_id):
         try:
-            values = objective(trial)
-        except optuna.TrialPruned:
-            frozen = study.tell(trial, state=TrialState.PRUNED)
+            outcome, reason = _evaluate(objective, trial)
+            with _signals_held() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
+                if reason is not None:
+                    _set_reason(trial, reason)
+                frozen = _tell(study, trial, **outcome)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
+            _interrupted(study, trial)
             raise
-        except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            log.debug("trial %d raised", trial.number, exc_info=True)
-            if "fail_reason" not in trial.user_attrs:
-                trial.set_user_attr("fail_reason", reason)
-            frozen = study.tell(trial, state=TrialState.FAIL)
-        else:
-            frozen = study.tell(trial, values)
-            if frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs:
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"invalid objective {values}")
-                frozen = study._storage.get_trial(trial._trial_id)
+    if held:
+        _redeliver(held[0])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
+
+
+def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any], str | None]:
+    """Run the objective: what to tell the study, and why the trial failed (None if it did not)."""
+    try:
+        values = objective(trial)
+    except optuna.TrialPruned:
+        return {"state": TrialState.PRUNED}, None
+    except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
+        log.debug("trial %d raised", trial.number, exc_info=True)
+        return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    listed = values if isinstance(values, (list, tuple)) else [values]
+    finite = all(math.isfinite(v) for v in listed)
+    return {"values": values}, None if finite else f"invalid objective {values}"
+
+
+def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return
+    _set_reason(trial, "interrupted")
+    frozen = _tell(study, trial, state=TrialState.FAIL)
+    if frozen.state == TrialState.FAIL and not _stale(frozen):
+        requeue(study, frozen)
+
+
+def _set_reason(trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial failed, unless the objective already said (or the trial is finished)."""
+    if "fail_reason" in trial.user_attrs:
+        return
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def _stale(frozen: FrozenTrial) -> bool:
+    return "fail_reason" not in frozen.user_attrs
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
+    """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
+    # (A grid study ends by its budget: search.study.samplers' grid sampler never calls study.stop().)
+    frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and _stale(frozen):
+        log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",
+                    trial.number)
+    return frozen
+
+
+def _running_elsewhere(study: optuna.Study) -> int:
+    """Running trials started by a worker of ours (so they have heartbeats and can go stale)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for t in running if WORKER_ATTR in t.user_attrs)
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
+    """Queue ``failed`` again with the same params, marked as its retry (so it uses no budget).
+
+    Same bookkeeping as Optuna's RetryHeartbeatStaleTrialCallback, without copying the failed
+    trial's user attrs (its fail reason must not stick to the retry).
+    """
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+        system_attrs={"failed_trial": failed.system_attrs.get("failed_trial", failed.number),
+                      "retry_history": history},
+    ))
+    log.info("trial %d queued again with the same params", failed.number)
 
 
 def worker_seed_for(space: SearchSpace) -> int:

@@ -31,6 +31,11 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 STORAGE_ENV = "STRATEGY_SEARCH_STORAGE"
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
+CONNECT_TIMEOUT = 30.0
+# Environment overrides (the CLI's --heartbeat/--grace/--connect-timeout set the same values).
+HEARTBEAT_ENV = "STRATEGY_SEARCH_HEARTBEAT"
+GRACE_ENV = "STRATEGY_SEARCH_GRACE"
+CONNECT_TIMEOUT_ENV = "STRATEGY_SEARCH_CONNECT_TIMEOUT"
 JOURNAL_PREFIX = "journal:"
 
 
@@ -60,6 +65,34 @@ def storage_label(url: str | None) -> str:
     return mask_url(resolve_url(url))
 
 
+def _env_number(name: str, default: float, *, integer: bool) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        kind = "a whole number of seconds" if integer else "a number of seconds"
+        raise StorageError(f"${name}={raw!r} is not valid; use {kind} > 0")
+    return value
+
+
+def heartbeat_settings(heartbeat_interval: int | None = None, grace_period: int | None = None) -> tuple[int, int]:
+    """(interval, grace) from the arguments, else the environment, else the defaults; validated."""
+    interval = int(heartbeat_interval if heartbeat_interval is not None
+                   else _env_number(HEARTBEAT_ENV, HEARTBEAT_INTERVAL, integer=True))
+    default_grace = max(GRACE_PERIOD, 3 * interval)
+    grace = int(grace_period if grace_period is not None else _env_number(GRACE_ENV, default_grace, integer=True))
+    if interval <= 0 or grace <= 0:
+        raise StorageError("heartbeat interval and grace period must be > 0 seconds")
+    if grace <= interval:
+        raise StorageError(f"grace period ({grace}s) must be longer than the heartbeat interval ({interval}s), "
+                           "or live trials would be failed as stale")
+    return interval, grace
+
+
 def _sqlite_path(url: str) -> str | None:
     from sqlalchemy.engine import make_url
 
@@ -79,24 +112,39 @@ def _sqlite_creator(path: str) -> Any:
     return connect
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
+def _engine_kwargs(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         return {"creator": _sqlite_creator(path)} if path else {}
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
     if url.startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        # A blackholed host must not hold one attempt past the overall deadline (libpq's minimum is 2s).
+        kwargs["connect_args"] = {**_PG_CONNECT_ARGS,
+                                  "connect_timeout": max(2, min(10, int(connect_timeout)))}
     return kwargs
 
 
-def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 grace_period: int = GRACE_PERIOD, connect_timeout: float = 30.0) -> BaseStorage:
+# libpq settings: fail a connection attempt after 10s, and notice a dead peer (a lost machine,
+# a dropped NAT entry) through TCP keepalives instead of hanging on a half-open socket.
+_PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                    "keepalives_interval": 10, "keepalives_count": 3}
+
+
+# Errors that waiting will not fix: report them at once instead of retrying.
+_PERMANENT = ("authentication failed", "does not exist", "no password supplied")
+
+
+def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, connect_timeout: float | None = None) -> BaseStorage:
     """Open a storage, retrying with backoff while the database is unreachable.
 
     With ``heartbeat``, a trial whose worker died (SIGKILL, lost machine) is marked FAIL after
-    ``grace_period`` seconds and retried once with the same params.
+    ``grace_period`` seconds and retried once with the same params. Unset settings come from
+    $STRATEGY_SEARCH_HEARTBEAT, $STRATEGY_SEARCH_GRACE, $STRATEGY_SEARCH_CONNECT_TIMEOUT or the defaults.
     """
     url = resolve_url(url)
+    if connect_timeout is None:
+        connect_timeout = _env_number(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT, integer=False)
     shown = mask_url(url)
     if url.startswith(JOURNAL_PREFIX):
         path = url[len(JOURNAL_PREFIX):].removeprefix("//")
@@ -112,6 +160,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
     _check_rdb_url(url, shown)
     options: dict[str, Any] = {}
     if heartbeat:
+        heartbeat_interval, grace_period = heartbeat_settings(heartbeat_interval, grace_period)
         options = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period,
@@ -121,7 +170,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
     delay = 1.0
     while True:
         try:
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url, connect_timeout), **options)
         except ImportError as exc:
             raise StorageError(
                 f"storage {shown}: database driver missing ({exc}); for PostgreSQL run "
@@ -130,9 +179,15 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
         except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "unreachable"
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.replace(url, shown)
-            if time.monotonic() + delay > deadline:
-                raise StorageError(f"storage {shown} unreachable after {connect_timeout:.0f}s: {reason}") from None
-            log.warning("storage %s unreachable (%s); retrying in %.0fs", shown, reason, delay)
+            left = deadline - time.monotonic()
+            if any(marker in reason for marker in _PERMANENT):
+                raise StorageError(f"storage {shown}: {reason}") from None
+            if left <= 0:
+                raise StorageError(f"storage {shown} unreachable, gave up after {connect_timeout:g}s "
+                                   f"(raise it with --connect-timeout): {reason}") from None
+            delay = min(delay, left)
+            log.warning("storage %s unreachable (%s); retrying in %.1fs (giving up in %.0fs)",
+                        shown, reason, delay, left)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -187,7 +242,8 @@ class TrialLock:
         elif self.url.startswith("postgresql"):
             from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0)
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0,
+                                         connect_args=_PG_CONNECT_ARGS)
         self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
 
     @contextlib.contextmanager

@@ -1,0 +1,286 @@
+"""Worker processes for one shared study: one per GPU, K per GPU, or N on the CPU.
+
+The launcher starts each worker as ``strategy-search worker STUDY`` in its own process (each
+GPU worker pinned through ``CUDA_VISIBLE_DEVICES``), forwards Ctrl-C / SIGTERM to them (a
+second one kills them), waits, and reports what each worker did, read back from the study.
+Workers on other machines join the same study with the same command and storage URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.errors import UserError
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_EXIT = 130
+_GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z-]+)$")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker process to start: its label, device and extra environment."""
+
+    label: str
+    device: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerResult:
+    """How one worker process ended and the trials it ran (by state name)."""
+
+    spec: WorkerSpec
+    pid: int
+    returncode: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> str:
+        if self.returncode >= 0:
+            return f"exit {self.returncode}"
+        try:
+            return f"killed by {signal.Signals(-self.returncode).name}"
+        except ValueError:
+            return f"killed by signal {-self.returncode}"
+
+
+@dataclass
+class LaunchReport:
+    """What the launcher saw: every worker, the study's state, and the exit code to use."""
+
+    study: str
+    workers: list[WorkerResult]
+    study_counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT
+        codes = {w.returncode for w in self.workers if w.returncode != 0}
+        if not codes:
+            return 0
+        return codes.pop() if len(codes) == 1 and min(codes) > 0 else 1
+
+    def format(self) -> str:
+        lines = [f"{len(self.workers)} worker(s) for study {self.study!r}:"]
+        for w in self.workers:
+            pinned = w.spec.env.get("CUDA_VISIBLE_DEVICES")
+            where = f"CUDA_VISIBLE_DEVICES={pinned}" if pinned is not None else w.spec.device
+            total = sum(w.counts.values())
+            counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(w.counts.items()) if v) or "none"
+            lines.append(f"  {w.spec.label:<8} pid {w.pid:<7} {where:<24} {w.ended:<18} "
+                         f"{total} trial(s): {counts}")
+        if self.study_counts:
+            counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.study_counts.items()) if v)
+            lines.append(f"study {self.study!r} now has {sum(self.study_counts.values())} trial(s): {counts}")
+        if self.interrupted:
+            lines.append("interrupted: running trials were recorded FAIL and queued again "
+                         "(start the workers again to finish the study)")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: $CUDA_VISIBLE_DEVICES when set, else 0..N-1 as torch sees them."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def plan_workers(*, gpus: str | None = None, per_gpu: int = 1, processes: int | None = None,
+                 available: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerSpec]:
+    """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K]`` or ``--processes N``.
+
+    ``available`` is the list of usable GPU ids (default: :func:`visible_gpus`). Each worker
+    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set.
+    """
+    if gpus is not None and processes is not None:
+        raise UserError("use either --gpus (one worker per GPU) or --processes (CPU workers), not both")
+    if per_gpu < 1:
+        raise UserError(f"--per-gpu must be at least 1, got {per_gpu}")
+    if gpus is None and per_gpu != 1:
+        raise UserError("--per-gpu needs --gpus")
+    if gpus is not None:
+        chosen = _choose_gpus(gpus, visible_gpus() if available is None else available)
+        specs = [WorkerSpec(label=f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""), device="cuda",
+                            env={"CUDA_VISIBLE_DEVICES": g})
+                 for g in chosen for k in range(per_gpu)]
+    elif processes is not None:
+        if processes < 1:
+            raise UserError(f"--processes must be at least 1, got {processes}")
+        specs = [WorkerSpec(label=f"cpu{i}", device="cpu") for i in range(processes)]
+    else:
+        raise UserError("give --gpus all|0,1,3 or --processes N to start several workers")
+    if "OMP_NUM_THREADS" not in os.environ:
+        # N workers each using every core would oversubscribe the CPU (data loading, CPU training).
+        threads = str(max(1, (cpu_count or os.cpu_count() or 1) // len(specs)))
+        specs = [WorkerSpec(s.label, s.device, {**s.env, "OMP_NUM_THREADS": threads}) for s in specs]
+    return specs
+
+
+def _choose_gpus(gpus: str, available: list[str]) -> list[str]:
+    if not available:
+        raise UserError("--gpus: no GPU is visible here (CUDA not available or CUDA_VISIBLE_DEVICES empty); "
+                        "use --processes N for CPU workers")
+    if gpus.strip().lower() == "all":
+        return list(available)
+    chosen = [g.strip() for g in gpus.split(",") if g.strip()]
+    bad = [g for g in chosen if not _GPU_ID.match(g)]
+    if not chosen or bad:
+        raise UserError(f"--gpus {gpus!r}: use 'all' or GPU ids separated by commas (0,1,3)")
+    if len(set(chosen)) != len(chosen):
+        raise UserError(f"--gpus {gpus!r} names a GPU twice; use --per-gpu K for several workers per GPU")
+    missing = [g for g in chosen if g not in available]
+    if missing:
+        raise UserError(f"--gpus: GPU {', '.join(missing)} not visible here; visible: {','.join(available)}")
+    return chosen
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def require_study(name: str, storage: Any) -> None:
+    """Fail once, in the launcher, when the study is missing (without importing torch)."""
+    import optuna
+
+    known = optuna.get_all_study_names(storage)
+    if name not in known:
+        raise UserError(f"no study named {name!r} in this storage; studies: {', '.join(known) or 'none'}")
+
+
+def label_logs() -> None:
+    """Prefix this process's log lines with its launcher label (``[gpu1]``), when it has one."""
+    from search.study.runner import WORKER_LABEL_ENV
+
+    label = os.environ.get(WORKER_LABEL_ENV)
+    if not label:
+        return
+    formatter = logging.Formatter(f"%(asctime)s [{label}] %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``docker stop``, the launcher) stop a worker like Ctrl-C: the running trial
+    is recorded FAIL and queued again instead of being left RUNNING."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: stop the worker (gracefully) if the launcher itself dies, so no orphan keeps a GPU.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
+           options: dict[str, Any] | None = None) -> LaunchReport:
+    """Run one ``strategy-search worker STUDY`` process per spec, forward signals, wait, report.
+
+    The storage URL goes to the workers through the environment, never on their command line
+    (where ``ps`` would show its password). ``options`` are worker options (``n_trials``,
+    ``timeout``, ``heartbeat``, ...); ``None`` values are left out.
+    """
+    from search.study.runner import WORKER_LABEL_ENV
+    from search.study.storage import STORAGE_ENV, resolve_url, storage_label
+
+    url = resolve_url(storage)
+    verbosity = _verbosity_flags()
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in (options or {}).items() if v is not None]
+    procs: list[tuple[WorkerSpec, subprocess.Popen[bytes]]] = []
+    signals: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        live = [p for _, p in procs if p.poll() is None]
+        if len(signals) == 1:
+            log.warning("stopping %d worker(s) (%s again kills them)", len(live), signal.Signals(signum).name)
+            sig = signum
+        else:
+            log.warning("killing %d worker(s)", len(live))
+            sig = signal.SIGKILL
+        for p in live:
+            try:
+                p.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for spec in specs:
+            env = {**os.environ, **spec.env, STORAGE_ENV: url, WORKER_LABEL_ENV: spec.label}
+            cmd = [sys.executable, "-m", "search.cli", *verbosity, "worker", study, "--device", spec.device,
+                   *args]
+            # Own session: a terminal Ctrl-C reaches the launcher only, which forwards it once.
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                    preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+            procs.append((spec, proc))
+            log.info("started worker %s (pid %d) on %s for %s", spec.label, proc.pid,
+                     f"GPU {spec.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in spec.env else "cpu",
+                     storage_label(url))
+            if signals:
+                break
+        for _, proc in procs:
+            proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    results = [WorkerResult(spec, proc.pid, proc.returncode) for spec, proc in procs]
+    report = LaunchReport(study=study, workers=results, interrupted=bool(signals))
+    _count_trials(report, url)
+    return report
+
+
+def _verbosity_flags() -> list[str]:
+    level = logging.getLogger("search").getEffectiveLevel()
+    return ["-v"] if level <= logging.DEBUG else (["-q"] if level >= logging.WARNING else [])
+
+
+def _count_trials(report: LaunchReport, url: str) -> None:
+    """Fill in each worker's trial counts from the study (so a killed worker's trials show too)."""
+    import optuna
+
+    from search.study.runner import WORKER_ATTR
+    from search.study.storage import mask_url, open_storage
+
+    try:
+        study = optuna.load_study(study_name=report.study, storage=open_storage(url, heartbeat=False,
+                                                                                connect_timeout=10))
+        trials = study.get_trials(deepcopy=False)
+    except Exception as exc:  # noqa: BLE001 - the workers' exit codes are still worth reporting
+        log.warning("could not read the study back from %s: %s", mask_url(url), exc)
+        return
+    host = socket.gethostname()
+    by_worker: dict[str, dict[str, int]] = {}
+    for t in trials:
+        report.study_counts[t.state.name] = report.study_counts.get(t.state.name, 0) + 1
+        who = t.user_attrs.get(WORKER_ATTR)
+        # A queued retry still carries the dead worker's attrs until some worker takes it.
+        if isinstance(who, str) and t.state.name != "WAITING":
+            counts = by_worker.setdefault(who, {})
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    for w in report.workers:
+        w.counts = by_worker.get(f"{host}:{w.pid} {w.spec.label}", {})
