@@ -152,14 +152,17 @@ PROFILE_POINTS: dict[str, tuple[str, str]] = {
 
 def profile_call(fn: Callable[[], Any], points: dict[str, tuple[str, str]] | None = None
                  ) -> tuple[Any, dict[str, dict[str, float]]]:
-    """Run ``fn`` under cProfile; cumulative seconds and call counts for ``points`` (+ the total)."""
+    """Run ``fn`` under cProfile; cumulative CPU seconds and call counts for ``points`` (+ the total).
+
+    The profiler's clock is the process CPU time, so another job on the machine does not inflate it.
+    """
     points = points or PROFILE_POINTS
-    prof = cProfile.Profile()
-    start = time.perf_counter()
+    prof = cProfile.Profile(time.process_time)
+    start = time.process_time()
     result = prof.runcall(fn)
-    total = time.perf_counter() - start
+    total = time.process_time() - start
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    out: dict[str, dict[str, float]] = {"total (profiled wall)": {"seconds": total, "calls": 1}}
+    out: dict[str, dict[str, float]] = {"total (profiled CPU)": {"seconds": total, "calls": 1}}
     for label, (suffix, func) in points.items():
         secs, calls = 0.0, 0
         # Same-named nested functions (SmallCNN.forward around ConvBlock.forward, the optimizer's
@@ -172,5 +175,5 @@ def profile_call(fn: Callable[[], Any], points: dict[str, tuple[str, str]] | Non
 
 
 def profile_rows(profile: dict[str, dict[str, float]]) -> list[tuple[str, float, int, str]]:
-    total = profile["total (profiled wall)"]["seconds"] or float("nan")
+    total = profile["total (profiled CPU)"]["seconds"] or float("nan")
     return [(k, v["seconds"], int(v["calls"]), f"{100 * v['seconds'] / total:.1f}%") for k, v in profile.items()]

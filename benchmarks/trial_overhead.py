@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 [(r["case"], r["device"], r["bookkeeping_ratio"], r["ratio"]) for r in results]))
     for r in results:
         if not r["meets_target"] or args.tiny:
-            print(f"\nProfile of {r['case']} [{r['device']}] (cumulative seconds under cProfile):")
+            print(f"\nProfile of {r['case']} [{r['device']}] (cumulative CPU seconds under cProfile):")
             plain = r["profile_plain"]
             print(table(["where", "library s", "calls", "share", "plain s"],
                         [(*row, plain[row[0]]["seconds"]) for row in profile_rows(r["profile_library"])]))
