@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import ROOT, machine, median, parser, table, write_result
+from benchmarks._common import ROOT, machine, median, parser, setup_threads, table, write_result
 
 MODES = ("trivial", "real")
 EFFICIENT = 0.8  # below this parallel efficiency (speed-up / workers) we call it contention
@@ -57,7 +57,7 @@ def worker(url: str, study_name: str, mode: str, go: Path) -> int:
     """One worker: load, get ready, wait for ``go``, then the library's worker loop."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     logging.basicConfig(level=logging.WARNING)
     import optuna
 
@@ -138,7 +138,7 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
     space = parse_space(space_doc(study, mode, n_trials), source=f"benchmark {study}")
     create_study(space, open_storage(url))
     go = tmp / f"{study}.go"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, "-m", "benchmarks.worker_scaling", "--worker", url, study, mode, str(go)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, tiny 1)")
     p.add_argument("--postgres-url", default=None, help="use this database instead of a throwaway server")
     args = p.parse_args(argv)
+    setup_threads(args.threads)  # workers inherit it through OMP_NUM_THREADS
     logging.basicConfig(level=logging.WARNING)
     import optuna
 
