@@ -1,0 +1,72 @@
+"""Each benchmark script runs end to end on its --tiny setting and writes its JSON (no timings checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conftest import ROOT
+
+
+def _run(name: str, out: Path, *extra: str) -> tuple[str, dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--tiny", "--out", str(out), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / f"{name}-tiny.json").read_text())
+    machine = result["machine"]
+    assert machine["nproc"] >= 1 and machine["torch"] == torch.__version__ and machine["cpu"]
+    assert len(machine["loadavg_start"]) == 3 and machine["date"]
+    return proc.stdout, result
+
+
+def test_trial_overhead_compares_the_same_training(tmp_path: Path) -> None:
+    out, result = _run("trial_overhead", tmp_path, "--device", "cpu")
+    (r,) = result["results"]
+    assert r["ratio"] > 0 and r["library_cpu_seconds"] > 0 and r["plain_cpu_seconds"] > 0
+    # Same model, data, seed and steps: the hand-written loop reaches the very same accuracy.
+    assert r["library_val_accuracy"] == r["plain_val_accuracy"]
+    assert r["profile_library"]["train (whole trial)"]["calls"] == 1
+    assert "Trial overhead" in out
+
+
+def test_data_path_measures_every_arm(tmp_path: Path) -> None:
+    out, result = _run("data_path", tmp_path)
+    arms = {r["arm"]: r for r in result["results"]}
+    cache = arms["tensor cache"]
+    assert cache["images_per_s"] > 0 and cache["speed_vs_cache"] == 1.0
+    disk = [r for name, r in arms.items() if "decode each epoch" in name]
+    assert disk and all(r["images_per_epoch"] == cache["images_per_epoch"] for r in disk)
+    assert "Training-loop throughput" in out
+
+
+def test_search_efficiency_counts_epochs(tmp_path: Path) -> None:
+    _, result = _run("search_efficiency", tmp_path)
+    runs = {r["arm"]: r for r in result["runs"]}
+    budget = result["spaces"]["digits"]["budget"]
+    # Random search without pruning trains every trial for every epoch; pruning can only save epochs.
+    assert [t["epochs"] for t in runs["random"]["trials"]] == [budget["max_epochs"]] * budget["n_trials"]
+    tpe = runs["tpe+hyperband"]["trials"]
+    assert len(tpe) == budget["n_trials"] and all(1 <= t["epochs"] <= budget["max_epochs"] for t in tpe)
+    (summary,) = result["summary"]
+    assert summary["best"] == max(t["value"] for r in result["runs"] for t in r["trials"] if t["value"] is not None)
+
+
+def test_worker_scaling_uses_the_exact_budget(tmp_path: Path) -> None:
+    _, result = _run("worker_scaling", tmp_path)
+    cells = result["cells"]
+    assert {c["storage"] for c in cells} == {"sqlite", "journal"}
+    assert all(c["trials"] == result["trials_per_cell"]["trivial"] for c in cells)
+    assert all(r["trials_per_min"] > 0 for r in result["summary"])
+
+
+def test_gpu_benchmark_runs_or_says_why_not(tmp_path: Path) -> None:
+    out, result = _run("gpu", tmp_path)
+    if torch.cuda.is_available():
+        assert {r["arm"] for r in result["precision"]} >= {"fp32", "bf16 + channels_last"}
+    else:
+        assert "no CUDA" in out and "no CUDA" in result["skipped"]
