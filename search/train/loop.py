@@ -179,6 +179,7 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
     last_progress = time.monotonic()
+    amp = _autocast(device)  # one context, re-entered every step
 
     for epoch in progress(range(1, epochs + 1), desc=label, unit="epoch"):
         model.train()
@@ -203,7 +204,7 @@ def train(
             x = preprocess(xb.to(device, non_blocking=True))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with amp:
                 logits = model(x)
                 loss = criterion(logits.float(), yb)
             if check_each_step and not torch.isfinite(loss):
@@ -240,7 +241,7 @@ def train(
         if on_epoch is not None:
             on_epoch(entry)
 
-    val = evaluate(model, preprocess, data.val_x, data.val_y, num_classes, device)
+    # ``val`` is the last epoch's evaluation: the model has not changed since.
     test = (evaluate(model, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
     n_params = count_params(model)
