@@ -36,6 +36,9 @@ from search.study.workers import plan_workers
 CLI = [sys.executable, "-m", "search.cli"]
 PG_ENV = "STRATEGY_SEARCH_PG_URL"
 FAST_HEARTBEAT = ["--heartbeat", "1", "--grace", "3"]
+# Trials long enough to be caught mid-training even on an idle machine: 25 epochs of ~0.1 s
+# (width 16 at 32x32), where tiny 8x8 models finish 25 epochs in under half a second.
+LONG_TRIAL = {"width": 16, "input_size": 32, "depth": 2, "epochs": 25}
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
@@ -202,10 +205,8 @@ def _get_json(url: str, proc: subprocess.Popen[str]) -> Any:
 
 def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Path, pg_url: str) -> None:
     study = _study_name("kill")
-    # Long enough trials (25 epochs) that one can be killed in the middle.
     space = _space(workdir, study, 3, max_epochs=25, params={
-        "lr": {"float": [0.001, 0.05], "log": True}, "batch_size": {"choices": [32, 64]},
-        "width": 4, "depth": 2, "epochs": 25})
+        "lr": {"float": [0.001, 0.05], "log": True}, "batch_size": {"choices": [32, 64]}, **LONG_TRIAL})
     _create(space, pg_url, workdir)
     launcher = subprocess.Popen([*CLI, "worker", study, "--storage", pg_url, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -240,7 +241,7 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path) -> None:
     study = _study_name("stop")
     storage = f"sqlite:///{workdir}/studies.db"
     _create(_space(workdir, study, 3, max_epochs=25, params={
-        "lr": {"float": [0.001, 0.05], "log": True}, "width": 4, "depth": 2, "epochs": 25}), storage, workdir)
+        "lr": {"float": [0.001, 0.05], "log": True}, **LONG_TRIAL}), storage, workdir)
     launcher = subprocess.Popen([*CLI, "worker", study, "--storage", storage, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
