@@ -25,7 +25,7 @@ from search.errors import UserError
 from search.space import SearchSpace, choice_label
 from search.stats import CONFIDENCE, mean_std, welch_interval
 from search.summary import chosen_config
-from search.train.loop import NonFiniteLoss, resolve_device, train
+from search.train.loop import NonFiniteLoss, resolve_device, train_space
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ def retrain(config: TrialConfig, space: SearchSpace, seeds: Sequence[int], *, de
     values: list[float | None] = []
     for seed in seeds:
         try:
-            result = train(dataclasses.replace(config, seed=seed), space.dataset, space.objectives, device=device,
-                           weights_dir=weights_dir or space.weights_dir, augment_sets=space.augment_sets,
-                           evaluate_test=False, label=f"{label} seed {seed}")
+            result = train_space(dataclasses.replace(config, seed=seed), space, device=device,
+                                 weights_dir=weights_dir, evaluate_test=False, label=f"{label} seed {seed}")
             value = result.values[0]
             values.append(value if math.isfinite(value) else None)
         except NonFiniteLoss as exc:

@@ -86,9 +86,9 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
 
 def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> None:
     from search.study.storage import storage_label
-    from search.summary import format_summary, study_summary
+    from search.summary import format_counts, format_summary, study_summary
 
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
+    counts = format_counts(summary.counts.items())
     click.echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
     click.echo(format_summary(study_summary(study, spec)))
     shown = storage_label(storage)
@@ -161,6 +161,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         click.echo(report.format())
         sys.exit(report.exit_code)
     from search.study.runner import WorkerInterrupted, load_study, run_trials, worker_seed_for
+    from search.summary import format_counts
 
     study, spec = load_study(study_name, store)
     label_logs()
@@ -170,11 +171,11 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
                              weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
     except WorkerInterrupted as exc:
         summary = exc.summary
-        counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
+        counts = format_counts(summary.counts.items())
         click.echo(f"worker interrupted: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}; "
                    "the running trial was recorded FAIL and queued again", err=True)
         sys.exit(INTERRUPTED_EXIT)
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items())
+    counts = format_counts(summary.counts.items())
     click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
 
 

@@ -73,7 +73,7 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     config, which reproduces it exactly on the CPU.
     """
     from search.bundle import bundle_from_result, load_core, write_bundle
-    from search.train.loop import resolve_device, train
+    from search.train.loop import resolve_device, train_space
 
     name = study.study_name
     if trial is None and checkpoints is not None:
@@ -95,9 +95,7 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
         config = TrialConfig.from_dict(trial.user_attrs["config"])
         dev = resolve_device(device)
         log.info("re-training trial %d from its config on %s (%s)", trial.number, dev, why)
-        result = train(config, space.dataset, space.objectives, device=dev,
-                       weights_dir=weights_dir or space.weights_dir, augment_sets=space.augment_sets,
-                       label=f"trial {trial.number}")
+        result = train_space(config, space, device=dev, weights_dir=weights_dir, label=f"trial {trial.number}")
         bundle = bundle_from_result(result, config, space.dataset, space.objectives, source)
         if trial.values:
             value_diff = abs(result.values[0] - trial.values[0])

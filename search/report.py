@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import SearchSpace, choice_label
-from search.summary import best_trial
+from search.summary import best_trial, format_counts, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,10 @@ class _Study:
 
 
 def _summary(s: _Study) -> Section:
-    counts: dict[str, int] = {}
-    for t in s.trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = state_counts(s.trials)
     rows = [("study", s.study.study_name), ("dataset", s.space.dataset.label),
             ("objectives", ", ".join(f"{o.name} ({o.direction}, validation split)" for o in s.space.objectives)),
-            ("trials", ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) or "none")]
+            ("trials", format_counts(sorted(counts.items())) or "none")]
     if s.best is not None:
         values = ", ".join(f"{o.name} {v:.4f}" for o, v in zip(s.space.objectives, s.best.values))
         rows.append(("best trial", f"{s.best.number}: {values}"))

@@ -20,7 +20,7 @@ from search.config import TrialConfig
 from search.data.datasets import Prepared, prepare
 from search.errors import UserError
 from search.space import DatasetSpec, SearchSpace, load_space
-from search.train.loop import TrainResult, resolve_device, train
+from search.train.loop import TrainResult, resolve_device, train_space
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def retrain(config_path: str | Path, *, data_dir: str | Path | None = None, full
     if full:
         data = train_and_val(data)
     start = time.perf_counter()
-    result = train(config, dataset, space.objectives, device=dev, weights_dir=weights_dir or space.weights_dir,
-                   augment_sets=space.augment_sets, label=space.study, data=data)
+    result = train_space(config, space, dataset=dataset, device=dev, weights_dir=weights_dir, label=space.study,
+                         data=data)
     out = Retrained(space, config, dataset, result, dev, full, time.perf_counter() - start)
     source = space.raw.get("source") or {}
     recorded = source.get("values") or {}

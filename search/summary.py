@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from typing import Any, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -54,6 +55,16 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(front, key=lambda t: sign * t.values[0])
 
 
+def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """How many trials are in each state, by state name (COMPLETE, PRUNED, ...)."""
+    return dict(Counter(t.state.name for t in trials))
+
+
+def format_counts(counts: Iterable[tuple[str, int]]) -> str:
+    """``complete 3, pruned 1`` from (state name, count) pairs, in the order given."""
+    return ", ".join(f"{k.lower()} {v}" for k, v in counts)
+
+
 def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
     """Trial ``number`` of ``study`` (a one-line error when there is none)."""
     for t in study.get_trials(deepcopy=False):
@@ -92,9 +103,7 @@ def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
 
 def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     names = [o.name for o in space.objectives]
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = state_counts(study.get_trials(deepcopy=False))
     best = [trial_record(t, names) for t in best_trials(study)]
     for rec in best:
         if rec.get("test"):
@@ -138,7 +147,7 @@ def _pct(v: float | None) -> str:
 
 def format_summary(summary: dict[str, Any], details: bool = False) -> str:
     lines = [f"study {summary['study']}  (dataset {summary['dataset']})",
-             "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(summary["trials"].items()))]
+             "trials: " + format_counts(sorted(summary["trials"].items()))]
     best = summary["best"]
     if not best:
         lines.append("no completed trial yet")

@@ -15,7 +15,7 @@ from search.config import TrialConfig
 from search.data.datasets import load_dataset
 from search.models.backbones import find_weights
 from search.space import SearchSpace
-from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train
+from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,8 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
 
         try:
-            result = train(config, self.space.dataset, self.space.objectives, device=self.device,
-                           weights_dir=self.weights_dir, augment_sets=self.space.augment_sets,
-                           on_epoch=on_epoch, label=f"trial {trial.number}")
+            result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
+                                 on_epoch=on_epoch, label=f"trial {trial.number}")
         except NonFiniteLoss as exc:
             trial.set_user_attr("history", history)
             trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")

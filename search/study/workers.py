@@ -73,16 +73,18 @@ class LaunchReport:
         return codes.pop() if len(codes) == 1 and min(codes) > 0 else 1
 
     def format(self) -> str:
+        from search.summary import format_counts
+
         lines = [f"{len(self.workers)} worker(s) for study {self.study!r}:"]
         for w in self.workers:
             pinned = w.spec.env.get("CUDA_VISIBLE_DEVICES")
             where = f"CUDA_VISIBLE_DEVICES={pinned}" if pinned is not None else w.spec.device
             total = sum(w.counts.values())
-            counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(w.counts.items()) if v) or "none"
+            counts = format_counts((k, v) for k, v in sorted(w.counts.items()) if v) or "none"
             lines.append(f"  {w.spec.label:<8} pid {w.pid:<7} {where:<24} {w.ended:<18} "
                          f"{total} trial(s): {counts}")
         if self.study_counts:
-            counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.study_counts.items()) if v)
+            counts = format_counts((k, v) for k, v in sorted(self.study_counts.items()) if v)
             lines.append(f"study {self.study!r} now has {sum(self.study_counts.values())} trial(s): {counts}")
         if self.interrupted:
             lines.append("interrupted: running trials were recorded FAIL and queued again "

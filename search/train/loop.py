@@ -25,7 +25,7 @@ from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
 from search.progress import progress
-from search.space import DatasetSpec, ObjectiveSpec
+from search.space import DatasetSpec, ObjectiveSpec, SearchSpace
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
 from search.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -253,3 +253,10 @@ def train(
         test=test, values=values, n_params=n_params,
         epoch_seconds=sum(h.seconds for h in history) / max(1, len(history)), latency_ms=latency,
     )
+
+
+def train_space(config: TrialConfig, space: SearchSpace, *, dataset: DatasetSpec | None = None,
+                weights_dir: str | Path | None = None, **kwargs: Any) -> TrainResult:
+    """:func:`train` with a space's dataset, objectives, augmentation sets and weights directory."""
+    return train(config, dataset or space.dataset, space.objectives, weights_dir=weights_dir or space.weights_dir,
+                 augment_sets=space.augment_sets, **kwargs)
