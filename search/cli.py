@@ -77,7 +77,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="strategy-search")
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-v", "--verbose", count=True, help="Debug logging, with other libraries' log lines and warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(verbose: int, quiet: bool) -> None:
     """Search augmentation, input, architecture and training strategies for an image classifier."""

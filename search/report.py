@@ -135,11 +135,12 @@ def _history(s: _Study) -> Section:
         sec.body = _note(f"the line is the best {s.objective} so far (the first objective); "
                          "the other objectives trade off against it on the Pareto front.")
     sec.figure = plot_optimization_history(s.study, **s.plot_kwargs)
-    sec.figure.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=label, line={"color": _COLOURS[3]}))
+    sec.figure.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=label,
+                                    line={"color": _COLOURS[3], "shape": "hv"}))
 
     def plot() -> Any:
         ax = mpl_vis.plot_optimization_history(s.study, **s.plot_kwargs)
-        ax.plot(numbers, best, color=_COLOURS[3], label=label)
+        ax.plot(numbers, best, color=_COLOURS[3], label=label, drawstyle="steps-post")
         ax.legend()
         return ax
 
