@@ -142,7 +142,8 @@ def test_history_has_a_best_so_far_line(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_last_lines_say_what_was_done_and_what_next(workdir: Path) -> None:
-    space = write_space(workdir / "space.yaml", _quick("next"))
+    space = write_space(workdir / "space.yaml", _quick("next", params={
+        "lr": {"float": [0.005, 0.05], "log": True}, "color": {"choices": ["rgb", "gray"]}, "width": 4}))
     out = _invoke("create", str(space))
     assert "study 'next' ready in sqlite:///studies.db" in out
     assert "start workers with: strategy-search worker next" in out
@@ -154,6 +155,15 @@ def test_last_lines_say_what_was_done_and_what_next(workdir: Path) -> None:
     assert json.loads(_invoke("best", "next", "--json"))["study"] == "next"  # JSON stays JSON
     out = _invoke("export", "next", "-o", "best.yaml")
     assert out.splitlines()[-1].startswith("re-train it: strategy-search train best.yaml")
+    out = _invoke("train", "best.yaml", "--device", "cpu")  # what that line says to run
+    assert "reproduced within" in out
+    assert out.splitlines()[-1].startswith("keep the model: strategy-search train best.yaml -o DIR/")
+    out = _invoke("ablate", "next", "--seeds", "2", "--only", "color", "--device", "cpu")
+    assert out.splitlines()[-1] == "stored in study 'next'; chart it: strategy-search report next -o report.html"
+    out = _invoke("confirm", "next", "--top", "1", "--seeds", "2", "--device", "cpu")
+    assert out.splitlines()[-1] == "export the winner: strategy-search export next -o best/"
+    out = _invoke("doctor", "digits", "--epochs", "1", "--limit", "100", "--no-probe", "--device", "cpu")
+    assert out.splitlines()[-1].startswith("write a space with these remedies: strategy-search doctor digits -o ")
     storage = f"sqlite:///{workdir}/other.db"
     _invoke("create", str(space), "--storage", storage)
     out = _invoke("best", "next", "--storage", storage)
