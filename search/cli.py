@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -41,24 +42,34 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # not click's "Aborted!": nothing failed, the user stopped it
-            click.echo("\ninterrupted before the command finished; run it again to start over", err=True)
+            label = _launcher_label()
+            click.echo(f"[{label}] interrupted before its first trial" if label else
+                       "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
 
     return wrapper
+
+
+def _launcher_label() -> str | None:
+    """The label (``cpu0``, ``gpu1``) of a worker that ``worker --processes/--gpus`` started, else None."""
+    return os.environ.get("STRATEGY_SEARCH_WORKER_LABEL")  # runner.WORKER_LABEL_ENV (not imported: torch)
 
 
 def _print_interrupted(summary: Any) -> None:
     """What an interrupted run/worker did, and that the same command resumes the study."""
     from search.summary import format_counts
 
+    label = _launcher_label()  # a worker the launcher started: the launcher sums up for all
+    tag = f"[{label}] " if label else ""
     counts = format_counts((k, v) for k, v in summary.counts.items() if v)
-    click.echo(f"\ninterrupted after {summary.seconds:.0f}s: this process finished {summary.total} trial(s)"
-               + (f" ({counts})" if counts else ""), err=True)
+    click.echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
+               f"{summary.total} trial(s)" + (f" ({counts})" if counts else ""), err=True)
     for number in summary.requeued:
-        click.echo(f"trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
+        click.echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
                    "it runs first when the study resumes", err=True)
-    click.echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
-               err=True)
+    if not label:
+        click.echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
+                   err=True)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -216,7 +227,8 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
     study_counts = format_counts(sorted(state_counts(study.get_trials(deepcopy=False)).items()))
     click.echo(f"study {study_name!r} now: {study_counts}")
-    _print_next_after_workers(study_name, storage)
+    if not _launcher_label():  # else the launcher that started this worker says it
+        _print_next_after_workers(study_name, storage)
 
 
 def _print_next_after_workers(study_name: str, storage: str | None) -> None:
@@ -514,8 +526,8 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
         click.echo(json.dumps(record, indent=2, default=str))
         return
     click.echo(format_ablation(record))
-    click.echo(f"\nstored in study {study_name!r}; chart it: strategy-search report {study_name}{_storage_arg(storage)} "
-               "-o report.html")
+    click.echo(f"\nstored in study {study_name!r}; chart it: "
+               f"strategy-search report {study_name}{_storage_arg(storage)} -o report.html")
 
 
 @main.command("confirm")

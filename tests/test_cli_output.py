@@ -176,8 +176,9 @@ def test_dashboard_says_where_and_stops_on_ctrl_c(workdir: Path) -> None:
     proc = subprocess.Popen([*CLI, "dashboard", "--port", str(port)], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline()  # type: ignore[union-attr]
-        assert f"open http://127.0.0.1:{port} in a browser (Ctrl-C stops it)" in first, proc.stderr.read()  # type: ignore[union-attr]
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"open http://127.0.0.1:{port} in a browser (Ctrl-C stops it)" in first
         _wait_for_port(port, proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
