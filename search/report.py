@@ -1,7 +1,7 @@
 """A study report people can look at: one self-contained HTML file (opens offline) and PNGs.
 
 Sections (each ``<section id=...>`` with a stable id and title; every figure's div id is
-``fig-<section id>``): summary, optimisation history, fANOVA parameter importances, slice and
+``fig-<section id>``): summary, optimisation history (with the best so far), fANOVA parameter importances, slice and
 parallel-coordinate plots, learning curves of the top trials, the best trial's confusion
 matrices, "strategy vs. effect", the ablation and confirmation results (``strategy-search ablate`` /
 ``confirm``) and the validation/test caveat. Interactive figures are Optuna's
@@ -150,7 +150,8 @@ def _history(s: _Study) -> Section:
 
 def best_so_far(s: _Study) -> tuple[list[int], list[float]]:
     """Trial numbers of the completed trials and the best first-objective value up to each."""
-    numbers, best = [], []
+    numbers: list[int] = []
+    best: list[float] = []
     pick = max if s.maximize else min
     for t in sorted(s.complete, key=lambda t: t.number):
         best.append(pick(best[-1], t.values[0]) if best else t.values[0])
