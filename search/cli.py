@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ from search import __version__
 from search.errors import UserError
 
 log = logging.getLogger("search")
+INTERRUPTED_EXIT = 130  # after Ctrl-C, as shells expect (search.study.workers uses the same for its launcher)
 
 storage_option = click.option(
     "--storage", envvar="STRATEGY_SEARCH_STORAGE", default=None, metavar="URL",
@@ -39,13 +41,46 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:  # not click's "Aborted!": nothing failed, the user stopped it
+            label = _launcher_label()
+            click.echo(f"[{label}] interrupted before its first trial" if label else
+                       "\ninterrupted before the command finished; run it again to start over", err=True)
+            sys.exit(INTERRUPTED_EXIT)
 
     return wrapper
 
 
+def _launcher_label() -> str | None:
+    """The label (``cpu0``, ``gpu1``) of a worker that ``worker --processes/--gpus`` started, else None."""
+    return os.environ.get("STRATEGY_SEARCH_WORKER_LABEL")  # runner.WORKER_LABEL_ENV (not imported: torch)
+
+
+def _print_interrupted(summary: Any) -> None:
+    """What an interrupted run/worker did, and that the same command resumes the study."""
+    from search.summary import format_counts
+
+    label = _launcher_label()  # a worker the launcher started: the launcher sums up for all
+    tag = f"[{label}] " if label else ""
+    counts = format_counts((k, v) for k, v in summary.counts.items() if v)
+    click.echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
+               f"{summary.total} trial(s)" + (f" ({counts})" if counts else ""), err=True)
+    for number in summary.requeued:
+        click.echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
+                   "it runs first when the study resumes", err=True)
+    if not label:
+        click.echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
+                   err=True)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    # Our messages at `level`; other libraries' log lines (matplotlib's categorical-axis notes, alembic,
+    # PIL) and Python warnings only with -v, errors always.
+    logging.basicConfig(level=level if verbose else logging.ERROR, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    logging.getLogger("search").setLevel(level)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,7 +88,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="strategy-search")
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-v", "--verbose", count=True, help="Debug logging, with other libraries' log lines and warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(verbose: int, quiet: bool) -> None:
     """Search augmentation, input, architecture and training strategies for an image classifier."""
@@ -73,15 +108,26 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
         weights_dir: str | None, checkpoints: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space import load_space
-    from search.study.runner import create_study, run_trials
+    from search.study.runner import WorkerInterrupted, create_study, run_trials
     from search.study.storage import storage_label
 
     spec = load_space(space)
     log.info("study %r in %s", spec.study, storage_label(storage))
     study = create_study(spec, storage)
-    summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
+    try:
+        summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
+                             weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
+    except WorkerInterrupted as exc:
+        _print_interrupted(exc.summary)
+        sys.exit(INTERRUPTED_EXIT)
     _print_done(study, spec, summary, storage)
+
+
+def _storage_arg(storage: str | None) -> str:
+    """`` --storage 'URL'`` (password masked) for a next-step command line, when a storage was given."""
+    from search.study.storage import storage_label
+
+    return f" --storage '{storage_label(storage)}'" if storage is not None else ""
 
 
 def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> None:
@@ -111,9 +157,13 @@ def create(space: str, storage: str | None) -> None:
 
     spec = load_space(space)
     Objective(spec, device="cpu").check_ready()
-    create_study(spec, storage)
-    click.echo(f"study {spec.study!r} ready in {storage_label(storage)}; "
-               f"start workers with: strategy-search worker {spec.study}")
+    study = create_study(spec, storage)
+    existing = len(study.get_trials(deepcopy=False))
+    click.echo(f"study {spec.study!r} ready in {storage_label(storage)}"
+               + (f" (it already has {existing} trial(s); workers resume it)" if existing else ""))
+    click.echo(f"start workers with: strategy-search worker {spec.study}{_storage_arg(storage)}   "
+               "(--processes N or --gpus all for several; the same command on other machines)")
+    click.echo(f"watch it:           strategy-search dashboard{_storage_arg(storage)}")
 
 
 @main.command()
@@ -144,8 +194,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
            checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.study.storage import open_storage
-    from search.study.workers import (INTERRUPTED_EXIT, label_logs, launch, plan_workers, require_study,
-                                      stop_on_sigterm)
+    from search.study.workers import label_logs, launch, plan_workers, require_study, stop_on_sigterm
 
     several = gpus is not None or processes is not None
     if several and device is not None:
@@ -159,9 +208,11 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
             "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints})
         click.echo(report.format())
+        if not report.interrupted:
+            _print_next_after_workers(study_name, storage)
         sys.exit(report.exit_code)
     from search.study.runner import WorkerInterrupted, load_study, run_trials, worker_seed_for
-    from search.summary import format_counts
+    from search.summary import format_counts, state_counts
 
     study, spec = load_study(study_name, store)
     label_logs()
@@ -170,13 +221,20 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
                              weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
     except WorkerInterrupted as exc:
-        summary = exc.summary
-        counts = format_counts(summary.counts.items())
-        click.echo(f"worker interrupted: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}; "
-                   "the running trial was recorded FAIL and queued again", err=True)
+        _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
     counts = format_counts(summary.counts.items())
     click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
+    study_counts = format_counts(sorted(state_counts(study.get_trials(deepcopy=False)).items()))
+    click.echo(f"study {study_name!r} now: {study_counts}")
+    if not _launcher_label():  # else the launcher that started this worker says it
+        _print_next_after_workers(study_name, storage)
+
+
+def _print_next_after_workers(study_name: str, storage: str | None) -> None:
+    where = _storage_arg(storage)
+    click.echo(f"see the best:  strategy-search best {study_name}{where}")
+    click.echo(f"report:        strategy-search report {study_name}{where} -o report.html")
 
 
 @main.command()
@@ -192,7 +250,17 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 
     study, spec = load_study(study_name, storage)
     summary = study_summary(study, spec)
-    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary, details=details))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(format_summary(summary, details=details))
+    where = _storage_arg(storage)
+    if not summary["best"]:
+        click.echo(f"\nrun trials: strategy-search worker {study_name}{where}")
+        return
+    click.echo(f"\nexport it:  strategy-search export {study_name}{where} -o best/   "
+               "(weights, TorchScript, ONNX; or -o best.yaml for the config only)")
+    click.echo(f"check it:   strategy-search confirm {study_name}{where}   (re-trains the top trials on fresh seeds)")
 
 
 @main.command()
@@ -218,6 +286,8 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
     if output.lower().endswith((".yaml", ".yml")):
         path = write_config(export_config(study, spec, trial), output)
         click.echo(f"wrote {path}")
+        click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
+                   "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
     _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx)
 
@@ -254,8 +324,10 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     from search.study.storage import open_storage, storage_label
 
     store = open_storage(storage, heartbeat=False)
-    log.info("optuna-dashboard for %s on http://%s:%d", storage_label(storage), host, port)
-    run_server(store, host=host, port=port)
+    click.echo(f"optuna-dashboard for {storage_label(storage)}: open http://{host}:{port} in a browser "
+               "(Ctrl-C stops it)")
+    run_server(store, host=host, port=port)  # until Ctrl-C (which its server takes as a normal stop)
+    click.echo("dashboard stopped; the studies are unchanged", err=True)
 
 
 @main.command("train")
@@ -304,7 +376,13 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
         for note in written["notes"]:
             click.echo(f"  note: {note}")
     if done.reproduced is False:
+        click.echo("not reproduced: the re-trained values differ from the source trial's beyond the tolerance "
+                   "(a different device or library version can do this); exit code 1", err=True)
         sys.exit(1)
+    if output:
+        click.echo(f"predict with: strategy-search predict {output} IMAGES...")
+    else:
+        click.echo(f"keep the model: strategy-search train {config} -o DIR/   (weights, TorchScript, ONNX)")
 
 
 @main.command()
@@ -348,6 +426,7 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
         click.echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
     for note in done.notes:
         click.echo(f"note: {note}")
+    click.echo(f"open it in a browser (works offline): {done.html.resolve().as_uri()}")
 
 
 @main.command()
@@ -413,6 +492,9 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
     click.echo(format_report(diagnosis))
     if output:
         click.echo(f"\nrecommended space written to {output}: strategy-search run {output}")
+    else:
+        click.echo(f"\nwrite a space with these remedies: strategy-search doctor {data} -o space.yaml   "
+                   "(then: strategy-search run space.yaml)")
 
 
 @main.command("ablate")
@@ -440,7 +522,12 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
                     device=device, weights_dir=weights_dir)
-    click.echo(json.dumps(record, indent=2, default=str) if as_json else format_ablation(record))
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        return
+    click.echo(format_ablation(record))
+    click.echo(f"\nstored in study {study_name!r}; chart it: "
+               f"strategy-search report {study_name}{_storage_arg(storage)} -o report.html")
 
 
 @main.command("confirm")
@@ -463,7 +550,11 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
     study, spec = load_study(study_name, storage)
     record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
                      weights_dir=weights_dir)
-    click.echo(json.dumps(record, indent=2, default=str) if as_json else format_confirmation(record))
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        return
+    click.echo(format_confirmation(record))
+    click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 
 if __name__ == "__main__":  # pragma: no cover

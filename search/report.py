@@ -1,7 +1,7 @@
 """A study report people can look at: one self-contained HTML file (opens offline) and PNGs.
 
 Sections (each ``<section id=...>`` with a stable id and title; every figure's div id is
-``fig-<section id>``): summary, optimisation history, fANOVA parameter importances, slice and
+``fig-<section id>``): summary, optimisation history (with the best so far), fANOVA parameter importances, slice and
 parallel-coordinate plots, learning curves of the top trials, the best trial's confusion
 matrices, "strategy vs. effect", the ablation and confirmation results (``strategy-search ablate`` /
 ``confirm``) and the validation/test caveat. Interactive figures are Optuna's
@@ -10,13 +10,14 @@ plotly plots (plotly.js is embedded, no CDN); the PNGs are drawn with matplotlib
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -122,12 +123,40 @@ def _history(s: _Study) -> Section:
     if not s.complete:
         sec.body = _note("no completed trial yet")
         return sec
+    import plotly.graph_objects as go
     from optuna.visualization import matplotlib as mpl_vis
     from optuna.visualization import plot_optimization_history
 
+    # Optuna draws its own best-value line only without a target, which several objectives need:
+    # draw it here, on the first objective, in the direction the study optimises it.
+    numbers, best = best_so_far(s)
+    label = f"best {s.objective} so far"
+    if len(s.space.objectives) > 1:
+        sec.body = _note(f"the line is the best {s.objective} so far (the first objective); "
+                         "the other objectives trade off against it on the Pareto front.")
     sec.figure = plot_optimization_history(s.study, **s.plot_kwargs)
-    sec.png = _optuna_png(lambda: mpl_vis.plot_optimization_history(s.study, **s.plot_kwargs))
+    sec.figure.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=label,
+                                    line={"color": _COLOURS[3], "shape": "hv"}))
+
+    def plot() -> Any:
+        ax = mpl_vis.plot_optimization_history(s.study, **s.plot_kwargs)
+        ax.plot(numbers, best, color=_COLOURS[3], label=label, drawstyle="steps-post")
+        ax.legend()
+        return ax
+
+    sec.png = _optuna_png(plot)
     return sec
+
+
+def best_so_far(s: _Study) -> tuple[list[int], list[float]]:
+    """Trial numbers of the completed trials and the best first-objective value up to each."""
+    numbers: list[int] = []
+    best: list[float] = []
+    pick = max if s.maximize else min
+    for t in sorted(s.complete, key=lambda t: t.number):
+        best.append(pick(best[-1], t.values[0]) if best else t.values[0])
+        numbers.append(t.number)
+    return numbers, best
 
 
 def _importance(s: _Study) -> Section:
@@ -448,8 +477,10 @@ def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, p
                 continue
             target = folder / f"{sec.id}.png"
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _quiet("matplotlib.category"):
                     warnings.simplefilter("ignore")
+                    # Numeric-looking choices (batch_size 32, 64) are categories on purpose: Optuna's
+                    # plots pass them as strings, and matplotlib notes that on every axis.
                     sec.png(target)
             except Exception as exc:  # noqa: BLE001 - a PNG that cannot be drawn must not lose the HTML report
                 report.notes.append(f"{target.name}: not drawn ({type(exc).__name__}: {exc})")
@@ -457,6 +488,18 @@ def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, p
             else:
                 report.pngs.append(target)
     return report
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Drop ``logger``'s records below WARNING for a while."""
+    target = logging.getLogger(logger)
+    previous = target.level
+    target.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        target.setLevel(previous)
 
 
 def _optuna_png(plot: Callable[[], Any]) -> Callable[[Path], None]:

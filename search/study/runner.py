@@ -13,6 +13,7 @@ until the other workers' running trials end, so a trial whose worker was killed 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -59,6 +60,7 @@ class WorkerSummary:
     study: str
     counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
     seconds: float = 0.0
+    requeued: list[int] = field(default_factory=list)  # trials interrupted here and queued again
 
     @property
     def total(self) -> int:
@@ -102,7 +104,17 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
         if stored.get("budget") != space.raw.get("budget"):
             study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
         log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
+    name_objectives(study, space)
     return study
+
+
+def name_objectives(study: optuna.Study, space: SearchSpace) -> None:
+    """Store the objective names (``accuracy``, ``latency_ms``) as the study's metric names, where
+    it has none, so optuna-dashboard and any Optuna client show them instead of "Objective 0"."""
+    names = [o.name for o in space.objectives]
+    if study.metric_names is not None or len(names) != len(study.directions):
+        return
+    study.set_metric_names(names)  # (experimental in Optuna: search.study silences that warning)
 
 
 def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[optuna.Study, SearchSpace]:
@@ -203,6 +215,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         CheckpointStore(checkpoint_root(storage_url, checkpoints))
     objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
     objective.check_ready()
+    name_objectives(study, space)  # a study created before metric names were stored
     study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space)
     total = budget_of(space, n_trials)
@@ -212,6 +225,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     names = [o.name for o in space.objectives]
     summary = WorkerSummary(study=study.study_name)
     start = time.monotonic()
+    # Optuna's trial timestamps are naive local times; some databases keep whole seconds only.
+    started = datetime.datetime.now().replace(microsecond=0)
     log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
              f", timeout {timeout:.0f}s" if timeout else "")
     trials_bar = progress.trial_bar(total, counted_trials(study.get_trials(deepcopy=False)), study.study_name)
@@ -239,6 +254,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             trials_bar.update()
     except KeyboardInterrupt:
         summary.seconds = time.monotonic() - start
+        summary.requeued = _requeued_here(study, started)
         raise WorkerInterrupted(summary) from None
     finally:
         trials_bar.close()
@@ -246,6 +262,20 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             lock.close()
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
+    """Trials this process started after ``since`` that were interrupted and queued again."""
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except Exception as exc:  # noqa: BLE001 - the interrupt is reported either way
+        log.debug("could not read the interrupted trials back: %s", exc)
+        return []
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    me = worker_id()
+    return [t.number for t in trials if t.number in retried and t.user_attrs.get(WORKER_ATTR) == me
+            and t.user_attrs.get("fail_reason") == "interrupted"
+            and t.datetime_start is not None and t.datetime_start >= since]
 
 
 def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, heartbeat: bool

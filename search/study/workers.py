@@ -88,7 +88,7 @@ class LaunchReport:
             lines.append(f"study {self.study!r} now has {sum(self.study_counts.values())} trial(s): {counts}")
         if self.interrupted:
             lines.append("interrupted: running trials were recorded FAIL and queued again "
-                         "(start the workers again to finish the study)")
+                         "(run the same command again to resume the study; they run first)")
         return "\n".join(lines)
 
 
