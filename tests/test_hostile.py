@@ -506,3 +506,29 @@ def test_dashboard_is_read_only_unless_asked(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
     assert optuna.get_all_study_names(url) == ["keep-me"]
+
+
+def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
+        finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 item 9: width 1024 / depth 4 in model.json allocated 1.4 GB before being rejected."""
+    import torch
+
+    import search.models.factory as factory
+    from search.bundle import load_core
+    from search.errors import UserError
+
+    bundle = Path(shutil.copytree(finished.bundle, tmp_path / "bundle"))
+    doc = json.loads((bundle / "model.json").read_text())
+    doc["architecture"]["config"].update(width=1024, depth=4)
+    (bundle / "model.json").write_text(json.dumps(doc))
+    built_on: list[str] = []
+    real = factory.create_model
+
+    def spy(config: Any, *args: Any, **kwargs: Any) -> Any:
+        built_on.append(str(torch.get_default_device()))
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(factory, "create_model", spy)
+    with pytest.raises(UserError, match="weights do not fit"):
+        load_core(bundle)
+    assert built_on == ["meta"]  # only the shape check's skeleton, which holds no memory
