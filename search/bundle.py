@@ -383,7 +383,7 @@ def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, An
     from search.export import write_config
 
     out = Path(directory)
-    current = check_output(out, force)
+    mode = check_output(out, force)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -411,33 +411,37 @@ def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, An
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         _write_json(tmp / MANIFEST_FILE, {"format": BUNDLE_FORMAT, "files": files,
                                           "source": bundle.meta.get("source", {})})
-        _swap_in(tmp, out, current)
+        _swap_in(tmp, out, mode)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"directory": str(out), "files": files, "checks": diffs, "notes": notes}
 
 
-def check_output(out: Path, force: bool) -> list[str] | None:
-    """What is in ``out`` now: None (nothing), [] (a previous bundle: replace whole), or foreign names."""
+def check_output(out: Path, force: bool) -> str:
+    """How a bundle may be written at ``out``: ``new`` (nothing there), ``replace`` (a previous
+    bundle and nothing else, with ``force``) or ``merge`` (an empty folder, or one with other
+    files, with ``force``: ours are moved in, theirs stay). Refusals are :class:`UserError`."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a directory for the bundle")
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    listed = _bundle_files(out)
+    if not out.is_dir():
+        return "new"
     present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return "merge"  # an empty folder (maybe the working directory) is filled, not replaced
+    listed = _bundle_files(out)
     if listed is not None:
         if not force:
             raise UserError(f"{out} already holds an exported bundle; add --force to replace it")
         foreign = [name for name in present if name not in listed and name != MANIFEST_FILE]
-        return foreign
+        return "merge" if foreign or out.resolve() == Path.cwd().resolve() else "replace"
     if not force:
         raise UserError(f"{out} is not empty and is not an exported bundle ({', '.join(present[:3])}"
                         f"{', ...' if len(present) > 3 else ''}); choose an empty or new directory, "
                         "or add --force to write the bundle's files into it")
-    return present
+    return "merge"
 
 
 def _bundle_files(directory: Path) -> list[str] | None:
@@ -453,9 +457,9 @@ def _bundle_files(directory: Path) -> list[str] | None:
     return files
 
 
-def _swap_in(tmp: Path, out: Path, foreign: list[str] | None) -> None:
+def _swap_in(tmp: Path, out: Path, mode: str) -> None:
     """Put the finished bundle in ``tmp`` at ``out``: whole when ``out`` holds nothing of the user's."""
-    if foreign is None or not foreign:
+    if mode in ("new", "replace"):
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             os.replace(out, old)
@@ -466,7 +470,7 @@ def _swap_in(tmp: Path, out: Path, foreign: list[str] | None) -> None:
     previous = _bundle_files(out) or []
     new = {p.name for p in tmp.iterdir()}
     for name in previous:
-        if name not in new and name not in foreign:
+        if name not in new:
             (out / name).unlink(missing_ok=True)
     for p in tmp.iterdir():
         target = out / p.name
