@@ -17,6 +17,9 @@ import copy
 import dataclasses
 import json
 import logging
+import math
+import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,8 @@ TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CORE_FILES = (WEIGHTS_FILE, MODEL_FILE, PREPROCESSING_FILE)
+MANIFEST_FILE = "bundle.json"  # marks a folder as our bundle and lists its files
+BUNDLE_FORMAT = "strategy-search-bundle"
 EXPORT_TOLERANCE = 1e-4  # max |logit difference| accepted between PyTorch and TorchScript/ONNX
 ONNX_OPSET = 17
 
@@ -154,29 +159,132 @@ def load_core(directory: str | Path) -> Bundle:
     from search.models.factory import create_model
 
     src = Path(directory)
+    if not src.is_dir():
+        raise UserError(f"{src}: no such directory; create an export with strategy-search export STUDY -o DIR/")
     missing = [name for name in CORE_FILES if not (src / name).is_file()]
     if missing:
         raise UserError(f"{src}: not an exported model (missing {', '.join(missing)}); "
                         "create one with strategy-search export STUDY -o DIR/")
     doc = _read_json(src / MODEL_FILE)
     pre = _read_json(src / PREPROCESSING_FILE)
-    if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{src / MODEL_FILE}: unknown model format {doc.get('format')!r} "
-                        f"version {doc.get('format_version')!r}")
-    arch = doc["architecture"]
-    config = TrialConfig.from_dict(arch["config"])
+    config, arch, classes = _check_model_json(src / MODEL_FILE, doc)
+    _check_preprocessing(src / PREPROCESSING_FILE, pre, CHANNELS[config.color])
+    in_channels, num_classes, input_size = arch
     # The weights file holds every parameter, so no pretrained file is needed to rebuild it.
-    model = create_model(dataclasses.replace(config, pretrained=False), int(arch["in_channels"]),
-                         int(arch["num_classes"]), int(arch["input_size"]), None)
+    config = dataclasses.replace(config, pretrained=False)
+    _check_weight_shapes(src, config, arch)  # before allocating: a forged model.json must not cost GBs
+    model = create_model(config, in_channels, num_classes, input_size, None)
     try:
         load_model(model, str(src / WEIGHTS_FILE), strict=True)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{src / WEIGHTS_FILE}: weights do not fit the architecture in {MODEL_FILE}: "
                         f"{str(exc).splitlines()[0]}") from None
-    preprocess = Preprocess(pre["color"], pre["mean"], pre["std"], whiten=bool(pre["whiten"]))
+    preprocess = Preprocess(pre["color"], pre["mean"], pre["std"], whiten=pre["whiten"])
     meta = {k: v for k, v in doc.items() if k not in ("format", "format_version", "architecture", "classes", "torch")}
-    return Bundle(model.eval(), preprocess.eval(), config, list(doc["classes"]), int(arch["input_size"]),
-                  pre["aspect"], pre.get("max_side"), meta)
+    return Bundle(model.eval(), preprocess.eval(), config, classes, input_size, pre["aspect"], pre.get("max_side"),
+                  meta)
+
+
+def _check_model_json(path: Path, doc: Any) -> tuple[TrialConfig, tuple[int, int, int], list[str]]:
+    """Validate model.json (types and bounds) before anything is built from it."""
+    from search.config import PARAMS, check_value
+
+    def bad(key: str, why: str) -> UserError:
+        return UserError(f"{path}: {key}: {why}")
+
+    if not isinstance(doc, dict):
+        raise bad("(document)", "expected a JSON object")
+    version = doc.get("format_version", 0)
+    if doc.get("format") != FORMAT or not isinstance(version, int) or isinstance(version, bool) \
+            or version > FORMAT_VERSION:
+        raise UserError(f"{path}: unknown model format {doc.get('format')!r} version {version!r}")
+    arch = doc.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("config"), dict):
+        raise bad("architecture", "expected an object with config, in_channels, num_classes, input_size")
+    values = arch["config"]
+    for name, value in values.items():
+        if name in PARAMS and name not in ("augment", "backbone"):
+            problem = check_value(name, value)
+            if problem:
+                raise bad(f"architecture.config.{name}", problem)
+    backbone = values.get("backbone", "none")
+    if not isinstance(backbone, str):
+        raise bad("architecture.config.backbone", f"expected a model name, got {backbone!r}")
+    if backbone != "none":
+        from search.models.backbones import check_backbone
+
+        problem = check_backbone(backbone)
+        if problem:
+            raise bad("architecture.config.backbone", problem)
+    if not isinstance(values.get("augment", "none"), (str, list)):  # training only; may name the space's own sets
+        raise bad("architecture.config.augment", f"expected a name or a list, got {values.get('augment')!r}")
+    config = TrialConfig.from_dict(values)
+    numbers = []
+    for key, low, high in (("in_channels", 1, 3), ("num_classes", 2, 100_000), ("input_size", 4, 1024)):
+        value = arch.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(f"architecture.{key}", f"expected an integer in [{low}, {high}], got {value!r}")
+        numbers.append(value)
+    if numbers[0] != CHANNELS[config.color]:
+        raise bad("architecture.in_channels", f"{numbers[0]} does not match color {config.color!r}")
+    classes = doc.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) != numbers[1]:
+        raise bad("classes", f"expected a list of {numbers[1]} class names (architecture.num_classes)")
+    return config, (numbers[0], numbers[1], numbers[2]), list(classes)
+
+
+def _check_preprocessing(path: Path, pre: Any, channels: int) -> None:
+    from search.data.transforms import ASPECTS
+
+    def bad(key: str, why: str) -> UserError:
+        return UserError(f"{path}: {key}: {why}")
+
+    if not isinstance(pre, dict):
+        raise bad("(document)", "expected a JSON object")
+    if pre.get("color") not in CHANNELS:
+        raise bad("color", f"expected one of {', '.join(CHANNELS)}, got {pre.get('color')!r}")
+    if CHANNELS[pre["color"]] != channels:
+        raise bad("color", f"{pre['color']!r} does not match the model's {channels} input channel(s)")
+    for key in ("mean", "std"):
+        value = pre.get(key)
+        if not isinstance(value, list) or len(value) != channels or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise bad(key, f"expected a list of {channels} finite numbers, got {value!r}")
+    if not all(v > 0 for v in pre["std"]):
+        raise bad("std", "every value must be > 0")
+    if not isinstance(pre.get("whiten"), bool):
+        raise bad("whiten", f"expected true or false, got {pre.get('whiten')!r}")
+    if pre.get("aspect") not in ASPECTS:
+        raise bad("aspect", f"expected one of {', '.join(ASPECTS)}, got {pre.get('aspect')!r}")
+    side = pre.get("max_side")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or not 8 <= side <= 16384):
+        raise bad("max_side", f"expected null or an integer in [8, 16384], got {side!r}")
+
+
+def _check_weight_shapes(src: Path, config: TrialConfig, arch: tuple[int, int, int]) -> None:
+    """Compare the architecture's parameter shapes (built on the meta device: no memory) with the
+    shapes recorded in the weights file's header, so a mismatch is caught before allocating."""
+    from safetensors import safe_open
+
+    from search.models.factory import create_model
+
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(config, *arch, None)
+    except Exception as exc:  # noqa: BLE001 - some backbones cannot be built on meta; load_model checks them
+        log.debug("meta build failed (%s); weight shapes are checked on load", exc)
+        return
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    try:
+        with safe_open(str(src / WEIGHTS_FILE), framework="pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type on a corrupt file
+        raise UserError(f"{src / WEIGHTS_FILE}: not a readable safetensors file ({str(exc).splitlines()[0]})") \
+            from None
+    for key, shape in expected.items():
+        if found.get(key) != shape:
+            raise UserError(f"{src / WEIGHTS_FILE}: weights do not fit the architecture in {MODEL_FILE}: "
+                            f"{key} is {found.get(key)} in the file, {shape} in the architecture")
 
 
 def _write_json(path: Path, doc: Any) -> None:
@@ -185,8 +293,10 @@ def _write_json(path: Path, doc: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
+        if path.stat().st_size > 64 << 20:
+            raise ValueError("larger than 64 MB")
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise UserError(f"{path}: cannot read JSON ({exc})") from None
 
 
@@ -262,31 +372,108 @@ def check_runnables(bundle: Bundle, directory: str | Path, n: int = 8) -> dict[s
 
 
 def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, Any] | None = None,
-                 *, onnx: bool = True) -> dict[str, Any]:
-    """Write the full export into ``directory``; returns files written and the export checks."""
+                 *, onnx: bool = True, force: bool = False) -> dict[str, Any]:
+    """Write the full export into ``directory``; returns files written and the export checks.
+
+    The bundle is written into a temporary folder beside ``directory`` and swapped in whole, so
+    no file of an earlier bundle survives (a stale ``model.onnx`` after ``--no-onnx``). An existing
+    non-empty ``directory`` needs ``force``: a previous bundle (it has ``bundle.json``) is then
+    replaced; any other folder gets the bundle's files and keeps its own.
+    """
     from search.export import write_config
 
     out = Path(directory)
-    save_core(bundle, out)
-    if config_doc is not None:
-        write_config(config_doc, out / CONFIG_FILE)
-    write_torchscript(bundle, out / TORCHSCRIPT_FILE)
-    notes: list[str] = []
-    if onnx:
-        try:
-            write_onnx(bundle, out / ONNX_FILE)
-        except Exception as exc:  # noqa: BLE001 - ONNX is optional; TorchScript already holds the model
-            (out / ONNX_FILE).unlink(missing_ok=True)
-            notes.append(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                         f"use {TORCHSCRIPT_FILE}")
+    mode = check_output(out, force)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_core(bundle, tmp)
+        if config_doc is not None:
+            write_config(config_doc, tmp / CONFIG_FILE)
+        write_torchscript(bundle, tmp / TORCHSCRIPT_FILE)
+        notes: list[str] = []
+        if onnx:
+            try:
+                write_onnx(bundle, tmp / ONNX_FILE)
+            except Exception as exc:  # noqa: BLE001 - ONNX is optional; TorchScript already holds the model
+                (tmp / ONNX_FILE).unlink(missing_ok=True)
+                notes.append(f"ONNX export failed ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); use {TORCHSCRIPT_FILE}")
+                log.warning(notes[-1])
+        diffs = check_runnables(bundle, tmp)
+        bad = {k: v for k, v in diffs.items() if not v <= EXPORT_TOLERANCE}
+        if bad:
+            notes.append("runnable files differ from the PyTorch model: "
+                         + ", ".join(f"{k} {v:.2e}" for k, v in bad.items()))
             log.warning(notes[-1])
-    diffs = check_runnables(bundle, out)
-    bad = {k: v for k, v in diffs.items() if not v <= EXPORT_TOLERANCE}
-    if bad:
-        notes.append("runnable files differ from the PyTorch model: "
-                     + ", ".join(f"{k} {v:.2e}" for k, v in bad.items()))
-        log.warning(notes[-1])
-    bundle.meta["export_checks"] = {"max_abs_logit_diff": diffs, "tolerance": EXPORT_TOLERANCE}
-    _write_model_json(bundle, out)  # model.json now records the checks
-    files = sorted(p.name for p in out.iterdir() if p.is_file())
+        bundle.meta["export_checks"] = {"max_abs_logit_diff": diffs, "tolerance": EXPORT_TOLERANCE}
+        _write_model_json(bundle, tmp)  # model.json now records the checks
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        _write_json(tmp / MANIFEST_FILE, {"format": BUNDLE_FORMAT, "files": files,
+                                          "source": bundle.meta.get("source", {})})
+        _swap_in(tmp, out, mode)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"directory": str(out), "files": files, "checks": diffs, "notes": notes}
+
+
+def check_output(out: Path, force: bool) -> str:
+    """How a bundle may be written at ``out``: ``new`` (nothing there), ``replace`` (a previous
+    bundle and nothing else, with ``force``) or ``merge`` (an empty folder, or one with other
+    files, with ``force``: ours are moved in, theirs stay). Refusals are :class:`UserError`."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a directory for the bundle")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
+    if not out.is_dir():
+        return "new"
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return "merge"  # an empty folder (maybe the working directory) is filled, not replaced
+    listed = _bundle_files(out)
+    if listed is not None:
+        if not force:
+            raise UserError(f"{out} already holds an exported bundle; add --force to replace it")
+        foreign = [name for name in present if name not in listed and name != MANIFEST_FILE]
+        return "merge" if foreign or out.resolve() == Path.cwd().resolve() else "replace"
+    if not force:
+        raise UserError(f"{out} is not empty and is not an exported bundle ({', '.join(present[:3])}"
+                        f"{', ...' if len(present) > 3 else ''}); choose an empty or new directory, "
+                        "or add --force to write the bundle's files into it")
+    return "merge"
+
+
+def _bundle_files(directory: Path) -> list[str] | None:
+    """The files a bundle in ``directory`` says it wrote (None: it is not a bundle)."""
+    try:
+        doc = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = doc.get("files") if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT else None
+    if not isinstance(files, list) or not all(isinstance(f, str) and "/" not in f and f not in (".", "..")
+                                              for f in files):
+        return None
+    return files
+
+
+def _swap_in(tmp: Path, out: Path, mode: str) -> None:
+    """Put the finished bundle in ``tmp`` at ``out``: whole when ``out`` holds nothing of the user's."""
+    if mode in ("new", "replace"):
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    # A folder with the user's own files (--force): move ours in, drop a previous bundle's, keep theirs.
+    previous = _bundle_files(out) or []
+    new = {p.name for p in tmp.iterdir()}
+    for name in previous:
+        if name not in new:
+            (out / name).unlink(missing_ok=True)
+    for p in tmp.iterdir():
+        target = out / p.name
+        if target.is_dir() and not target.is_symlink():
+            raise UserError(f"{target} is a directory; it is in the way of the bundle's {p.name}")
+        os.replace(p, target)

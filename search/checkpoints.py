@@ -3,7 +3,11 @@
 ``keep: best`` keeps the best trial's model, ``keep: top_k`` the ``keep_top_k`` best (ranked by
 the first objective, as ``export`` picks its trial; ties go to the earlier trial), ``keep: none``
 keeps nothing (``export`` then re-trains). A checkpoint is a model core (:mod:`search.bundle`)
-in ``ROOT/<study>/trial-<number>/``. ROOT is ``--checkpoints``, else $STRATEGY_SEARCH_CHECKPOINTS,
+in ``ROOT/<study>.<uid>/trial-<number>/``: ``<study>`` is the name made safe as a folder name and
+``<uid>`` the study's own id (user attr ``study_uid``, made when the study is created), so two
+databases or a re-created study never share checkpoints. Each checkpoint's ``model.json`` records
+its study uid, trial number and config hash; ``export`` re-trains when they do not match, and
+only checkpoints recorded as this study's are ever replaced or deleted. ROOT is ``--checkpoints``, else $STRATEGY_SEARCH_CHECKPOINTS,
 else ``checkpoints/`` beside a SQLite or journal file, else ``./checkpoints``; with workers on
 several machines, point it at a shared directory on every machine.
 
@@ -15,13 +19,14 @@ next trial finishes.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import optuna
 from optuna.trial import TrialState
@@ -33,6 +38,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_ENV = "STRATEGY_SEARCH_CHECKPOINTS"
 CHECKPOINT_ATTR = "checkpoint"
+STUDY_UID_ATTR = "study_uid"
+
+StudyRef = Union[optuna.Study, str]  # a study, or just a name (studies made before study uids)
 
 
 def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None = None) -> Path:
@@ -53,10 +61,49 @@ def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None 
 
 
 def _dirname(study: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)
+    """``study`` as one safe folder name: no separators, no dots (so never ``.`` or ``..``)."""
+    safe = re.sub(r"[^A-Za-z0-9_+-]", "_", study)[:100] or "_"
     if safe != study:  # keep distinct names distinct after sanitising
         safe += "-" + hashlib.sha1(study.encode()).hexdigest()[:8]
     return safe
+
+
+def study_uid(study: optuna.Study) -> str | None:
+    """The study's own id (None for a study created before study uids existed)."""
+    uid = study.user_attrs.get(STUDY_UID_ATTR)
+    return uid if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{8,64}", uid) else None
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of a trial's config (as stored in its ``config`` user attr)."""
+    text = json.dumps(json.loads(json.dumps(dict(config), default=str)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_identity(study: optuna.Study, number: int, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records about its trial (``source`` in its ``model.json``)."""
+    return {"study": study.study_name, "study_uid": study_uid(study), "trial": number,
+            "config_hash": config_hash(config)}
+
+
+def identity_mismatch(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint recorded as ``recorded`` is not the trial ``expected`` (None: it is)."""
+    for key in ("study_uid", "trial", "config_hash"):
+        if recorded.get(key) != expected.get(key):
+            return f"its {key} is {recorded.get(key)!r}, the trial's is {expected.get(key)!r}"
+    return None
+
+
+def recorded_source(path: Path) -> dict[str, Any]:
+    """``source`` from a checkpoint's model.json ({} when unreadable)."""
+    from search.bundle import MODEL_FILE
+
+    try:
+        doc = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    source = doc.get("source") if isinstance(doc, dict) else None
+    return source if isinstance(source, dict) else {}
 
 
 class CheckpointStore:
@@ -65,22 +112,38 @@ class CheckpointStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def path(self, study: str, number: int) -> Path:
-        return self.root / _dirname(study) / f"trial-{number}"
+    @staticmethod
+    def _key(study: StudyRef) -> tuple[str, str | None]:
+        return (study, None) if isinstance(study, str) else (study.study_name, study_uid(study))
 
-    def has(self, study: str, number: int) -> bool:
+    def folder(self, study: StudyRef) -> Path:
+        name, uid = self._key(study)
+        return self.root / (f"{_dirname(name)}.{uid[:16]}" if uid else _dirname(name))
+
+    def path(self, study: StudyRef, number: int) -> Path:
+        return self.folder(study) / f"trial-{int(number)}"
+
+    def has(self, study: StudyRef, number: int) -> bool:
         return all((self.path(study, number) / name).is_file() for name in CORE_FILES)
 
-    def numbers(self, study: str) -> list[int]:
-        folder = self.root / _dirname(study)
+    def numbers(self, study: StudyRef) -> list[int]:
+        folder = self.folder(study)
         if not folder.is_dir():
             return []
         found = (re.fullmatch(r"trial-(\d+)", p.name) for p in folder.iterdir() if p.is_dir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def save(self, study: str, number: int, bundle: Bundle) -> Path:
-        """Write atomically: a reader never sees half a checkpoint."""
+    def ours(self, study: StudyRef, number: int) -> bool:
+        """Whether the folder of trial ``number`` holds a checkpoint this study wrote (safe to replace)."""
+        name, uid = self._key(study)
+        source = recorded_source(self.path(study, number))
+        return source.get("study_uid") == uid and source.get("study") == name and source.get("trial") == number
+
+    def save(self, study: StudyRef, number: int, bundle: Bundle) -> Path:
+        """Write atomically: a reader never sees half a checkpoint. Never replaces a folder we did not write."""
         final = self.path(study, number)
+        if final.exists() and not self.ours(study, number):
+            raise OSError(f"{final} exists and was not written for this trial; left alone")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_core(bundle, tmp)
@@ -88,11 +151,15 @@ class CheckpointStore:
         os.replace(tmp, final)
         return final
 
-    def load(self, study: str, number: int) -> Bundle:
+    def load(self, study: StudyRef, number: int) -> Bundle:
         return load_core(self.path(study, number))
 
-    def remove(self, study: str, number: int) -> None:
-        shutil.rmtree(self.path(study, number), ignore_errors=True)
+    def remove(self, study: StudyRef, number: int) -> None:
+        """Delete trial ``number``'s checkpoint, only if this study wrote it."""
+        if self.ours(study, number):
+            shutil.rmtree(self.path(study, number), ignore_errors=True)
+        else:
+            log.warning("not deleting %s: it is not a checkpoint of this study", self.path(study, number))
 
 
 def kept_numbers(space: SearchSpace, entries: Iterable[tuple[int, Sequence[float]]]) -> set[int]:
@@ -110,18 +177,17 @@ def keep_checkpoint(store: CheckpointStore, space: SearchSpace, trial: optuna.Tr
                     values: Sequence[float], make_bundle: Callable[[], Bundle]) -> Path | None:
     """Save this (still running) trial's model if the policy keeps it; drop those it displaces."""
     study = trial.study
-    name = study.study_name
     trials = study.get_trials(deepcopy=False)
     complete = [(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE and t.values]
     kept = kept_numbers(space, [*complete, (trial.number, list(values))])
     path = None
     if trial.number in kept:
-        path = store.save(name, trial.number, make_bundle())
+        path = store.save(study, trial.number, make_bundle())
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.relative_to(store.root)))
         log.debug("trial %d: checkpoint %s", trial.number, path)
     finished = {t.number for t in trials if t.state.is_finished()}
-    for number in store.numbers(name):
+    for number in store.numbers(study):
         if number in finished and number not in kept:
-            store.remove(name, number)
+            store.remove(study, number)
             log.debug("removed checkpoint of trial %d (no longer kept by keep: %s)", number, space.keep)
     return path

@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any, Callable
 
 import click
 
-from search import __version__
+from search import __version__, redact
 from search.errors import UserError
 
 log = logging.getLogger("search")
@@ -31,21 +32,30 @@ checkpoints_option = click.option(
 )
 
 
+ALL_TRIALS_FAILED_EXIT = 3  # run: every trial this process ran failed
+
+
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and exit code 2."""
+    """Turn library errors into one line on stderr and exit code 2; keep secrets out of any output."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        redact.remember_url(kwargs.get("storage") or os.environ.get("STRATEGY_SEARCH_STORAGE"))
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo("error: " + redact.scrub(str(exc)).replace("\n", " "), err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # not click's "Aborted!": nothing failed, the user stopped it
             label = _launcher_label()
             click.echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception:  # a bug: show the traceback, but never a password in it
+            click.echo(redact.scrub(traceback.format_exc()).rstrip(), err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -81,6 +91,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("search").setLevel(level)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact.RedactFilter())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,6 +133,10 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
     _print_done(study, spec, summary, storage)
+    failed = summary.counts.get("FAIL", 0)
+    if summary.total and failed == summary.total:
+        click.echo(f"error: all {failed} trial(s) this process ran failed (see fail_reason above)", err=True)
+        sys.exit(ALL_TRIALS_FAILED_EXIT)
 
 
 def _storage_arg(storage: str | None) -> str:
@@ -273,9 +289,11 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 @device_option
 @weights_option
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
+@click.option("--force", is_flag=True, help="Replace an existing config file or bundle, or write into a non-empty "
+                                             "directory.")
 @_user_errors
 def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
-           device: str | None, weights_dir: str | None, onnx: bool) -> None:
+           device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
     from search.export import export_config, write_config
     from search.study.runner import load_study
@@ -284,22 +302,22 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
     study, spec = load_study(study_name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else None
     if output.lower().endswith((".yaml", ".yml")):
-        path = write_config(export_config(study, spec, trial), output)
+        path = write_config(export_config(study, spec, trial), output, force=force)
         click.echo(f"wrote {path}")
         click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
                    "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
-    _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx)
+    _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx, force)
 
 
 def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
-                   device: str | None, weights_dir: str | None, onnx: bool) -> None:
+                   device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     from search.checkpoints import CheckpointStore, checkpoint_root
     from search.export import export_bundle
 
     store = CheckpointStore(checkpoint_root(storage, checkpoints))
     done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
-                         onnx=onnx)
+                         onnx=onnx, force=force)
     click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
     click.echo(f"  weights: {done.reason}")
     if done.value_diff is not None:
@@ -316,17 +334,20 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--allow-writes", is_flag=True,
+              help="Let the dashboard change the storage (notes, trial states, deleting studies); "
+                   "without it, it is read-only.")
 @_user_errors
-def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the same storage."""
-    from optuna_dashboard import run_server
+def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> None:
+    """Serve optuna-dashboard on the same storage (read-only unless --allow-writes)."""
+    from search.dashboard import serve
 
-    from search.study.storage import open_storage, storage_label
+    def ready(label: str) -> None:
+        mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
+        click.echo(f"optuna-dashboard for {label}, {mode}: open http://{host}:{port} in a browser "
+                   "(Ctrl-C stops it)")
 
-    store = open_storage(storage, heartbeat=False)
-    click.echo(f"optuna-dashboard for {storage_label(storage)}: open http://{host}:{port} in a browser "
-               "(Ctrl-C stops it)")
-    run_server(store, host=host, port=port)  # until Ctrl-C (which its server takes as a normal stop)
+    serve(storage, host, port, allow_writes=allow_writes, on_ready=ready)  # until Ctrl-C
     click.echo("dashboard stopped; the studies are unchanged", err=True)
 
 
@@ -340,13 +361,18 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @device_option
 @weights_option
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx (with -o).")
+@click.option("--force", is_flag=True, help="With -o: replace an existing bundle or write into a non-empty directory.")
 @_user_errors
 def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None, device: str | None,
-              weights_dir: str | None, onnx: bool) -> None:
+              weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Re-train the configuration CONFIG (an exported config.yaml) and compare with its source trial."""
-    from search.bundle import bundle_from_result, write_bundle
+    from pathlib import Path
+
+    from search.bundle import bundle_from_result, check_output, write_bundle
     from search.retrain import retrain
 
+    if output:
+        check_output(Path(output), force)  # before training, not after
     done = retrain(config, data_dir=data_dir, full=full, device=device, weights_dir=weights_dir)
     space, result = done.space, done.result
     source = dict(space.raw.get("source") or {})
@@ -371,7 +397,7 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
             doc["dataset"].pop("name", None)
         bundle = bundle_from_result(result, done.config, done.dataset, space.objectives,
                                     {**source, "config": str(config), "train_and_val": full})
-        written = write_bundle(bundle, output, doc, onnx=onnx)
+        written = write_bundle(bundle, output, doc, onnx=onnx, force=force)
         click.echo(f"wrote {output}/: " + ", ".join(written["files"]))
         for note in written["notes"]:
             click.echo(f"  note: {note}")
@@ -455,26 +481,24 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
     """Train a quick baseline on DATA (built-in name or image folder) and diagnose what to fix."""
     from pathlib import Path
 
-    import yaml
 
     from search.data.datasets import BUILTIN_DATASETS
     from search.doctor import diagnose, format_report, recommend_space
-    from search.space import parse_space
+    from search.space import check_study_name, parse_space, safe_study_name, safe_yaml
 
+    if study_name is not None and check_study_name(study_name):
+        raise UserError(f"--study: {check_study_name(study_name)}")
     dataset: dict[str, Any] = {"name": data} if data in BUILTIN_DATASETS else {"path": data}
     for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if value is not None:
             dataset[key] = value
-    try:
-        wanted = yaml.safe_load(objective)
-        changes = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UserError(f"--set {item!r}: expected PARAM=VALUE, e.g. --set width=32")
-            changes[key.strip()] = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise UserError(f"--objective / --set: not valid YAML: {exc}".splitlines()[0]) from None
+    wanted = safe_yaml(objective, "--objective")
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected PARAM=VALUE, e.g. --set width=32")
+        changes[key.strip()] = safe_yaml(value, f"--set {key.strip()}")
     if isinstance(wanted, list):
         raise UserError("--objective: doctor diagnoses one quality metric, not a list")
     spec = parse_space({"study": "doctor", "dataset": dataset, "objective": wanted},
@@ -483,7 +507,7 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
                          probe_colour=not no_probe, weights_dir=weights_dir)
     result = diagnosis.to_dict()
     if output:
-        name = study_name or f"{Path(data).name}-doctor"
+        name = study_name or safe_study_name(f"{Path(data).name}-doctor")
         Path(output).write_text(recommend_space(diagnosis, name, n_trials), encoding="utf-8")
         result["space"] = output
     if as_json:

@@ -8,6 +8,7 @@ strategy means registering it once; the space validator and the trainer both rea
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
@@ -165,6 +166,8 @@ def check_value(name: str, value: Any, extra_choices: Sequence[str] = ()) -> str
         return f"{name} must be an integer, got {value!r}"
     if info.kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return f"{name} must be a number, got {value!r}"
+    if info.kind is float and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value!r}"
     if info.kind is str:
         if not isinstance(value, str):
             return f"{name} must be a string, got {value!r}"

@@ -40,8 +40,16 @@ def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | 
     return doc
 
 
-def write_config(doc: dict[str, Any], path: str | Path) -> Path:
+def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -> Path:
+    """Write a runnable space file; an existing file is replaced only with ``force``."""
     out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give a .yaml file name")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; add --force to overwrite it")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)
     header = "# Exported by strategy-search: run it with `strategy-search run " + out.name + "`\n"
@@ -65,14 +73,16 @@ class ExportedBundle:
 
 def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path, trial: FrozenTrial | None = None,
                   *, checkpoints: Any = None, device: str | None = None, weights_dir: str | None = None,
-                  onnx: bool = True) -> ExportedBundle:
+                  onnx: bool = True, force: bool = False) -> ExportedBundle:
     """Write config, weights, preprocessing, TorchScript and ONNX of ``trial`` (default: the best).
 
     The weights come from the trial's checkpoint (``checkpoints``: a
-    :class:`~search.checkpoints.CheckpointStore`); without one the trial is re-trained from its
-    config, which reproduces it exactly on the CPU.
+    :class:`~search.checkpoints.CheckpointStore`) when it records this trial's identity (study
+    uid, number, config hash); otherwise the trial is re-trained from its config, which
+    reproduces it exactly on the CPU. An existing non-empty ``directory`` needs ``force``.
     """
-    from search.bundle import bundle_from_result, load_core, write_bundle
+    from search.bundle import bundle_from_result, check_output, load_core, write_bundle
+    from search.checkpoints import checkpoint_identity, identity_mismatch, recorded_source
     from search.train.loop import resolve_device, train_space
 
     name = study.study_name
@@ -82,16 +92,25 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     trial = trial or best_trial(study)
     assert trial is not None
     out = Path(directory)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; give a directory for the bundle or a .yaml file for the config only")
-    source = {"study": name, "trial": trial.number}
+    check_output(out, force)  # before any training: a refused folder fails at once
+    source = checkpoint_identity(study, trial.number, trial.user_attrs.get("config", {}))
     value_diff = None
-    if checkpoints is not None and checkpoints.has(name, trial.number):
-        bundle = load_core(checkpoints.path(name, trial.number))
-        retrained, reason = False, f"checkpoint {checkpoints.path(name, trial.number)}"
+    mismatch = None
+    if checkpoints is not None and checkpoints.has(study, trial.number):
+        path = checkpoints.path(study, trial.number)
+        mismatch = identity_mismatch(recorded_source(path), source)
+    if checkpoints is not None and checkpoints.has(study, trial.number) and mismatch is None:
+        bundle = load_core(checkpoints.path(study, trial.number))
+        retrained, reason = False, f"checkpoint {checkpoints.path(study, trial.number)}"
     else:
-        why = "keep: none" if space.keep == "none" else f"no checkpoint of trial {trial.number} " \
-            f"in {checkpoints.root if checkpoints is not None else 'the checkpoint store'}"
+        if mismatch is not None:
+            why = f"checkpoint {checkpoints.path(study, trial.number)} is not this trial's: {mismatch}"
+            log.warning("%s; re-training", why)
+        elif space.keep == "none":
+            why = "keep: none"
+        else:
+            why = f"no checkpoint of trial {trial.number} " \
+                f"in {checkpoints.root if checkpoints is not None else 'the checkpoint store'}"
         config = TrialConfig.from_dict(trial.user_attrs["config"])
         dev = resolve_device(device)
         log.info("re-training trial %d from its config on %s (%s)", trial.number, dev, why)
@@ -101,7 +120,7 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
             value_diff = abs(result.values[0] - trial.values[0])
         retrained, reason = True, f"re-trained on {dev} ({why})"
     bundle.meta["source"] = {**source, "values": doc["source"]["values"], "split": "validation"}
-    written = write_bundle(bundle, out, doc, onnx=onnx)
+    written = write_bundle(bundle, out, doc, onnx=onnx, force=force)
     return ExportedBundle(out, trial.number, written["files"], written["checks"], retrained, reason, value_diff,
                           written["notes"])
 
@@ -109,8 +128,8 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
 def _best_with_checkpoint(study: optuna.Study, checkpoints: Any) -> FrozenTrial | None:
     """The best trial; among trials tied with it (every objective), the earliest that has a checkpoint."""
     best = best_trial(study)
-    if best is None or checkpoints.has(study.study_name, best.number):
+    if best is None or checkpoints.has(study, best.number):
         return best
     tied = [t for t in study.get_trials(deepcopy=False)
             if t.state == optuna.trial.TrialState.COMPLETE and t.values and t.values == best.values]
-    return next((t for t in sorted(tied, key=lambda t: t.number) if checkpoints.has(study.study_name, t.number)), best)
+    return next((t for t in sorted(tied, key=lambda t: t.number) if checkpoints.has(study, t.number)), best)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,6 +26,13 @@ TOP_KEYS = (
     "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source",
 )
 KEEP_MODES = ("best", "top_k", "none")
+# Study names become folder names (checkpoints): letters, digits, _ . + - only, not starting with a dot.
+STUDY_NAME = re.compile(r"\w[\w.+-]{0,127}")
+STUDY_NAME_HELP = "1-128 letters, digits, _ . + - (not starting with . or -)"
+# A document may expand (through YAML aliases) to at most this many nodes per byte of file, or
+# MIN_EXPANSION_LIMIT nodes, whichever is more: an alias bomb is rejected before it is built.
+EXPANSION_PER_BYTE = 10
+MIN_EXPANSION_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -235,18 +243,81 @@ class _Checker:
         return value
 
 
+def check_study_name(name: Any) -> str | None:
+    """Why ``name`` cannot be a study name (it names folders on disk), or None when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return f"expected a non-empty string, got {name!r}"
+    if not STUDY_NAME.fullmatch(name.strip()):
+        return f"{name!r} is not a valid study name; allowed: {STUDY_NAME_HELP}"
+    return None
+
+
+def safe_study_name(text: str) -> str:
+    """``text`` turned into a valid study name (for names made up from a folder name)."""
+    name = re.sub(r"[^\w.+-]+", "-", text).lstrip(".-+")[:128]
+    return name or "study"
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses documents whose aliases expand far beyond the text's size."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            limit = max(MIN_EXPANSION_LIMIT, EXPANSION_PER_BYTE * len(text))
+            size = _expanded_size(node, limit)
+            if size > limit:
+                raise SpaceError(source, "", f"YAML aliases expand a {len(text.encode())}-byte document to more "
+                                 f"than {limit} nodes; refusing it (write the values out, or use fewer aliases)")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpaceError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes of the document with every alias expanded, counted without expanding (stops above ``limit``)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    # Iterative post-order walk: a deep document must not hit Python's recursion limit.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not done and id(node) in open_nodes:
+            return limit + 1  # an alias inside its own anchor: infinitely large
+        open_nodes.add(id(node))
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes.get(id(c), 0) for c in children))
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file."""
     p = Path(path)
     if not p.is_file():
         raise SpaceError(str(path), "", "no such file")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpaceError(str(path), "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
-    return parse_space(doc, source=str(path), base_dir=p.parent)
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpaceError(str(path), "", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise SpaceError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    return parse_space(safe_yaml(text, str(path)), source=str(path), base_dir=p.parent)
 
 
 def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None) -> SearchSpace:
@@ -257,8 +328,10 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     if "study" not in doc:
         raise c.fail("study", "missing: every space needs a study name")
     study = doc["study"]
-    if not isinstance(study, str) or not study.strip():
-        raise c.fail("study", f"expected a non-empty string, got {study!r}")
+    problem = check_study_name(study)
+    if problem:
+        raise c.fail("study", problem)
+    _check_source(c, doc.get("source"))
 
     budget = _parse_budget(c, doc.get("budget", {}))
     dataset = _parse_dataset(c, doc.get("dataset", "digits"), base_dir)
@@ -423,7 +496,7 @@ def _parse_params(c: _Checker, raw: Any, budget: Budget, extra_sets: Sequence[st
         when: tuple[Condition, ...] = ()
         if isinstance(spec, Mapping) and ({"choices", "int", "float"} & set(spec)):
             if "when" in spec:
-                when = _parse_when(c, spec["when"], f"{key}.when", seen)
+                when = _parse_when(c, spec["when"], f"{key}.when", specs)
             if "choices" in spec:
                 c.mapping(spec, key, ("choices", "when"))
                 choices = spec["choices"]
@@ -490,20 +563,69 @@ def _parse_range(c: _Checker, name: str, key: str, spec: Mapping[str, Any], when
     return ParamSpec(name, kind, low=lo, high=hi, step=step, log=log, when=when)
 
 
-def _parse_when(c: _Checker, raw: Any, key: str, seen: Sequence[str]) -> tuple[Condition, ...]:
+def _parse_when(c: _Checker, raw: Any, key: str, above: Sequence[ParamSpec]) -> tuple[Condition, ...]:
     if not isinstance(raw, Mapping) or not raw:
         raise c.fail(key, "expected a mapping: param -> value, [values] or {not: value}")
+    parents = {p.name: p for p in above}
     out = []
     for param, cond in raw.items():
-        if param not in seen:
+        if param not in parents:
             raise c.fail(f"{key}.{param}", "a condition can only refer to a param listed above it in params")
         negate = False
         if isinstance(cond, Mapping):
             c.mapping(cond, f"{key}.{param}", ("not",))
+            if "not" not in cond:
+                raise c.fail(f"{key}.{param}", "expected a value, [values] or {not: value}")
             cond, negate = cond["not"], True
         values = tuple(cond) if isinstance(cond, list) else (cond,)
+        if not values:
+            raise c.fail(f"{key}.{param}", "expected at least one value")
+        _check_when_values(c, f"{key}.{param}", parents[param], values)
         out.append(Condition(param=param, values=values, negate=negate))
     return tuple(out)
+
+
+def _check_when_values(c: _Checker, key: str, parent: ParamSpec, values: Sequence[Any]) -> None:
+    """Each value must be one the parent can take, or the condition silently never (or always) holds."""
+    if parent.kind == "choices":
+        allowed = [_label(v) for v in parent.choices]
+    elif parent.kind == "fixed":
+        allowed = [_label(parent.value)]
+    elif parent.kind == "int":
+        step = int(parent.step or 1)
+        allowed = None
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or not parent.low <= v <= parent.high \
+                    or (v - int(parent.low)) % step:
+                raise c.fail(key, f"{v!r} is not a value {parent.name} can take "
+                             f"(int range [{parent.low}, {parent.high}], step {step})")
+        return
+    else:
+        raise c.fail(key, f"{parent.name} is a float range; a condition needs a param with choices or an int range")
+    for v in values:
+        if _label(v) not in allowed:
+            raise c.fail(key, f"{v!r} is not one of {parent.name}'s values; allowed: {', '.join(map(str, allowed))}")
+
+
+def _check_source(c: _Checker, raw: Any) -> None:
+    """``source:`` (written by export): which trial a config came from and its recorded values."""
+    if raw is None:
+        return
+    raw = c.mapping(raw, "source", ("study", "trial", "values", "split"))
+    if "study" in raw and not isinstance(raw["study"], str):
+        raise c.fail("source.study", f"expected a study name, got {raw['study']!r}")
+    if "trial" in raw:
+        c.number(raw["trial"], "source.trial", integer=True, low=0)
+    if "split" in raw and not isinstance(raw["split"], str):
+        raise c.fail("source.split", f"expected a split name, got {raw['split']!r}")
+    values = raw.get("values", {})
+    if not isinstance(values, Mapping) or len(values) > 16:
+        raise c.fail("source.values", "expected a mapping of at most 16 objective name -> value")
+    for name, value in values.items():
+        if not isinstance(name, str):
+            raise c.fail("source.values", f"expected objective names, got {name!r}")
+        if value is not None:
+            c.number(value, f"source.values.{name}")
 
 
 def _check_sampler_fits(c: _Checker, sampler: Component, params: Sequence[ParamSpec]) -> None:

@@ -89,16 +89,16 @@ def test_checkpoints_are_kept_for_the_top_k_trials_only(searched: Searched) -> N
     store = CheckpointStore(searched.checkpoints)
     ranked = _ranked(searched.study)
     assert len(ranked) == 4
-    assert store.numbers(searched.name) == sorted(t.number for t in ranked[:2])
+    assert store.numbers(searched.study) == sorted(t.number for t in ranked[:2])
     # A checkpoint is the trial's model: it scores the recorded validation metrics again.
     data = load_dataset(searched.space.dataset)
     for t in ranked[:2]:
-        bundle = load_core(store.path(searched.name, t.number))
+        bundle = load_core(store.path(searched.study, t.number))
         prepared = prepare(searched.space.dataset, bundle.input_size, bundle.aspect, torch.device("cpu"))
         metrics = evaluate(bundle.model, bundle.preprocess, prepared.val_x, prepared.val_y, len(data.classes),
                            torch.device("cpu"))
         assert metrics.confusion == t.user_attrs["val"]["confusion"]
-        assert t.user_attrs["checkpoint"] == f"{searched.name}/trial-{t.number}"
+        assert t.user_attrs["checkpoint"] == str(store.path(searched.study, t.number).relative_to(searched.checkpoints))
 
 
 def test_export_writes_a_complete_bundle(searched: Searched, exported: tuple[Path, str]) -> None:
@@ -176,7 +176,7 @@ def test_predict_on_image_files_matches_the_in_process_model(searched: Searched,
     assert len(rows) == len(labels)
     # In process: the trial's checkpoint on the validation split exactly as training prepared it.
     best = _exported_trial(searched, out)
-    bundle = load_core(CheckpointStore(searched.checkpoints).path(searched.name, best.number))
+    bundle = load_core(CheckpointStore(searched.checkpoints).path(searched.study, best.number))
     prepared = prepare(searched.space.dataset, 12, "stretch", torch.device("cpu"))
     expected = bundle.probabilities(prepared.val_x)
     order = sorted(range(len(labels)), key=lambda i: f"{int(labels[i])}/{i:03d}")  # predict's folder order
@@ -225,7 +225,7 @@ def test_keep_none_saves_nothing_and_export_retrains(tmp_path: Path) -> None:
 
 def test_keep_best_keeps_one_checkpoint_and_yaml_export_is_unchanged(tmp_path: Path) -> None:
     s = Searched(tmp_path, "best1", budget={"n_trials": 3, "max_epochs": 1}, dataset={"name": "digits", "limit": 300})
-    assert CheckpointStore(s.checkpoints).numbers("best1") == [_ranked(s.study)[0].number]
+    assert CheckpointStore(s.checkpoints).numbers(s.study) == [_ranked(s.study)[0].number]
     s.cli("export", "best1", "-o", str(tmp_path / "best.yaml"))
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["source"]["trial"] == s.study.best_trial.number
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("best")) == ["best.yaml", "best1.yaml"]

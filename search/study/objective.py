@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 import torch
 
-from search.checkpoints import CheckpointStore, keep_checkpoint
+from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.config import TrialConfig
 from search.data.datasets import load_dataset
 from search.models.backbones import find_weights
@@ -109,7 +109,8 @@ class Objective:
         """Keep the model per ``keep:``; a failed write is logged and the trial still counts."""
         from search.bundle import bundle_from_result
 
-        source = {"study": trial.study.study_name, "trial": trial.number}
+        # The checkpoint carries its trial's identity, so export can tell it from another study's.
+        source = checkpoint_identity(trial.study, trial.number, config.to_dict())
         try:
             keep_checkpoint(self.checkpoints, self.space, trial, result.values,
                             lambda: bundle_from_result(result, config, self.space.dataset, self.space.objectives,

@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +33,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search import __version__, progress
-from search.checkpoints import CheckpointStore, checkpoint_root
+from search.checkpoints import STUDY_UID_ATTR, CheckpointStore, checkpoint_root
 from search.errors import UserError
 from search.space import SearchSpace, parse_space
 from search.study.objective import Objective
@@ -87,6 +88,8 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
                                 load_if_exists=True)
     stored = study.user_attrs.get(SPACE_ATTR)
     if stored is None:
+        # Its own id: checkpoints are filed under it, so another study of the same name never shares them.
+        study.set_user_attr(STUDY_UID_ATTR, uuid.uuid4().hex)
         study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
         study.set_user_attr("space_source", Path(space.source).name)
         study.set_user_attr("objective_names", [o.name for o in space.objectives])
@@ -358,8 +361,10 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
         log.debug("trial %d raised", trial.number, exc_info=True)
         return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     listed = values if isinstance(values, (list, tuple)) else [values]
-    finite = all(math.isfinite(v) for v in listed)
-    return {"values": values}, None if finite else f"invalid objective {values}"
+    if not all(math.isfinite(v) for v in listed):
+        # Optuna records NaN as FAIL but +-inf as COMPLETE; neither is a result to rank.
+        return {"state": TrialState.FAIL}, f"non-finite objective {values}"
+    return {"values": values}, None
 
 
 def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from search import redact
 from search.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -45,19 +46,8 @@ def resolve_url(url: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to show and log)."""
-    if url.startswith(JOURNAL_PREFIX):
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse is masked wholesale after the scheme
-        scheme, sep, rest = url.partition("://")
-        if "@" in rest:
-            return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
-        return url
-    return parsed.render_as_string(hide_password=True)
+    """``url`` with its password and credential query values replaced by ``***`` (safe to show and log)."""
+    return redact.mask_url(url)
 
 
 def storage_label(url: str | None) -> str:
@@ -198,11 +188,14 @@ def _check_rdb_url(url: str, shown: str) -> None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a bad port or an unclosed [IPv6 bracket
         raise StorageError(
             f"storage URL {shown!r} is not valid; use sqlite:///studies.db, "
             "postgresql+psycopg://user:password@host/db or journal:PATH"
         ) from None
+    if parsed.host and "@" in parsed.host:
+        raise StorageError(f"storage URL {shown!r}: the user or password contains '@'; "
+                           "write it percent-encoded as %40")
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise StorageError(f"storage {shown}: unsupported database {backend!r}; use sqlite or postgresql")

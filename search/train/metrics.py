@@ -76,9 +76,11 @@ def positive_index(spec: ObjectiveSpec, classes: Sequence[str]) -> int | None:
     if spec.positive_class is None:
         return None
     pc = spec.positive_class
-    if isinstance(pc, str) and pc in classes:
-        return list(classes).index(pc)
-    if isinstance(pc, int) and 0 <= pc < len(classes):
+    names = [str(c) for c in classes]
+    # A class *name* wins over an index: with folders 1, 2, 3, positive_class 1 is the folder "1".
+    if str(pc) in names:
+        return names.index(str(pc))
+    if isinstance(pc, int) and not isinstance(pc, bool) and 0 <= pc < len(classes):
         return pc
     if isinstance(pc, str) and pc.isdigit() and int(pc) < len(classes):
         return int(pc)
