@@ -206,3 +206,37 @@ def test_warm_start_copies_fitting_trials_once_and_they_use_no_budget(workdir: P
     other = write_space(workdir / "dst2.yaml", {**target, "study": "dst2"})
     bad = CliRunner().invoke(main, ["run", str(other), "--warm-start", "ghost"])
     assert bad.exit_code == 2 and "no study named 'ghost'" in bad.output
+
+
+def test_pareto_front_and_best_skip_infeasible_trials() -> None:
+    from search.summary import best_trial, best_trials, closest_infeasible
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"lr": FloatDistribution(0.001, 0.1)}
+    # (accuracy, latency) and the relative violation of latency_ms<=5
+    for acc, lat, violation in [(0.95, 9.0, 0.8), (0.90, 4.0, -0.2), (0.80, 2.0, -0.6), (0.70, 3.0, -0.4)]:
+        study.add_trial(create_trial(values=[acc, lat], params={"lr": 0.01}, distributions=dist,
+                                     constraints={"latency_ms<=5": violation}))
+    front = best_trials(study)
+    assert sorted(t.number for t in front) == [1, 2]  # trial 0 dominates on accuracy but is infeasible
+    assert best_trial(study).number == 1 and closest_infeasible(study) is None
+    single = optuna.create_study(direction="maximize")
+    for acc, violation in [(0.99, 0.5), (0.90, 0.1)]:
+        single.add_trial(create_trial(value=acc, params={"lr": 0.01}, distributions=dist,
+                                      constraints={"params<=1000": violation}))
+    assert best_trials(single) == [] and closest_infeasible(single).number == 1
+
+
+def test_warm_start_fit_names_why_a_trial_does_not_fit() -> None:
+    from search.config import TrialConfig
+    from search.study.warmstart import fit_trial
+
+    space = parse_space(tiny_space("w", budget={"n_trials": 2, "max_epochs": 3}))
+    config = {**TrialConfig().to_dict(), "lr": 0.01, "batch_size": 32, "optimizer": "sgd", "width": 4, "depth": 2,
+              "epochs": 3}
+    params, dists = fit_trial(space, config)
+    assert params == {"lr": 0.01, "batch_size": 32, "optimizer": "sgd"} and set(dists) == set(params)
+    assert fit_trial(space, {**config, "batch_size": 128}) == "batch_size not one of the choices 32, 64"
+    assert fit_trial(space, {**config, "width": 8}) == "width fixed at 4 here"
+    assert fit_trial(space, {**config, "dropout": 0.3}) == "dropout was 0.3, this space uses 0.0"
+    assert fit_trial(space, {**config, "epochs": 2}) == "epochs was 2, this space uses 3"
