@@ -3,12 +3,12 @@
 The data (written to a folder, generated from a seed): 5 classes of asymmetric glyphs (L, T,
 F, arrow, P-like), each image randomly rotated by 0-360 degrees, randomly mirrored, scaled and
 moved, on noise, 32x32; 60 images per class, split 30 train / 24 validation / 6 test. The doctor
-diagnoses it once (baseline: 5 epochs) and writes two spaces from the same diagnosis: with the
+diagnoses it once (baseline: 3 epochs) and writes two spaces from the same diagnosis: with the
 rule (conflicting findings keep augmentation, dropout and weight decay searchable) and without it
 (the previous behaviour: underfitting fixes them off). Both run the same budget (trials, epochs)
 with the baseline enqueued first, over several seeds; the best validation accuracy is compared.
 
-    python -m benchmarks.doctor_conflict [--seeds 3] [--trials 12]
+    python -m benchmarks.doctor_conflict [--seeds 2] [--trials 8] [--baseline-epochs 3]
 """
 
 from __future__ import annotations
@@ -90,9 +90,11 @@ def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--trials", type=int, default=8)
     p.add_argument("--per-class", type=int, default=60, help="images per class (half of them train)")
+    p.add_argument("--baseline-epochs", type=int, default=3, help="the doctor's baseline epochs (the space's "
+                                                                  "epochs go up to 3x this when it underfits)")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -107,12 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp) / "glyphs", 20 if args.tiny else args.per_class, seed=0)
         spec = DatasetSpec(path=str(data), val_fraction=0.4, test_fraction=0.1)
-        d = diagnose(spec, epochs=2 if args.tiny else 5, device="cpu", probe_colour=False)
+        d = diagnose(spec, epochs=2 if args.tiny else args.baseline_epochs, device="cpu", probe_colour=False)
         against, favour = conflicting(d)
         print("findings:", ", ".join(f.kind for f in d.findings), f"(baseline validation {d.baseline['val_value']:.3f})")
         arms = {"keep both (rule)": recommend_space(d, "glyphs-rule", trials),
                 "fixed (no rule)": recommend_space(d, "glyphs-fixed", trials, keep_conflicting=False)}
-        runs = {arm: [run_space(text, s, trials) for s in range(seeds)] for arm, text in arms.items()}
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+        for s in range(seeds):
+            for arm, text in arms.items():
+                runs[arm].append(run_space(text, s, trials))
+                r = runs[arm][-1]
+                print(f"{arm} seed {s}: best {r['best']:.3f} ({r['best_params'].get('augment', 'none (fixed)')}), "
+                      f"{r['epochs']} epochs, {r['seconds']:.0f}s", flush=True)
     rows = [(arm, ", ".join(f"{r['best']:.3f}" for r in rs), median(r["best"] for r in rs),
              median(r["epochs"] for r in rs), ", ".join(str(r["best_params"].get("augment", "none (fixed)"))
                                                         for r in rs))
