@@ -43,7 +43,7 @@ def make_data(root: Path, per_class: int, seed: int) -> Path:
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
-    for name, poly in GLYPHS.items():
+    for k, (name, poly) in enumerate(GLYPHS.items()):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
@@ -58,7 +58,7 @@ def make_data(root: Path, per_class: int, seed: int) -> Path:
                     x = -x
                 xr, yr = x * math.cos(angle) - y * math.sin(angle), x * math.sin(angle) + y * math.cos(angle)
                 pts.append((cx + xr * scale, cy + yr * scale))
-            noise = np.random.default_rng(seed * 100_000 + hash(name) % 1000 * 1000 + i)
+            noise = np.random.default_rng(seed * 100_000 + k * 1000 + i)  # not hash(): salted per process
             bg = (noise.normal(110, 30, (32, 32, 3))).clip(0, 255).astype("uint8")
             img = Image.fromarray(bg)
             colour = tuple(int(v) for v in noise.integers(150, 256, 3))
@@ -91,6 +91,7 @@ def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--per-class", type=int, default=60, help="images per class (half of them train)")
     p.add_argument("--baseline-epochs", type=int, default=3, help="the doctor's baseline epochs (the space's "
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         arms = {"keep both (rule)": recommend_space(d, "glyphs-rule", trials),
                 "fixed (no rule)": recommend_space(d, "glyphs-fixed", trials, keep_conflicting=False)}
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
-        for s in range(seeds):
+        for s in range(args.first_seed, args.first_seed + seeds):
             for arm, text in arms.items():
                 runs[arm].append(run_space(text, s, trials))
                 r = runs[arm][-1]
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             for arm, rs in runs.items()]
     print(table(["space", "best validation accuracy per seed", "median", "median epochs", "augment of the best"],
                 rows))
-    path = write_result(args.out, "doctor_conflict", info, {
+    name = "doctor_conflict" if args.first_seed == 0 else f"doctor_conflict-seeds{args.first_seed}"
+    path = write_result(args.out, name, info, {
         "findings": [f.kind for f in d.findings], "conflict": bool(against), "baseline": d.baseline.get("val_value"),
         "trials": trials, "seeds": seeds, "spaces": arms, "runs": runs}, args.tiny)
     print(f"wrote {path}")
