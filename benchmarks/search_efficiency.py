@@ -36,7 +36,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "tpe+hyperband": {"sampler": {"name": "tpe", "n_startup_trials": 8},
                       "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
     "random": {"sampler": "random", "pruner": "none"},
+    # The same as tpe+hyperband, with the doctor's baseline config enqueued as trial 0 (what
+    # `doctor -o space.yaml` writes); its epochs count like any trial's.
+    "tpe+hyperband+doctor": {"sampler": {"name": "tpe", "n_startup_trials": 8},
+                             "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
 }
+DOCTOR_ARM = "tpe+hyperband+doctor"
 TARGET_FRACTION = 0.99
 FRACTIONS = (0.95, 0.97, 0.99)
 GOAL = 2.0
@@ -71,7 +76,21 @@ def datasets(tiny: bool) -> dict[str, dict[str, Any]]:
 
 
 def space_doc(name: str, ds: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
-    return {"study": f"{name}-{arm}-{seed}", "objective": "accuracy", "seed": seed, **ds, **ARMS[arm]}
+    doc = {"study": f"{name}-{arm}-{seed}", "objective": "accuracy", "seed": seed, **ds, **ARMS[arm]}
+    if arm == DOCTOR_ARM:
+        doc["enqueue"] = [doctor_baseline(doc)]
+    return doc
+
+
+def doctor_baseline(doc: dict[str, Any]) -> dict[str, Any]:
+    """The doctor's baseline config (default CNN, AdamW 0.001, no remedies), as far as it fits the space."""
+    from search.data.datasets import load_dataset
+    from search.doctor import baseline_config, baseline_entry
+    from search.space import parse_space
+
+    space = parse_space(doc, source="benchmark")
+    config = baseline_config(load_dataset(space.dataset), space.budget.max_epochs).to_dict()
+    return baseline_entry(space, config)
 
 
 def run_one(task: tuple[str, dict[str, Any], str, int, int]) -> dict[str, Any]:
@@ -128,7 +147,7 @@ def analyse(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in runs if r["dataset"] == name]
         best = max(b for r in mine for _, b in curve(r))
         target = TARGET_FRACTION * best
-        by_arm = {arm: [r for r in mine if r["arm"] == arm] for arm in ARMS}
+        by_arm = {arm: [r for r in mine if r["arm"] == arm] for arm in ARMS if any(r["arm"] == arm for r in mine)}
         equal = median(curve(r)[-1][0] for r in by_arm["tpe+hyperband"])
         summary: dict[str, Any] = {"dataset": name, "best": best, "target": target, "equal_compute": equal,
                                    "arms": {}}
@@ -157,13 +176,15 @@ def analyse(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       "reached": {arm: sum(1 for r in rs if compute_to(r, f * best) < math.inf)
                                                   for arm, rs in by_arm.items()}}
                                   for f in FRACTIONS}
+        if DOCTOR_ARM in by_arm:
+            summary["doctor_by_fraction"] = {f: _ratio(by_arm, f * best, DOCTOR_ARM) for f in FRACTIONS}
         rows.append(summary)
     return rows
 
 
-def _ratio(by_arm: dict[str, list[dict[str, Any]]], target: float) -> dict[str, Any]:
-    """Median epochs to ``target`` per arm and random / TPE+HB (a lower bound when random mostly never got there)."""
-    tpe = _median_inf([compute_to(r, target) for r in by_arm["tpe+hyperband"]])
+def _ratio(by_arm: dict[str, list[dict[str, Any]]], target: float, arm: str = "tpe+hyperband") -> dict[str, Any]:
+    """Median epochs to ``target`` per arm and random / ``arm`` (a lower bound when random mostly never got there)."""
+    tpe = _median_inf([compute_to(r, target) for r in by_arm[arm]])
     rnd = _median_inf([compute_to(r, target) for r in by_arm["random"]])
     ratio = rnd / tpe if 0 < tpe < math.inf and rnd < math.inf else float("nan")
     lower = math.isinf(rnd) and math.isfinite(tpe)
@@ -187,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="searches run in parallel processes (results are in epochs,"
                                                        " so this changes only the wall time)")
     p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--trials", type=int, default=None, help="trials per run (default: each dataset's n_trials)")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: {','.join(ARMS)})")
+    p.add_argument("--merge", type=Path, default=None, metavar="JSON",
+                   help="add the runs of other arms from a saved result (same spaces and seeds) before analysing")
     p.add_argument("--analyse", type=Path, default=None, metavar="JSON",
                    help="recompute the summary of a saved result (its runs) and rewrite it; no training")
     args = p.parse_args(argv)
@@ -201,9 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads(args.threads)
     seeds = args.seeds or (1 if args.tiny else 5)
     info = machine()
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    merged = json.loads(args.merge.read_text())["runs"] if args.merge else []
+    have = set(arms) | {r["arm"] for r in merged}
+    if unknown or "random" not in have or "tpe+hyperband" not in have:
+        p.error(f"--arms (with --merge): random and tpe+hyperband are needed; known arms: {', '.join(ARMS)}")
+    spaces = datasets(args.tiny)
+    if args.trials is not None:
+        spaces = {n: {**ds, "budget": {**ds["budget"], "n_trials": args.trials}} for n, ds in spaces.items()}
     tasks = [(name, ds, arm, seed, args.threads)
-             for name, ds in datasets(args.tiny).items() if args.dataset in (None, name)
-             for seed in range(seeds) for arm in (ARMS if seed % 2 == 0 else list(ARMS)[::-1])]
+             for name, ds in spaces.items() if args.dataset in (None, name)
+             for seed in range(seeds) for arm in (arms if seed % 2 == 0 else arms[::-1])]
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     if args.jobs > 1:
@@ -216,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_one(task))
             _progress(runs[-1], len(runs), len(tasks))
     wall = time.perf_counter() - start
+    runs += [r for r in merged if r["arm"] not in arms and r["seed"] < seeds
+             and (args.dataset is None or r["dataset"] == args.dataset)]
     rows = analyse(runs)
     report(rows, seeds)
     path = write_result(args.out, "search_efficiency", info,
-                        {"arms": ARMS, "target_fraction": TARGET_FRACTION, "fractions": FRACTIONS, "goal": GOAL,
-                         "seeds": seeds, "spaces": datasets(args.tiny), "wall_seconds": wall, "summary": rows,
+                        {"arms": {a: ARMS[a] for a in arms}, "target_fraction": TARGET_FRACTION,
+                         "fractions": FRACTIONS, "goal": GOAL, "seeds": seeds, "spaces": spaces, "wall_seconds": wall, "summary": rows,
                          "runs": runs}, args.tiny)
     print(f"\nwrote {path}")
     return 0
@@ -247,6 +283,13 @@ def report(rows: list[dict[str, Any]], seeds: int) -> None:
                 [(r["dataset"], f"{f:.0%} = {b['target']:.3f}", _epochs(b["tpe_compute"]),
                   b["reached"]["tpe+hyperband"], _epochs(b["random_compute"]), b["reached"]["random"], _fmt_ratio(b))
                  for r in rows for f, b in r["by_fraction"].items()]))
+    doctor = [r for r in rows if "doctor_by_fraction" in r]
+    if doctor:
+        print(f"\n{DOCTOR_ARM} (the doctor's baseline enqueued as trial 0) vs random")
+        print(table(["dataset", "target", "TPE+HB+doctor median epochs", "random median epochs",
+                     "ratio random / TPE+HB+doctor"],
+                    [(r["dataset"], f"{f:.0%}", _epochs(b["tpe_compute"]), _epochs(b["random_compute"]), _fmt_ratio(b))
+                     for r in doctor for f, b in r["doctor_by_fraction"].items()]))
 
 
 def _epochs(value: float) -> str:

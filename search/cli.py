@@ -115,17 +115,27 @@ def main(verbose: int, quiet: bool) -> None:
 @device_option
 @weights_option
 @checkpoints_option
+@click.option("--warm-start", "warm_from", default=None, metavar="STUDY",
+              help="Copy STUDY's finished trials that fit this space into the new study before sampling (once).")
+@click.option("--warm-storage", default=None, metavar="URL", help="Storage of the --warm-start study (default: --storage).")
 @_user_errors
 def run(space: str, storage: str | None, n_trials: int | None, timeout: float | None, device: str | None,
-        weights_dir: str | None, checkpoints: str | None) -> None:
+        weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space import load_space
     from search.study.runner import WorkerInterrupted, create_study, run_trials
     from search.study.storage import storage_label
+    from search.study.warmstart import warm_start
 
+    if warm_storage is not None and warm_from is None:
+        raise UserError("--warm-storage needs --warm-start STUDY")
     spec = load_space(space)
+    if warm_from == spec.study and warm_storage is None:
+        raise UserError(f"--warm-start {warm_from!r} is this study itself; name another study (or --warm-storage)")
     log.info("study %r in %s", spec.study, storage_label(storage))
     study = create_study(spec, storage)
+    if warm_from is not None:
+        click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
                              weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from search.ablate import fresh_seeds, retrain
 from search.config import TrialConfig
+from search.constraints import is_feasible
 from search.errors import UserError
 from search.space import SearchSpace
 from search.stats import CONFIDENCE, mean_std, t_interval
@@ -35,9 +36,10 @@ def confirm(study: optuna.Study, space: SearchSpace, *, top: int = 5, seeds: int
     if seeds < 2:
         raise UserError("confirm needs at least 2 seeds to measure a spread")
     complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.COMPLETE and "config" in t.user_attrs]
+                if t.state == TrialState.COMPLETE and "config" in t.user_attrs and is_feasible(t)]
     if not complete:
-        raise UserError(f"study {study.study_name!r} has no completed trial to confirm")
+        feasible = " that meets its constraints" if space.constraints else ""
+        raise UserError(f"study {study.study_name!r} has no completed trial{feasible} to confirm")
     sign = 1 if space.objectives[0].direction == "maximize" else -1
     candidates = sorted(complete, key=lambda t: (-sign * t.values[0], t.number))[:top]
     device = device if isinstance(device, torch.device) else resolve_device(device)

@@ -23,6 +23,7 @@ import yaml
 
 from search.config import PARAMS, TrialConfig, check_value
 from search.data.datasets import IMAGE_SUFFIXES, ImageSet, load_dataset, prepare
+from search.enqueue import param_fits
 from search.errors import UserError
 from search.space import DatasetSpec, ObjectiveSpec, parse_space
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, evaluate, resolve_device, train
@@ -454,10 +455,25 @@ def _size_ceiling(facts: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------- recommended space
 
 
-def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
+def conflicting(d: Diagnosis) -> tuple[list[Finding], list[Finding]]:
+    """Findings that pull regularisation both ways: (against it, for it); both empty unless both sides exist.
+
+    Underfitting says "no augmentation, no dropout, no decay"; overfitting and small data say
+    "augment, regularise". When both sides are present the doctor cannot know which wins.
+    """
+    against = [f for f in d.findings if f.kind == "underfitting"]
+    favour = [f for f in d.findings if f.kind in ("overfitting", "small_data")]
+    return (against, favour) if against and favour else ([], [])
+
+
+def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_conflicting: bool = True,
+                    enqueue_baseline: bool = True) -> str:
     """A space file (YAML text) whose choices follow the findings, with a comment on each param.
 
-    The text is checked with :func:`search.space.parse_space` before it is returned.
+    When findings conflict (``keep_conflicting``), both remedies stay searchable; a strategy is
+    fixed only when every finding points the same way. With ``enqueue_baseline`` the baseline's
+    config (as far as it fits the space) runs as the study's first trial, so the search never ends
+    worse than the baseline it diagnosed. The text is checked with :func:`search.space.parse_space`.
     """
     cfg = TrialConfig.from_dict(d.baseline["config"])
     epochs = int(cfg.epochs or 1)
@@ -505,8 +521,17 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
         put("epochs", epochs, "the baseline's epochs" + ("" if diverged else
             ": neither still improving nor overfitting with time"))
 
-    # Regularisation follows overfitting; it only hurts an underfitting model.
-    if over:
+    # Regularisation follows overfitting; it only hurts an underfitting model. When findings pull
+    # both ways (underfitting + small data), both remedies stay choices, including "none" and 0.
+    against, favour = conflicting(d) if keep_conflicting else ([], [])
+    if against:
+        pull = (f"findings conflict: {' + '.join(f.kind for f in against)} ({fit}) says no regularisation, "
+                f"{' + '.join(f.kind for f in favour)} says regularise; the search decides")
+        put("weight_decay", {"float": [0.0, 1e-3]}, f"{pull}: small decays including 0")
+        put("dropout", {"float": [0.0, 0.3]}, f"{pull}: dropout from 0")
+        put("augment", {"choices": ["none", "flip", "light", "geometric"]},
+            f"{pull}: augmentation sets including none (small data: {favour[-1].summary})")
+    elif over:
         put("weight_decay", {"float": [1e-5, 0.1], "log": True}, f"overfitting: {fit}")
         put("dropout", {"float": [0.0, 0.5]}, f"overfitting (gap {over.evidence['gap']:.3f})")
         sets = ["none", "crop", "light", "standard"] + (["heavy"] if min(d.facts["sizes"]["median"]) >= 32 else [])
@@ -596,8 +621,21 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30) -> str:
         lines.append("  # downloaded): add `weights_dir: DIR` and e.g. `backbone: {choices: [none, resnet18]}`,")
         lines.append("  # `pretrained: true`.")
     text = "\n".join(lines) + "\n"
-    parse_space(yaml.safe_load(text), source="recommended space")  # a bug here must not reach the user
+    parsed = parse_space(yaml.safe_load(text), source="recommended space")  # a bug here must not reach the user
+    if enqueue_baseline and not diverged:
+        first = baseline_entry(parsed, b["config"])
+        if first:
+            text += ("# The baseline the doctor trained runs first (params outside this space are sampled),\n"
+                     "# so the search never ends worse than it.\n"
+                     f"enqueue: [{_flow(first)}]\n")
+            parse_space(yaml.safe_load(text), source="recommended space")
     return text
+
+
+def baseline_entry(space: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The baseline's values of the params ``space`` searches, where they fit the space."""
+    return {p.name: config[p.name] for p in space.params
+            if p.kind != "fixed" and p.active(config) and param_fits(p, config[p.name]) is None}
 
 
 def _objective_doc(o: ObjectiveSpec) -> Any:

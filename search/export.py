@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from search.config import TrialConfig
+from search.constraints import is_feasible
 from search.errors import UserError
 from search.space import SearchSpace
 from search.summary import best_trial, chosen_config
@@ -131,5 +132,5 @@ def _best_with_checkpoint(study: optuna.Study, checkpoints: Any) -> FrozenTrial 
     if best is None or checkpoints.has(study, best.number):
         return best
     tied = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.values and t.values == best.values]
+            if t.state == optuna.trial.TrialState.COMPLETE and t.values and t.values == best.values and is_feasible(t)]
     return next((t for t in sorted(tied, key=lambda t: t.number) if checkpoints.has(study, t.number)), best)

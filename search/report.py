@@ -23,7 +23,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import SearchSpace, choice_label
-from search.summary import best_trial, format_counts, state_counts
+from search.constraints import VIOLATIONS_ATTR, is_feasible
+from search.study.stopping import format_stop, stop_reason
+from search.summary import broken_bounds, best_trial, closest_infeasible, format_counts, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,18 @@ def _summary(s: _Study) -> Section:
     rows = [("study", s.study.study_name), ("dataset", s.space.dataset.label),
             ("objectives", ", ".join(f"{o.name} ({o.direction}, validation split)" for o in s.space.objectives)),
             ("trials", format_counts(sorted(counts.items())) or "none")]
+    stopped = format_stop(stop_reason(s.study))
+    if stopped:
+        rows.append(("stopped", stopped))
+    infeasible = [t for t in s.complete if not is_feasible(t)]
+    if s.space.constraints:
+        rows.append(("constraints", ", ".join(f"{c.metric} {op} {v:g}" for c in s.space.constraints
+                                              for op, v in c.bounds())
+                     + f" (validation split): {len(s.complete) - len(infeasible)} of {len(s.complete)} completed "
+                       "trials meet them"))
+        near = closest_infeasible(s.study)
+        if near is not None:
+            rows.append(("no feasible trial", f"the closest is trial {near.number}: {broken_bounds(near)}"))
     if s.best is not None:
         values = ", ".join(f"{o.name} {v:.4f}" for o, v in zip(s.space.objectives, s.best.values))
         rows.append(("best trial", f"{s.best.number}: {values}"))
@@ -115,6 +129,12 @@ def _summary(s: _Study) -> Section:
             rows.append(("its test split", f"accuracy {test['accuracy']:.4f}, f1 (macro) {test['f1_macro']:.4f} "
                                            f"(n={test['n']}; see the caveat)"))
     body = _table(["", ""], rows, show_header=False, table_id="summary-table")
+    if infeasible:
+        body += _note("INFEASIBLE trials break the constraints: they are never the best, exported or confirmed.")
+        body += _table(["trial", s.objective, "breaks"],
+                       [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}", broken_bounds(t)) for t in infeasible
+                        if t.user_attrs.get(VIOLATIONS_ATTR) is not None or t.constraints],
+                       table_id="infeasible-table")
     return Section("summary", SECTIONS["summary"], body=body)
 
 

@@ -23,7 +23,7 @@ MINIMIZED_METRICS = ("latency_ms", "params")
 AVERAGES = ("macro", "micro", "binary")
 TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
-    "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source",
+    "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source", "constraints", "enqueue",
 )
 KEEP_MODES = ("best", "top_k", "none")
 # Study names become folder names (checkpoints): letters, digits, _ . + - only, not starting with a dot.
@@ -78,6 +78,9 @@ class Budget:
     n_trials: int | None = None
     timeout: float | None = None
     max_epochs: int = 10
+    target: float | None = None  # stop rules for the whole study (search.study.stopping)
+    patience: int | None = None
+    min_delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ class SearchSpace:
     augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     keep: str = "best"
     keep_top_k: int = 3  # checkpoints kept when keep is top_k
+    constraints: tuple[Any, ...] = ()  # search.constraints.Constraint, on the validation split
+    enqueue: tuple[Mapping[str, Any], ...] = ()  # param dicts run first (search.enqueue)
 
     @property
     def multi_objective(self) -> bool:
@@ -360,10 +365,17 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "expected a string")
+    _check_target(c, budget, objectives)
+    from search.constraints import parse_constraints
+    from search.enqueue import parse_enqueue
+
+    constraints = parse_constraints(c, doc.get("constraints", {}))
+    enqueue = parse_enqueue(c, doc.get("enqueue", []), params)
     return SearchSpace(
         study=study.strip(), objectives=objectives, dataset=dataset, budget=budget, sampler=sampler,
         pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
         weights_dir=weights_dir, augment_sets=augment_sets, keep=keep, keep_top_k=keep_top_k,
+        constraints=constraints, enqueue=enqueue,
     )
 
 
@@ -376,7 +388,7 @@ def _resolve_path(path: str, base_dir: Path | None) -> str:
 
 
 def _parse_budget(c: _Checker, raw: Any) -> Budget:
-    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs"))
+    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs", "target", "patience", "min_delta"))
     n_trials = raw.get("n_trials")  # None: the grid's size, else unlimited under a timeout, else 20
     if n_trials is not None:
         c.number(n_trials, "budget.n_trials", integer=True, low=1)
@@ -384,7 +396,26 @@ def _parse_budget(c: _Checker, raw: Any) -> Budget:
     if timeout is not None:
         c.number(timeout, "budget.timeout", low=0, strict_low=True)
     max_epochs = c.number(raw.get("max_epochs", 10), "budget.max_epochs", integer=True, low=1, high=100000)
-    return Budget(n_trials=n_trials, timeout=timeout, max_epochs=max_epochs)
+    target = raw.get("target")
+    if target is not None:
+        c.number(target, "budget.target")
+    patience = raw.get("patience")
+    if patience is not None:
+        c.number(patience, "budget.patience", integer=True, low=1)
+    if "min_delta" in raw and patience is None:
+        raise c.fail("budget.min_delta", "only means something with budget.patience (trials without an improvement)")
+    min_delta = c.number(raw.get("min_delta", 0.0), "budget.min_delta", low=0)
+    return Budget(n_trials=n_trials, timeout=timeout, max_epochs=max_epochs, target=target, patience=patience,
+                  min_delta=float(min_delta))
+
+
+def _check_target(c: _Checker, budget: Budget, objectives: Sequence[ObjectiveSpec]) -> None:
+    """``budget.target`` is a value of the first objective: a quality metric's lies in (0, 1]."""
+    first = objectives[0]
+    if budget.target is not None and first.metric in OBJECTIVE_METRICS and not 0 < budget.target <= 1:
+        raise c.fail("budget.target", f"{first.name} lies in 0..1; give a target in (0, 1], got {budget.target!r}")
+    if budget.target is not None and first.metric in MINIMIZED_METRICS and budget.target <= 0:
+        raise c.fail("budget.target", f"{first.name} is a cost; give a target > 0, got {budget.target!r}")
 
 
 def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:

@@ -9,8 +9,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import TrialConfig
+from search.constraints import DEVICE_ATTR, VIOLATIONS_ATTR, closest, is_feasible, total_violation
 from search.errors import UserError
 from search.space import SearchSpace
+from search.study.stopping import format_stop, stop_reason
 
 CONFIRMED_ATTR = "confirmed"  # written by search.confirm
 
@@ -20,7 +22,8 @@ def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
     record = study.user_attrs.get(CONFIRMED_ATTR)
     if not record:
         return None
-    complete = {t.number: t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+    complete = {t.number: t for t in study.get_trials(deepcopy=False)
+                if t.state == TrialState.COMPLETE and is_feasible(t)}
     winner = complete.get(record.get("winner"))
     if winner is None:
         return None
@@ -33,8 +36,10 @@ def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The best trial (single objective; the confirmed winner if any) or the Pareto front (several)."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    """The best trial (single objective; the confirmed winner if any) or the Pareto front (several).
+
+    With ``constraints:``, feasible trials only (Optuna's best_trial(s) skip infeasible ones)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and is_feasible(t)]
     if not complete:
         return []
     if len(study.directions) == 1:
@@ -77,11 +82,34 @@ def chosen_config(study: optuna.Study, trial: FrozenTrial | None, action: str) -
     """``trial`` (default: the best) and the complete config it ran with."""
     trial = trial or best_trial(study)
     if trial is None:
+        near = closest_infeasible(study)
+        if near is not None:
+            raise UserError(f"study {study.study_name!r} has no trial that meets its constraints; the closest is "
+                            f"trial {near.number} ({broken_bounds(near)}); pass --trial {near.number} to {action} it anyway")
         raise UserError(f"study {study.study_name!r} has no completed trial to {action}")
     stored = trial.user_attrs.get("config")
     if stored is None:
         raise UserError(f"trial {trial.number} has no stored config")
     return trial, TrialConfig.from_dict(stored)
+
+
+def closest_infeasible(study: optuna.Study) -> FrozenTrial | None:
+    """The completed trial that breaks the constraints least (None when some trial meets them)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete or any(is_feasible(t) for t in complete):
+        return None
+    return closest(complete)
+
+
+def broken_bounds(trial: FrozenTrial) -> str:
+    """``latency_ms 7.1 > 5`` for each bound the trial breaks."""
+    found = trial.user_attrs.get(VIOLATIONS_ATTR) or {}
+    out = []
+    for key, v in found.items():
+        if v["violation"] > 0:
+            op = "<" if ">=" in key else ">"
+            out.append(f"{key.split('<=')[0].split('>=')[0]} {v['value']:.4g} {op} {v['bound']:g}")
+    return ", ".join(out) or f"total violation {total_violation(trial):.3g}"
 
 
 def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
@@ -97,6 +125,8 @@ def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
         "n_params": attrs.get("n_params"),
         "epoch_seconds": attrs.get("epoch_seconds"),
         "latency_ms": attrs.get("latency_ms"),
+        "device": attrs.get(DEVICE_ATTR),
+        "constraints": attrs.get(VIOLATIONS_ATTR),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
     }
 
@@ -117,6 +147,15 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
         "note": "objective values are on the validation split (used for selection); "
                 "test metrics hold for this test set only and were never used to select.",
     }
+    if space.constraints:
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        summary["constraints"] = {"bounds": [f"{c.metric} {op} {v:g}" for c in space.constraints
+                                             for op, v in c.bounds()],
+                                  "feasible": sum(1 for t in complete if is_feasible(t)), "complete": len(complete)}
+        near = closest_infeasible(study)
+        if near is not None:
+            summary["closest_infeasible"] = {**trial_record(near, names), "broken": broken_bounds(near)}
+    summary["stopped"] = stop_reason(study)
     confirmed = study.user_attrs.get(CONFIRMED_ATTR)
     if confirmed:
         winner = confirmed_winner(study)
@@ -148,7 +187,19 @@ def _pct(v: float | None) -> str:
 def format_summary(summary: dict[str, Any], details: bool = False) -> str:
     lines = [f"study {summary['study']}  (dataset {summary['dataset']})",
              "trials: " + format_counts(sorted(summary["trials"].items()))]
+    if summary.get("stopped"):
+        lines.append(format_stop(summary["stopped"]))
+    cons = summary.get("constraints")
+    if cons:
+        lines.append(f"constraints (validation split): {', '.join(cons['bounds'])}; "
+                     f"{cons['feasible']} of {cons['complete']} completed trial(s) meet them")
     best = summary["best"]
+    near = summary.get("closest_infeasible")
+    if not best and near is not None:
+        lines.append(f"no trial meets the constraints; the closest is trial {near['number']}: {near['broken']}")
+        lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in near["values"].items() if k != "split")
+                     + "   [validation split]")
+        return "\n".join(lines)
     if not best:
         lines.append("no completed trial yet")
         return "\n".join(lines)
@@ -169,6 +220,8 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
                          f"  recall {_pct(test['recall_macro'])}  f1 {_pct(test['f1_macro'])}  (n={test['n']})")
         lines.append(f"  params {rec['n_params']:,}  epoch {rec['epoch_seconds']}s  latency {rec['latency_ms']} ms/image"
                      if rec.get("n_params") is not None else "")
+        if rec.get("device"):
+            lines.append(f"  measured on {rec['device']}: latency on another machine differs")
         if details and rec.get("validation"):
             lines.extend(_details(rec))
     confirmed = summary.get("confirmed")

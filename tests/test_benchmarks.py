@@ -70,3 +70,22 @@ def test_gpu_benchmark_runs_or_says_why_not(tmp_path: Path) -> None:
         assert {r["arm"] for r in result["precision"]} >= {"fp32", "bf16 + channels_last"}
     else:
         assert "no CUDA" in out and "no CUDA" in result["skipped"]
+
+
+def test_study_rules_compares_feasible_shares_and_replays_stops(tmp_path: Path) -> None:
+    out, result = _run("study_rules", tmp_path)
+    (r,) = result["constrained"]["runs"]
+    # The bound is the median latency of TPE's unconstrained trials: about half of them break it.
+    assert 0.3 <= r["share_without"] <= 0.7 and 0.0 <= r["share_with"] <= 1.0
+    assert all(t["feasible"] == (t["latency_ms"] <= r["bound"]) for t in r["constrained"])
+    rules = {row["rule"] for row in result["stops"]}
+    assert {"target 95%", "target 99%", "patience 10, min_delta 0.002"} <= rules
+    assert all(row["median_epochs_saved"] >= 0 for row in result["stops"]) and "feasible share" in out
+
+
+def test_doctor_conflict_runs_both_spaces_on_the_same_budget(tmp_path: Path) -> None:
+    out, result = _run("doctor_conflict", tmp_path)
+    assert result["conflict"] == ("underfitting" in result["findings"] and "small_data" in result["findings"])
+    rule, fixed = result["runs"].values()
+    assert len(rule) == len(fixed) == 1 and all(0 <= r["best"] <= 1 for r in rule + fixed)
+    assert "enqueue:" in result["spaces"]["keep both (rule)"] and "keep both (rule)" in out

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from search.cli import main
+from search.doctor import Diagnosis
 from search.space import load_space
 
 
@@ -76,7 +77,10 @@ def test_underfitting_setup_is_diagnosed_and_capacity_recommended(workdir: Path)
     assert space.param("depth").kind == "int" and space.param("depth").high > 1
     assert max(space.param("width").choices) > 2
     assert space.param("epochs").high > 2 and space.budget.max_epochs == space.param("epochs").high
-    assert space.param("dropout").value == 0.0  # regularisation would only hurt
+    if "small_data" in kinds:  # 60 training images per class: the findings conflict, both stay searchable
+        assert space.param("dropout").low == 0.0 and "none" in space.param("augment").choices
+    else:
+        assert space.param("dropout").value == 0.0  # regularisation would only hurt
 
 
 @pytest.mark.slow
@@ -151,3 +155,60 @@ def test_doctor_rejects_bad_options(workdir: Path) -> None:
     assert result.exit_code == 2 and "positive_class" in result.output
     result = runner.invoke(main, ["doctor", str(workdir / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def _diagnosis(*kinds: str) -> "Diagnosis":
+    """A diagnosis with the given findings, as the doctor would build it (no training)."""
+    from search.doctor import Diagnosis, Finding, baseline_config
+    from search.space import DatasetSpec, ObjectiveSpec
+
+    evidence = {"overfitting": {"gap": 0.3, "val_loss_min_epoch": 3}, "underfitting": {"train": 0.5},
+                "small_data": {"threshold": 100}}
+    findings = [Finding(k, f"{k} summary", evidence[k], [], "data" if k == "small_data" else "training")
+                for k in kinds]
+    config = baseline_config(type("D", (), {"native_size": 32})(), 5).to_dict()
+    return Diagnosis(DatasetSpec(name="shapes"), ObjectiveSpec(), ["a", "b"],
+                     {"config": config, "train_value": 0.5 if "underfitting" in kinds else 1.0, "val_value": 0.4},
+                     {"sizes": {"median": [32, 32], "baseline_input": 32, "cache_max_side": 256},
+                      "train_per_class": {"a": 30, "b": 30}}, findings)
+
+
+def test_conflicting_findings_keep_both_remedies_searchable_and_agreeing_ones_fix_them() -> None:
+    from search.doctor import recommend_space
+    from search.space import parse_space
+
+    def space(d: "Diagnosis", **kw: bool):  # type: ignore[no-untyped-def]
+        text = recommend_space(d, "s", 10, **kw)
+        return parse_space(yaml.safe_load(text)), text
+
+    # Underfitting alone: every finding says "less regularisation", so it is fixed off.
+    alone, _ = space(_diagnosis("underfitting"))
+    assert (alone.param("augment").value, alone.param("dropout").value, alone.param("weight_decay").value) == \
+        ("none", 0.0, 0.0)
+    # Underfitting + small data pull both ways: choices that include none / 0, and the comment says why.
+    both, text = space(_diagnosis("underfitting", "small_data"))
+    aug, drop, decay = both.param("augment"), both.param("dropout"), both.param("weight_decay")
+    assert aug.kind == "choices" and "none" in aug.choices and len(aug.choices) > 1
+    assert drop.kind == decay.kind == "float" and drop.low == decay.low == 0.0 and not decay.log
+    line = next(ln for ln in text.splitlines() if ln.startswith("  augment:"))
+    assert "findings conflict: underfitting" in line and "small_data says regularise" in line
+    assert both.param("depth").kind == "int"  # capacity still follows underfitting
+    # Without the rule (the old behaviour, kept for the benchmark) the strategy is fixed.
+    old, _ = space(_diagnosis("underfitting", "small_data"), keep_conflicting=False)
+    assert old.param("augment").value == "none"
+    # Overfitting + small data agree: regularisation searched, no conflict comment.
+    agree, text = space(_diagnosis("overfitting", "small_data"))
+    assert agree.param("augment").kind == "choices" and "findings conflict" not in text
+
+
+def test_doctor_space_enqueues_its_baseline_as_the_first_trial() -> None:
+    from search.doctor import recommend_space
+    from search.space import parse_space
+
+    d = _diagnosis("underfitting", "small_data")
+    spec = parse_space(yaml.safe_load(recommend_space(d, "s", 10)))
+    (first,) = spec.enqueue
+    config = d.baseline["config"]
+    assert first and all(config[k] == v for k, v in first.items())
+    assert {"lr", "batch_size", "depth", "width", "augment", "dropout"} <= set(first)
+    assert "enqueue" not in recommend_space(d, "s", 10, enqueue_baseline=False)

@@ -12,6 +12,8 @@ import torch
 
 from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.config import TrialConfig
+from search.constraints import DEVICE_ATTR, device_label
+from search.constraints import record as record_constraints
 from search.data.datasets import load_dataset
 from search.models.backbones import find_weights
 from search.space import SearchSpace
@@ -98,6 +100,8 @@ class Objective:
             trial.set_user_attr("fail_reason", f"out of GPU memory: {str(exc).splitlines()[0]}")
             raise
         record_result(trial, result)
+        trial.set_user_attr(DEVICE_ATTR, device_label(self.device))  # latency was measured here
+        record_constraints(trial, self.space.constraints)
         if self.checkpoints is not None:
             self._checkpoint(trial, config, result)
         values = result.values

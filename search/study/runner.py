@@ -38,8 +38,10 @@ from search.errors import UserError
 from search.space import SearchSpace, parse_space
 from search.study.objective import Objective
 from search.study.pruners import create_pruner
+from search.study import stopping
 from search.study.samplers import create_sampler, grid_size
 from search.study.storage import TrialLock, open_storage, resolve_url
+from search.study.warmstart import enqueue_from_space, is_copied
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class WorkerInterrupted(KeyboardInterrupt):
 
 
 def _canonical(raw: Any) -> str:
-    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description")}
+    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue")}
     return json.dumps(doc, sort_keys=True, default=str)
 
 
@@ -94,6 +96,7 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
         study.set_user_attr("space_source", Path(space.source).name)
         study.set_user_attr("objective_names", [o.name for o in space.objectives])
         study.set_user_attr("created_with", f"strategy-search {__version__}")
+        enqueue_from_space(study, space)
         log.info("created study %r", space.study)
     else:
         if _canonical(stored) != _canonical(space.raw):
@@ -106,6 +109,7 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
             raise UserError(f"study {space.study!r} exists with other objective directions")
         if stored.get("budget") != space.raw.get("budget"):
             study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
+            stopping.reset(study)  # new stop rules (or none) are judged afresh
         log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
     name_objectives(study, space)
     return study
@@ -139,7 +143,7 @@ def counted_trials(trials: list[FrozenTrial]) -> int:
     retried: set[int] = set()
     for t in trials:
         retried.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
-    return sum(1 for t in trials if t.state != TrialState.WAITING
+    return sum(1 for t in trials if t.state != TrialState.WAITING and not is_copied(t)
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
@@ -238,6 +242,10 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         while True:
             if timeout is not None and time.monotonic() - start >= timeout:
                 log.info("timeout reached")
+                break
+            stop = stopping.check(study, space)
+            if stop is not None:
+                log.info(stopping.format_stop(stop))
                 break
             trial = _next_trial(study, total, lock, bool(heartbeat))
             if trial is None:

@@ -1,0 +1,140 @@
+"""Warm starts: seed a study with what is known before sampling.
+
+* ``enqueue:`` in the space (the doctor writes its baseline there): enqueued once, when the
+  study is created, so they run first (and count as trials of the study).
+* ``run SPACE --warm-start OTHER`` copies OTHER's finished trials whose complete config fits the
+  new space (searched params inside the new ranges/choices, every other param equal to what the
+  new space would use) into the new study, once. Copies carry the user attr ``warm_start``
+  (source study and trial), do not count against ``n_trials`` and are not judged by stop rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from search.config import TrialConfig
+from search.constraints import FEASIBLE_ATTR, VIOLATIONS_ATTR, violations
+from search.enqueue import enqueue_params, optuna_value, param_fits
+from search.errors import UserError
+from search.space import SearchSpace, choice_label
+
+log = logging.getLogger(__name__)
+
+WARM_ATTR = "warm_start"  # user attr of a copied trial: {"study", "trial"}
+DONE_ATTR = "warm_started_from"  # study user attr: what was copied (so a resume does not copy again)
+ENQUEUED_ATTR = "enqueued"  # user attr of a trial enqueued from the space's enqueue: list
+
+
+def is_copied(trial: FrozenTrial) -> bool:
+    """A trial copied from another study by a warm start (it uses no budget)."""
+    return WARM_ATTR in trial.user_attrs
+
+
+def enqueue_from_space(study: optuna.Study, space: SearchSpace) -> int:
+    """Enqueue the space's ``enqueue:`` entries (call once, when the study is created)."""
+    for i, entry in enumerate(space.enqueue):
+        study.enqueue_trial(enqueue_params(space, entry), user_attrs={ENQUEUED_ATTR: i}, skip_if_exists=True)
+    if space.enqueue:
+        log.info("enqueued %d configuration(s) from the space's enqueue: list", len(space.enqueue))
+    return len(space.enqueue)
+
+
+@dataclass
+class WarmStart:
+    """What a warm start copied and skipped (and why)."""
+
+    source: str
+    copied: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    already: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "copied": self.copied, "skipped": sum(self.skipped.values()),
+                "skipped_reasons": dict(self.skipped)}
+
+    def format(self) -> str:
+        if self.already:
+            return f"warm start from {self.source!r} was done when the study began; not copied again"
+        text = f"warm start: copied {self.copied} finished trial(s) of study {self.source!r}"
+        if self.skipped:
+            text += f"; skipped {sum(self.skipped.values())} that do not fit this space (" + "; ".join(
+                f"{n}x {why}" for why, n in self.skipped.most_common()) + ")"
+        return text
+
+
+def distribution(spec: Any) -> BaseDistribution:
+    """The Optuna distribution ``spec.suggest`` samples from (so copied trials share TPE's model)."""
+    if spec.kind == "choices":
+        return CategoricalDistribution([choice_label(c) for c in spec.choices])
+    if spec.kind == "int":
+        return IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+    return FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+
+
+def fit_trial(space: SearchSpace, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | str:
+    """(params, distributions) of ``config`` in ``space``, or why it does not fit."""
+    defaults = TrialConfig().to_dict()
+    defaults["epochs"] = space.budget.max_epochs
+    listed = {p.name for p in space.params}
+    for name, default in defaults.items():
+        if name != "seed" and name not in listed and choice_label(config.get(name, default)) != choice_label(default):
+            return f"{name} was {choice_label(config.get(name))!r}, this space uses {choice_label(default)!r}"
+    params: dict[str, Any] = {}
+    dists: dict[str, BaseDistribution] = {}
+    for spec in space.params:
+        if not spec.active(config):
+            continue
+        problem = param_fits(spec, config.get(name := spec.name, defaults.get(spec.name)))
+        if problem:
+            return f"{name} {problem}"
+        if spec.kind != "fixed":
+            params[name] = optuna_value(spec, config[name])
+            dists[name] = distribution(spec)
+    return params, dists
+
+
+def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: Any = None) -> WarmStart:
+    """Copy ``source``'s finished trials that fit ``space`` into ``study`` (once per study)."""
+    from search.study.runner import load_study
+
+    report = WarmStart(source)
+    if study.user_attrs.get(DONE_ATTR):
+        report.already = True
+        return report
+    other, other_space = load_study(source, storage)
+    names = [o.name for o in space.objectives]
+    if [o.name for o in other_space.objectives] != names:
+        raise UserError(f"--warm-start {source!r}: its objectives ({', '.join(o.name for o in other_space.objectives)})"
+                        f" differ from this space's ({', '.join(names)})")
+    if other_space.dataset != space.dataset:
+        raise UserError(f"--warm-start {source!r}: it searched dataset {other_space.dataset.label} with other "
+                        "settings; its scores do not carry over")
+    for t in other.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        config = t.user_attrs.get("config")
+        fitted = fit_trial(space, config) if config else "no stored config"
+        if isinstance(fitted, str):
+            report.skipped[fitted] += 1
+            continue
+        params, dists = fitted
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in (VIOLATIONS_ATTR, FEASIBLE_ATTR, "worker")}
+        attrs[WARM_ATTR] = {"study": source, "trial": t.number}
+        found = violations(space.constraints, attrs) if t.state == TrialState.COMPLETE else {}
+        if found:
+            attrs[VIOLATIONS_ATTR] = found
+            attrs[FEASIBLE_ATTR] = all(v["violation"] <= 0 for v in found.values())
+        study.add_trial(optuna.trial.create_trial(
+            state=t.state, values=t.values if t.state == TrialState.COMPLETE else None, params=params,
+            distributions=dists, user_attrs=attrs, intermediate_values=dict(t.intermediate_values),
+            constraints={k: v["violation"] for k, v in found.items()} or None,
+        ))
+        report.copied += 1
+    study.set_user_attr(DONE_ATTR, report.to_dict())
+    log.info(report.format())
+    return report
