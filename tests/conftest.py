@@ -44,6 +44,15 @@ def write_space(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's dataset cache in one session temp folder, never ~/.cache (shared across tests, as on
+    a machine: the built-ins are decoded once per session)."""
+    root = tmp_path_factory.getbasetemp() / "dataset-cache"
+    monkeypatch.setenv("STRATEGY_SEARCH_CACHE", str(root))
+    return root
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a temp dir so the default sqlite:///studies.db lands there."""
