@@ -35,10 +35,11 @@ GPU_CACHE_FRACTION = 0.25  # keep a dataset on the GPU when it takes at most thi
 class MappedImages:
     """One split's images: ``index`` rows of the memory-mapped cache, gathered when indexed.
 
-    Supports what the training loop, evaluation and statistics use: ``len``, ``shape``,
-    ``device``, ``x[slice]`` and ``x[index tensor]`` (both return ordinary uint8 tensors).
-    Rows are read in ascending file order (then put back in the asked order): the page cache
-    and read-ahead work for it.
+    The training loop, evaluation and statistics use ``len``, ``shape``, ``device``, ``x[slice]``
+    and ``x[index tensor]`` (ordinary uint8 tensors of those rows only). Rows are read in
+    ascending file order (then put back in the asked order) for the page cache's read-ahead.
+    Anything else (a tensor method, a torch function) first materialises the whole split: fine
+    for tests and tools, never done per batch.
     """
 
     def __init__(self, base: Tensor, index: Tensor) -> None:
@@ -73,6 +74,18 @@ class MappedImages:
 
     def materialize(self) -> Tensor:
         return self[slice(None)]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("base", "index") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from torch.utils._pytree import tree_map
+
+        real = lambda a: a.materialize() if isinstance(a, MappedImages) else a  # noqa: E731
+        return func(*tree_map(real, args), **tree_map(real, kwargs or {}))
 
     def cat(self, other: "MappedImages") -> "MappedImages":
         assert other.base is self.base
