@@ -473,9 +473,6 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
     click.echo(json.dumps(record, indent=2, default=str) if as_json else format_confirmation(record))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 def _dataset_arg(data: str, builtins: Any) -> dict[str, Any]:
     """A command-line DATA: a built-in name, a .csv manifest or an image folder."""
@@ -520,3 +517,7 @@ def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str 
     for r in rows:
         click.echo(f"{r['state']:>7}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
                    f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped, {r['seconds']:.1f}s  {r['path']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -70,3 +70,15 @@ def test_gpu_benchmark_runs_or_says_why_not(tmp_path: Path) -> None:
         assert {r["arm"] for r in result["precision"]} >= {"fp32", "bf16 + channels_last"}
     else:
         assert "no CUDA" in out and "no CUDA" in result["skipped"]
+
+
+def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -> None:
+    out, result = _run("data_scale", tmp_path)
+    assert result["n"] == 300 and result["generate"]["images"] == 300
+    assert result["build"]["state"] == "built" and result["build"]["cache_mb"] > 300 * 3 * 64 * 64 / 1e6
+    assert result["old_decode"]["images_per_s"] > 0 and len(result["second_start_s"]) == 2
+    assert result["one_trial"]["peak_rss_mb"] > 0 and result["four_workers"]["sum_pss_peak_mb"] > 0
+    rates = result["throughput"]["images_per_s"]
+    assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
+    assert result["raw_read"]["cold_mb_per_s"] > 0
+    assert "Dataset cache at scale" in out

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import bomb_png as _bomb
 from search.cli import main
 from search.config import TrialConfig
 from search.data import cache, datasets
@@ -43,16 +42,6 @@ def _tree(root: Path, per_class: int = 6) -> Path:
         for i in range(per_class):
             _png(root / c / f"{i}.png", colour, seed=hash((c, i)) % 2**32)
     return root
-
-
-def _bomb(path: Path) -> None:
-    """A valid PNG header claiming 20000x20000 pixels: PIL refuses it as a decompression bomb."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
 
 
 @pytest.fixture
