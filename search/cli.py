@@ -102,9 +102,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.version_option(__version__, prog_name="strategy-search")
 @click.option("-v", "--verbose", count=True, help="Debug logging, with other libraries' log lines and warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset cache folder for this command (default $STRATEGY_SEARCH_CACHE, else "
+                   "~/.cache/strategy-search/data).")
+def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
     """Search augmentation, input, architecture and training strategies for an image classifier."""
     _setup_logging(verbose, quiet)
+    if cache_dir:
+        # Through the environment, so worker processes started by this command use it too.
+        os.environ["STRATEGY_SEARCH_CACHE"] = os.path.abspath(os.path.expanduser(cache_dir))
 
 
 @main.command()
@@ -488,7 +494,7 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fraction: float | None,
            test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
            study_name: str | None, n_trials: int, as_json: bool, device: str | None, weights_dir: str | None) -> None:
-    """Train a quick baseline on DATA (built-in name or image folder) and diagnose what to fix."""
+    """Train a quick baseline on DATA (built-in name, image folder or CSV manifest) and diagnose what to fix."""
     from pathlib import Path
 
 
@@ -498,7 +504,7 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
 
     if study_name is not None and check_study_name(study_name):
         raise UserError(f"--study: {check_study_name(study_name)}")
-    dataset: dict[str, Any] = {"name": data} if data in BUILTIN_DATASETS else {"path": data}
+    dataset = _dataset_arg(data, BUILTIN_DATASETS)
     for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if value is not None:
             dataset[key] = value
@@ -589,6 +595,52 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
         return
     click.echo(format_confirmation(record))
     click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
+
+
+
+def _dataset_arg(data: str, builtins: Any) -> dict[str, Any]:
+    """A command-line DATA: a built-in name, a .csv manifest or an image folder."""
+    if data in builtins:
+        return {"name": data}
+    return {"csv": data} if data.lower().endswith(".csv") else {"path": data}
+
+
+@main.command("cache")
+@click.argument("data", required=False)
+@click.option("--input-size", "sizes", default=None, metavar="N[,N...]",
+              help="Input sizes to build (default: the images' own square size, else 64).")
+@click.option("--aspect", "aspects", default="stretch", show_default=True, metavar="stretch|pad[,...]",
+              help="Aspect modes to build.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache folder (default $STRATEGY_SEARCH_CACHE, else ~/.cache/strategy-search/data).")
+@click.option("--list", "list_", is_flag=True, help="Show what is stored, with the size on disk per dataset.")
+@click.option("--clear", is_flag=True, help="Delete the stored entries: all, or DATA's only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_user_errors
+def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, list_: bool,
+              clear: bool, as_json: bool) -> None:
+    """Build (or check) the dataset cache for DATA ahead of a run; --list / --clear manage it."""
+    from search.data.datasets import BUILTIN_DATASETS
+    from search.dataset_cache import build_or_check, clear_entries, format_listing, listing
+
+    if list_:
+        rows = listing(cache_dir)
+        click.echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
+        return
+    dataset = _dataset_arg(data, BUILTIN_DATASETS) if data else None
+    if clear:
+        freed, where = clear_entries(cache_dir, dataset)
+        click.echo(f"freed {freed / 1e6:.1f} MB ({where})")
+        return
+    if dataset is None:
+        raise UserError("cache: give DATA (a built-in name, image folder or .csv manifest), or --list / --clear")
+    rows = build_or_check(dataset, sizes, aspects, cache_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['state']:>7}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
+                   f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped, {r['seconds']:.1f}s  {r['path']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,6 @@ run`` accepts: every param it writes carries a comment saying which finding put 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import statistics
@@ -22,7 +21,7 @@ import torch
 import yaml
 
 from search.config import PARAMS, TrialConfig, check_value
-from search.data.datasets import IMAGE_SUFFIXES, ImageSet, load_dataset, prepare
+from search.data.datasets import ImageSet, load_dataset, prepare
 from search.enqueue import param_fits
 from search.errors import UserError
 from search.space import DatasetSpec, ObjectiveSpec, parse_space
@@ -45,7 +44,6 @@ FEW_IMAGES = 100  # training images in the smallest class
 OFF_SQUARE = 1.25  # an image is "not square" beyond this aspect ratio
 BASELINE_MAX_SIZE = 64  # the quick baseline never trains above this input size
 STANDARD_SIZES = (28, 32, 64, 96, 128, 160, 224)
-SIZE_SCAN_MAX = 5000  # image headers read to measure a folder's original sizes
 
 @dataclass
 class Finding:
@@ -365,10 +363,14 @@ def _data_findings(facts: dict[str, Any], data: ImageSet) -> list[Finding]:
 
 
 def data_facts(data: ImageSet, spec: DatasetSpec) -> dict[str, Any]:
-    """Counts, sizes, aspect ratios, grayscale-ness and duplicates of the images in use."""
+    """Counts, sizes, aspect ratios, grayscale-ness and duplicates of the images in use.
+
+    All from the dataset cache's build records (per image: original size, grayscale, digest):
+    the image files are not read again.
+    """
     idx = torch.cat([data.train, data.val, data.test])
     counts = {split: data.class_counts(split) for split in ("train", "val", "test")}
-    sizes = _original_sizes(data, spec, idx)
+    sizes = _original_sizes(data, idx)
     ws, hs = [w for w, _ in sizes], [h for _, h in sizes]
     aspects = [max(w, h) / max(1, min(w, h)) for w, h in sizes]
     return {
@@ -389,49 +391,22 @@ def data_facts(data: ImageSet, spec: DatasetSpec) -> dict[str, Any]:
     }
 
 
-def _original_sizes(data: ImageSet, spec: DatasetSpec, idx: torch.Tensor) -> list[tuple[int, int]]:
-    """(width, height) per image: file headers for folders (decoded copies are capped), else tensors."""
-    if spec.path is not None:
-        from PIL import Image
-
-        files = sorted(p for p in Path(spec.path).expanduser().rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        step = max(1, len(files) // SIZE_SCAN_MAX)
-        sizes = []
-        for p in files[::step]:
-            try:
-                with Image.open(p) as im:
-                    sizes.append(im.size)
-            except Exception:  # noqa: BLE001 - unreadable files are counted by the loader
-                continue
-        if sizes:
-            return sizes
-    if isinstance(data.images, torch.Tensor):
-        h, w = data.images.shape[-2:]
-        return [(int(w), int(h))] * len(idx)
-    return [(int(data.images[i].shape[-1]), int(data.images[i].shape[-2])) for i in idx.tolist()]
-
-
-def _images(data: ImageSet, idx: torch.Tensor, chunk: int = 512) -> Any:
-    if isinstance(data.images, torch.Tensor):
-        for i in range(0, len(idx), chunk):
-            yield from data.images[idx[i : i + chunk]]
-    else:
-        for i in idx.tolist():
-            yield data.images[i]
+def _original_sizes(data: ImageSet, idx: torch.Tensor) -> list[tuple[int, int]]:
+    """(width, height) per image before caching, as the cache build recorded them (no second read)."""
+    rows = idx.numpy()
+    return list(zip(data.meta["width"][rows].tolist(), data.meta["height"][rows].tolist()))
 
 
 def _grayscale(data: ImageSet, idx: torch.Tensor) -> bool:
-    return all(torch.equal(img[0], img[1]) and torch.equal(img[1], img[2]) for img in _images(data, idx))
+    return bool(data.meta["gray"][idx.numpy()].all())
 
 
 def _duplicates(data: ImageSet) -> dict[str, Any]:
-    """Byte-identical decoded images: how many, across splits (leakage), with conflicting labels."""
-    groups: dict[str, list[tuple[str, int]]] = {}
+    """Pixel-identical images at the cached size (digests from the cache build): across splits, labels."""
+    groups: dict[int, list[tuple[str, int]]] = {}
     for split in ("train", "val", "test"):
         idx = getattr(data, split)
-        for i, img in zip(idx.tolist(), _images(data, idx)):
-            digest = hashlib.sha1(img.contiguous().numpy().tobytes()).hexdigest()
+        for i, digest in zip(idx.tolist(), data.meta["digest"][idx.numpy()].tolist()):
             groups.setdefault(digest, []).append((split, int(data.labels[i])))
     dups = [g for g in groups.values() if len(g) > 1]
     return {
@@ -648,7 +623,14 @@ def _objective_doc(o: ObjectiveSpec) -> Any:
 
 
 def _dataset_doc(spec: DatasetSpec) -> dict[str, Any]:
-    doc: dict[str, Any] = {"name": spec.name} if spec.name else {"path": str(Path(str(spec.path)).resolve())}
+    if spec.name:
+        doc: dict[str, Any] = {"name": spec.name}
+    elif spec.csv:
+        doc = {"csv": str(Path(spec.csv).resolve())}
+        if spec.root:
+            doc["root"] = str(Path(spec.root).resolve())
+    else:
+        doc = {"path": str(Path(str(spec.path)).resolve())}
     doc.update(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, split_seed=spec.split_seed)
     if spec.limit is not None:
         doc["limit"] = spec.limit

@@ -1,8 +1,8 @@
 """Predict with an exported model: image files or folders in, class and probability out.
 
-Images are decoded and resized exactly as the dataset loader did for training (RGB, shrunk to
-``max_side``, then :func:`~search.data.transforms.resize_all` with the model's aspect), then
-run through the model's own preprocessing.
+Images are decoded and resized exactly as the dataset cache does for training
+(:func:`~search.data.decode.decode_fit` at the model's input size and aspect), then run through
+the model's own preprocessing.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from typing import Iterable, Sequence
 import torch
 
 from search.bundle import Bundle
-from search.data.datasets import IMAGE_SUFFIXES, decode_image, stack_if_uniform
-from search.data.transforms import resize_all
+from search.data.decode import IMAGE_SUFFIXES, decode_fit
 from search.errors import DataError
-
-DECODE_LIMIT = 1 << 30  # "no shrinking" for models trained on built-in (never shrunk) data
 
 
 @dataclass
@@ -56,11 +53,11 @@ def load_images(files: Sequence[Path], bundle: Bundle) -> torch.Tensor:
     """uint8 RGB (N, 3, S, S) at the model's input size, decoded and resized as in training."""
     images = []
     for f in files:
-        img = decode_image(f, bundle.max_side or DECODE_LIMIT)
+        img, why, _ = decode_fit(f, bundle.input_size, bundle.aspect)
         if img is None:
-            raise DataError(f"{f}: not a readable image")
-        images.append(img)
-    return resize_all(stack_if_uniform(images), bundle.input_size, bundle.aspect)
+            raise DataError(f"{f}: not a readable image ({why})")
+        images.append(torch.from_numpy(img))
+    return torch.stack(images)
 
 
 def predict_files(bundle: Bundle, paths: Iterable[str | Path], device: torch.device | None = None,

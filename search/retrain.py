@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from search.config import TrialConfig
-from search.data.datasets import Prepared, prepare
+from search.data.datasets import Prepared, cat_images, prepare
 from search.errors import UserError
 from search.space import DatasetSpec, SearchSpace, load_space
 from search.train.loop import TrainResult, resolve_device, train_space
@@ -91,7 +91,7 @@ def with_data(space: SearchSpace, data_dir: str | Path | None) -> DatasetSpec:
 
 def train_and_val(data: Prepared) -> Prepared:
     """Training split extended by the validation split (``--full``); val stays for reporting only."""
-    return dataclasses.replace(data, train_x=torch.cat([data.train_x, data.val_x]),
+    return dataclasses.replace(data, train_x=cat_images(data.train_x, data.val_x),
                                train_y=torch.cat([data.train_y, data.val_y]))
 
 

@@ -58,7 +58,7 @@ class ObjectiveSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A built-in dataset name or an ImageFolder path, plus how to split it."""
+    """A built-in dataset name, an ImageFolder path or a CSV manifest, plus how to split it."""
 
     name: str | None = None
     path: str | None = None
@@ -66,11 +66,13 @@ class DatasetSpec:
     test_fraction: float = 0.2
     split_seed: int = 0
     limit: int | None = None  # use at most this many images (quick experiments, tests)
-    cache_max_side: int = 256  # decoded images are cached no larger than this
+    cache_max_side: int = 256  # input size left unset: images' own square size, at most this
+    csv: str | None = None  # a CSV manifest (columns path,label[,split]) ...
+    root: str | None = None  # ... whose relative paths are under this folder (default: the CSV's folder)
 
     @property
     def label(self) -> str:
-        return self.name if self.name else str(self.path)
+        return self.name if self.name else str(self.csv or self.path)
 
 
 @dataclass(frozen=True)
@@ -340,8 +342,9 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
 
     budget = _parse_budget(c, doc.get("budget", {}))
     dataset = _parse_dataset(c, doc.get("dataset", "digits"), base_dir)
-    if dataset.path is not None:
-        doc["dataset"] = {**(doc["dataset"] if isinstance(doc["dataset"], Mapping) else {}), "path": dataset.path}
+    if dataset.path is not None or dataset.csv is not None:
+        resolved = {k: v for k, v in (("path", dataset.path), ("csv", dataset.csv), ("root", dataset.root)) if v}
+        doc["dataset"] = {**(doc["dataset"] if isinstance(doc["dataset"], Mapping) else {}), **resolved}
     objectives = _parse_objectives(c, doc.get("objective", "accuracy"))
     seed = c.number(doc.get("seed", 0), "seed", integer=True, low=0)
     keep = c.one_of(doc.get("keep", "best"), "keep", KEEP_MODES)
@@ -423,17 +426,33 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
 
     if isinstance(raw, str):
         raw = {"name": raw} if raw in BUILTIN_DATASETS else {"path": raw}
-    keys = ("name", "path", "val_fraction", "test_fraction", "split_seed", "limit", "cache_max_side")
+    keys = ("name", "path", "csv", "root", "val_fraction", "test_fraction", "split_seed", "limit",
+            "cache_max_side")
     raw = c.mapping(raw, "dataset", keys)
-    name, path = raw.get("name"), raw.get("path")
-    if (name is None) == (path is None):
-        raise c.fail("dataset", "give exactly one of name (built-in: " + ", ".join(BUILTIN_DATASETS) + ") or path")
+    name, path, csv, root = raw.get("name"), raw.get("path"), raw.get("csv"), raw.get("root")
+    if sum(v is not None for v in (name, path, csv)) != 1:
+        raise c.fail("dataset", "give exactly one of name (built-in: " + ", ".join(BUILTIN_DATASETS)
+                     + "), path (an image folder) or csv (a manifest with columns path,label[,split])")
     if name is not None:
         c.one_of(name, "dataset.name", list(BUILTIN_DATASETS))
     if path is not None:
         if not isinstance(path, str):
             raise c.fail("dataset.path", f"expected a directory path, got {path!r}")
         path = _resolve_path(path, base_dir)
+    if root is not None and csv is None:
+        raise c.fail("dataset.root", "only goes with csv (the folder the manifest's relative paths start from)")
+    if csv is not None:
+        if not isinstance(csv, str) or not csv.strip():
+            raise c.fail("dataset.csv", f"expected the path of a .csv file, got {csv!r}")
+        csv = _resolve_path(csv, base_dir)
+        if not Path(csv).is_file():
+            raise c.fail("dataset.csv", f"{csv}: no such file")
+        if root is not None:
+            if not isinstance(root, str) or not root.strip():
+                raise c.fail("dataset.root", f"expected a folder path, got {root!r}")
+            root = _resolve_path(root, base_dir)
+            if not Path(root).is_dir():
+                raise c.fail("dataset.root", f"{root}: not a folder")
     val = c.number(raw.get("val_fraction", 0.2), "dataset.val_fraction", low=0, strict_low=True, high=0.9)
     test = c.number(raw.get("test_fraction", 0.2), "dataset.test_fraction", low=0, high=0.9)
     if val + test >= 0.95:
@@ -444,7 +463,7 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
         c.number(limit, "dataset.limit", integer=True, low=10)
     side = c.number(raw.get("cache_max_side", 256), "dataset.cache_max_side", integer=True, low=8, high=4096)
     return DatasetSpec(name=name, path=path, val_fraction=float(val), test_fraction=float(test),
-                       split_seed=split_seed, limit=limit, cache_max_side=side)
+                       split_seed=split_seed, limit=limit, cache_max_side=side, csv=csv, root=root)
 
 
 def _parse_objectives(c: _Checker, raw: Any) -> tuple[ObjectiveSpec, ...]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,15 @@ def write_space(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's dataset cache in one session temp folder, never ~/.cache (shared across tests, as on
+    a machine: the built-ins are decoded once per session)."""
+    root = tmp_path_factory.getbasetemp() / "dataset-cache"
+    monkeypatch.setenv("STRATEGY_SEARCH_CACHE", str(root))
+    return root
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a temp dir so the default sqlite:///studies.db lands there."""
@@ -56,3 +67,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bomb_png(path: Path) -> None:
+    """A valid PNG header claiming 20000x20000 pixels: PIL refuses it as a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))

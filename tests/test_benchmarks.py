@@ -89,3 +89,15 @@ def test_doctor_conflict_runs_both_spaces_on_the_same_budget(tmp_path: Path) -> 
     rule, fixed = result["runs"].values()
     assert len(rule) == len(fixed) == 1 and all(0 <= r["best"] <= 1 for r in rule + fixed)
     assert "enqueue:" in result["spaces"]["keep both (rule)"] and "keep both (rule)" in out
+
+
+def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -> None:
+    out, result = _run("data_scale", tmp_path)
+    assert result["n"] == 300 and result["generate"]["images"] == 300
+    assert result["build"]["state"] == "built" and result["build"]["cache_mb"] > 300 * 3 * 64 * 64 / 1e6
+    assert result["old_decode"]["images_per_s"] > 0 and len(result["second_start_s"]) == 2
+    assert result["one_trial"]["peak_rss_mb"] > 0 and result["four_workers"]["sum_pss_peak_mb"] > 0
+    rates = result["throughput"]["images_per_s"]
+    assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
+    assert result["raw_read"]["cold_mb_per_s"] > 0
+    assert "Dataset cache at scale" in out

@@ -36,7 +36,7 @@ def test_builtins_are_offline_and_split_fixed() -> None:
     assert not set(data.train.tolist()) & set(data.val.tolist())
     again = stratified_split(data.labels, 0.2, 0.2, 0)
     assert torch.equal(again[0], data.train)
-    assert load_dataset(spec) is data  # decoded once per process
+    assert load_dataset(spec) is data  # opened once per process
     shapes = load_dataset(DatasetSpec(name="shapes"))
     assert shapes.images.shape[1:] == (3, 32, 32) and len(shapes.classes) == 6
     rare = load_dataset(DatasetSpec(name="shapes-rare"))
@@ -71,7 +71,7 @@ def test_folder_with_split_dirs_and_mixed_sizes(tmp_path: Path) -> None:
     data = load_dataset(DatasetSpec(path=str(root), test_fraction=0.2))
     assert len(data.val) == 4 and data.class_counts("val") == [2, 2]
     assert len(data.test) > 0  # test carved from train since there is no test/ folder
-    assert isinstance(data.images, list)  # sizes differ: kept per image until resized
+    assert data.images.shape[1:] == (3, 64, 64) and data.native_size is None  # sizes differ: the default size
     prepared = prepare(DatasetSpec(path=str(root), test_fraction=0.2), 16, "pad", torch.device("cpu"))
     assert prepared.train_x.shape[1:] == (3, 16, 16)
 

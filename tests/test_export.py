@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 from PIL import Image
 
-from conftest import tiny_space, write_space
+from conftest import bomb_png, tiny_space, write_space
 from search.bundle import load_core
 from search.checkpoints import CheckpointStore
 from search.cli import main
@@ -189,6 +189,16 @@ def test_predict_on_image_files_matches_the_in_process_model(searched: Searched,
 
     table = _invoke("predict", str(out), str(folder / "3"))
     assert len(table.strip().splitlines()) == int((labels == 3).sum())
+
+
+def test_predict_names_a_decompression_bomb_in_one_line(searched: Searched, exported: tuple[Path, str]) -> None:
+    out, _ = exported
+    bomb = searched.root / "bomb.png"
+    bomb_png(bomb)
+    result = CliRunner().invoke(main, ["predict", str(out), str(bomb)])
+    assert result.exit_code == 2, result.output
+    assert f"{bomb}: not a readable image (decompression bomb" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
 def test_exported_config_retrains_to_the_trial_score(searched: Searched, exported: tuple[Path, str]) -> None:

@@ -1,52 +1,126 @@
-"""Datasets: built-in (offline) ones and user ImageFolder directories, decoded once and cached.
+"""Datasets: built-in (offline) ones, ImageFolder trees and CSV manifests, through one cache.
 
-Every dataset becomes uint8 RGB tensors plus integer labels and a fixed, seeded, stratified
-train/validation/test split. Per process, decoded images are cached by dataset, and resized
-copies by (dataset, size, aspect), so a trial spends its time training rather than decoding.
+Every dataset becomes uint8 RGB images at the trial's input size in the persistent, memory-mapped
+cache (:mod:`search.data.cache`), plus integer labels and a fixed, seeded, stratified
+train/validation/test split. Splits are index sets into the map: a batch is gathered by index,
+so no process holds a copy of the dataset (sets small enough still go to the GPU whole).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from search.data import cache
+from search.data.decode import IMAGE_SUFFIXES  # noqa: F401 - re-exported for doctor and predict
+from search.data.sources import scan
 from search.data.transforms import resize_all
 from search.errors import DataError
 from search.space import DatasetSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-SPLIT_DIRS = ("train", "val", "test")
 GPU_CACHE_FRACTION = 0.25  # keep a dataset on the GPU when it takes at most this share of free memory
+
+
+class MappedImages:
+    """One split's images: ``index`` rows of the memory-mapped cache, gathered when indexed.
+
+    The training loop, evaluation and statistics use ``len``, ``shape``, ``device``, ``x[slice]``
+    and ``x[index tensor]`` (ordinary uint8 tensors of those rows only). Rows are read in
+    ascending file order (then put back in the asked order) for the page cache's read-ahead.
+    Anything else (a tensor method, a torch function) first materialises the whole split: fine
+    for tests and tools, never done per batch.
+    """
+
+    def __init__(self, base: Tensor, index: Tensor) -> None:
+        self.base = base
+        self.index = index
+        self.dtype = base.dtype
+        self.device = base.device
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.index), *self.base.shape[1:]))
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def cpu(self) -> "MappedImages":
+        return self
+
+    def __getitem__(self, key: Any) -> Tensor:
+        rows = self.index[key]
+        if rows.ndim == 0:
+            return self.base[int(rows)]
+        if len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
+            return self.base[rows]
+        order = torch.argsort(rows)
+        out = torch.empty((len(rows), *self.base.shape[1:]), dtype=self.base.dtype)
+        out[order] = self.base[rows[order]]
+        return out
+
+    def materialize(self) -> Tensor:
+        return self[slice(None)]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("base", "index") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from torch.utils._pytree import tree_map
+
+        real = lambda a: a.materialize() if isinstance(a, MappedImages) else a  # noqa: E731
+        return func(*tree_map(real, args), **tree_map(real, kwargs or {}))
+
+    def cat(self, other: "MappedImages") -> "MappedImages":
+        assert other.base is self.base
+        return MappedImages(self.base, torch.cat([self.index, other.index]))
+
+
+Images = Tensor | MappedImages
+
+
+def cat_images(a: Images, b: Images) -> Images:
+    """Two splits as one (``--full`` retraining): index sets joined, nothing copied."""
+    if isinstance(a, MappedImages) and isinstance(b, MappedImages) and a.base is b.base:
+        return a.cat(b)
+    as_t = lambda x: x.materialize() if isinstance(x, MappedImages) else x  # noqa: E731
+    return torch.cat([as_t(a), as_t(b)])
 
 
 @dataclass
 class ImageSet:
     """Decoded images with labels and a train/val/test split (indices into ``images``)."""
 
-    images: Tensor | list[Tensor]  # (N, 3, H, W) uint8, or a list of (3, h, w) when sizes differ
+    images: Tensor  # (N, 3, S, S) uint8, memory-mapped from the cache
     labels: Tensor
     classes: list[str]
     train: Tensor
     val: Tensor
     test: Tensor
     info: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # per image: width, height, gray, digest
+    uniform_square: bool = False  # all images had this one square size before caching
 
     @property
     def native_size(self) -> int | None:
         """The common square size of all images, or None when they differ."""
-        if isinstance(self.images, Tensor) and self.images.shape[-1] == self.images.shape[-2]:
-            return int(self.images.shape[-1])
-        return None
+        return int(self.images.shape[-1]) if self.uniform_square else None
 
     def class_counts(self, split: str = "all") -> list[int]:
         idx = {"train": self.train, "val": self.val, "test": self.test}.get(split)
@@ -56,13 +130,13 @@ class ImageSet:
 
 @dataclass
 class Prepared:
-    """One split set resized to the trial's input size (uint8 RGB, on the training device)."""
+    """One dataset's splits at the trial's input size: uint8 RGB, mapped (or on the GPU when small)."""
 
-    train_x: Tensor
+    train_x: Images
     train_y: Tensor
-    val_x: Tensor
+    val_x: Images
     val_y: Tensor
-    test_x: Tensor
+    test_x: Images
     test_y: Tensor
     classes: list[str]
     size: int
@@ -171,187 +245,114 @@ def _subsample(labels: Tensor, limit: int, seed: int) -> Tensor:
     return torch.from_numpy(np.sort(np.asarray(keep, dtype=np.int64)))
 
 
-# ----------------------------------------------------------------------------- ImageFolder
+# ----------------------------------------------------------------------------- loading
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def builtin_source(spec: DatasetSpec) -> cache.Source:
+    name = str(spec.name)
+
+    def generate(size: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        images, labels, classes = BUILTIN_DATASETS[name](0)
+        if size is not None:
+            images = resize_all(images, size, "stretch")
+        return images.numpy(), labels.numpy(), classes
+
+    fp = cache.fingerprint(["builtin", name, f"builtin-format={BUILTIN_FORMAT}"])
+    return cache.Source("builtin", f"built-in:{name}", f"builtin-{name}", fp, generate=generate)
 
 
-def decode_image(path: Path, max_side: int) -> Tensor | None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if max(im.size) > max_side:
-                im.thumbnail((max_side, max_side))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        log.warning("skipping unreadable image %s: %s", path, exc)
-        return None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def _read_class_tree(root: Path, classes: list[str] | None, max_side: int
-                     ) -> tuple[list[Tensor], list[int], list[str], int]:
-    dirs = _class_dirs(root)
-    if not dirs:
-        raise DataError(f"{root}: no class folders found; expected {root}/<class name>/<images>")
-    names = [d.name for d in dirs]
-    if classes is None:
-        classes = names
-    else:
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            raise DataError(f"{root}: classes {', '.join(unknown)} are not in the training folder")
-    images: list[Tensor] = []
-    labels: list[int] = []
-    skipped = 0
-    for d in dirs:
-        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        good = 0
-        for f in files:
-            img = decode_image(f, max_side)
-            if img is None:
-                skipped += 1
-                continue
-            images.append(img)
-            labels.append(classes.index(d.name))
-            good += 1
-        if good == 0:
-            raise DataError(
-                f"{d}: class {d.name!r} has no readable images ({len(files)} files with image suffixes "
-                f"{', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
-    return images, labels, classes, skipped
-
-
-def stack_if_uniform(images: Sequence[Tensor]) -> Tensor | list[Tensor]:
-    shapes = {tuple(img.shape) for img in images}
-    return torch.stack(list(images)) if len(shapes) == 1 else list(images)
-
-
-def load_folder(spec: DatasetSpec) -> ImageSet:
-    """An ImageFolder tree: ``root/<class>/*`` or ``root/{train,val,test}/<class>/*``."""
-    root = Path(str(spec.path)).expanduser()
-    if not root.exists():
-        raise DataError(f"dataset path {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"dataset path {root} is not a directory")
-    has_splits = (root / "train").is_dir()
-    parts: dict[str, tuple[list[Tensor], list[int]]] = {}
-    skipped = 0
-    if has_splits:
-        images, labels, classes, skipped = _read_class_tree(root / "train", None, spec.cache_max_side)
-        parts["train"] = (images, labels)
-        for split in ("val", "test"):
-            if (root / split).is_dir():
-                imgs, labs, _, s = _read_class_tree(root / split, classes, spec.cache_max_side)
-                parts[split] = (imgs, labs)
-                skipped += s
-    else:
-        images, labels, classes, skipped = _read_class_tree(root, None, spec.cache_max_side)
-        parts["train"] = (images, labels)
-    if len(classes) < 2:
-        raise DataError(f"{root}: only one class ({classes[0]!r}); a classifier needs at least two")
-
-    all_images: list[Tensor] = []
-    all_labels: list[int] = []
-    ranges: dict[str, Tensor] = {}
-    for split in SPLIT_DIRS:
-        if split in parts:
-            start = len(all_images)
-            all_images.extend(parts[split][0])
-            all_labels.extend(parts[split][1])
-            ranges[split] = torch.arange(start, len(all_images))
-    labels_t = torch.tensor(all_labels, dtype=torch.int64)
-    train_idx = ranges["train"]
-    # Missing val/test folders are carved out of train, stratified by class.
-    sub = labels_t[train_idx]
-    need_val, need_test = "val" not in ranges, "test" not in ranges
-    tr, va, te = stratified_split(sub, spec.val_fraction if need_val else 0.0,
-                                  spec.test_fraction if need_test else 0.0, spec.split_seed)
-    val_idx = ranges["val"] if not need_val else train_idx[va]
-    test_idx = ranges["test"] if not need_test else train_idx[te]
-    train_idx = train_idx[tr]
-    if skipped:
-        log.warning("%s: skipped %d unreadable image(s)", root, skipped)
-    info = {"source": str(root), "skipped_images": skipped, "layout": "split folders" if has_splits else "one folder"}
-    return ImageSet(stack_if_uniform(all_images), labels_t, classes, train_idx, val_idx, test_idx, info)
-
-
-# ----------------------------------------------------------------------------- loading and caching
+BUILTIN_FORMAT = 1  # bump when a generator's output changes
 
 _lock = threading.Lock()
-_decoded: dict[DatasetSpec, ImageSet] = {}
-_resized: dict[tuple[DatasetSpec, int, str, str], Prepared] = {}
+_loaded: dict[tuple[DatasetSpec, int | None, str, str | None], ImageSet] = {}
+_resized: dict[tuple[DatasetSpec, int | None, str, str, str | None], Prepared] = {}
 
 
-def load_dataset(spec: DatasetSpec) -> ImageSet:
-    """Decode (once per process) and split a dataset."""
+def source_for(spec: DatasetSpec) -> cache.Source:
+    """The dataset's source (files, labels, fingerprint); raises DataError on what the user must fix."""
+    return builtin_source(spec) if spec.name is not None else scan(spec)
+
+
+def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stretch",
+                 cache_dir: str | Path | None = None) -> ImageSet:
+    """The dataset at ``size`` (None: its own size) from the cache (built once per machine), split."""
+    key = (spec, size, aspect, str(cache_dir) if cache_dir else os.environ.get(cache.CACHE_ENV))
     with _lock:
-        if spec in _decoded:
-            return _decoded[spec]
-    if spec.name is not None:
-        images, labels, classes = BUILTIN_DATASETS[spec.name](0)
-        data = ImageSet(images, labels, classes, *_empty3(), info={"source": f"built-in:{spec.name}"})
-        tr, va, te = stratified_split(labels, spec.val_fraction, spec.test_fraction, spec.split_seed)
-        data.train, data.val, data.test = tr, va, te
-    else:
-        data = load_folder(spec)
+        if key in _loaded:
+            return _loaded[key]
+    source = source_for(spec)
+    entry = cache.open_entry(source, size, aspect, cache_dir)
+    labels = torch.from_numpy(entry.labels.astype(np.int64))
+    classes = entry.classes
+    if source.kind != "builtin":
+        have = np.bincount(entry.labels, minlength=len(classes))
+        files = np.bincount(source.labels, minlength=len(classes))
+        for c, (n_ok, n_files) in enumerate(zip(have.tolist(), files.tolist())):
+            if n_ok == 0:
+                raise DataError(f"{source.label}: class {classes[c]!r} has no readable images "
+                                f"({n_files} files with image suffixes, all unreadable)")
+    parts = torch.from_numpy(entry.parts.astype(np.int64))
+    ranges = {p: torch.nonzero(parts == code).flatten() for code, p in enumerate(("train", "val", "test"))}
+    train_idx = ranges["train"]
+    # Missing val/test folders (or CSV splits) are carved out of train, stratified by class.
+    need_val, need_test = len(ranges["val"]) == 0, len(ranges["test"]) == 0
+    tr, va, te = stratified_split(labels[train_idx], spec.val_fraction if need_val else 0.0,
+                                  spec.test_fraction if need_test else 0.0, spec.split_seed)
+    val_idx = train_idx[va] if need_val else ranges["val"]
+    test_idx = train_idx[te] if need_test else ranges["test"]
+    train_idx = train_idx[tr]
+    skipped = int(entry.manifest.get("skipped", 0))
+    if skipped and not entry.built:
+        log.warning("%s: %d unreadable image(s) skipped (listed in %s)", source.label, skipped,
+                    entry.path.with_suffix(".json"))
+    info: dict[str, object] = {"source": source.label, "skipped_images": skipped,
+                               "skipped_files": entry.manifest.get("skipped_files", []),
+                               "cache": str(entry.path), "cache_built": entry.built}
+    if source.kind == "folder":
+        info["layout"] = "split folders" if bool((parts > 0).any()) else "one folder"
+    data = ImageSet(torch.from_numpy(entry.images), labels, classes, train_idx, val_idx, test_idx, info,
+                    meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")))
     if spec.limit is not None and spec.limit < len(data.labels):
         data = _limit(data, spec.limit, spec.split_seed)
     data.info.update({
-        "n_images": len(data.labels), "n_train": len(data.train), "n_val": len(data.val),
-        "n_test": len(data.test), "classes": data.classes,
+        "n_images": len(data.train) + len(data.val) + len(data.test), "n_train": len(data.train),
+        "n_val": len(data.val), "n_test": len(data.test), "classes": data.classes,
     })
     if len(data.val) == 0:
         raise DataError(f"{spec.label}: the validation split is empty; add images or raise val_fraction")
     with _lock:
-        _decoded[spec] = data
+        if len(_loaded) > 32:
+            _loaded.clear()
+        _loaded[key] = data
     return data
-
-
-def _empty3() -> tuple[Tensor, Tensor, Tensor]:
-    e = torch.empty(0, dtype=torch.int64)
-    return e, e, e
 
 
 def _limit(data: ImageSet, limit: int, seed: int) -> ImageSet:
-    keep = {int(i) for i in _subsample(data.labels, limit, seed)}
-    remap = lambda idx: torch.tensor([i for i in idx.tolist() if i in keep], dtype=torch.int64)  # noqa: E731
-    data.train, data.val, data.test = remap(data.train), remap(data.val), remap(data.test)
+    keep = torch.zeros(len(data.labels), dtype=torch.bool)
+    keep[_subsample(data.labels, limit, seed)] = True
+    data.train, data.val, data.test = (idx[keep[idx]] for idx in (data.train, data.val, data.test))
     return data
 
 
-def _select(images: Tensor | list[Tensor], idx: Tensor) -> Tensor | list[Tensor]:
-    if isinstance(images, Tensor):
-        return images[idx]
-    return [images[i] for i in idx.tolist()]
-
-
-def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.device) -> Prepared:
-    """The dataset's splits at ``size`` x ``size`` on ``device`` (cached per process)."""
-    data = load_dataset(spec)
-    if size is None:
-        size = data.native_size or 64
-    key = (spec, size, aspect, str(device))
+def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.device,
+            cache_dir: str | Path | None = None) -> Prepared:
+    """The dataset's splits at ``size`` x ``size`` for ``device`` (cached per process)."""
+    key = (spec, size, aspect, str(device), str(cache_dir) if cache_dir else os.environ.get(cache.CACHE_ENV))
     with _lock:
         if key in _resized:
             return _resized[key]
-    parts = [resize_all(_select(data.images, idx), size, aspect) for idx in (data.train, data.val, data.test)]
+    data = load_dataset(spec, size, aspect, cache_dir)
+    parts: list[Images] = [MappedImages(data.images, idx) for idx in (data.train, data.val, data.test)]
     labels = [data.labels[idx] for idx in (data.train, data.val, data.test)]
     if device.type == "cuda":
         nbytes = sum(p.numel() for p in parts)
         free, _ = torch.cuda.mem_get_info(device)
         if nbytes < GPU_CACHE_FRACTION * free:
-            parts = [p.to(device, non_blocking=True) for p in parts]
+            # Small enough: the whole set lives on the GPU, batches are gathered there.
+            parts = [p.materialize().to(device, non_blocking=True) for p in parts]  # type: ignore[union-attr]
             labels = [y.to(device, non_blocking=True) for y in labels]
-        else:
-            # Too big to keep on the GPU: pinned host memory makes the per-batch copies asynchronous.
-            parts = [p.pin_memory() for p in parts]
-    prepared = Prepared(parts[0], labels[0], parts[1], labels[1], parts[2], labels[2], data.classes, size)
+    prepared = Prepared(parts[0], labels[0], parts[1], labels[1], parts[2], labels[2], data.classes,
+                        int(data.images.shape[-1]))
     with _lock:
         if len(_resized) > 16:
             _resized.clear()
@@ -360,6 +361,7 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
 
 
 def clear_cache() -> None:
+    """Forget this process's opened datasets (the files on disk stay)."""
     with _lock:
-        _decoded.clear()
+        _loaded.clear()
         _resized.clear()

@@ -51,8 +51,18 @@ class Objective:
         self.checkpoints = checkpoints
 
     def check_ready(self) -> None:
-        """Fail before any trial on a bad dataset, class name or missing weight file."""
-        data = load_dataset(self.space.dataset)
+        """Fail before any trial on a bad dataset, class name or missing weight file.
+
+        Opens the dataset cache at every input size and aspect the space names (building what is
+        missing, once per machine), so data errors show before the first trial and no trial pays
+        for decoding.
+        """
+        default = TrialConfig()
+        sizes = self._values("input_size", default.input_size)
+        sizes = [s if isinstance(s, int) or s is None else None for s in sizes]
+        for size in dict.fromkeys(sizes):
+            for aspect in dict.fromkeys(self._values("aspect", default.aspect)):
+                data = load_dataset(self.space.dataset, size, aspect)
         for spec in self.space.objectives:
             positive_index(spec, data.classes)
         backbones = self._values("backbone", "none")

@@ -26,6 +26,7 @@ from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
 from search.progress import progress
 from search.space import DatasetSpec, ObjectiveSpec, SearchSpace
+from search.train.batches import iterate_batches
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
 from search.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -193,12 +194,7 @@ def train(
         grad_max = torch.zeros((), device=device)
         # On CUDA, checking the loss every step would stall the GPU; check once per epoch there.
         check_each_step = device.type != "cuda"
-        for b in range(steps):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if len(idx) < 2 and b > 0:
-                continue  # a lone last image would break BatchNorm's training statistics
-            idx_dev = idx.to(data.train_x.device)
-            xb, yb = data.train_x[idx_dev], data.train_y[idx_dev].to(device)
+        for b, xb, yb in iterate_batches(data.train_x, data.train_y, order, batch_size, steps, device):
             if plan.random:
                 xb = augment(xb)
             x = preprocess(xb.to(device, non_blocking=True))

@@ -1,0 +1,101 @@
+"""Decoding image files to fixed-size uint8 arrays: the one path for the cache builder and ``predict``.
+
+Only numpy and PIL are imported here, so the cache's build processes start fast. JPEGs are
+decoded in draft mode (the decoder's own 1/2, 1/4, 1/8 downscaling) straight to at least the
+target size, then resized with PIL's antialiasing filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+ASPECTS = ("stretch", "pad")
+
+
+def _why(exc: BaseException) -> str:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"decompression bomb (over PIL's pixel limit): {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def read_header(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, "") from the file header without decoding pixels; (-1, -1, reason) if unreadable."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and counted, never a traceback
+        return -1, -1, _why(exc)
+    return int(w), int(h), ""
+
+
+def decode_fit(path: str | Path, size: int, aspect: str) -> tuple[np.ndarray | None, str, tuple[int, int]]:
+    """A file as (3, size, size) uint8 RGB (``pad`` letterboxes) with its reason ("" when read) and
+    original (width, height); (None, reason, (-1, -1)) when unreadable."""
+    from PIL import Image
+
+    if aspect not in ASPECTS:
+        raise ValueError(f"unknown aspect {aspect!r}; allowed: {', '.join(ASPECTS)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                original = (int(im.size[0]), int(im.size[1]))
+                if im.format == "JPEG":
+                    im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale when still >= size
+                im = im.convert("RGB")
+                w, h = im.size
+                if aspect == "stretch" or w == h:
+                    out = im if (w, h) == (size, size) else im.resize((size, size), Image.BILINEAR)
+                else:
+                    scale = size / max(w, h)
+                    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+                    small = im.resize((nw, nh), Image.BILINEAR)
+                    out = Image.new("RGB", (size, size))
+                    out.paste(small, ((size - nw) // 2, (size - nh) // 2))
+                arr = np.asarray(out, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, bombs: skipped and counted by the caller
+        return None, _why(exc), (-1, -1)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), "", original
+
+
+def image_stats(img: np.ndarray) -> tuple[bool, int]:
+    """(grayscale, 63-bit digest) of one (3, S, S) image, for the doctor's facts."""
+    gray = bool(np.array_equal(img[0], img[1]) and np.array_equal(img[1], img[2]))
+    digest = int.from_bytes(hashlib.blake2b(img.tobytes(), digest_size=8).digest(), "little") >> 1
+    return gray, digest
+
+
+def headers_job(files: Sequence[str]) -> list[tuple[int, int, str]]:
+    return [read_header(f) for f in files]
+
+
+def decode_job(job: tuple[str, int, Sequence[str], int, str]) -> list[tuple[bool, str, int, int, bool, int]]:
+    """Decode ``files`` into rows ``start..`` of the .npy file being built.
+
+    Per file: (ok, why, width, height, grayscale, digest); pixels go straight into the shared file.
+    """
+    out_path, start, files, size, aspect = job
+    arr = np.load(out_path, mmap_mode="r+")
+    results = []
+    for k, f in enumerate(files):
+        img, why, (w, h) = decode_fit(f, size, aspect)
+        if img is None:
+            results.append((False, why, -1, -1, False, 0))
+            continue
+        arr[start + k] = img
+        results.append((True, "", w, h, *image_stats(img)))
+    arr.flush()
+    del arr
+    return results

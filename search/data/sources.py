@@ -1,0 +1,157 @@
+"""Dataset sources on disk: ImageFolder trees and CSV manifests, scanned without decoding.
+
+A scan lists the files, their labels and splits and fingerprints them (path, size, mtime); the
+pixels come from :mod:`search.data.cache`. Every problem a user can fix is a :class:`DataError`
+naming the folder, or the CSV row.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from search.data.cache import Source, fingerprint, slug_for
+from search.data.decode import IMAGE_SUFFIXES
+from search.errors import DataError
+from search.space import DatasetSpec
+
+SPLIT_DIRS = ("train", "val", "test")
+SPLIT_CODES = {"train": 0, "val": 1, "validation": 1, "test": 2, "": -1}
+SHOWN = 5  # problems listed in one error
+
+
+def scan(spec: DatasetSpec) -> Source:
+    return scan_csv(spec) if spec.csv else scan_folder(spec)
+
+
+def _files(d: Path) -> list[str]:
+    out = []
+    for base, dirs, names in os.walk(d):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        out.extend(os.path.join(base, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+    return sorted(out, key=lambda p: Path(p).parts)
+
+
+def _class_tree(root: Path, classes: list[str] | None) -> tuple[list[str], list[str], list[int]]:
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise DataError(f"{root}: no class folders found; expected {root}/<class name>/<images>")
+    names = [d.name for d in dirs]
+    if classes is None:
+        classes = names
+    else:
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise DataError(f"{root}: classes {', '.join(unknown)} are not in the training folder")
+    files: list[str] = []
+    labels: list[int] = []
+    for d in dirs:
+        found = _files(d)
+        if not found:
+            raise DataError(f"{d}: class {d.name!r} has no readable images (no files with image suffixes "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        files.extend(found)
+        labels.extend([classes.index(d.name)] * len(found))
+    return classes, files, labels
+
+
+def scan_folder(spec: DatasetSpec) -> Source:
+    """``root/<class>/*`` or ``root/{train,val,test}/<class>/*``."""
+    root = Path(str(spec.path)).expanduser()
+    if not root.exists():
+        raise DataError(f"dataset path {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"dataset path {root} is not a directory")
+    root = root.resolve()
+    files: list[str] = []
+    labels: list[int] = []
+    parts: list[int] = []
+    if (root / "train").is_dir():
+        classes, f, y = _class_tree(root / "train", None)
+        files, labels, parts = f, y, [0] * len(f)
+        for code, split in ((1, "val"), (2, "test")):
+            if (root / split).is_dir():
+                _, f, y = _class_tree(root / split, classes)
+                files += f
+                labels += y
+                parts += [code] * len(f)
+    else:
+        classes, files, labels = _class_tree(root, None)
+        parts = [0] * len(files)
+    return _source("folder", str(root), root.name, classes, files, labels, parts, spec, str(root))
+
+
+def _source(kind: str, label: str, name: str, classes: list[str], files: list[str], labels: list[int],
+            parts: list[int], spec: DatasetSpec, root: str) -> Source:
+    if len(classes) < 2:
+        raise DataError(f"{label}: only one class ({classes[0]!r}); a classifier needs at least two")
+    fp = fingerprint([kind, label, root, f"max_side={spec.cache_max_side}", *classes], files, labels, parts, root)
+    return Source(kind, label, slug_for(name, label), fp, classes, files, np.asarray(labels, np.int64),
+                  np.asarray(parts, np.int8), spec.cache_max_side)
+
+
+def scan_csv(spec: DatasetSpec) -> Source:
+    """A manifest with columns ``path,label[,split]``; paths relative to ``root`` (default: its folder)."""
+    path = Path(str(spec.csv)).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"dataset csv {path}: no such file")
+    root = Path(spec.root).expanduser().resolve() if spec.root else path.parent
+    if not root.is_dir():
+        raise DataError(f"dataset root {root}: not a folder")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    if not rows:
+        raise DataError(f"{path}: empty; expected a header row path,label[,split]")
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" not in header or "label" not in header:
+        raise DataError(f"{path}: row 1: the header must name columns path and label (and optionally split), "
+                        f"got {','.join(rows[0])}")
+    ip, il = header.index("path"), header.index("label")
+    isplit = header.index("split") if "split" in header else None
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    files: list[str] = []
+    names: list[str] = []
+    parts: list[int] = []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = [c.strip() for c in row] + [""] * len(header)
+        rel, label = cells[ip], cells[il]
+        split = cells[isplit].lower() if isplit is not None else ""
+        if not rel:
+            problems.append(f"row {n}: empty path")
+            continue
+        full = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(root, rel))
+        if not label:
+            problems.append(f"row {n}: empty label for {rel}")
+        if full in seen:
+            problems.append(f"row {n}: duplicate of row {seen[full]} ({rel})")
+            continue
+        seen[full] = n
+        if not os.path.isfile(full):
+            problems.append(f"row {n}: unknown path {rel} (no such file under {root})")
+        if split not in SPLIT_CODES:
+            problems.append(f"row {n}: split {cells[isplit]!r} is not one of train, val, test")
+        files.append(full)
+        names.append(label)
+        parts.append(SPLIT_CODES.get(split, -1))
+    if problems:
+        more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+        raise DataError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems[:SHOWN]) + more)
+    if not files:
+        raise DataError(f"{path}: no rows after the header")
+    classes = sorted(set(names))
+    if any(p >= 0 for p in parts) and any(p < 0 for p in parts):
+        parts = [0 if p < 0 else p for p in parts]  # rows without a split train
+    if not any(p == 0 or p < 0 for p in parts):
+        raise DataError(f"{path}: no training rows (split column has only val/test)")
+    index = {c: i for i, c in enumerate(classes)}
+    return _source("csv", str(path), path.stem, classes, files, [index[c] for c in names],
+                   [max(p, 0) for p in parts], spec, str(root))
