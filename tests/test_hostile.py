@@ -196,6 +196,26 @@ def _busy_port(w: World) -> None:
     w.text("port", str(s.getsockname()[1]))
 
 
+def _bomb_beside_bundle(w: World) -> None:
+    from tests.conftest import bomb_png
+
+    w.copy_bundle()
+    bomb_png(w.tmp / "bomb.png")
+
+
+def _csv_dataset(rows: str) -> Callable[[World], Any]:
+    """A CSV manifest over two classes of tiny PNGs, with the given extra rows appended."""
+    def setup(w: World) -> None:
+        lines = ["path,label"]
+        for label in ("cat", "dog"):
+            for i in range(4):
+                w.text(f"images/{label}{i}.png", _png())
+                lines.append(f"{label}{i}.png,{label}")
+        w.text("labels.csv", "\n".join(lines) + "\n" + rows)
+        w.space(dataset={"csv": "labels.csv", "root": "images"})
+    return setup
+
+
 def _failing_training(w: World) -> None:
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
@@ -303,6 +323,23 @@ CASES: list[Case] = [
     Case("dashboard-port-in-use", ("dashboard", "--port", "{port}"), _busy_port, says="cannot listen"),
     # --- doctor
     Case("doctor-bad-study-name", ("doctor", "digits", "--study", "../x", "-o", "s.yaml"), says="--study"),
+    # --- data: images and manifests (issue 10)
+    Case("predict-decompression-bomb", ("predict", "bundle", "bomb.png"), _bomb_beside_bundle,
+         says="bomb.png: not a readable image (decompression bomb"),
+    Case("csv-unknown-path", ("create", "space.yaml"), _csv_dataset("ghost.png,cat\n"), says="row 10"),
+    Case("csv-empty-label", ("create", "space.yaml"), _csv_dataset("cat0.png,\n"), says="row 10"),
+    Case("csv-duplicate-row", ("create", "space.yaml"), _csv_dataset("cat1.png,cat\n"), says="row 10"),
+    Case("cache-without-data", ("cache",), says="give DATA"),
+    Case("cache-missing-folder", ("cache", "no/such/folder"), says="no/such/folder"),
+    # --- search rules (issue 13)
+    Case("constraint-unknown-metric", ("create", "space.yaml"), _space(constraints={"speed": {"max": 1}}),
+         says="constraints.speed"),
+    Case("budget-target-not-a-number", ("create", "space.yaml"),
+         _space(budget={"n_trials": 2, "max_epochs": 1, "target": "high"}), says="budget.target"),
+    Case("warm-start-itself", ("run", "space.yaml", "--warm-start", "tiny"), _space(), says="this study itself"),
+    Case("warm-storage-alone", ("run", "space.yaml", "--warm-storage", "sqlite:///x.db"), _space(),
+         says="--warm-storage needs --warm-start"),
+    Case("warm-start-unknown-study", ("run", "space.yaml", "--warm-start", "nope"), _space(), says="nope"),
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),
