@@ -225,6 +225,7 @@ def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Pat
     trials = sorted(_trials(study, pg_url), key=lambda t: t.number)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [victim.number], [(t.number, t.state.name) for t in trials]
+    assert failed[0].user_attrs["fail_reason"] == "worker lost: no heartbeat for 3 s"
     retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retries) == 1
     retry = retries[0]

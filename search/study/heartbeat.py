@@ -31,7 +31,7 @@ def interval_of(storage: BaseStorage) -> int | None:
     if hasattr(storage, "get_heartbeat_interval"):
         return storage.get_heartbeat_interval()
     if _proxied(storage):
-        return heartbeat_settings()[0]
+        return getattr(storage, "heartbeat_interval", None) or heartbeat_settings()[0]
     return None
 
 

@@ -174,7 +174,10 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
     if url.startswith(GRPC_PREFIX):
         from search.study.proxy import connect_proxy
 
-        return connect_proxy(url, connect_timeout)
+        proxy = connect_proxy(url, connect_timeout)
+        # Optuna's proxy client has no heartbeat settings: ours beats through it (search.study.heartbeat).
+        proxy.heartbeat_interval = heartbeat_settings(heartbeat_interval, grace_period)[0] if heartbeat else None
+        return proxy
     _check_rdb_url(url, shown)
     options: dict[str, Any] = {}
     if heartbeat:
@@ -208,6 +211,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
         except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "unreachable"
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.replace(url, shown)
+            if reason.startswith("(") and ") " in reason:  # sqlalchemy's "(sqlite3.DatabaseError) ..." prefix
+                reason = reason.split(") ", 1)[1]
             left = deadline - time.monotonic()
             if any(marker in reason for marker in _PERMANENT):
                 raise StorageError(f"storage {shown}: {reason}") from None
