@@ -16,7 +16,7 @@ CNNs on digits. Cells are repeated (median) in rotating order.
 
 Sleep trials (``--objective sleep``) sleep three times ``seconds`` / 3 and report three epochs:
 the storage calls of a real trial with the CPU idle, as while a GPU trains. Their workers run as
-threads (each one a full worker: its own storage, connection and trial lock) of at most 8
+threads (each one a full worker: its own storage, connection and trial lock) of at most 4
 processes, so 64-128 workers fit in memory.
 """
 
@@ -181,7 +181,8 @@ def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, sec
 # ----------------------------------------------------------------------------- one cell
 
 
-PROCESSES = 8  # sleep trials: workers run as threads of at most this many processes (memory)
+PROCESSES = int(os.environ.get("WORKER_SCALING_PROCESSES", "4"))  # sleep trials: workers are threads of this many
+# processes at most (each imports torch: ~0.5 GB)
 
 
 def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: Path, seconds: float = 2.0,
@@ -258,6 +259,7 @@ class _Connections:
                 with engine.connect() as conn:
                     while not self._stop.wait(0.25):
                         n = conn.execute(query).scalar()
+                        conn.rollback()  # pg_stat_activity is a snapshot per transaction
                         self.peak = max(self.peak or 0, int(n))
                 engine.dispose()
 
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials-per-worker", type=int, default=None, help="sleep objective (default 15, tiny 2)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, tiny 1)")
     p.add_argument("--postgres-url", default=None, help="use this database instead of a throwaway server")
+    p.add_argument("--ask-latency", type=int, nargs="*", default=None, metavar="N",
+                   help="instead: one worker's lock+count+ask with N trials already in the study (e.g. 100 5000)")
     args = p.parse_args(argv)
     setup_threads(args.threads)  # workers inherit it through OMP_NUM_THREADS
     logging.basicConfig(level=logging.WARNING)
@@ -307,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     notes: dict[str, str] = {}
     cells: list[dict[str, Any]] = []
+
+    if args.ask_latency:
+        with tempfile.TemporaryDirectory(prefix="bench-ask-") as tmpdir, _postgres(storages, args, notes) as pg_url:
+            latency = {}
+            for storage in storages:
+                url = {"sqlite": f"sqlite:///{tmpdir}/ask.db", "journal": f"journal:{tmpdir}/ask.log",
+                       "postgresql": pg_url}.get(storage)
+                if url:
+                    print(storage, flush=True)
+                    latency[storage] = ask_latency(url, f"ask-{storage}", sorted(args.ask_latency))
+        path = write_result(args.out, "ask_latency", info, {"notes": notes, "latency": latency}, args.tiny)
+        print(f"\nwrote {path}")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir, _postgres(storages, args, notes) as pg_url, \
             _proxy(pg_url if "proxy" in storages else None) as proxy_url:
@@ -367,6 +384,44 @@ def main(argv: list[str] | None = None) -> int:
                          "summary": rows, "cells": cells}, args.tiny)
     print(f"\nwrote {path}")
     return 0
+
+
+def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) -> list[dict[str, Any]]:
+    """One worker's "lock + budget count + ask" (``runner._next_trial``, then tell) with ``sizes``
+    finished trials already in the study: it must stay flat as the study grows."""
+    import optuna
+
+    from search.space import parse_space
+    from search.study import runner
+    from search.study.heartbeat import StaleCheck
+    from search.study.storage import TrialLock, open_storage, rdb_backend
+
+    space = parse_space(space_doc(study_name, "trivial", 10**9), source="benchmark")
+    runner.create_study(space, open_storage(url))
+    study, _ = runner.load_study(study_name, url)
+    rdb = rdb_backend(study._storage)
+    lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None, storage=study._storage)
+    stale = StaleCheck(study)
+    dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.05, log=True)}
+    rows, have = [], 0
+    for size in sizes:
+        for i in range(have, size):
+            study.add_trial(optuna.create_trial(params={"lr": 0.01}, distributions=dist, value=0.5,
+                                                user_attrs={"config": {"lr": 0.01}, "history": [0.5] * 3}))
+        have = size
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            trial = runner._next_trial(study, 10**9, lock, True, stale)
+            times.append(1000.0 * (time.perf_counter() - t0))
+            study.tell(trial, 0.5)
+        have += samples
+        times.sort()
+        rows.append({"trials_in_study": size, "median_ms": _pct(times, 0.5), "p95_ms": _pct(times, 0.95)})
+        print(f"ask latency with {size} trials: median {rows[-1]['median_ms']:.1f} ms, p95 {rows[-1]['p95_ms']:.1f} ms",
+              flush=True)
+    lock.close()
+    return rows
 
 
 @contextlib.contextmanager

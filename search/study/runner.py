@@ -35,7 +35,7 @@ from search import __version__, progress
 from search.checkpoints import CheckpointStore, checkpoint_root
 from search.errors import UserError
 from search.space import SearchSpace, parse_space
-from search.study.budget import used_budget
+from search.study.budget import ask, used_budget
 from search.study.objective import Objective
 from search.study.pruners import create_pruner
 from search.study.samplers import create_sampler, grid_size
@@ -263,7 +263,7 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
         if total is not None and used_budget(study) >= total:
             return None
         with _signals_held() as held:
-            trial = study.ask()
+            trial = ask(study)
             if heartbeat:
                 # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
                 beat(study._storage, trial._trial_id)
