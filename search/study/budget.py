@@ -56,27 +56,23 @@ def _rdb_used(storage: RDBStorage, study_id: int) -> int:
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
-    """``study.ask()``, finding queued (WAITING) trials with one query on an RDB storage instead of
+    """``study.ask()``; on an RDB storage one query first says whether any trial is queued
+    (WAITING: a retry or an enqueued trial, rare), so the usual case creates the trial without
     re-reading every running trial through Optuna's cache (work that grows with the workers)."""
     rdb = rdb_backend(study._storage)
     if rdb is None:
         return study.ask()
-    study._thread_local.cached_all_trials = None  # as study.ask(): the sampler sees this trial's start
     from optuna.storages._rdb import models
     from sqlalchemy import select
 
     trial = models.TrialModel
     with rdb.engine.connect() as conn:
-        waiting = list(conn.execute(select(trial.trial_id).where(
-            trial.study_id == study._study_id, trial.state == TrialState.WAITING).order_by(trial.number)).scalars())
+        queued = conn.execute(select(trial.trial_id).where(
+            trial.study_id == study._study_id, trial.state == TrialState.WAITING).limit(1)).first()
         conn.rollback()
-    for trial_id in waiting:
-        try:
-            # Atomic claim: False (or an error) when another worker took it first.
-            if study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    if queued is not None:
+        return study.ask()
+    study._thread_local.cached_all_trials = None  # as study.ask(): the sampler sees this trial's start
     return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
 
 

@@ -259,24 +259,23 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
     if stale is not None:
         stale()
 
-    def take() -> optuna.Trial | None:
-        if total is not None and used_budget(study) >= total:
-            return None
-        with _signals_held() as held:
+    # Only "count the budget, then claim or create a trial" needs the study's lock; the trial's
+    # first heartbeat and worker attr come after it is released.
+    held: list[int] = []
+    with contextlib.ExitStack() as signals:
+        with lock.hold() if lock is not None else contextlib.nullcontext():
+            if total is not None and used_budget(study) >= total:
+                return None
+            held = signals.enter_context(_signals_held())
             trial = ask(study)
-            if heartbeat:
-                # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-                beat(study._storage, trial._trial_id)
-            trial.set_user_attr(WORKER_ATTR, worker_id())
-        if held:
-            _interrupted(study, trial)
-            _redeliver(held[0])
-        return trial
-
-    if lock is None:
-        return take()
-    with lock.hold():
-        return take()
+        if heartbeat:
+            # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
+            beat(study._storage, trial._trial_id)
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+    if held:
+        _interrupted(study, trial)
+        _redeliver(held[0])
+    return trial
 
 
 @contextlib.contextmanager

@@ -360,8 +360,7 @@ class TrialLock:
         # larger pool the lock's connection stays checked out until release.
         conn = self._engine.connect()
         try:
-            self._pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-            taken = conn.execute(text(f"SELECT {call}(:k)"), {"k": self._key}).scalar()
+            taken, self._pid = conn.execute(text(f"SELECT {call}(:k), pg_backend_pid()"), {"k": self._key}).one()
             conn.commit()
         except BaseException:
             conn.close()
@@ -381,8 +380,8 @@ class TrialLock:
 
         conn = self._conn or self._engine.connect()
         try:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-            released = conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key}).scalar()
+            released, pid = conn.execute(text("SELECT pg_advisory_unlock(:k), pg_backend_pid()"),
+                                         {"k": self._key}).one()
             conn.commit()
         finally:
             conn.close()
