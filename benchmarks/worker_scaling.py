@@ -450,7 +450,7 @@ class _postgres:
     """The PostgreSQL URL for the run: given, a throwaway server, or None (with a note why)."""
 
     def __init__(self, storages: list[str], args: Any, notes: dict[str, str]) -> None:
-        self.wanted = "postgresql" in storages
+        self.wanted = "postgresql" in storages or "proxy" in storages
         self.args, self.notes = args, notes
         self._ctx: Any = None
 
