@@ -19,7 +19,7 @@ WORKDIR /src
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1
 COPY setup.py setup.cfg README.md ./
 COPY search ./search
-RUN pip install ".[postgres]" && useradd --create-home --uid 1000 search
+RUN pip install ".[postgres,grpc]" && useradd --create-home --uid 1000 search
 
 # The working directory: spaces/ (docker-compose.yml mounts yours over it) and whatever the
 # commands write (exports, sqlite:///studies.db when used without PostgreSQL).

@@ -11,6 +11,13 @@ CNNs on digits. Cells are repeated (median) in rotating order.
 
     python -m benchmarks.worker_scaling [--postgres-url URL]   # else a throwaway server is started
     python -m benchmarks.worker_scaling --tiny
+    python -m benchmarks.worker_scaling --objective sleep --seconds 2 --workers 1 32 64 \
+        --storages sqlite postgresql proxy journal
+
+Sleep trials (``--objective sleep``) sleep three times ``seconds`` / 3 and report three epochs:
+the storage calls of a real trial with the CPU idle, as while a GPU trains. Their workers run as
+threads (each one a full worker: its own storage, connection and trial lock) of at most 4
+processes, so 64-128 workers fit in memory.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,7 +40,7 @@ if __package__ in (None, ""):
 
 from benchmarks._common import ROOT, machine, median, parser, setup_threads, table, write_result
 
-MODES = ("trivial", "real")
+MODES = ("trivial", "real", "sleep")
 EFFICIENT = 0.8  # below this parallel efficiency (speed-up / workers) we call it contention
 
 
@@ -53,8 +61,73 @@ def space_doc(study: str, mode: str, n_trials: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- worker process
 
 
-def worker(url: str, study_name: str, mode: str, go: Path) -> int:
-    """One worker: load, get ready, wait for ``go``, then the library's worker loop."""
+def sleep_objective(base: type, seconds: float) -> type:
+    """An Objective that samples and records like a trial and reports three epochs of ``seconds`` / 3
+    of sleep each: the storage calls of a real trial while the CPU stays idle, as when a GPU trains."""
+    import optuna
+
+    class SleepObjective(base):  # type: ignore[misc,valid-type]
+        def check_ready(self) -> None:
+            pass
+
+        def __call__(self, trial: optuna.Trial) -> float:
+            config = self.space.sample(trial)
+            trial.set_user_attr("config", config.to_dict())
+            history = []
+            value = 0.0
+            for epoch in range(1, 4):
+                time.sleep(seconds / 3)
+                value = 1.0 - abs(math.log10(config.lr) + 2.0) / 3.0 - 0.05 / epoch
+                history.append({"epoch": epoch, "value": value})
+                trial.report(value, epoch)
+            trial.set_user_attr("history", history)
+            return value
+
+    return SleepObjective
+
+
+def run_worker_thread(url: str, study_name: str, n_trials: int | None = None) -> dict[str, Any]:
+    """One worker as the library runs it (``load_study`` + ``run_trials``, own storage and connection),
+    timing each "lock + budget + ask": usable from threads (sleep trials) and tests."""
+    from search.study import runner
+
+    times: list[float] = []
+    study, space = runner.load_study(study_name, url)
+    _timed_next.calls[threading.get_ident()] = times
+    start, cpu = time.time(), time.thread_time()
+    summary = runner.run_trials(study, space, storage_url=url, device="cpu", n_trials=n_trials,
+                                worker_seed=runner.worker_seed_for(space) + threading.get_ident() % 1000)
+    return {"trials": summary.total, "start": start, "end": time.time(), "counts": summary.counts,
+            "cpu_s": time.thread_time() - cpu, "next_trial": times}
+
+
+class _timed_next:
+    """Wraps runner._next_trial once per process: per-thread lists of its durations (s)."""
+
+    calls: dict[int, list[float]] = {}
+
+    @classmethod
+    def install(cls) -> None:
+        from search.study import runner
+
+        if getattr(runner._next_trial, "_timed", False):
+            return
+        inner = runner._next_trial
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                cls.calls.setdefault(threading.get_ident(), []).append(time.perf_counter() - t0)
+
+        wrapper._timed = True  # type: ignore[attr-defined]
+        runner._next_trial = wrapper  # type: ignore[assignment]
+
+
+def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, seconds: float = 2.0) -> int:
+    """One worker process (``threads`` workers in it for sleep trials): load, get ready, wait for ``go``,
+    then the library's worker loop."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -66,7 +139,9 @@ def worker(url: str, study_name: str, mode: str, go: Path) -> int:
     from search.study import runner
     from search.study.objective import Objective
 
-    if mode == "trivial":
+    if mode == "sleep":
+        runner.Objective = sleep_objective(Objective, seconds)  # type: ignore[misc]
+    elif mode == "trivial":
         class TrivialObjective(Objective):
             """Samples and records like a trial (config, 3 reported epochs, history); trains nothing."""
 
@@ -87,62 +162,49 @@ def worker(url: str, study_name: str, mode: str, go: Path) -> int:
 
         runner.Objective = TrivialObjective  # type: ignore[misc]  # the worker loop under test stays as is
 
-    # Timers around the library's own pieces (behaviour unchanged): waiting for the trial lock, the
-    # whole "lock + stale check + count + ask", and "objective + tell".
-    stats = {"lock_wait_s": 0.0, "next_trial_s": 0.0, "run_one_s": 0.0}
-
-    class TimedLock(runner.TrialLock):  # type: ignore[misc,valid-type]
-        @contextlib.contextmanager
-        def hold(self) -> Iterator[None]:
-            start = time.perf_counter()
-            with super().hold():
-                stats["lock_wait_s"] += time.perf_counter() - start
-                yield
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                stats[name] += time.perf_counter() - start
-        return wrapper
-
-    runner.TrialLock = TimedLock  # type: ignore[misc]
-    runner._next_trial = timed("next_trial_s", runner._next_trial)
-    runner._run_one = timed("run_one_s", runner._run_one)
-
-    study, space = runner.load_study(study_name, url)
     if mode == "real":
+        _, space = runner.load_study(study_name, url)
         Objective(space, device="cpu").check_ready()
         prepare(space.dataset, None, "stretch", torch.device("cpu"))  # decode before the clock starts
+    _timed_next.install()
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.005)
-    start, cpu = time.time(), time.process_time()
-    summary = runner.run_trials(study, space, storage_url=url, device="cpu",
-                                worker_seed=runner.worker_seed_for(space))
-    print(json.dumps({"trials": summary.total, "start": start, "end": time.time(), "counts": summary.counts,
-                      "cpu_s": time.process_time() - cpu, **stats}), flush=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        reports = list(pool.map(lambda _: run_worker_thread(url, study_name), range(threads)))
+    print(json.dumps(reports), flush=True)
     return 0
 
 
 # ----------------------------------------------------------------------------- one cell
 
 
-def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: Path) -> dict[str, Any]:
+PROCESSES = int(os.environ.get("WORKER_SCALING_PROCESSES", "4"))  # sleep trials: workers are threads of this many
+# processes at most (each imports torch: ~0.5 GB)
+
+
+def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: Path, seconds: float = 2.0,
+             count_url: str | None = None) -> dict[str, Any]:
     from search.space import parse_space
     from search.study.runner import create_study
     from search.study.storage import open_storage
 
     space = parse_space(space_doc(study, mode, n_trials), source=f"benchmark {study}")
-    create_study(space, open_storage(url))
+    store = open_storage(url)
+    create_study(space, store)
+    getattr(getattr(store, "engine", None), "dispose", lambda: None)()
     go = tmp / f"{study}.go"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = [sys.executable, "-m", "benchmarks.worker_scaling", "--worker", url, study, mode, str(go)]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(workers)]
+    procs_n = min(workers, PROCESSES) if mode == "sleep" else workers
+    split = [workers // procs_n + (1 if i < workers % procs_n else 0) for i in range(procs_n)]
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.worker_scaling", "--worker", url, study, mode,
+                               str(go), str(k), str(seconds)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in split]
+    counter = _Connections(count_url)
     try:
         for p in procs:
             line = p.stdout.readline() if p.stdout else ""
@@ -150,7 +212,8 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
                 raise RuntimeError(f"worker did not start: {line}{p.stderr.read() if p.stderr else ''}")
         start = time.time()
         go.touch()
-        outs = [p.communicate(timeout=1800) for p in procs]
+        with counter:
+            outs = [p.communicate(timeout=3600) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -159,17 +222,55 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
     for p, (out, err) in zip(procs, outs):
         if p.returncode != 0:
             raise RuntimeError(f"worker failed ({p.returncode}): {err[-2000:]}")
-        reports.append(json.loads(out.strip().splitlines()[-1]))
+        reports.extend(json.loads(out.strip().splitlines()[-1]))
     trials = sum(r["trials"] for r in reports)
-    seconds = max(r["end"] for r in reports) - start
-    per_trial = lambda key: 1000.0 * sum(r[key] for r in reports) / max(1, trials)  # noqa: E731
-    return {"trials": trials, "seconds": seconds, "trials_per_min": 60.0 * trials / seconds,
+    seconds_run = max(r["end"] for r in reports) - start
+    asks = sorted(1000.0 * t for r in reports for t in r["next_trial"])
+    return {"trials": trials, "seconds": seconds_run, "trials_per_min": 60.0 * trials / seconds_run,
             "per_worker": [r["trials"] for r in reports],
             # Busy cores: the workers' CPU time over the cell's wall time.
-            "cores_busy": sum(r["cpu_s"] for r in reports) / seconds,
-            "lock_wait_ms": per_trial("lock_wait_s"), "next_trial_ms": per_trial("next_trial_s"),
-            "run_one_ms": per_trial("run_one_s"),
+            "cores_busy": sum(r["cpu_s"] for r in reports) / seconds_run,
+            "ask_median_ms": _pct(asks, 0.5), "ask_p95_ms": _pct(asks, 0.95),
+            "connections": counter.peak,
             "complete": sum(r["counts"].get("COMPLETE", 0) for r in reports)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+class _Connections:
+    """Peak number of backends on the cell's PostgreSQL database (pg_stat_activity), sampled every 0.25 s."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.peak: int | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "_Connections":
+        if self.url:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(self.url, pool_size=1, max_overflow=0)
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND pid <> pg_backend_pid()")
+
+            def sample() -> None:
+                with engine.connect() as conn:
+                    while not self._stop.wait(0.25):
+                        n = conn.execute(query).scalar()
+                        conn.rollback()  # pg_stat_activity is a snapshot per transaction
+                        self.peak = max(self.peak or 0, int(n))
+                engine.dispose()
+
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self.url:
+            self._thread.join()
 
 
 # ----------------------------------------------------------------------------- driver
@@ -177,16 +278,22 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        return worker(sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5]))
+        return worker(sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]))
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="*", default=None, help="worker counts (default 1 2 4; tiny 2)")
-    p.add_argument("--storages", nargs="*", default=None, choices=("sqlite", "postgresql", "journal"),
-                   help="default: all three (tiny: sqlite journal)")
-    p.add_argument("--modes", nargs="*", default=None, choices=MODES, help="default: both (tiny: trivial)")
+    p.add_argument("--storages", nargs="*", default=None, choices=("sqlite", "postgresql", "proxy", "journal"),
+                   help="default: sqlite postgresql journal (tiny: sqlite journal); proxy = PostgreSQL behind "
+                        "strategy-search storage-proxy")
+    p.add_argument("--modes", "--objective", nargs="*", default=None, choices=MODES,
+                   help="default: trivial real (tiny: trivial)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of one sleep trial (default 2)")
     p.add_argument("--trials", type=int, default=None, help="trials per cell, trivial objective (default 120)")
     p.add_argument("--real-trials", type=int, default=None, help="trials per cell, real trainer (default 24)")
+    p.add_argument("--trials-per-worker", type=int, default=None, help="sleep objective (default 15, tiny 2)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per cell (default 3, tiny 1)")
     p.add_argument("--postgres-url", default=None, help="use this database instead of a throwaway server")
+    p.add_argument("--ask-latency", type=int, nargs="*", default=None, metavar="N",
+                   help="instead: one worker's lock+count+ask with N trials already in the study (e.g. 100 5000)")
     args = p.parse_args(argv)
     setup_threads(args.threads)  # workers inherit it through OMP_NUM_THREADS
     logging.basicConfig(level=logging.WARNING)
@@ -195,29 +302,49 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     counts = args.workers or ([2] if args.tiny else [1, 2, 4])
     storages = args.storages or (["sqlite", "journal"] if args.tiny else ["sqlite", "postgresql", "journal"])
-    modes = args.modes or (["trivial"] if args.tiny else list(MODES))
-    per_mode = {"trivial": args.trials or (4 if args.tiny else 120),
-                "real": args.real_trials or (4 if args.tiny else 24)}
+    modes = args.modes or (["trivial"] if args.tiny else ["trivial", "real"])
+    per_worker = args.trials_per_worker or (2 if args.tiny else 15)
+    per_mode = {"trivial": lambda w: args.trials or (4 if args.tiny else 120),
+                "real": lambda w: args.real_trials or (4 if args.tiny else 24),
+                "sleep": lambda w: per_worker * w}
     reps = args.reps or (1 if args.tiny else 3)
     info = machine()
     notes: dict[str, str] = {}
     cells: list[dict[str, Any]] = []
 
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir, _postgres(storages, args, notes) as pg_url:
+    if args.ask_latency:
+        with tempfile.TemporaryDirectory(prefix="bench-ask-") as tmpdir, _postgres(storages, args, notes) as pg_url:
+            latency = {}
+            for storage in storages:
+                url = {"sqlite": f"sqlite:///{tmpdir}/ask.db", "journal": f"journal:{tmpdir}/ask.log",
+                       "postgresql": pg_url}.get(storage)
+                if url:
+                    print(storage, flush=True)
+                    latency[storage] = ask_latency(url, f"ask-{storage}", sorted(args.ask_latency))
+        path = write_result(args.out, "ask_latency", info, {"notes": notes, "latency": latency}, args.tiny)
+        print(f"\nwrote {path}")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir, _postgres(storages, args, notes) as pg_url, \
+            _proxy(pg_url if "proxy" in storages else None) as proxy_url:
         tmp = Path(tmpdir)
-        active = [s for s in storages if s != "postgresql" or pg_url]
+        active = [s for s in storages if (s != "postgresql" or pg_url) and (s != "proxy" or proxy_url)]
         plan = [(mode, storage, w) for mode in modes for storage in active for w in counts]
         for rep in range(reps):
             order = plan if rep % 2 == 0 else plan[::-1]
             for i, (mode, storage, w) in enumerate(order):
                 study = f"scale-{mode}-{storage}-{w}-{rep}"
                 url = {"sqlite": f"sqlite:///{tmp}/{study}.db", "journal": f"journal:{tmp}/{study}.log",
-                       "postgresql": pg_url}[storage]
-                r = run_cell(url, study, mode, w, per_mode[mode], tmp)
-                r.update({"mode": mode, "storage": storage, "workers": w, "rep": rep})
+                       "postgresql": pg_url, "proxy": proxy_url}[storage]
+                r = run_cell(url, study, mode, w, per_mode[mode](w), tmp, args.seconds,
+                             count_url=pg_url if storage in ("postgresql", "proxy") else None)
+                r.update({"mode": mode, "storage": storage, "workers": w, "rep": rep,
+                          "exact_budget": r["complete"] == per_mode[mode](w)})
                 cells.append(r)
                 print(f"[{rep + 1}/{reps} {i + 1}/{len(plan)}] {mode:7s} {storage:10s} workers={w}: "
-                      f"{r['trials']} trials in {r['seconds']:.1f}s = {r['trials_per_min']:.0f}/min", flush=True)
+                      f"{r['trials']} trials in {r['seconds']:.1f}s = {r['trials_per_min']:.0f}/min, "
+                      f"lock+ask {r['ask_median_ms']:.0f}/{r['ask_p95_ms']:.0f} ms, "
+                      f"connections {r['connections']}", flush=True)
 
     rows = []
     for mode in modes:
@@ -227,37 +354,103 @@ def main(argv: list[str] | None = None) -> int:
                 mine = [c for c in cells if (c["mode"], c["storage"], c["workers"]) == (mode, storage, w)]
                 tpm = median(c["trials_per_min"] for c in mine)
                 base = base or tpm
-                speedup = tpm / base
-                rows.append({"mode": mode, "storage": storage, "workers": w, "trials_per_min": tpm,
-                             "ms_per_trial": 60000.0 / tpm, "speedup": speedup,
-                             "efficiency": speedup * counts[0] / w, "contention": speedup * counts[0] / w < EFFICIENT,
+                # Sleep trials: against the ideal (every worker always in a trial); else vs the fewest workers.
+                ideal = w * 60.0 / args.seconds if mode == "sleep" else base * w / counts[0]
+                rows.append({"mode": mode, "storage": storage, "workers": w, "trials_per_min": tpm, "ideal": ideal,
+                             "ms_per_trial": 60000.0 / tpm, "speedup": tpm / base, "efficiency": tpm / ideal,
+                             "contention": tpm / ideal < EFFICIENT,
+                             "connections": max((c["connections"] or 0) for c in mine) if any(
+                                 c["connections"] is not None for c in mine) else None,
+                             "exact_budget": all(c["exact_budget"] for c in mine),
                              **{k: median(c[k] for c in mine) for k in
-                                ("cores_busy", "lock_wait_ms", "next_trial_ms", "run_one_ms")}})
-    print(f"\nWorker scaling (median of {reps}; speed-up vs {counts[0]} worker(s); efficiency = speed-up per added"
-          f" worker; contention when < {EFFICIENT};"
+                                ("cores_busy", "ask_median_ms", "ask_p95_ms")}})
+    print(f"\nWorker scaling (median of {reps}; efficiency = trials/min over the ideal: sleep trials "
+          f"{args.seconds:g}s, else linear from {counts[0]} worker(s); contention when < {EFFICIENT};"
           f" {os.cpu_count()} CPU cores)")
-    print(table(["objective", "storage", "workers", "trials/min", "speed-up", "efficiency", "contention",
-                 "cores busy", "ms/trial: lock wait", "lock+ask", "objective+tell"],
-                [(r["mode"], r["storage"], r["workers"], r["trials_per_min"], r["speedup"], r["efficiency"],
-                  "yes" if r["contention"] else "", r["cores_busy"], r["lock_wait_ms"], r["next_trial_ms"],
-                  r["run_one_ms"]) for r in rows]))
-    print("ms/trial columns: seconds each worker spent there, summed over workers, per trial "
-          "(lock+ask includes the lock wait)")
+    print(table(["objective", "storage", "workers", "trials/min", "ideal", "efficiency", "contention",
+                 "cores busy", "lock+ask median ms", "p95 ms", "connections", "exact budget"],
+                [(r["mode"], r["storage"], r["workers"], r["trials_per_min"], r["ideal"], r["efficiency"],
+                  "yes" if r["contention"] else "", r["cores_busy"], r["ask_median_ms"], r["ask_p95_ms"],
+                  "-" if r["connections"] is None else r["connections"], "yes" if r["exact_budget"] else "NO")
+                 for r in rows]))
+    print("lock+ask: one worker's time in the trial lock, the budget count and ask, per trial; connections: peak "
+          "backends on the database during the cell (PostgreSQL, proxy: the proxy's)")
     for k, v in notes.items():
         print(f"note: {k}: {v}")
     path = write_result(args.out, "worker_scaling", info,
-                        {"trials_per_cell": per_mode, "reps": reps, "notes": notes,
-                         "spaces": {m: space_doc("<study>", m, per_mode[m]) for m in modes},
+                        {"trials_per_cell": {m: per_mode[m](counts[0]) for m in modes}, "reps": reps,
+                         "seconds": args.seconds, "notes": notes,
+                         "spaces": {m: space_doc("<study>", m, per_mode[m](counts[0])) for m in modes},
                          "summary": rows, "cells": cells}, args.tiny)
     print(f"\nwrote {path}")
     return 0
+
+
+def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) -> list[dict[str, Any]]:
+    """One worker's "lock + budget count + ask" (``runner._next_trial``, then tell) with ``sizes``
+    finished trials already in the study: it must stay flat as the study grows."""
+    import optuna
+
+    from search.space import parse_space
+    from search.study import runner
+    from search.study.heartbeat import StaleCheck
+    from search.study.storage import TrialLock, open_storage, rdb_backend
+
+    space = parse_space(space_doc(study_name, "trivial", 10**9), source="benchmark")
+    runner.create_study(space, open_storage(url))
+    study, _ = runner.load_study(study_name, url)
+    rdb = rdb_backend(study._storage)
+    lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None, storage=study._storage)
+    stale = StaleCheck(study)
+    dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.05, log=True)}
+    rows, have = [], 0
+    for size in sizes:
+        for i in range(have, size):
+            study.add_trial(optuna.create_trial(params={"lr": 0.01}, distributions=dist, value=0.5,
+                                                user_attrs={"config": {"lr": 0.01}, "history": [0.5] * 3}))
+        have = size
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            trial = runner._next_trial(study, 10**9, lock, True, stale)
+            times.append(1000.0 * (time.perf_counter() - t0))
+            study.tell(trial, 0.5)
+        have += samples
+        times.sort()
+        rows.append({"trials_in_study": size, "median_ms": _pct(times, 0.5), "p95_ms": _pct(times, 0.95)})
+        print(f"ask latency with {size} trials: median {rows[-1]['median_ms']:.1f} ms, p95 {rows[-1]['p95_ms']:.1f} ms",
+              flush=True)
+    lock.close()
+    return rows
+
+
+@contextlib.contextmanager
+def _proxy(pg_url: str | None) -> Iterator[str | None]:
+    """``strategy-search storage-proxy`` in front of ``pg_url`` on a free loopback port."""
+    if pg_url is None:
+        yield None
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "STRATEGY_SEARCH_STORAGE": pg_url, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "-q", "storage-proxy", "--port", str(port)],
+                            cwd=ROOT, env=env)
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 class _postgres:
     """The PostgreSQL URL for the run: given, a throwaway server, or None (with a note why)."""
 
     def __init__(self, storages: list[str], args: Any, notes: dict[str, str]) -> None:
-        self.wanted = "postgresql" in storages
+        self.wanted = "postgresql" in storages or "proxy" in storages
         self.args, self.notes = args, notes
         self._ctx: Any = None
 

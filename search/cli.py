@@ -367,6 +367,26 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> 
     click.echo("dashboard stopped; the studies are unchanged", err=True)
 
 
+@main.command("storage-proxy")
+@click.option("--storage", envvar="STRATEGY_SEARCH_STORAGE", default=None, metavar="URL",
+              help="The database behind the proxy (env STRATEGY_SEARCH_STORAGE).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
+              metavar="S", help="Workers' heartbeat interval (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
+@click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
+              help="Fail and retry a trial without heartbeat for S seconds (default 30; env STRATEGY_SEARCH_GRACE).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT", help="Keep retrying an unreachable database for S seconds.")
+@_user_errors
+def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | None, grace: int | None,
+                  connect_timeout: float | None) -> None:
+    """Serve the storage to workers at grpc://HOST:PORT (they need no database credentials)."""
+    from search.study.proxy import serve
+
+    serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
+
+
 @main.command("train")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),

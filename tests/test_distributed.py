@@ -225,6 +225,7 @@ def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Pat
     trials = sorted(_trials(study, pg_url), key=lambda t: t.number)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [victim.number], [(t.number, t.state.name) for t in trials]
+    assert failed[0].user_attrs["fail_reason"] == "worker lost: no heartbeat for 3 s"
     retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retries) == 1
     retry = retries[0]
@@ -474,7 +475,7 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
-    assert {"postgres", "dashboard", "worker"} <= set(services)
+    assert {"postgres", "storage-proxy", "dashboard", "worker"} <= set(services)
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"] and "pgdata" in compose["volumes"]
     env = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
                if line and not line.startswith("#"))
@@ -483,7 +484,7 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
     with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
         _interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], {})
     # Published ports stay on loopback unless .env says otherwise.
-    for name in ("postgres", "dashboard"):
+    for name in ("postgres", "storage-proxy", "dashboard"):
         for port in services[name]["ports"]:
             assert _interpolate(port, {}).startswith("127.0.0.1:"), (name, port)
     for name, service in services.items():
@@ -497,7 +498,12 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (ROOT / source).exists(), (name, volume)
-        if name != "postgres":
+        if name in ("worker", "gpu-worker"):
+            # Workers go through the proxy: no database credentials in their environment.
+            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000"}, name
+            proxy = services["storage-proxy"]
+            assert proxy["command"][proxy["command"].index("--port") + 1] == "13000"
+        elif name != "postgres":
             url = _interpolate(service["environment"]["STRATEGY_SEARCH_STORAGE"], env)
             assert make_url(url).drivername == "postgresql+psycopg" and make_url(url).host == "postgres"
     gpu = services["gpu-worker"]

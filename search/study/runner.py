@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import json
 import logging
 import math
@@ -29,25 +30,29 @@ from typing import Any, Iterator
 
 import optuna
 import torch
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import __version__, progress
 from search.checkpoints import STUDY_UID_ATTR, CheckpointStore, checkpoint_root
 from search.errors import UserError
 from search.space import SearchSpace, parse_space
+from search.study.budget import ask, used_budget
 from search.study.objective import Objective
 from search.study.pruners import create_pruner
 from search.study import stopping
 from search.study.samplers import create_sampler, grid_size
-from search.study.storage import TrialLock, open_storage, resolve_url
-from search.study.warmstart import enqueue_from_space, is_copied
+from search.study.heartbeat import StaleCheck, beat, interval_of, is_lost, requeue
+from search.study.storage import TrialLock, open_storage, rdb_backend, resolve_url
+from search.study.warmstart import enqueue_from_space
 
 log = logging.getLogger(__name__)
 
 SPACE_ATTR = "space"
 WORKER_ATTR = "worker"
 WORKER_LABEL_ENV = "STRATEGY_SEARCH_WORKER_LABEL"
+# How often a worker with no budget left looks whether the other workers' trials have ended.
+IDLE_POLL = 0.5
 
 
 def worker_id() -> str:
@@ -138,15 +143,6 @@ def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[opt
     return study, parse_space(stored, source=f"study {name!r}")
 
 
-def counted_trials(trials: list[FrozenTrial]) -> int:
-    """Trials that use up budget: all but WAITING ones and FAIL trials that were retried."""
-    retried: set[int] = set()
-    for t in trials:
-        retried.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
-    return sum(1 for t in trials if t.state != TrialState.WAITING and not is_copied(t)
-               and not (t.state == TrialState.FAIL and t.number in retried))
-
-
 DEFAULT_N_TRIALS = 20
 
 
@@ -167,13 +163,13 @@ class _Heartbeat:
     def __init__(self, storage: BaseStorage, trial_id: int) -> None:
         self.storage = storage
         self.trial_id = trial_id
-        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.interval = interval_of(storage)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "_Heartbeat":
         if self.interval:
-            self.storage.record_heartbeat(self.trial_id)
+            beat(self.storage, self.trial_id)
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
         return self
@@ -181,7 +177,7 @@ class _Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.storage.record_heartbeat(self.trial_id)
+                beat(self.storage, self.trial_id)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
                 log.warning("heartbeat failed: %s", exc)
 
@@ -227,8 +223,12 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     study.pruner = create_pruner(space)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
-    lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name)
-    heartbeat = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
+    rdb = rdb_backend(study._storage)
+    engine = rdb.engine if rdb is not None else None
+    lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name, engine=engine,
+                                            storage=study._storage)
+    heartbeat = interval_of(study._storage)
+    stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
     summary = WorkerSummary(study=study.study_name)
     start = time.monotonic()
@@ -236,7 +236,11 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     started = datetime.datetime.now().replace(microsecond=0)
     log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
              f", timeout {timeout:.0f}s" if timeout else "")
-    trials_bar = progress.trial_bar(total, counted_trials(study.get_trials(deepcopy=False)), study.study_name)
+    trials_bar = progress.trial_bar(total, used_budget(study), study.study_name)
+    # Start-up objects (torch, the dataset, the model code) never become garbage: keep them out of
+    # the collector's full passes, which otherwise stall a worker for 100+ ms every few trials.
+    gc.collect()
+    gc.freeze()
     waiting = False
     try:
         while True:
@@ -247,7 +251,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if stop is not None:
                 log.info(stopping.format_stop(stop))
                 break
-            trial = _next_trial(study, total, lock, bool(heartbeat))
+            trial = _next_trial(study, total, lock, bool(heartbeat), stale)
             if trial is None:
                 others = _running_elsewhere(study) if heartbeat else 0
                 if not others:
@@ -256,7 +260,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                     log.info("budget used up; waiting for %d running trial(s) of other workers "
                              "(a trial whose worker died is retried here)", others)
                     waiting = True
-                time.sleep(float(heartbeat))
+                time.sleep(min(float(heartbeat), IDLE_POLL))
                 continue
             waiting = False
             frozen, seconds = _run_one(study, trial, objective)
@@ -289,28 +293,30 @@ def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
             and t.datetime_start is not None and t.datetime_start >= since]
 
 
-def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, heartbeat: bool
-                ) -> optuna.Trial | None:
-    def take() -> optuna.Trial | None:
-        if heartbeat:
-            optuna.storages.fail_stale_trials(study)
-        if total is not None and counted_trials(study.get_trials(deepcopy=False)) >= total:
-            return None
-        with _signals_held() as held:
-            trial = study.ask()
-            if heartbeat:
-                # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-                study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-            trial.set_user_attr(WORKER_ATTR, worker_id())
-        if held:
-            _interrupted(study, trial)
-            _redeliver(held[0])
-        return trial
+def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, heartbeat: bool,
+                stale: StaleCheck | None = None) -> optuna.Trial | None:
+    # Out of the lock and at most once per heartbeat interval: failing a stale trial and queueing
+    # its retry only lowers the used budget, so it needs no lock.
+    if stale is not None:
+        stale()
 
-    if lock is None:
-        return take()
-    with lock.hold():
-        return take()
+    # Only "count the budget, then claim or create a trial" needs the study's lock; the trial's
+    # first heartbeat and worker attr come after it is released.
+    held: list[int] = []
+    with contextlib.ExitStack() as signals:
+        with lock.hold() if lock is not None else contextlib.nullcontext():
+            if total is not None and used_budget(study) >= total:
+                return None
+            held = signals.enter_context(_signals_held())
+            trial = ask(study)
+        if heartbeat:
+            # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
+            beat(study._storage, trial._trial_id)
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+    if held:
+        _interrupted(study, trial)
+        _redeliver(held[0])
+    return trial
 
 
 @contextlib.contextmanager
@@ -381,7 +387,7 @@ def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
         return
     _set_reason(trial, "interrupted")
     frozen = _tell(study, trial, state=TrialState.FAIL)
-    if frozen.state == TrialState.FAIL and not _stale(frozen):
+    if frozen.state == TrialState.FAIL and not is_lost(frozen):
         requeue(study, frozen)
 
 
@@ -395,15 +401,11 @@ def _set_reason(trial: optuna.Trial, reason: str) -> None:
         pass
 
 
-def _stale(frozen: FrozenTrial) -> bool:
-    return "fail_reason" not in frozen.user_attrs
-
-
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
     """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
     # (A grid study ends by its budget: search.study.samplers' grid sampler never calls study.stop().)
     frozen = study.tell(trial, skip_if_finished=True, **kwargs)
-    if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and _stale(frozen):
+    if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and is_lost(frozen):
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",
                     trial.number)
     return frozen
@@ -413,21 +415,6 @@ def _running_elsewhere(study: optuna.Study) -> int:
     """Running trials started by a worker of ours (so they have heartbeats and can go stale)."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return sum(1 for t in running if WORKER_ATTR in t.user_attrs)
-
-
-def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
-    """Queue ``failed`` again with the same params, marked as its retry (so it uses no budget).
-
-    Same bookkeeping as Optuna's RetryHeartbeatStaleTrialCallback, without copying the failed
-    trial's user attrs (its fail reason must not stick to the retry).
-    """
-    history = [*failed.system_attrs.get("retry_history", []), failed.number]
-    study.add_trial(optuna.create_trial(
-        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
-        system_attrs={"failed_trial": failed.system_attrs.get("failed_trial", failed.number),
-                      "retry_history": history},
-    ))
-    log.info("trial %d queued again with the same params", failed.number)
 
 
 def worker_seed_for(space: SearchSpace) -> int:

@@ -4,6 +4,11 @@
   several worker processes do not fail on "database is locked".
 * ``postgresql+psycopg://user:pass@host/db``: many machines (``pip install 'strategy-search[postgres]'``).
 * ``journal:PATH``: Optuna's append-only JournalStorage on a local file.
+* ``grpc://HOST:PORT``: a ``strategy-search storage-proxy`` in front of the database
+  (``pip install 'strategy-search[grpc]'``); workers need no database credentials.
+
+One database connection per worker process: the storage's pool holds one PostgreSQL
+connection, shared by Optuna, the trial lock and the heartbeat thread.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ HEARTBEAT_ENV = "STRATEGY_SEARCH_HEARTBEAT"
 GRACE_ENV = "STRATEGY_SEARCH_GRACE"
 CONNECT_TIMEOUT_ENV = "STRATEGY_SEARCH_CONNECT_TIMEOUT"
 JOURNAL_PREFIX = "journal:"
+GRPC_PREFIX = "grpc://"
 
 
 def resolve_url(url: str | None) -> str:
@@ -111,6 +117,11 @@ def _engine_kwargs(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[s
         # A blackholed host must not hold one attempt past the overall deadline (libpq's minimum is 2s).
         kwargs["connect_args"] = {**_PG_CONNECT_ARGS,
                                   "connect_timeout": max(2, min(10, int(connect_timeout)))}
+        # One connection per worker process (max_connections arithmetic in the README). No
+        # recycling: the trial lock is a session lock of that one backend (TrialLock); keepalives
+        # and the pre-ping notice a dead connection instead.
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)
+        del kwargs["pool_recycle"]
     return kwargs
 
 
@@ -121,16 +132,19 @@ _PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 3
 
 
 # Errors that waiting will not fix: report them at once instead of retrying.
-_PERMANENT = ("authentication failed", "does not exist", "no password supplied")
+_PERMANENT = ("authentication failed", "does not exist", "no password supplied", "file is not a database",
+              "schema of this storage")
 
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, connect_timeout: float | None = None) -> BaseStorage:
+                 grace_period: int | None = None, connect_timeout: float | None = None,
+                 rdb_class: type[RDBStorage] = RDBStorage, pool_size: int = 1) -> BaseStorage:
     """Open a storage, retrying with backoff while the database is unreachable.
 
     With ``heartbeat``, a trial whose worker died (SIGKILL, lost machine) is marked FAIL after
     ``grace_period`` seconds and retried once with the same params. Unset settings come from
     $STRATEGY_SEARCH_HEARTBEAT, $STRATEGY_SEARCH_GRACE, $STRATEGY_SEARCH_CONNECT_TIMEOUT or the defaults.
+    ``pool_size``: PostgreSQL connections this process may hold (1 for a worker; the proxy more).
     """
     url = resolve_url(url)
     if connect_timeout is None:
@@ -147,6 +161,13 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
 
         backend = JournalFileBackend(str(Path(path).expanduser()), lock_obj=JournalFileOpenLock(str(path) + ".lock"))
         return optuna.storages.JournalStorage(backend)
+    if url.startswith(GRPC_PREFIX):
+        from search.study.proxy import connect_proxy
+
+        proxy = connect_proxy(url, connect_timeout)
+        # Optuna's proxy client has no heartbeat settings: ours beats through it (search.study.heartbeat).
+        proxy.heartbeat_interval = heartbeat_settings(heartbeat_interval, grace_period)[0] if heartbeat else None
+        return proxy
     _check_rdb_url(url, shown)
     options: dict[str, Any] = {}
     if heartbeat:
@@ -160,7 +181,18 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
     delay = 1.0
     while True:
         try:
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(url, connect_timeout), **options)
+            # Optuna's own schema check holds a second connection (ours needs one).
+            kwargs = _engine_kwargs(url, connect_timeout)
+            single = kwargs.get("max_overflow") == 0
+            if single:
+                # Creating the tables of a new database nests two connections (Optuna's alembic
+                # set-up): allow one extra until then.
+                kwargs.update(pool_size=pool_size, max_overflow=1)
+            storage = rdb_class(url, engine_kwargs=kwargs, skip_compatibility_check=True, **options)
+            _check_schema(storage)
+            if single:
+                storage.engine.pool._max_overflow = 0  # type: ignore[attr-defined]
+            return storage
         except ImportError as exc:
             raise StorageError(
                 f"storage {shown}: database driver missing ({exc}); for PostgreSQL run "
@@ -169,6 +201,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
         except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "unreachable"
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.replace(url, shown)
+            if reason.startswith("(") and ") " in reason:  # sqlalchemy's "(sqlite3.DatabaseError) ..." prefix
+                reason = reason.split(") ", 1)[1]
             left = deadline - time.monotonic()
             if any(marker in reason for marker in _PERMANENT):
                 raise StorageError(f"storage {shown}: {reason}") from None
@@ -180,6 +214,21 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
                         shown, reason, delay, left)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
+    """The RDBStorage behind ``storage`` (Optuna wraps it in a cache when a study is loaded), or None."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def _check_schema(storage: RDBStorage) -> None:
+    manager = storage._version_manager
+    current, head = manager.get_current_version(), manager.get_head_version()
+    if current != head:
+        storage.engine.dispose()
+        raise RuntimeError(f"the schema of this storage is {current}, this Optuna needs {head}; "
+                           "run: optuna storage upgrade --storage URL")
 
 
 def _check_rdb_url(url: str, shown: str) -> None:
@@ -217,51 +266,127 @@ def _check_rdb_url(url: str, shown: str) -> None:
 class TrialLock:
     """Serialises "is there budget left? then create a trial" across workers of one study.
 
-    SQLite and journal files: an ``flock`` on a file beside the database. PostgreSQL: an
-    advisory lock keyed by the study name. Other databases: a process-local lock only.
+    SQLite and journal files: an ``flock`` on a file beside the database. PostgreSQL: a session
+    advisory lock keyed by the study name, taken on ``engine`` (the storage's own one-connection
+    pool, so the lock costs no connection of its own). Through a storage proxy: the proxy's
+    lock (:mod:`search.study.proxy`). Otherwise: a process-local lock only.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, engine: Any = None, storage: BaseStorage | None = None) -> None:
         self.url = resolve_url(url)
         self.study_name = study_name
         self._local = threading.Lock()
         self._engine: Any = None
+        self._own_engine = False
+        self._remote: Any = None
         self._path: str | None = None
+        self._fh: Any = None
+        self._conn: Any = None
+        self._pid: Any = None
         if self.url.startswith(JOURNAL_PREFIX):
             self._path = self.url[len(JOURNAL_PREFIX):].removeprefix("//") + ".trial-lock"
         elif self.url.startswith("sqlite"):
             db = _sqlite_path(self.url)
             self._path = f"{db}.trial-lock" if db else None
         elif self.url.startswith("postgresql"):
-            from sqlalchemy import create_engine
+            if engine is None:
+                from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0,
-                                         connect_args=_PG_CONNECT_ARGS)
+                engine = create_engine(self.url, **_engine_kwargs(self.url))
+                self._own_engine = True
+            self._engine = engine
+        elif self.url.startswith(GRPC_PREFIX) and storage is not None:
+            from search.study.proxy import RemoteLock
+
+            self._remote = RemoteLock(storage, study_name)
         self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        with self._local:
-            if self._path:
-                with open(self._path, "a") as fh:
-                    fcntl.flock(fh, fcntl.LOCK_EX)
-                    try:
-                        yield
-                    finally:
-                        fcntl.flock(fh, fcntl.LOCK_UN)
-            elif self._engine is not None:
-                from sqlalchemy import text
-
-                with self._engine.connect() as conn:
-                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-                    try:
-                        yield
-                    finally:
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-                        conn.commit()
-            else:
+        if self._remote is not None:
+            with self._local, self._remote.hold():
                 yield
+            return
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (``blocking=False``: only if free now); True when taken."""
+        if not self._local.acquire(blocking=blocking):
+            return False
+        try:
+            if self._path:
+                self._fh = open(self._path, "a")
+                try:
+                    fcntl.flock(self._fh, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._fh.close()
+                    self._local.release()
+                    return False
+            elif self._engine is not None and not self._advisory_lock(blocking):
+                self._local.release()
+                return False
+        except BaseException:
+            self._local.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            if self._path:
+                fcntl.flock(self._fh, fcntl.LOCK_UN)
+                self._fh.close()
+            elif self._engine is not None:
+                self._advisory_unlock()
+        finally:
+            self._local.release()
+
+    def _advisory_lock(self, blocking: bool) -> bool:
+        from sqlalchemy import text
+
+        call = "pg_advisory_lock" if blocking else "pg_try_advisory_lock"
+        # With a one-connection pool the same backend comes back every time, so the session lock
+        # stays held while Optuna uses that connection in between (no second connection). With a
+        # larger pool the lock's connection stays checked out until release.
+        conn = self._engine.connect()
+        try:
+            taken, self._pid = conn.execute(text(f"SELECT {call}(:k), pg_backend_pid()"), {"k": self._key}).one()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if taken is False:
+            conn.close()
+            return False
+        if _single_connection(self._engine):
+            conn.close()
+            self._conn = None
+        else:
+            self._conn = conn
+        return True
+
+    def _advisory_unlock(self) -> None:
+        from sqlalchemy import text
+
+        conn = self._conn or self._engine.connect()
+        try:
+            released, pid = conn.execute(text("SELECT pg_advisory_unlock(:k), pg_backend_pid()"),
+                                         {"k": self._key}).one()
+            conn.commit()
+        finally:
+            conn.close()
+            self._conn = None
+        if pid != self._pid or not released:
+            log.warning("the database connection was replaced while the trial lock was held")
 
     def close(self) -> None:
-        if self._engine is not None:
+        if self._engine is not None and self._own_engine:
             self._engine.dispose()
+
+
+def _single_connection(engine: Any) -> bool:
+    pool = engine.pool
+    return getattr(pool, "_pool", None) is not None and pool.size() == 1 and getattr(pool, "_max_overflow", 1) == 0
