@@ -507,23 +507,27 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 @click.option("--study", "study_name", default=None, help="Study name in the written space (default: DATA-doctor).")
 @click.option("--n-trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="Trial budget in the written space.")
+@click.option("--force", is_flag=True, help="With -o: replace an existing file.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @device_option
 @weights_option
 @_user_errors
 def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fraction: float | None,
            test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
-           study_name: str | None, n_trials: int, as_json: bool, device: str | None, weights_dir: str | None) -> None:
+           study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
+           weights_dir: str | None) -> None:
     """Train a quick baseline on DATA (built-in name, image folder or CSV manifest) and diagnose what to fix."""
     from pathlib import Path
 
-
     from search.data.datasets import BUILTIN_DATASETS
     from search.doctor import diagnose, format_report, recommend_space
+    from search.export import check_file_output
     from search.space import check_study_name, parse_space, safe_study_name, safe_yaml
 
     if study_name is not None and check_study_name(study_name):
         raise UserError(f"--study: {check_study_name(study_name)}")
+    if output:
+        check_file_output(output, force)  # before the baseline trains, not after
     dataset = _dataset_arg(data, BUILTIN_DATASETS)
     for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if value is not None:

@@ -41,8 +41,8 @@ def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | 
     return doc
 
 
-def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -> Path:
-    """Write a runnable space file; an existing file is replaced only with ``force``."""
+def check_file_output(path: str | Path, force: bool) -> Path:
+    """``path`` as a file we may write: not a directory, under no file, replaced only with ``force``."""
     out = Path(path)
     if out.is_dir():
         raise UserError(f"{out} is a directory; give a .yaml file name")
@@ -51,6 +51,12 @@ def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
+    return out
+
+
+def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -> Path:
+    """Write a runnable space file; an existing file is replaced only with ``force``."""
+    out = check_file_output(path, force)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)
     header = "# Exported by strategy-search: run it with `strategy-search run " + out.name + "`\n"

@@ -323,6 +323,8 @@ CASES: list[Case] = [
     Case("dashboard-port-in-use", ("dashboard", "--port", "{port}"), _busy_port, says="cannot listen"),
     # --- doctor
     Case("doctor-bad-study-name", ("doctor", "digits", "--study", "../x", "-o", "s.yaml"), says="--study"),
+    Case("doctor-over-user-file", ("doctor", "digits", "-o", "mine.yaml"), lambda w: w.text("mine.yaml", "mine"),
+         says="add --force", unchanged=("mine.yaml",)),
     # --- data: images and manifests (issue 10)
     Case("predict-decompression-bomb", ("predict", "bundle", "bomb.png"), _bomb_beside_bundle,
          says="bomb.png: not a readable image (decompression bomb"),
