@@ -30,7 +30,7 @@ import yaml
 from click.testing import CliRunner
 
 from search.cli import main
-from tests.conftest import ROOT, tiny_space, write_space
+from conftest import ROOT, tiny_space, write_space
 
 SECRET = "s3cretPW"  # planted in storage URLs; must never be printed
 
@@ -197,7 +197,7 @@ def _busy_port(w: World) -> None:
 
 
 def _bomb_beside_bundle(w: World) -> None:
-    from tests.conftest import bomb_png
+    from conftest import bomb_png
 
     w.copy_bundle()
     bomb_png(w.tmp / "bomb.png")
