@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -139,28 +139,9 @@ def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, sec
     from search.study import runner
     from search.study.objective import Objective
 
-    if mode == "sleep":
-        runner.Objective = sleep_objective(Objective, seconds)  # type: ignore[misc]
-    elif mode == "trivial":
-        class TrivialObjective(Objective):
-            """Samples and records like a trial (config, 3 reported epochs, history); trains nothing."""
-
-            def check_ready(self) -> None:
-                pass
-
-            def __call__(self, trial: optuna.Trial) -> float:
-                config = self.space.sample(trial)
-                trial.set_user_attr("config", config.to_dict())
-                history = []
-                value = 0.0
-                for epoch in range(1, 4):
-                    value = 1.0 - abs(math.log10(config.lr) + 2.0) / 3.0 - 0.05 / epoch
-                    history.append({"epoch": epoch, "value": value})
-                    trial.report(value, epoch)
-                trial.set_user_attr("history", history)
-                return value
-
-        runner.Objective = TrivialObjective  # type: ignore[misc]  # the worker loop under test stays as is
+    if mode in ("sleep", "trivial"):
+        # trivial: the same sampling, records and three reports, with no sleep (storage overhead alone)
+        runner.Objective = sleep_objective(Objective, seconds if mode == "sleep" else 0.0)  # type: ignore[misc]
 
     if mode == "real":
         _, space = runner.load_study(study_name, url)
