@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
@@ -85,7 +86,9 @@ def _wait_for_running_trial(study: str, proc: subprocess.Popen[str]) -> int:
         if Path("studies.db").exists():
             try:
                 trials = optuna.load_study(study_name=study, storage=STORAGE).get_trials(deepcopy=False)
-            except KeyError:
+            except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+                # Not created yet, or `run` is creating the schema right now (both sides insert the
+                # alembic version of a new file: this reader may lose the race; the command retries).
                 trials = []
             for t in trials:
                 if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < 30:
