@@ -579,7 +579,7 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
     lines = [
         f"# Recommended by `strategy-search doctor` for {d.dataset.label}.",
         "# Findings: " + ("; ".join(f.kind for f in d.findings) or "none"),
-        f"# Run it: strategy-search run <this file>",
+        "# Run it: strategy-search run <this file>",
         f"study: {_flow(study)}",
         f"description: {_flow('Search space recommended by strategy-search doctor from a baseline diagnosis.')}",
         f"objective: {_flow(objective)}  # {objective_why}",

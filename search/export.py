@@ -92,7 +92,6 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     from search.checkpoints import checkpoint_identity, identity_mismatch, recorded_source
     from search.train.loop import resolve_device, train_space
 
-    name = study.study_name
     if trial is None and checkpoints is not None:
         trial = _best_with_checkpoint(study, checkpoints)
     doc = export_config(study, space, trial)

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from search.data import cache
-from search.data.decode import IMAGE_SUFFIXES  # noqa: F401 - re-exported for doctor and predict
 from search.data.sources import scan
 from search.data.transforms import resize_all
 from search.errors import DataError
