@@ -70,7 +70,7 @@ def sync(device: torch.device) -> None:
 def register(n: int) -> None:
     from search.data.datasets import BUILTIN_DATASETS
 
-    BUILTIN_DATASETS[DATASET] = lambda seed=0: cifar_like(n, seed)
+    BUILTIN_DATASETS.add(DATASET, lambda seed=0: cifar_like(n, seed))
 
 
 def models(tiny: bool) -> dict[str, dict[str, Any]]:

@@ -9,12 +9,11 @@ attr ``ablation`` so reports can chart it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import optuna
 import torch
@@ -22,7 +21,8 @@ from optuna.trial import FrozenTrial
 
 from search.config import TrialConfig
 from search.errors import UserError
-from search.space import SearchSpace, choice_label
+from search.strategies import NO_OFF, STRATEGIES
+from search.spec import SearchSpace, choice_label
 from search.stats import CONFIDENCE, mean_std, welch_interval
 from search.summary import chosen_config
 from search.train.loop import NonFiniteLoss, resolve_device, train_space
@@ -44,7 +44,7 @@ def retrain(config: TrialConfig, space: SearchSpace, seeds: Sequence[int], *, de
     values: list[float | None] = []
     for seed in seeds:
         try:
-            result = train_space(dataclasses.replace(config, seed=seed), space, device=device,
+            result = train_space(config.replace(seed=seed), space, device=device,
                                  weights_dir=weights_dir, evaluate_test=False, label=f"{label} seed {seed}")
             value = result.values[0]
             values.append(value if math.isfinite(value) else None)
@@ -57,41 +57,6 @@ def retrain(config: TrialConfig, space: SearchSpace, seeds: Sequence[int], *, de
 # ----------------------------------------------------------------------------- switching strategies off
 
 
-def _smallest(name: str, space: SearchSpace) -> Any:
-    spec = space.param(name)
-    if spec is None or spec.kind == "fixed":
-        return None
-    if spec.kind == "choices":
-        numbers = [c for c in spec.choices if c is not None]
-        return min(numbers) if numbers else None
-    return int(spec.low)
-
-
-Switch = Callable[[Any, SearchSpace], Any]
-
-# Each strategy's reference value: the remedy switched off. Colour and norm have no "off", so
-# the reference is the other common choice (gray for rgb: does colour matter at all?).
-SWITCH_OFF: dict[str, Switch] = {
-    "augment": lambda v, s: "none",
-    "color": lambda v, s: "gray" if v == "rgb" else "rgb",
-    "normalize": lambda v, s: "dataset",
-    "norm": lambda v, s: "batchnorm" if v == "none" else "none",
-    "backbone": lambda v, s: "none",
-    "pretrained": lambda v, s: False,
-    "dropout": lambda v, s: 0.0,
-    "weight_decay": lambda v, s: 0.0,
-    "label_smoothing": lambda v, s: 0.0,
-    "grad_clip": lambda v, s: 0.0,
-    "warmup_epochs": lambda v, s: 0,
-    "schedule": lambda v, s: "constant",
-    "residual": lambda v, s: False,
-    "aspect": lambda v, s: "stretch",
-    "input_size": lambda v, s: _smallest("input_size", s),
-    "depth": lambda v, s: _smallest("depth", s),
-    "width": lambda v, s: _smallest("width", s),
-}
-
-
 def variants(config: TrialConfig, space: SearchSpace, only: Sequence[str] | None = None
              ) -> list[tuple[str, Any, TrialConfig]]:
     """(param, reference value, config) for every strategy of ``config`` that is switched on.
@@ -99,26 +64,23 @@ def variants(config: TrialConfig, space: SearchSpace, only: Sequence[str] | None
     Only params the space names are considered (the strategies the search was about), or
     exactly ``only`` when given.
     """
+    switchable = [name for name in STRATEGIES if STRATEGIES.get(name).off is not NO_OFF]
     names = list(only) if only else [p.name for p in space.params]
-    unknown = [n for n in names if n not in SWITCH_OFF]
+    unknown = [n for n in names if n not in switchable]
     if only and unknown:
-        raise UserError(f"cannot ablate {', '.join(unknown)}; strategies: {', '.join(SWITCH_OFF)}")
+        raise UserError(f"cannot ablate {', '.join(unknown)}; strategies: {', '.join(switchable)}")
     out = []
     for name in names:
-        if name not in SWITCH_OFF:
+        if name not in switchable:
             continue
+        strategy = STRATEGIES.get(name)
+        if strategy.requires is not None and not strategy.requires(config):
+            continue  # e.g. pretrained without a backbone: nothing to switch off
         current = getattr(config, name)
-        if name == "pretrained" and config.backbone == "none":
+        off = strategy.off_value(current, space)
+        if off is NO_OFF or choice_label(off) == choice_label(current):
             continue
-        off = SWITCH_OFF[name](current, space)
-        if off is None or choice_label(off) == choice_label(current):
-            continue
-        if name in ("input_size", "depth", "width") and current is not None and off >= current:
-            continue
-        changes = {name: off}
-        if name == "backbone":
-            changes["pretrained"] = False
-        out.append((name, off, dataclasses.replace(config, **changes)))
+        out.append((name, off, config.replace(**{name: off, **strategy.off_also})))
     return out
 
 

@@ -14,7 +14,6 @@ unpickles: weights are safetensors, metadata is JSON.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -26,11 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor, nn
 
 from search.config import TrialConfig
-from search.data.colour import CHANNELS, Preprocess
+from search.data.colour import COLOR_SPACES, Preprocess, channels_of
+from search.data.decode import ASPECTS
 from search.errors import UserError
+from search.models.backbones import check_backbone
+from search.models import factory  # module attribute lookups: tests spy on create_model
+from search.strategies import PARAMS, check_value, inference_model
+from search.train.loop import predict
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +87,15 @@ class Bundle:
 
     def production_module(self) -> nn.Module:
         """``preprocess -> model``, on the CPU, in eval mode: what TorchScript and ONNX files hold."""
-        return nn.Sequential(self.preprocess, self.model).cpu().eval()
+        return nn.Sequential(self.preprocess, inference_model(self.config, self.model)).cpu().eval()
 
     @torch.no_grad()
     def probabilities(self, images: Tensor, device: torch.device | None = None) -> Tensor:
         """Class probabilities for uint8 RGB images already at ``input_size``."""
-        from search.train.loop import predict
-
         device = device or torch.device("cpu")
         self.model.to(device)
         self.preprocess.to(device)
-        return predict(self.model, self.preprocess, images, device).softmax(dim=1).cpu()
+        return predict(inference_model(self.config, self.model), self.preprocess, images, device).softmax(dim=1).cpu()
 
 
 def from_training(model: nn.Module, preprocess: Preprocess, config: TrialConfig, classes: list[str],
@@ -141,7 +144,7 @@ def _write_model_json(bundle: Bundle, out: Path) -> None:
         "format_version": FORMAT_VERSION,
         "architecture": {
             "config": bundle.config.to_dict(),
-            "in_channels": CHANNELS[bundle.config.color],
+            "in_channels": channels_of(bundle.config.color),
             "num_classes": len(bundle.classes),
             "input_size": bundle.input_size,
         },
@@ -156,8 +159,6 @@ def load_core(directory: str | Path) -> Bundle:
     """Rebuild a :class:`Bundle` from its core files (CPU, eval mode)."""
     from safetensors.torch import load_model
 
-    from search.models.factory import create_model
-
     src = Path(directory)
     if not src.is_dir():
         raise UserError(f"{src}: no such directory; create an export with strategy-search export STUDY -o DIR/")
@@ -168,12 +169,12 @@ def load_core(directory: str | Path) -> Bundle:
     doc = _read_json(src / MODEL_FILE)
     pre = _read_json(src / PREPROCESSING_FILE)
     config, arch, classes = _check_model_json(src / MODEL_FILE, doc)
-    _check_preprocessing(src / PREPROCESSING_FILE, pre, CHANNELS[config.color])
+    _check_preprocessing(src / PREPROCESSING_FILE, pre, channels_of(config.color))
     in_channels, num_classes, input_size = arch
     # The weights file holds every parameter, so no pretrained file is needed to rebuild it.
-    config = dataclasses.replace(config, pretrained=False)
+    config = config.replace(pretrained=False)
     _check_weight_shapes(src, config, arch)  # before allocating: a forged model.json must not cost GBs
-    model = create_model(config, in_channels, num_classes, input_size, None)
+    model = factory.create_model(config, in_channels, num_classes, input_size, None)
     try:
         load_model(model, str(src / WEIGHTS_FILE), strict=True)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -187,8 +188,6 @@ def load_core(directory: str | Path) -> Bundle:
 
 def _check_model_json(path: Path, doc: Any) -> tuple[TrialConfig, tuple[int, int, int], list[str]]:
     """Validate model.json (types and bounds) before anything is built from it."""
-    from search.config import PARAMS, check_value
-
     def bad(key: str, why: str) -> UserError:
         return UserError(f"{path}: {key}: {why}")
 
@@ -211,8 +210,6 @@ def _check_model_json(path: Path, doc: Any) -> tuple[TrialConfig, tuple[int, int
     if not isinstance(backbone, str):
         raise bad("architecture.config.backbone", f"expected a model name, got {backbone!r}")
     if backbone != "none":
-        from search.models.backbones import check_backbone
-
         problem = check_backbone(backbone)
         if problem:
             raise bad("architecture.config.backbone", problem)
@@ -225,7 +222,7 @@ def _check_model_json(path: Path, doc: Any) -> tuple[TrialConfig, tuple[int, int
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise bad(f"architecture.{key}", f"expected an integer in [{low}, {high}], got {value!r}")
         numbers.append(value)
-    if numbers[0] != CHANNELS[config.color]:
+    if numbers[0] != channels_of(config.color):
         raise bad("architecture.in_channels", f"{numbers[0]} does not match color {config.color!r}")
     classes = doc.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) != numbers[1]:
@@ -234,16 +231,14 @@ def _check_model_json(path: Path, doc: Any) -> tuple[TrialConfig, tuple[int, int
 
 
 def _check_preprocessing(path: Path, pre: Any, channels: int) -> None:
-    from search.data.transforms import ASPECTS
-
     def bad(key: str, why: str) -> UserError:
         return UserError(f"{path}: {key}: {why}")
 
     if not isinstance(pre, dict):
         raise bad("(document)", "expected a JSON object")
-    if pre.get("color") not in CHANNELS:
-        raise bad("color", f"expected one of {', '.join(CHANNELS)}, got {pre.get('color')!r}")
-    if CHANNELS[pre["color"]] != channels:
+    if pre.get("color") not in COLOR_SPACES:
+        raise bad("color", f"expected one of {', '.join(COLOR_SPACES.names())}, got {pre.get('color')!r}")
+    if channels_of(pre["color"]) != channels:
         raise bad("color", f"{pre['color']!r} does not match the model's {channels} input channel(s)")
     for key in ("mean", "std"):
         value = pre.get(key)
@@ -266,11 +261,9 @@ def _check_weight_shapes(src: Path, config: TrialConfig, arch: tuple[int, int, i
     shapes recorded in the weights file's header, so a mismatch is caught before allocating."""
     from safetensors import safe_open
 
-    from search.models.factory import create_model
-
     try:
         with torch.device("meta"):
-            skeleton = create_model(config, *arch, None)
+            skeleton = factory.create_model(config, *arch, None)
     except Exception as exc:  # noqa: BLE001 - some backbones cannot be built on meta; load_model checks them
         log.debug("meta build failed (%s); weight shapes are checked on load", exc)
         return
@@ -380,8 +373,6 @@ def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, An
     non-empty ``directory`` needs ``force``: a previous bundle (it has ``bundle.json``) is then
     replaced; any other folder gets the bundle's files and keeps its own.
     """
-    from search.export import write_config
-
     out = Path(directory)
     mode = check_output(out, force)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -477,3 +468,26 @@ def _swap_in(tmp: Path, out: Path, mode: str) -> None:
         if target.is_dir() and not target.is_symlink():
             raise UserError(f"{target} is a directory; it is in the way of the bundle's {p.name}")
         os.replace(p, target)
+
+
+def check_file_output(path: str | Path, force: bool) -> Path:
+    """``path`` as a file we may write: not a directory, under no file, replaced only with ``force``."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give a .yaml file name")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; add --force to overwrite it")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
+    return out
+
+
+def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -> Path:
+    """Write a runnable space file; an existing file is replaced only with ``force``."""
+    out = check_file_output(path, force)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    header = "# Exported by strategy-search: run it with `strategy-search run " + out.name + "`\n"
+    out.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return out

@@ -32,32 +32,14 @@ import optuna
 from optuna.trial import TrialState
 
 from search.bundle import CORE_FILES, Bundle, load_core, save_core
-from search.space import SearchSpace
+from search.spec import SearchSpace
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_ENV = "STRATEGY_SEARCH_CHECKPOINTS"
 CHECKPOINT_ATTR = "checkpoint"
 STUDY_UID_ATTR = "study_uid"
 
 StudyRef = Union[optuna.Study, str]  # a study, or just a name (studies made before study uids)
-
-
-def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None = None) -> Path:
-    """Where checkpoints live for a storage (see the module docstring)."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(CHECKPOINTS_ENV):
-        return Path(os.environ[CHECKPOINTS_ENV]).expanduser()
-    from search.study.storage import JOURNAL_PREFIX, _sqlite_path, resolve_url
-
-    url = resolve_url(storage_url)
-    db: str | None = None
-    if url.startswith(JOURNAL_PREFIX):
-        db = url[len(JOURNAL_PREFIX):].removeprefix("//")
-    elif url.startswith("sqlite"):
-        db = _sqlite_path(url)
-    return (Path(db).expanduser().parent if db else Path.cwd()) / "checkpoints"
 
 
 def _dirname(study: str) -> str:

@@ -177,6 +177,16 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
 
 
 @main.command()
+@click.option("--markdown", is_flag=True, help="The README's table (Markdown).")
+@_user_errors
+def strategies(markdown: bool) -> None:
+    """The strategy catalogue: every param a space file can search, its values and what it does."""
+    from search.catalogue import catalogue, format_catalogue
+
+    click.echo(format_catalogue(catalogue(), markdown=markdown))
+
+
+@main.command()
 @click.argument("space", type=click.Path(dir_okay=False))
 @storage_option
 @_user_errors
@@ -328,7 +338,8 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
 
 def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
                    device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
-    from search.checkpoints import CheckpointStore, checkpoint_root
+    from search.checkpoints import CheckpointStore
+    from search.study.storage import checkpoint_root
     from search.export import export_bundle
 
     store = CheckpointStore(checkpoint_root(storage, checkpoints))

@@ -1,186 +1,99 @@
-"""The complete configuration of one trial, and the catalogue of searchable params.
+"""The complete configuration of one trial: every param's value, plain data.
 
-Every key under ``params:`` in a space file is a field of :class:`TrialConfig`. Categorical
-strategy params take their allowed values from the registry that implements them, so adding a
-strategy means registering it once; the space validator and the trainer both read that registry.
+Which params exist, their defaults and their rules are declared by the strategy registry
+(:mod:`search.strategies`), which calls :meth:`TrialConfig.declare` once per param. This module
+imports nothing of ours, so every layer can hold and pass a config.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
-
-AugmentValue = Union[str, Sequence[Any]]
+import copy
+from typing import Any, ClassVar, Iterator, Mapping
 
 
-@dataclass
 class TrialConfig:
-    """Everything one trial needs besides the data and the objective."""
+    """Everything one trial needs besides the data and the objective.
 
-    # optimisation
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    batch_size: int = 64
-    epochs: int | None = None  # None: the budget's max_epochs
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # 0 disables clipping
-    # regularisation and input pipeline
-    dropout: float = 0.0
-    augment: AugmentValue = "none"
-    input_size: int | None = None  # None: the dataset's native size
-    aspect: str = "stretch"
-    color: str = "rgb"
-    normalize: str = "dataset"
-    # architecture
-    backbone: str = "none"  # "none": the built-in CNN
-    depth: int = 2
-    width: int = 16
-    residual: bool = False
-    norm: str = "batchnorm"
-    lrn_size: int = 5
-    pretrained: bool = False
-    finetune: str = "full"
-    # reproducibility: None means "space seed + trial number"
-    seed: int | None = None
+    Values not given take the registered default, looked up when read, so a config built before
+    the registry finished loading still reads every default.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if isinstance(d["augment"], tuple):
-            d["augment"] = list(d["augment"])
-        return d
+    _defaults: ClassVar[dict[str, Any]] = {}
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any) -> None:
+        unknown = [k for k in values if self._defaults and k not in self._defaults]
+        if unknown:
+            raise TypeError(f"unknown params {', '.join(unknown)}; known: {', '.join(self._defaults)}")
+        object.__setattr__(self, "_values", {k: _plain(v) for k, v in values.items()})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
-        return cls(**{k: v for k, v in values.items() if k in PARAMS})
+    def declare(cls, name: str, default: Any) -> None:
+        """Add a param (called by the strategy registry, once per param)."""
+        if name in cls._defaults:
+            raise ValueError(f"param {name!r} declared twice")
+        if name.startswith("_") or name in dir(cls):
+            raise ValueError(f"param name {name!r} clashes with TrialConfig itself")
+        cls._defaults[name] = default
+
+    @classmethod
+    def undeclare(cls, name: str) -> None:
+        cls._defaults.pop(name)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return list(cls._defaults)
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        if name in TrialConfig._defaults:
+            return copy.deepcopy(TrialConfig._defaults[name])
+        raise AttributeError(f"TrialConfig has no param {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self._defaults:
+            raise AttributeError(f"TrialConfig has no param {name!r}")
+        self._values[name] = _plain(value)
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        """A copy with ``changes`` applied (the config itself is unchanged)."""
+        return TrialConfig(**{**self._values, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every param's value (defaults included), JSON-able."""
+        out = copy.deepcopy(self._defaults)
+        out.update(copy.deepcopy(self._values))
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrialConfig":
+        """A config from stored values; keys that are not params (older or newer versions) are ignored."""
+        return cls(**{k: v for k, v in values.items() if k in cls._defaults})
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.to_dict().items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrialConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"TrialConfig({given})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(state))
 
 
-@dataclass(frozen=True)
-class ParamInfo:
-    """What a param accepts: its Python type, bounds and (for strategies) its registry."""
-
-    kind: type
-    help: str
-    choices: Callable[[], list[Any]] | None = None
-    low: float | None = None
-    high: float | None = None
-    low_inclusive: bool = True
-    nullable: bool = False
-    list_ok: bool = False  # augment also takes a list of ops
+def _plain(value: Any) -> Any:
+    # Stored configs are JSON: a tuple (an augmentation list) is kept as a list.
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _optimizers() -> list[str]:
-    from search.train.optim import OPTIMIZERS
-
-    return OPTIMIZERS.names()
-
-
-def _schedules() -> list[str]:
-    from search.train.optim import SCHEDULES
-
-    return SCHEDULES.names()
-
-
-def _colors() -> list[str]:
-    from search.data.colour import COLOR_SPACES
-
-    return COLOR_SPACES.names()
-
-
-def _norms() -> list[str]:
-    from search.models.cnn import NORMS
-
-    return NORMS.names()
-
-
-def _aspects() -> list[str]:
-    from search.data.transforms import ASPECTS
-
-    return list(ASPECTS)
-
-
-def _normalizers() -> list[str]:
-    from search.data.colour import NORMALIZERS
-
-    return list(NORMALIZERS)
-
-
-def _finetune() -> list[str]:
-    from search.models.backbones import FINETUNE_MODES
-
-    return list(FINETUNE_MODES)
-
-
-PARAMS: dict[str, ParamInfo] = {
-    "lr": ParamInfo(float, "learning rate", low=0.0, low_inclusive=False, high=10.0),
-    "optimizer": ParamInfo(str, "optimizer", choices=_optimizers),
-    "momentum": ParamInfo(float, "SGD momentum", low=0.0, high=1.0),
-    "weight_decay": ParamInfo(float, "weight decay", low=0.0, high=1.0),
-    "schedule": ParamInfo(str, "learning-rate schedule", choices=_schedules),
-    "warmup_epochs": ParamInfo(int, "linear warm-up epochs", low=0, high=1000),
-    "batch_size": ParamInfo(int, "batch size", low=1, high=65536),
-    "epochs": ParamInfo(int, "epochs (at most budget.max_epochs)", low=1, high=100000, nullable=True),
-    "label_smoothing": ParamInfo(float, "label smoothing", low=0.0, high=0.99),
-    "grad_clip": ParamInfo(float, "gradient-norm clip (0: off)", low=0.0, high=1e6),
-    "dropout": ParamInfo(float, "dropout before the classifier", low=0.0, high=0.99),
-    "augment": ParamInfo(str, "augmentation set or list of ops", list_ok=True),
-    "input_size": ParamInfo(int, "square input size in pixels", low=4, high=1024, nullable=True),
-    "aspect": ParamInfo(str, "resize mode", choices=_aspects),
-    "color": ParamInfo(str, "colour space", choices=_colors),
-    "normalize": ParamInfo(str, "per-channel normalisation", choices=_normalizers),
-    "backbone": ParamInfo(str, "'none' (built-in CNN) or a timm model name"),
-    "depth": ParamInfo(int, "conv stages of the built-in CNN", low=1, high=8),
-    "width": ParamInfo(int, "channels of the first stage", low=1, high=1024),
-    "residual": ParamInfo(bool, "residual blocks in the built-in CNN"),
-    "norm": ParamInfo(str, "normalisation layer", choices=_norms),
-    "lrn_size": ParamInfo(int, "LocalResponseNorm size", low=1, high=64),
-    "pretrained": ParamInfo(bool, "load pretrained backbone weights"),
-    "finetune": ParamInfo(str, "fine-tuning mode", choices=_finetune),
-    "seed": ParamInfo(int, "random seed", low=0, high=2**31 - 1, nullable=True),
-}
-
-assert set(PARAMS) == {f.name for f in dataclasses.fields(TrialConfig)}, "PARAMS and TrialConfig differ"
-
-
-def check_value(name: str, value: Any, extra_choices: Sequence[str] = ()) -> str | None:
-    """Return why ``value`` is not valid for param ``name``, or None when it is."""
-    info = PARAMS[name]
-    if value is None:
-        return None if info.nullable else f"{name} cannot be null"
-    if name == "augment":
-        from search.data.transforms import check_augment
-
-        return check_augment(value, extra_choices)
-    if name == "backbone":
-        from search.models.backbones import check_backbone
-
-        return check_backbone(value)
-    if info.kind is bool:
-        return None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
-    if info.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        return f"{name} must be an integer, got {value!r}"
-    if info.kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return f"{name} must be a number, got {value!r}"
-    if info.kind is float and not math.isfinite(value):
-        return f"{name} must be a finite number, got {value!r}"
-    if info.kind is str:
-        if not isinstance(value, str):
-            return f"{name} must be a string, got {value!r}"
-        allowed = info.choices() if info.choices else None
-        if allowed is not None and value not in allowed:
-            return f"{name}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}"
-        return None
-    if info.low is not None and (value < info.low or (value == info.low and not info.low_inclusive)):
-        op = ">=" if info.low_inclusive else ">"
-        return f"{name} must be {op} {info.low}, got {value!r}"
-    if info.high is not None and value > info.high:
-        return f"{name} must be <= {info.high}, got {value!r}"
-    return None
-
-
-__all__ = ["TrialConfig", "ParamInfo", "PARAMS", "check_value"]
+__all__ = ["TrialConfig"]

@@ -21,7 +21,7 @@ from search.ablate import fresh_seeds, retrain
 from search.config import TrialConfig
 from search.constraints import is_feasible
 from search.errors import UserError
-from search.space import SearchSpace
+from search.spec import SearchSpace
 from search.stats import CONFIDENCE, mean_std, t_interval
 from search.summary import CONFIRMED_ATTR
 from search.train.loop import resolve_device

@@ -20,11 +20,13 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from search.config import PARAMS, TrialConfig, check_value
+from search.config import TrialConfig
+from search.strategies import PARAMS, check_value
 from search.data.datasets import ImageSet, load_dataset, prepare
 from search.enqueue import param_fits
 from search.errors import UserError
-from search.space import DatasetSpec, ObjectiveSpec, parse_space
+from search.space import parse_space
+from search.spec import DatasetSpec, ObjectiveSpec
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, evaluate, resolve_device, train
 from search.train.metrics import Metrics, objective_value, positive_index
 
@@ -176,7 +178,7 @@ def _train_baseline(config: TrialConfig, dataset: DatasetSpec, objective: Object
         except NonFiniteLoss as exc:
             failures.append(f"lr {config.lr:g}: {exc}")
             if attempt == 0:
-                config = dataclasses.replace(config, lr=config.lr / 10)
+                config = config.replace(lr=config.lr / 10)
     return _Run(config, None, failures, time.perf_counter() - start)
 
 
@@ -291,7 +293,7 @@ def _colour_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objectiv
     majority class: when neither run beats it, the probe cannot tell.
     """
     start = time.perf_counter()
-    gray_config = dataclasses.replace(config, color="gray")
+    gray_config = config.replace(color="gray")
     try:
         gray = train(gray_config, dataset, (objective,), device=device, weights_dir=weights_dir,
                      evaluate_test=False, label="doctor gray probe", data=prepared)

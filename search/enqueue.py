@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from search.config import PARAMS, check_value
+from search.spec import choice_label
+from search.strategies import PARAMS, check_value
 
 
 def param_fits(spec: Any, value: Any) -> str | None:
     """Why ``value`` does not fit ``spec`` (a :class:`search.space.ParamSpec`), or None when it does."""
-    from search.space import choice_label
-
     if spec.kind == "fixed":
         return None if choice_label(value) == choice_label(spec.value) else f"fixed at {choice_label(spec.value)!r} here"
     if spec.kind == "choices":
@@ -40,8 +39,6 @@ def param_fits(spec: Any, value: Any) -> str | None:
 
 def optuna_value(spec: Any, value: Any) -> Any:
     """``value`` as Optuna stores it for ``spec`` (a label for a categorical choice)."""
-    from search.space import choice_label
-
     if spec.kind == "choices":
         return choice_label(value)
     return int(value) if spec.kind == "int" else float(value)

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial
 
 from search.config import TrialConfig
 from search.constraints import is_feasible
-from search.errors import UserError
-from search.space import SearchSpace
+from search.bundle import check_file_output, write_config  # noqa: F401 - part of this module's API
+from search.spec import SearchSpace
 from search.summary import best_trial, chosen_config
 
 log = logging.getLogger(__name__)
@@ -39,29 +38,6 @@ def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | 
         "split": "validation",
     }
     return doc
-
-
-def check_file_output(path: str | Path, force: bool) -> Path:
-    """``path`` as a file we may write: not a directory, under no file, replaced only with ``force``."""
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; give a .yaml file name")
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; add --force to overwrite it")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
-    return out
-
-
-def write_config(doc: dict[str, Any], path: str | Path, *, force: bool = True) -> Path:
-    """Write a runnable space file; an existing file is replaced only with ``force``."""
-    out = check_file_output(path, force)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    header = "# Exported by strategy-search: run it with `strategy-search run " + out.name + "`\n"
-    out.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return out
 
 
 @dataclass

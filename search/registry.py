@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +33,12 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
+    __getitem__ = get
+
+    def remove(self, name: str) -> T:
+        """Take an entry out again (plugins that unload, tests that register a throwaway entry)."""
+        return self._items.pop(name)
+
     def names(self) -> list[str]:
         return list(self._items)
 
@@ -40,3 +47,18 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A numeric option of a sampler or pruner (all of them are non-negative integers)."""
+
+    default: int
+    help: str
+
+    def problem(self, value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {value!r}"
+        if value < 0:
+            return f"must be >= 0, got {value!r}"
+        return None

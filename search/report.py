@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import SearchSpace, choice_label
+from search.spec import SearchSpace, choice_label
 from search.constraints import VIOLATIONS_ATTR, is_feasible
 from search.study.stopping import format_stop, stop_reason
 from search.summary import broken_bounds, best_trial, closest_infeasible, format_counts, state_counts

@@ -19,7 +19,8 @@ import torch
 from search.config import TrialConfig
 from search.data.datasets import Prepared, cat_images, prepare
 from search.errors import UserError
-from search.space import DatasetSpec, SearchSpace, load_space
+from search.space import load_space
+from search.spec import DatasetSpec, SearchSpace
 from search.train.loop import TrainResult, resolve_device, train_space
 
 log = logging.getLogger(__name__)

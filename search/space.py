@@ -9,18 +9,24 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from search.config import PARAMS, TrialConfig, check_value
+from search.constraints import parse_constraints
+from search.data.datasets import BUILTIN_DATASETS
+from search.data.transforms import AUGMENT_SETS, check_augment
+from search.enqueue import parse_enqueue
 from search.errors import SpaceError
+from search.pruners import PRUNERS
+from search.samplers import SAMPLERS
+from search.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
+    AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
+    ParamSpec, SearchSpace, _label, choice_label,
+)
+from search.strategies import PARAMS, check_value
 
-OBJECTIVE_METRICS = ("accuracy", "precision", "recall", "f1")
-MINIMIZED_METRICS = ("latency_ms", "params")
-AVERAGES = ("macro", "micro", "binary")
 TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
     "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source", "constraints", "enqueue",
@@ -33,182 +39,6 @@ STUDY_NAME_HELP = "1-128 letters, digits, _ . + - (not starting with . or -)"
 # MIN_EXPANSION_LIMIT nodes, whichever is more: an alias bomb is rejected before it is built.
 EXPANSION_PER_BYTE = 10
 MIN_EXPANSION_LIMIT = 20_000
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    """One objective: a metric on the validation split (or a cost to minimise)."""
-
-    metric: str = "accuracy"
-    average: str = "macro"
-    positive_class: str | int | None = None
-
-    @property
-    def direction(self) -> str:
-        return "minimize" if self.metric in MINIMIZED_METRICS else "maximize"
-
-    @property
-    def name(self) -> str:
-        if self.metric in ("accuracy",) + MINIMIZED_METRICS:
-            return self.metric
-        if self.average == "binary":
-            return f"{self.metric}[{self.positive_class}]"
-        return f"{self.metric}_{self.average}"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A built-in dataset name, an ImageFolder path or a CSV manifest, plus how to split it."""
-
-    name: str | None = None
-    path: str | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    limit: int | None = None  # use at most this many images (quick experiments, tests)
-    cache_max_side: int = 256  # input size left unset: images' own square size, at most this
-    csv: str | None = None  # a CSV manifest (columns path,label[,split]) ...
-    root: str | None = None  # ... whose relative paths are under this folder (default: the CSV's folder)
-
-    @property
-    def label(self) -> str:
-        return self.name if self.name else str(self.csv or self.path)
-
-
-@dataclass(frozen=True)
-class Budget:
-    n_trials: int | None = None
-    timeout: float | None = None
-    max_epochs: int = 10
-    target: float | None = None  # stop rules for the whole study (search.study.stopping)
-    patience: int | None = None
-    min_delta: float = 0.0
-
-
-@dataclass(frozen=True)
-class Component:
-    """A sampler or pruner: a registered name and its keyword options."""
-
-    name: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``when:`` clause: the param is sampled only when another param has one of ``values``."""
-
-    param: str
-    values: tuple[Any, ...]
-    negate: bool = False
-
-    def holds(self, config: Mapping[str, Any]) -> bool:
-        inside = _label(config.get(self.param)) in {_label(v) for v in self.values}
-        return inside != self.negate
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One entry of ``params``: categorical, int range, float range or a fixed value."""
-
-    name: str
-    kind: str  # "choices" | "int" | "float" | "fixed"
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    value: Any = None
-    when: tuple[Condition, ...] = ()
-
-    def active(self, config: Mapping[str, Any]) -> bool:
-        return all(c.holds(config) for c in self.when)
-
-    def suggest(self, trial: Any) -> Any:
-        """Sample this param from an Optuna trial."""
-        if self.kind == "fixed":
-            return self.value
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
-        labels = [_label(c) for c in self.choices]
-        picked = trial.suggest_categorical(self.name, labels)
-        return self.choices[labels.index(picked)]
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """A whole study, as described by one space file."""
-
-    study: str
-    objectives: tuple[ObjectiveSpec, ...]
-    dataset: DatasetSpec
-    budget: Budget
-    sampler: Component
-    pruner: Component
-    seed: int
-    params: tuple[ParamSpec, ...]
-    raw: Mapping[str, Any]  # the validated document, stored in the study for workers
-    source: str = "<space>"
-    description: str = ""
-    weights_dir: str | None = None
-    augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    keep: str = "best"
-    keep_top_k: int = 3  # checkpoints kept when keep is top_k
-    constraints: tuple[Any, ...] = ()  # search.constraints.Constraint, on the validation split
-    enqueue: tuple[Mapping[str, Any], ...] = ()  # param dicts run first (search.enqueue)
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction for o in self.objectives]
-
-    def param(self, name: str) -> ParamSpec | None:
-        return next((p for p in self.params if p.name == name), None)
-
-    def sample(self, trial: Any) -> TrialConfig:
-        """Draw a complete :class:`TrialConfig`: sampled, fixed and default values."""
-        values: dict[str, Any] = TrialConfig().to_dict()
-        values["epochs"] = self.budget.max_epochs
-        for spec in self.params:
-            if spec.active(values):
-                values[spec.name] = spec.suggest(trial)
-        if values["epochs"] is None or values["epochs"] > self.budget.max_epochs:
-            values["epochs"] = self.budget.max_epochs
-        return TrialConfig.from_dict(values)
-
-    def grid(self) -> dict[str, list[Any]]:
-        """The grid for Optuna's GridSampler (labels for categorical choices)."""
-        out: dict[str, list[Any]] = {}
-        for p in self.params:
-            if p.kind == "choices":
-                out[p.name] = [_label(c) for c in p.choices]
-            elif p.kind == "int":
-                out[p.name] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
-        return out
-
-
-def _label(value: Any) -> Any:
-    """Optuna stores only scalars; a list choice (an augmentation list) becomes 'a+b+c'."""
-    if isinstance(value, (list, tuple)):
-        return "+".join(_label(v) if not isinstance(v, Mapping) else _op_label(v) for v in value)
-    if isinstance(value, Mapping):
-        return _op_label(value)
-    return value
-
-
-def _op_label(op: Mapping[str, Any]) -> str:
-    ((name, args),) = op.items()
-    if isinstance(args, Mapping):
-        inner = ",".join(f"{k}={v}" for k, v in args.items())
-        return f"{name}({inner})"
-    return f"{name}({args})"
-
-
-choice_label = _label
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -357,21 +187,15 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
         doc["weights_dir"] = weights_dir
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
-    from search.study.pruners import PRUNER_OPTIONS
-    from search.study.samplers import SAMPLER_OPTIONS
-
-    sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLER_OPTIONS)
-    pruner = _parse_component(c, doc.get("pruner", "median"), "pruner", PRUNER_OPTIONS)
-    _check_sampler_fits(c, sampler, params)
-    if len(objectives) > 1 and sampler.name in ("cmaes",):
-        raise c.fail("sampler", "cmaes is single-objective; use tpe or random for several objectives")
+    sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLERS)
+    pruner = _parse_component(c, doc.get("pruner", "median"), "pruner", PRUNERS)
+    misfit = SAMPLERS.get(sampler.name).fits(params, len(objectives))
+    if misfit:
+        raise c.fail(*misfit)
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "expected a string")
     _check_target(c, budget, objectives)
-    from search.constraints import parse_constraints
-    from search.enqueue import parse_enqueue
-
     constraints = parse_constraints(c, doc.get("constraints", {}))
     enqueue = parse_enqueue(c, doc.get("enqueue", []), params)
     return SearchSpace(
@@ -422,8 +246,6 @@ def _check_target(c: _Checker, budget: Budget, objectives: Sequence[ObjectiveSpe
 
 
 def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
-    from search.data.datasets import BUILTIN_DATASETS
-
     if isinstance(raw, str):
         raw = {"name": raw} if raw in BUILTIN_DATASETS else {"path": raw}
     keys = ("name", "path", "csv", "root", "val_fraction", "test_fraction", "split_seed", "limit",
@@ -492,28 +314,27 @@ def _parse_objectives(c: _Checker, raw: Any) -> tuple[ObjectiveSpec, ...]:
     return tuple(out)
 
 
-def _parse_component(c: _Checker, raw: Any, key: str, options: Mapping[str, Sequence[str]]) -> Component:
-    allowed = list(options)
+def _parse_component(c: _Checker, raw: Any, key: str, registry: Any) -> Component:
+    """A sampler or pruner: a registered name and the options that one takes (each checks its own)."""
+    allowed = registry.names()
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, Mapping):
         raise c.fail(key, f"expected a name ({', '.join(allowed)}) or a mapping with 'name'")
     raw = dict(raw)
     name = c.one_of(raw.pop("name", None), f"{key}.name", allowed)
-    options_allowed = options[name]
+    options = registry.get(name).options
     for k, v in raw.items():
-        if k not in options_allowed:
-            hint = ", ".join(options_allowed) or "none"
+        if k not in options:
+            hint = ", ".join(options) or "none"
             raise c.fail(f"{key}.{k}", f"unknown option for {key} {name}; allowed: {hint}")
-        c.number(v, f"{key}.{k}", integer=k != "percentile", low=0)
+        problem = options[k].problem(v)
+        if problem:
+            raise c.fail(f"{key}.{k}", problem)
     return Component(name=name, options=raw)
 
 
-
-
 def _parse_augment_sets(c: _Checker, raw: Any) -> dict[str, tuple[Any, ...]]:
-    from search.data.transforms import AUGMENT_SETS, check_augment
-
     if not isinstance(raw, Mapping):
         raise c.fail("augment_sets", "expected a mapping of set name -> list of ops")
     out: dict[str, tuple[Any, ...]] = {}
@@ -676,18 +497,3 @@ def _check_source(c: _Checker, raw: Any) -> None:
             raise c.fail("source.values", f"expected objective names, got {name!r}")
         if value is not None:
             c.number(value, f"source.values.{name}")
-
-
-def _check_sampler_fits(c: _Checker, sampler: Component, params: Sequence[ParamSpec]) -> None:
-    if sampler.name == "cmaes":
-        for p in params:
-            if p.kind == "choices":
-                raise c.fail(f"params.{p.name}", "cmaes samples numeric ranges only; use tpe for categorical params")
-    if sampler.name == "grid":
-        for p in params:
-            if p.kind == "float":
-                raise c.fail(f"params.{p.name}.float", "grid needs finite values; use {choices: [...]} or an int range")
-            if p.when:
-                raise c.fail(f"params.{p.name}.when", "grid search does not support conditional params")
-        if not any(p.kind in ("choices", "int") for p in params):
-            raise c.fail("sampler", "grid needs at least one param with choices")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any, Iterable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -11,7 +10,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search.config import TrialConfig
 from search.constraints import DEVICE_ATTR, VIOLATIONS_ATTR, closest, is_feasible, total_violation
 from search.errors import UserError
-from search.space import SearchSpace
+from search.spec import SearchSpace
+from search.study.records import format_counts, state_counts  # noqa: F401 - summary API
 from search.study.stopping import format_stop, stop_reason
 
 CONFIRMED_ATTR = "confirmed"  # written by search.confirm
@@ -58,16 +58,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
     return max(front, key=lambda t: sign * t.values[0])
-
-
-def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
-    """How many trials are in each state, by state name (COMPLETE, PRUNED, ...)."""
-    return dict(Counter(t.state.name for t in trials))
-
-
-def format_counts(counts: Iterable[tuple[str, int]]) -> str:
-    """``complete 3, pruned 1`` from (state name, count) pairs, in the order given."""
-    return ", ".join(f"{k.lower()} {v}" for k, v in counts)
 
 
 def get_trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -16,7 +16,7 @@ from search.models.cnn import ConvBlock, SmallCNN
 from search.models.factory import create_model
 from search.space import DatasetSpec, ObjectiveSpec
 from search.train import loop
-from search.train.optim import OPTIMIZERS, SCHEDULES
+from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
 
 DIGITS = DatasetSpec(name="digits", limit=300)
 

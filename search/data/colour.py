@@ -7,6 +7,7 @@ the trial's colour space, normalises them and (optionally) whitens each image. I
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -14,59 +15,73 @@ from torch import Tensor, nn
 
 from search.registry import Registry
 
-COLOR_SPACES: Registry[Callable[[Tensor], Tensor]] = Registry("colour space")
-CHANNELS = {"rgb": 3, "gray": 1, "hsv": 3, "lab": 3}
+@dataclass(frozen=True)
+class ColorSpace:
+    """A colour space: its channel count and the module converting [0, 1] RGB into it."""
+
+    channels: int
+    module: Callable[[], nn.Module]  # a TorchScript-compatible nn.Module, so exports carry the conversion
+    help: str
+
+
+COLOR_SPACES: Registry[ColorSpace] = Registry("colour space")
 NORMALIZERS = ("dataset", "imagenet", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@COLOR_SPACES.register("rgb")
-def rgb(x: Tensor) -> Tensor:
-    return x
+class Gray(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-@COLOR_SPACES.register("gray")
-def gray(x: Tensor) -> Tensor:
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
+class Hsv(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        r, g, b = x[:, 0], x[:, 1], x[:, 2]
+        maxc, _ = x.max(dim=1)
+        minc, _ = x.min(dim=1)
+        delta = maxc - minc
+        safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+        rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+        h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+        h = torch.where(delta > 0, torch.remainder(h / 6.0, 1.0), torch.zeros_like(h))
+        s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+        return torch.stack([h, s, maxc], dim=1)
 
 
-@COLOR_SPACES.register("hsv")
-def hsv(x: Tensor) -> Tensor:
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, torch.remainder(h / 6.0, 1.0), torch.zeros_like(h))
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    return torch.stack([h, s, maxc], dim=1)
+class Lab(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        # sRGB -> linear -> XYZ (D65) -> CIE L*a*b*, scaled to roughly [0, 1] / [-1, 1].
+        lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055).clamp(min=0) ** 2.4)
+        m = torch.tensor(
+            [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+             [0.0193339, 0.1191920, 0.9503041]],
+            dtype=x.dtype, device=x.device,
+        )
+        xyz = torch.einsum("ij,njhw->nihw", m, lin)
+        white = torch.tensor([0.95047, 1.0, 1.08883], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        t = xyz / white
+        eps = 216.0 / 24389.0
+        f = torch.where(t > eps, t.clamp(min=eps) ** (1.0 / 3.0), (24389.0 / 27.0 * t + 16.0) / 116.0)
+        lum = 116.0 * f[:, 1] - 16.0
+        a = 500.0 * (f[:, 0] - f[:, 1])
+        b = 200.0 * (f[:, 1] - f[:, 2])
+        return torch.stack([lum / 100.0, a / 128.0, b / 128.0], dim=1)
 
 
-@COLOR_SPACES.register("lab")
-def lab(x: Tensor) -> Tensor:
-    # sRGB -> linear -> XYZ (D65) -> CIE L*a*b*, scaled to roughly [0, 1] / [-1, 1].
-    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055).clamp(min=0) ** 2.4)
-    m = torch.tensor(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]],
-        dtype=x.dtype, device=x.device,
-    )
-    xyz = torch.einsum("ij,njhw->nihw", m, lin)
-    white = torch.tensor([0.95047, 1.0, 1.08883], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    t = xyz / white
-    eps = 216.0 / 24389.0
-    f = torch.where(t > eps, t.clamp(min=eps) ** (1.0 / 3.0), (24389.0 / 27.0 * t + 16.0) / 116.0)
-    lum = 116.0 * f[:, 1] - 16.0
-    a = 500.0 * (f[:, 0] - f[:, 1])
-    b = 200.0 * (f[:, 1] - f[:, 2])
-    return torch.stack([lum / 100.0, a / 128.0, b / 128.0], dim=1)
+COLOR_SPACES.add("rgb", ColorSpace(3, nn.Identity, "the images as they are"))
+COLOR_SPACES.add("gray", ColorSpace(1, Gray, "luma only (ITU-R 601 weights): does colour matter?"))
+COLOR_SPACES.add("hsv", ColorSpace(3, Hsv, "hue, saturation, value"))
+COLOR_SPACES.add("lab", ColorSpace(3, Lab, "CIE L*a*b* (perceptual lightness and two colour axes)"))
+
+
+def channels_of(space: str) -> int:
+    return COLOR_SPACES.get(space).channels
 
 
 def convert(x: Tensor, space: str) -> Tensor:
-    return COLOR_SPACES.get(space)(x)
+    return COLOR_SPACES.get(space).module()(x)
 
 
 def channel_stats(x: Tensor, space: str, batch: int = 1024) -> tuple[list[float], list[float]]:
@@ -92,9 +107,8 @@ class Preprocess(nn.Module):
 
     def __init__(self, color: str, mean: list[float], std: list[float], whiten: bool = False) -> None:
         super().__init__()
-        if color not in COLOR_SPACES:
-            raise ValueError(f"unknown colour space {color!r}")
         self.color = color
+        self.convert = COLOR_SPACES.get(color).module()
         self.whiten = whiten
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -102,7 +116,7 @@ class Preprocess(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype == torch.uint8:
             x = x.float().div(255.0)
-        x = self._convert(x)
+        x = self.convert(x)
         x = (x - self.mean) / self.std
         if self.whiten:
             # Per-image standardisation (zero mean, unit variance), as TF's per_image_standardization.
@@ -110,16 +124,6 @@ class Preprocess(nn.Module):
             mu = flat.mean(dim=1).view(-1, 1, 1, 1)
             sd = flat.std(dim=1).clamp(min=1.0 / (flat.shape[1] ** 0.5)).view(-1, 1, 1, 1)
             x = (x - mu) / sd
-        return x
-
-    def _convert(self, x: Tensor) -> Tensor:
-        # Spelled out (not a registry lookup) so TorchScript can compile it.
-        if self.color == "gray":
-            return gray(x)
-        if self.color == "hsv":
-            return hsv(x)
-        if self.color == "lab":
-            return lab(x)
         return x
 
     def describe(self) -> dict[str, object]:
@@ -136,7 +140,7 @@ STATS_MAX_IMAGES = 2_000  # channel statistics from at most this many training i
 
 def make_preprocess(color: str, normalize: str, whiten: bool, train_images: Tensor) -> Preprocess:
     """Build the preprocessing for a trial; dataset statistics come from the training split only."""
-    channels = CHANNELS[color]
+    channels = channels_of(color)
     if normalize == "none":
         mean, std = [0.0] * channels, [1.0] * channels
     elif normalize == "imagenet" and color == "rgb":

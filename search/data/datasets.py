@@ -24,7 +24,8 @@ from search.data import cache
 from search.data.sources import scan
 from search.data.transforms import resize_all
 from search.errors import DataError
-from search.space import DatasetSpec
+from search.registry import Registry
+from search.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,8 @@ class Prepared:
     size: int
 
 
-BUILTIN_DATASETS: dict[str, Callable[[int], tuple[Tensor, Tensor, list[str]]]] = {}
-
-
-def builtin(name: str) -> Callable[[Callable[[int], tuple[Tensor, Tensor, list[str]]]], Callable]:
-    def deco(fn: Callable[[int], tuple[Tensor, Tensor, list[str]]]) -> Callable:
-        BUILTIN_DATASETS[name] = fn
-        return fn
-
-    return deco
+BUILTIN_DATASETS: Registry[Callable[[int], tuple[Tensor, Tensor, list[str]]]] = Registry("built-in dataset")
+builtin = BUILTIN_DATASETS.register
 
 
 @builtin("digits")
@@ -251,7 +245,7 @@ def builtin_source(spec: DatasetSpec) -> cache.Source:
     name = str(spec.name)
 
     def generate(size: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        images, labels, classes = BUILTIN_DATASETS[name](0)
+        images, labels, classes = BUILTIN_DATASETS.get(name)(0)
         if size is not None:
             images = resize_all(images, size, "stretch")
         return images.numpy(), labels.numpy(), classes

@@ -16,11 +16,11 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from search.data.decode import ASPECTS
 from search.registry import Registry
 
 OpFactory = Callable[..., v2.Transform]
 AUGMENT_OPS: Registry[OpFactory] = Registry("augmentation op")
-ASPECTS = ("stretch", "pad")
 WHITEN = "whiten"
 
 

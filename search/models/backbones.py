@@ -61,11 +61,11 @@ def find_weights(backbone: str, weights_dir: str | Path | None) -> Path:
 
 
 def create_backbone(name: str, num_classes: int, in_chans: int, *, pretrained: bool,
-                    weights_dir: str | Path | None, dropout: float = 0.0) -> nn.Module:
+                    weights_dir: str | Path | None, dropout: float = 0.0, **extra: Any) -> nn.Module:
     """A timm model with a fresh ``num_classes`` head; pretrained weights come from a local file."""
     import timm
 
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": dropout}
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": dropout, **extra}
     if pretrained:
         path = find_weights(name, weights_dir)
         # source='' stops timm from preferring the hub; 'file' then wins over any URL.

@@ -1,9 +1,10 @@
-"""A small configurable CNN: depth, width, residual blocks, BatchNorm / LRN / none, dropout."""
+"""A small configurable CNN: depth, width, residual blocks (with stochastic depth), BatchNorm / LRN / none, dropout."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from search.registry import Registry
@@ -17,7 +18,8 @@ NORMS.add("none", lambda channels, lrn_size: nn.Identity())
 class ConvBlock(nn.Module):
     """conv-norm-relu, or a ResNet-style basic block (two convs and a skip) when residual."""
 
-    def __init__(self, cin: int, cout: int, norm: str, lrn_size: int, residual: bool) -> None:
+    def __init__(self, cin: int, cout: int, norm: str, lrn_size: int, residual: bool,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         make_norm = NORMS.get(norm)
         self.residual = residual
@@ -28,6 +30,8 @@ class ConvBlock(nn.Module):
         self.conv2: nn.Module = nn.Identity()
         self.norm2: nn.Module = nn.Identity()
         self.skip: nn.Module = nn.Identity()
+        # Stochastic depth: in training, the residual branch of a whole sample is dropped at this rate.
+        self.drop_path: nn.Module = DropPath(drop_path) if residual and drop_path > 0 else nn.Identity()
         if residual:
             self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=norm != "batchnorm")
             self.norm2 = make_norm(cout, lrn_size)
@@ -37,7 +41,7 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.norm1(self.conv1(x)))
         if self.residual:
-            out = self.norm2(self.conv2(out)) + self.skip(x)
+            out = self.drop_path(self.norm2(self.conv2(out))) + self.skip(x)
             out = self.act(out)
         return out
 
@@ -46,13 +50,16 @@ class SmallCNN(nn.Module):
     """``depth`` stages of ConvBlock; channels double per stage; pool while the map is > 1 px."""
 
     def __init__(self, in_channels: int, num_classes: int, input_size: int, depth: int = 2, width: int = 16,
-                 residual: bool = False, norm: str = "batchnorm", lrn_size: int = 5, dropout: float = 0.0) -> None:
+                 residual: bool = False, norm: str = "batchnorm", lrn_size: int = 5, dropout: float = 0.0,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin, size = in_channels, input_size
         for i in range(depth):
             cout = width * (2 ** i)
-            layers.append(ConvBlock(cin, cout, norm, lrn_size, residual))
+            # As in timm: the drop rate grows linearly with depth, deepest block at drop_path_rate.
+            rate = drop_path_rate * (i + 1) / depth
+            layers.append(ConvBlock(cin, cout, norm, lrn_size, residual, rate))
             if size >= 2:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2

@@ -16,7 +16,7 @@ from search.constraints import DEVICE_ATTR, device_label
 from search.constraints import record as record_constraints
 from search.data.datasets import load_dataset
 from search.models.backbones import find_weights
-from search.space import SearchSpace
+from search.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 

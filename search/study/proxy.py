@@ -14,81 +14,27 @@ workers write through it are handled here instead of being stored:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import RDBStorage
 
 from search.errors import StorageError
 from search.study.heartbeat import BEAT_ATTR, fail_stale, grace_of
-from search.study.storage import GRPC_PREFIX, TrialLock, heartbeat_settings, mask_url, open_storage, resolve_url
+from search.study.storage import (
+    GRPC_PREFIX, LOCK_ATTR, TrialLock, heartbeat_settings, mask_url, open_storage, resolve_url,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_ATTR = "strategy_search:trial-lock"
 # Database connections the proxy holds (plus one per study whose trial lock it has taken).
 PROXY_POOL = 4
 PROXY_THREADS = 32
-
-
-def parse_grpc_url(url: str) -> tuple[str, int]:
-    """``grpc://HOST:PORT`` -> (host, port)."""
-    rest = url[len(GRPC_PREFIX):].rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise StorageError(f"storage URL {url!r} is not valid; use grpc://HOST:PORT (a strategy-search storage-proxy)")
-    return host.strip("[]"), int(port)
-
-
-def connect_proxy(url: str, connect_timeout: float) -> BaseStorage:
-    """A client of the storage proxy at ``url``, once it answers (waiting up to ``connect_timeout``)."""
-    host, port = parse_grpc_url(url)
-    try:
-        from optuna.storages import GrpcStorageProxy
-        import grpc  # noqa: F401
-    except ImportError as exc:
-        raise StorageError(f"storage {url}: gRPC support missing ({exc}); "
-                           "pip install 'strategy-search[grpc]'") from None
-    proxy = GrpcStorageProxy(host=host, port=port)
-    try:
-        proxy.wait_server_ready(timeout=connect_timeout)
-    except ConnectionError:
-        proxy.close()
-        raise StorageError(f"storage {url} unreachable, gave up after {connect_timeout:g}s (is "
-                           "strategy-search storage-proxy running there?)") from None
-    return proxy
-
-
-class RemoteLock:
-    """The client side of the proxy's trial lock: ask until granted, release when done."""
-
-    def __init__(self, storage: BaseStorage, study_name: str) -> None:
-        self.storage = storage
-        self.study_id = storage.get_study_id_from_name(study_name)
-        self.owner = uuid.uuid4().hex
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        delay = 0.002
-        while True:
-            try:
-                self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"acquire": self.owner})
-                break
-            except KeyError:  # busy: the proxy answers at once instead of tying up one of its threads
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.05)
-        try:
-            yield
-        finally:
-            self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"release": self.owner})
 
 
 @dataclass

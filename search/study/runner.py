@@ -34,21 +34,21 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import __version__, progress
-from search.checkpoints import STUDY_UID_ATTR, CheckpointStore, checkpoint_root
+from search.checkpoints import STUDY_UID_ATTR, CheckpointStore
 from search.errors import UserError
-from search.space import SearchSpace, parse_space
+from search.spec import SearchSpace
 from search.study.budget import ask, used_budget
 from search.study.objective import Objective
-from search.study.pruners import create_pruner
+from search.pruners import create_pruner
 from search.study import stopping
-from search.study.samplers import create_sampler, grid_size
+from search.samplers import create_sampler, grid_size
+from search.study.records import SPACE_ATTR, load_study  # noqa: F401 - load_study: part of the runner API
 from search.study.heartbeat import StaleCheck, beat, interval_of, is_lost, requeue
-from search.study.storage import TrialLock, open_storage, rdb_backend, resolve_url
+from search.study.storage import TrialLock, checkpoint_root, open_storage, rdb_backend, resolve_url
 from search.study.warmstart import enqueue_from_space
 
 log = logging.getLogger(__name__)
 
-SPACE_ATTR = "space"
 WORKER_ATTR = "worker"
 WORKER_LABEL_ENV = "STRATEGY_SEARCH_WORKER_LABEL"
 # How often a worker with no budget left looks whether the other workers' trials have ended.
@@ -127,20 +127,6 @@ def name_objectives(study: optuna.Study, space: SearchSpace) -> None:
     if study.metric_names is not None or len(names) != len(study.directions):
         return
     study.set_metric_names(names)  # (experimental in Optuna: search.study silences that warning)
-
-
-def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[optuna.Study, SearchSpace]:
-    """Load a study and the space stored in it (a worker needs nothing else)."""
-    store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        known = ", ".join(optuna.get_all_study_names(store)) or "none"
-        raise UserError(f"no study named {name!r} in this storage; studies: {known}") from None
-    stored = study.user_attrs.get(SPACE_ATTR)
-    if stored is None:
-        raise UserError(f"study {name!r} was not created by strategy-search (no stored space)")
-    return study, parse_space(stored, source=f"study {name!r}")
 
 
 DEFAULT_N_TRIALS = 20
@@ -403,7 +389,7 @@ def _set_reason(trial: optuna.Trial, reason: str) -> None:
 
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
     """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
-    # (A grid study ends by its budget: search.study.samplers' grid sampler never calls study.stop().)
+    # (A grid study ends by its budget: search.samplers. grid sampler never calls study.stop().)
     frozen = study.tell(trial, skip_if_finished=True, **kwargs)
     if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and is_lost(frozen):
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",

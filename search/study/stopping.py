@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.constraints import is_feasible
-from search.space import SearchSpace
+from search.spec import SearchSpace
 from search.study.warmstart import is_copied
 
 log = logging.getLogger(__name__)

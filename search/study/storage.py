@@ -19,8 +19,10 @@ import hashlib
 import logging
 import os
 import sqlite3
+import random
 import threading
 import time
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +46,34 @@ GRACE_ENV = "STRATEGY_SEARCH_GRACE"
 CONNECT_TIMEOUT_ENV = "STRATEGY_SEARCH_CONNECT_TIMEOUT"
 JOURNAL_PREFIX = "journal:"
 GRPC_PREFIX = "grpc://"
+
+
+def parse_grpc_url(url: str) -> tuple[str, int]:
+    """``grpc://HOST:PORT`` -> (host, port)."""
+    rest = url[len(GRPC_PREFIX):].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StorageError(f"storage URL {url!r} is not valid; use grpc://HOST:PORT (a strategy-search storage-proxy)")
+    return host.strip("[]"), int(port)
+
+
+def connect_proxy(url: str, connect_timeout: float) -> BaseStorage:
+    """A client of the storage proxy at ``url``, once it answers (waiting up to ``connect_timeout``)."""
+    host, port = parse_grpc_url(url)
+    try:
+        from optuna.storages import GrpcStorageProxy
+        import grpc  # noqa: F401
+    except ImportError as exc:
+        raise StorageError(f"storage {url}: gRPC support missing ({exc}); "
+                           "pip install 'strategy-search[grpc]'") from None
+    proxy = GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=connect_timeout)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(f"storage {url} unreachable, gave up after {connect_timeout:g}s (is "
+                           "strategy-search storage-proxy running there?)") from None
+    return proxy
 
 
 def resolve_url(url: str | None) -> str:
@@ -162,8 +192,6 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
         backend = JournalFileBackend(str(Path(path).expanduser()), lock_obj=JournalFileOpenLock(str(path) + ".lock"))
         return optuna.storages.JournalStorage(backend)
     if url.startswith(GRPC_PREFIX):
-        from search.study.proxy import connect_proxy
-
         proxy = connect_proxy(url, connect_timeout)
         # Optuna's proxy client has no heartbeat settings: ours beats through it (search.study.heartbeat).
         proxy.heartbeat_interval = heartbeat_settings(heartbeat_interval, grace_period)[0] if heartbeat else None
@@ -263,6 +291,34 @@ def _check_rdb_url(url: str, shown: str) -> None:
 # ----------------------------------------------------------------------------- trial lock
 
 
+# The trial lock through a storage proxy: a study system attr the proxy acts on (search.study.proxy).
+LOCK_ATTR = "strategy_search:trial-lock"
+
+
+class RemoteLock:
+    """The client side of the proxy's trial lock: ask until granted, release when done."""
+
+    def __init__(self, storage: BaseStorage, study_name: str) -> None:
+        self.storage = storage
+        self.study_id = storage.get_study_id_from_name(study_name)
+        self.owner = uuid.uuid4().hex
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        delay = 0.002
+        while True:
+            try:
+                self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"acquire": self.owner})
+                break
+            except KeyError:  # busy: the proxy answers at once instead of tying up one of its threads
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"release": self.owner})
+
+
 class TrialLock:
     """Serialises "is there budget left? then create a trial" across workers of one study.
 
@@ -296,8 +352,6 @@ class TrialLock:
                 self._own_engine = True
             self._engine = engine
         elif self.url.startswith(GRPC_PREFIX) and storage is not None:
-            from search.study.proxy import RemoteLock
-
             self._remote = RemoteLock(storage, study_name)
         self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
 
@@ -390,3 +444,21 @@ class TrialLock:
 def _single_connection(engine: Any) -> bool:
     pool = engine.pool
     return getattr(pool, "_pool", None) is not None and pool.size() == 1 and getattr(pool, "_max_overflow", 1) == 0
+
+
+CHECKPOINTS_ENV = "STRATEGY_SEARCH_CHECKPOINTS"
+
+
+def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None = None) -> Path:
+    """Where checkpoints live for a storage (see :mod:`search.checkpoints`): resolved with the URL."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(CHECKPOINTS_ENV):
+        return Path(os.environ[CHECKPOINTS_ENV]).expanduser()
+    url = resolve_url(storage_url)
+    db: str | None = None
+    if url.startswith(JOURNAL_PREFIX):
+        db = url[len(JOURNAL_PREFIX):].removeprefix("//")
+    elif url.startswith("sqlite"):
+        db = _sqlite_path(url)
+    return (Path(db).expanduser().parent if db else Path.cwd()) / "checkpoints"

@@ -23,7 +23,8 @@ from search.config import TrialConfig
 from search.constraints import FEASIBLE_ATTR, VIOLATIONS_ATTR, violations
 from search.enqueue import enqueue_params, optuna_value, param_fits
 from search.errors import UserError
-from search.space import SearchSpace, choice_label
+from search.spec import SearchSpace, choice_label
+from search.study.records import load_study
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ def fit_trial(space: SearchSpace, config: dict[str, Any]) -> tuple[dict[str, Any
 
 def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: Any = None) -> WarmStart:
     """Copy ``source``'s finished trials that fit ``space`` into ``study`` (once per study)."""
-    from search.study.runner import load_study
-
     report = WarmStart(source)
     if study.user_attrs.get(DONE_ATTR):
         report.already = True

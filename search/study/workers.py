@@ -73,7 +73,7 @@ class LaunchReport:
         return codes.pop() if len(codes) == 1 and min(codes) > 0 else 1
 
     def format(self) -> str:
-        from search.summary import format_counts
+        from search.study.records import format_counts
 
         lines = [f"{len(self.workers)} worker(s) for study {self.study!r}:"]
         for w in self.workers:

@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,16 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from search.config import TrialConfig
-from search.data.colour import CHANNELS, Preprocess, make_preprocess
+from search.data.colour import Preprocess, make_preprocess
 from search.data.datasets import Prepared, prepare
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
 from search.progress import progress
-from search.space import DatasetSpec, ObjectiveSpec, SearchSpace
+from search.spec import DatasetSpec, ObjectiveSpec, SearchSpace
 from search.train.batches import iterate_batches
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
-from search.train.optim import OPTIMIZERS, SCHEDULES
+from search.strategies import TrialContext, active_hooks, inference_model, input_channels
+from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ class TrainResult:
     n_params: int
     epoch_seconds: float
     latency_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -164,30 +164,49 @@ def train(
     preprocess = make_preprocess(config.color, config.normalize, plan.whiten, data.train_x.cpu()).to(device)
     augment = BatchAugment(plan, data.size)
 
-    model = create_model(config, CHANNELS[config.color], num_classes, data.size, weights_dir).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
-        [{"params": list(model.parameters()), "lr": config.lr}]
-    optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
     n_train = len(data.train_y)
     batch_size = min(config.batch_size, n_train)
     steps = max(1, n_train // batch_size + (1 if n_train % batch_size > 1 else 0))
     epochs = int(config.epochs or 1)
+    counts = torch.bincount(data.train_y.cpu(), minlength=num_classes).tolist()
+    hooks = active_hooks(config, TrialContext(num_classes, counts, data.size, steps, epochs, device))
+    model_kwargs: dict[str, Any] = {}
+    for h in hooks:
+        model_kwargs.update(h.model_kwargs())
+    model = create_model(config, input_channels(config), num_classes, data.size, weights_dir, **model_kwargs)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    for h in hooks:
+        h.start(model)
+    groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
+        [{"params": list(model.parameters()), "lr": config.lr}]
+    optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
     scheduler = SCHEDULES.get(config.schedule)(optimizer, config, steps, epochs)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    weights = next((w for w in (h.class_weights() for h in hooks) if w is not None), None)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                    label_smoothing=config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
     last_progress = time.monotonic()
     amp = _autocast(device)  # one context, re-entered every step
+    step = 0
+
+    def evaluated() -> nn.Module:
+        current = model
+        for h in hooks:
+            current = h.eval_model(current)
+        return inference_model(config, current)
 
     for epoch in progress(range(1, epochs + 1), desc=label, unit="epoch"):
         model.train()
         if config.backbone != "none" and config.finetune == "freeze":
             freeze_norm_statistics(model)
         start = time.perf_counter()
-        order = torch.randperm(n_train, generator=generator)
+        order = next((o for o in (h.train_order(data.train_y, generator) for h in hooks) if o is not None), None)
+        if order is None:
+            order = torch.randperm(n_train, generator=generator)
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
@@ -197,12 +216,17 @@ def train(
         for b, xb, yb in iterate_batches(data.train_x, data.train_y, order, batch_size, steps, device):
             if plan.random:
                 xb = augment(xb)
+            for h in hooks:
+                xb = h.augment(xb)
             x = preprocess(xb.to(device, non_blocking=True))
+            target = yb
+            for h in hooks:
+                x, target = h.mix(x, target)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with amp:
                 logits = model(x)
-                loss = criterion(logits.float(), yb)
+                loss = criterion(logits.float(), target)
             if check_each_step and not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}, step {b + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -216,11 +240,15 @@ def train(
             grad_max = torch.maximum(grad_max, norm.detach())
             optimizer.step()
             scheduler.step()
+            step += 1
+            for h in hooks:
+                h.after_step(model, step)
             total_loss += loss.detach() * len(yb)
+            # Mixed (soft) targets: a prediction counts as right when it names the image's own class.
             correct += (logits.argmax(dim=1) == yb).sum()
             seen += len(yb)
         seconds = time.perf_counter() - start
-        val = evaluate(model, preprocess, data.val_x, data.val_y, num_classes, device)
+        val = evaluate(evaluated(), preprocess, data.val_x, data.val_y, num_classes, device)
         value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
         train_loss = float(total_loss) / max(1, seen)
         if not math.isfinite(train_loss) or not math.isfinite(val.loss) or not math.isfinite(float(grad_max)):
@@ -237,11 +265,16 @@ def train(
         if on_epoch is not None:
             on_epoch(entry)
 
+    # What is kept, measured and exported: the evaluated weights (e.g. the EMA average), bare; the
+    # inference wrappers (e.g. flip TTA) are put back by whoever evaluates or exports it.
+    for h in hooks:
+        model = h.eval_model(model)
+    final = inference_model(config, model)
     # ``val`` is the last epoch's evaluation: the model has not changed since.
-    test = (evaluate(model, preprocess, data.test_x, data.test_y, num_classes, device)
+    test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
     n_params = count_params(model)
-    latency = measure_latency(model, preprocess, data.val_x, device)
+    latency = measure_latency(final, preprocess, data.val_x, device)
     costs = {"latency_ms": latency, "params": float(n_params)}
     values = [objective_value(o, val, classes, costs) for o in objectives]
     return TrainResult(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from search.errors import UserError
-from search.space import ObjectiveSpec
+from search.spec import ObjectiveSpec
 
 
 @dataclass

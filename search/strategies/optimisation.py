@@ -1,4 +1,8 @@
-"""Optimisers and learning-rate schedules, registered by the names space files use."""
+"""Optimisation strategies: learning rate, optimiser, schedule, batch size, epochs, regularisers of the update.
+
+Optimisers and schedules are registries of factories; the ``optimizer`` and ``schedule``
+strategies take their allowed values from them, so a new optimiser is one registration here.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from search.config import TrialConfig
 from search.registry import Registry
+from search.strategies.base import Param, Strategy, register
 
 OptimizerFactory = Callable[[list[dict[str, Any]], TrialConfig], Optimizer]
 ScheduleFactory = Callable[[Optimizer, TrialConfig, int, int], LRScheduler]
@@ -71,3 +76,48 @@ def _step(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> 
 def _onecycle(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> LRScheduler:
     max_lr = [g["lr"] for g in opt.param_groups]
     return OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, steps_per_epoch * epochs))
+
+
+register(Strategy(
+    "lr", Param(float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0), "optimisation",
+    "learning-rate tuning: the first thing to search",
+))
+register(Strategy(
+    "optimizer", Param(str, "adamw", "optimiser", choices=OPTIMIZERS.names), "optimisation",
+    "SGD with momentum, Adam (L2 penalty) or AdamW (decoupled weight decay)",
+    options={"momentum": Param(float, 0.9, "SGD momentum", low=0.0, high=1.0)},
+))
+register(Strategy(
+    "weight_decay", Param(float, 0.0, "weight decay", low=0.0, high=1.0), "regularisation",
+    "weight decay: pulls weights towards 0 against overfitting", off=0.0,
+))
+register(Strategy(
+    "schedule", Param(str, "constant", "learning-rate schedule", choices=SCHEDULES.names), "optimisation",
+    "a decaying or one-cycle learning rate", off="constant",
+))
+register(Strategy(
+    "warmup_epochs", Param(int, 0, "linear warm-up epochs", low=0, high=1000), "optimisation",
+    "linear learning-rate warm-up: steadies the first steps", off=0,
+))
+register(Strategy(
+    "batch_size", Param(int, 64, "batch size", low=1, high=65536), "optimisation",
+    "batch size: gradient noise against speed",
+))
+register(Strategy(
+    "epochs", Param(int, None, "epochs (at most budget.max_epochs; null: the budget's)", low=1, high=100000,
+                    nullable=True),
+    "optimisation", "more epochs for a model still improving; fewer (early stopping) for one overfitting",
+))
+register(Strategy(
+    "label_smoothing", Param(float, 0.0, "label smoothing", low=0.0, high=0.99), "regularisation",
+    "softer targets: less confident fits", off=0.0,
+))
+register(Strategy(
+    "grad_clip", Param(float, 0.0, "gradient-norm clip (0: off)", low=0.0, high=1e6), "optimisation",
+    "clips exploding gradient norms", off=0.0,
+))
+register(Strategy(
+    "seed", Param(int, None, "random seed (null: the space's seed + the trial number)", low=0, high=2**31 - 1,
+                  nullable=True),
+    "run", "the trial's random seed",
+))

@@ -1,0 +1,22 @@
+"""Every strategy, registered once (importing this package registers the whole catalogue).
+
+Ask the registry, not the modules: :data:`STRATEGIES` (name -> :class:`Strategy`),
+:data:`PARAMS` (param -> :class:`Param`), :func:`check_value`, :func:`active_hooks`,
+:func:`inference_model`. A new remedy is a new module here, imported below.
+"""
+
+from search.strategies.base import (
+    GROUPS, NO_OFF, OWNER, PARAMS, STRATEGIES, Advice, Param, Strategy, TrainHooks, TrialContext, active_hooks,
+    check_value, inference_model, input_channels, owner, register, unregister,
+)
+
+# Registration order is the order params are listed in (errors, `strategy-search strategies`).
+from search.strategies import optimisation  # noqa: E402,F401
+from search.strategies import input  # noqa: E402,F401  (the module; shadows the builtin only here)
+from search.strategies import architecture  # noqa: E402,F401
+from search.strategies import drop_path  # noqa: E402,F401
+
+__all__ = [
+    "GROUPS", "NO_OFF", "OWNER", "PARAMS", "STRATEGIES", "Advice", "Param", "Strategy", "TrainHooks", "TrialContext",
+    "active_hooks", "check_value", "inference_model", "input_channels", "owner", "register", "unregister",
+]

@@ -1,0 +1,79 @@
+"""The foundation holds: import-linter's layer contracts, and the README's catalogue matches the registry."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_are_kept() -> None:
+    """setup.cfg's contracts: no upward import (also inside functions), no cycle, data and models apart."""
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    result = subprocess.run([exe, "--config", str(ROOT / "setup.cfg")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_a_layer_violation_inside_a_function_is_caught(tmp_path: Path) -> None:
+    """The contracts see imports in function bodies: plant one and lint-imports must fail."""
+    tree = tmp_path / "repo"
+    shutil.copytree(ROOT / "search", tree / "search", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "setup.cfg", tree / "setup.cfg")
+    colour = tree / "search" / "data" / "colour.py"
+    colour.write_text(colour.read_text() + "\n\ndef _sneaky():\n    from search.study import runner  # noqa\n")
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    result = subprocess.run([exe, "--config", "setup.cfg"], cwd=tree, capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)})
+    assert result.returncode != 0
+    assert "search.data.colour -> search.study.runner" in result.stdout
+
+
+def test_readme_catalogue_is_the_registry() -> None:
+    from search.catalogue import README_BEGIN, README_END, catalogue, format_catalogue
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
+    assert readme[start:end] == format_catalogue(catalogue(), markdown=True), \
+        "README's params table is stale: paste `strategy-search strategies --markdown` over it"
+
+
+def test_every_param_has_one_owner_and_a_valid_default() -> None:
+    from search.config import TrialConfig
+    from search.strategies import OWNER, PARAMS, STRATEGIES, check_value
+
+    assert set(PARAMS) == set(TrialConfig.names()) == set(OWNER)
+    for name, param in PARAMS.items():
+        assert check_value(name, param.default) is None, name
+        assert param.help
+    for name in STRATEGIES:
+        assert STRATEGIES.get(name).summary
+
+
+def test_registering_a_strategy_makes_it_searchable_and_ablatable(tmp_path: Path) -> None:
+    """One definition is enough: the validator, TrialConfig and ablate's variants all see it."""
+    from search import strategies
+    from search.ablate import variants
+    from search.config import TrialConfig
+    from search.space import parse_space
+    from search.strategies.base import OWNER, PARAMS, Param, Strategy
+
+    name = "test_only_remedy"
+    strategies.register(Strategy(name, Param(str, "off", "a remedy for this test", choices=("off", "on")),
+                                 "regularisation", "a remedy defined only here", off="off"))
+    try:
+        space = parse_space({"study": "s", "params": {name: {"choices": ["off", "on"]}}})
+        assert space.param(name).choices == ("off", "on")
+        with pytest.raises(Exception, match="allowed: off, on"):
+            parse_space({"study": "s", "params": {name: "sideways"}})
+        config = TrialConfig(**{name: "on"})
+        assert [(p, off) for p, off, _ in variants(config, space)] == [(name, "off")]
+    finally:
+        strategies.unregister(name)
+    assert name not in PARAMS and name not in OWNER and name not in TrialConfig.names()
