@@ -38,7 +38,7 @@ def fresh_seeds(n: int) -> list[int]:
     return [SEED_BASE + i for i in range(n)]
 
 
-def retrain(config: TrialConfig, space: SearchSpace, seeds: Sequence[int], *, device: torch.device,
+def values_over_seeds(config: TrialConfig, space: SearchSpace, seeds: Sequence[int], *, device: torch.device,
             weights_dir: str | Path | None, label: str) -> list[float | None]:
     """The first objective on the validation split, once per seed; None where training diverged."""
     values: list[float | None] = []
@@ -126,10 +126,10 @@ def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_ep
     sign = 1 if space.objectives[0].direction == "maximize" else -1
     start = time.perf_counter()
     log.info("ablation of trial %d: best config + %d variant(s) x %d seeds", trial.number, len(todo), seeds)
-    reference = retrain(config, space, seed_list, device=device, weights_dir=weights_dir, label="best config")
+    reference = values_over_seeds(config, space, seed_list, device=device, weights_dir=weights_dir, label="best config")
     rows = []
     for name, off, variant in todo:
-        values = retrain(variant, space, seed_list, device=device, weights_dir=weights_dir, label=f"{name}={off}")
+        values = values_over_seeds(variant, space, seed_list, device=device, weights_dir=weights_dir, label=f"{name}={off}")
         row = {"param": name, "best": getattr(config, name), "switched_to": off, **_row(values, reference, sign)}
         rows.append(row)
         log.info("%s %s -> %s: %s", name, choice_label(row["best"]), choice_label(off), row["verdict"])

@@ -236,7 +236,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
            checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.study.storage import open_storage
-    from search.study.workers import label_logs, launch, plan_workers, require_study, stop_on_sigterm
+    from search.study.workers import launch, plan_workers, require_study
 
     several = gpus is not None or processes is not None
     if several and device is not None:
@@ -253,22 +253,18 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
         sys.exit(report.exit_code)
-    from search.study.runner import WorkerInterrupted, load_study, run_trials, worker_seed_for
-    from search.summary import format_counts, state_counts
+    from search.study.records import format_counts
+    from search.study.runner import WorkerInterrupted
+    from search.study.workers import run_worker
 
-    study, spec = load_study(study_name, store)
-    label_logs()
-    stop_on_sigterm()
     try:
-        summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+        summary, study_counts = run_worker(study_name, store, storage_url=storage, n_trials=n_trials, timeout=timeout,
+                                           device=device, weights_dir=weights_dir, checkpoints=checkpoints)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
-    counts = format_counts(summary.counts.items())
-    click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
-    study_counts = format_counts(sorted(state_counts(study.get_trials(deepcopy=False)).items()))
-    click.echo(f"study {study_name!r} now: {study_counts}")
+    click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {format_counts(summary.counts.items())}")
+    click.echo(f"study {study_name!r} now: {format_counts(sorted(study_counts.items()))}")
     if not _launcher_label():  # else the launcher that started this worker says it
         _print_next_after_workers(study_name, storage)
 
@@ -413,14 +409,10 @@ def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | No
 def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None, device: str | None,
               weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Re-train the configuration CONFIG (an exported config.yaml) and compare with its source trial."""
-    from pathlib import Path
-
-    from search.bundle import bundle_from_result, check_output, write_bundle
     from search.retrain import retrain
 
-    if output:
-        check_output(Path(output), force)  # before training, not after
-    done = retrain(config, data_dir=data_dir, full=full, device=device, weights_dir=weights_dir)
+    done = retrain(config, data_dir=data_dir, full=full, device=device, weights_dir=weights_dir, output=output,
+                   onnx=onnx, force=force)
     space, result = done.space, done.result
     source = dict(space.raw.get("source") or {})
     origin = f" (trial {source['trial']} of study {source['study']})" if "trial" in source else ""
@@ -436,15 +428,8 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
         t = result.test
         click.echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
                    "test set only)")
-    if output:
-        doc = dict(space.raw)
-        if data_dir is not None:
-            doc["dataset"] = {**(doc["dataset"] if isinstance(doc.get("dataset"), dict) else {}),
-                              "path": done.dataset.path}
-            doc["dataset"].pop("name", None)
-        bundle = bundle_from_result(result, done.config, done.dataset, space.objectives,
-                                    {**source, "config": str(config), "train_and_val": full})
-        written = write_bundle(bundle, output, doc, onnx=onnx, force=force)
+    if done.written is not None:
+        written = done.written
         click.echo(f"wrote {output}/: " + ", ".join(written["files"]))
         for note in written["notes"]:
             click.echo(f"  note: {note}")

@@ -17,7 +17,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search.ablate import fresh_seeds, retrain
+from search.ablate import fresh_seeds, values_over_seeds
 from search.config import TrialConfig
 from search.constraints import is_feasible
 from search.errors import UserError
@@ -51,7 +51,7 @@ def confirm(study: optuna.Study, space: SearchSpace, *, top: int = 5, seeds: int
         config = TrialConfig.from_dict(t.user_attrs["config"])
         if budget_epochs is not None:
             config.epochs = budget_epochs
-        values = retrain(config, space, seed_list, device=device, weights_dir=weights_dir, label=f"trial {t.number}")
+        values = values_over_seeds(config, space, seed_list, device=device, weights_dir=weights_dir, label=f"trial {t.number}")
         ok = [v for v in values if v is not None]
         mean, std = mean_std(ok) if ok else (None, None)
         rows.append({"trial": t.number, "original": t.values[0], "values": values, "mean": mean, "std": std,

@@ -13,9 +13,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from search.bundle import bundle_from_result, check_output, write_bundle
 from search.config import TrialConfig
 from search.data.datasets import Prepared, cat_images, prepare
 from search.errors import UserError
@@ -58,6 +60,7 @@ class Retrained:
     full: bool
     seconds: float
     comparisons: list[Comparison] = field(default_factory=list)
+    written: dict[str, Any] | None = None  # the bundle written with ``output`` (files, notes)
 
     @property
     def reproduced(self) -> bool | None:
@@ -97,8 +100,15 @@ def train_and_val(data: Prepared) -> Prepared:
 
 
 def retrain(config_path: str | Path, *, data_dir: str | Path | None = None, full: bool = False,
-            device: str | None = None, weights_dir: str | None = None) -> Retrained:
-    """Train the configuration in ``config_path`` and compare with ``source.values`` when present."""
+            device: str | None = None, weights_dir: str | None = None, output: str | Path | None = None,
+            onnx: bool = True, force: bool = False) -> Retrained:
+    """Train the configuration in ``config_path`` and compare with ``source.values`` when present.
+
+    With ``output``, the trained model is written there as an export bundle (``force`` replaces an
+    existing one; that is checked before training, so a refusal costs nothing).
+    """
+    if output is not None:
+        check_output(Path(output), force)
     space = load_space(config_path)
     config = fixed_config(space)
     dataset = with_data(space, data_dir)
@@ -118,4 +128,12 @@ def retrain(config_path: str | Path, *, data_dir: str | Path | None = None, full
             if isinstance(recorded.get(spec.name), (int, float)) and math.isfinite(recorded[spec.name]):
                 tol = None if spec.name in UNREPRODUCIBLE else tolerance
                 out.comparisons.append(Comparison(spec.name, float(recorded[spec.name]), float(value), tol))
+    if output is not None:
+        doc = dict(space.raw)
+        if data_dir is not None:
+            doc["dataset"] = {**(doc["dataset"] if isinstance(doc.get("dataset"), dict) else {}), "path": dataset.path}
+            doc["dataset"].pop("name", None)
+        bundle = bundle_from_result(result, config, dataset, space.objectives,
+                                    {**source, "config": str(config_path), "train_and_val": full})
+        out.written = write_bundle(bundle, output, doc, onnx=onnx, force=force)
     return out

@@ -25,7 +25,6 @@ class ColorSpace:
 
 
 COLOR_SPACES: Registry[ColorSpace] = Registry("colour space")
-NORMALIZERS = ("dataset", "imagenet", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -138,18 +137,33 @@ class Preprocess(nn.Module):
 STATS_MAX_IMAGES = 2_000  # channel statistics from at most this many training images (8M pixels)
 
 
+# Normalisations: (colour space, training images) -> per-channel (mean, std).
+NORMALIZERS: Registry[Callable[[str, Tensor], tuple[list[float], list[float]]]] = Registry("normalisation")
+
+
+@NORMALIZERS.register("dataset")
+def dataset_statistics(color: str, train_images: Tensor) -> tuple[list[float], list[float]]:
+    """The training split's own per-channel statistics in the trial's colour space."""
+    if len(train_images) > STATS_MAX_IMAGES:
+        # Evenly spaced images estimate the statistics to well under 1% and keep a trial's start
+        # independent of the dataset's size (the images come from the memory-mapped cache).
+        pick = torch.linspace(0, len(train_images) - 1, STATS_MAX_IMAGES).round().long().unique()
+        train_images = train_images[pick]
+    return channel_stats(train_images, color)
+
+
+@NORMALIZERS.register("imagenet")
+def _imagenet(color: str, train_images: Tensor) -> tuple[list[float], list[float]]:
+    # ImageNet's statistics are RGB statistics; other colour spaces use the dataset's own.
+    if color != "rgb":
+        return dataset_statistics(color, train_images)
+    return list(IMAGENET_MEAN), list(IMAGENET_STD)
+
+
+NORMALIZERS.add("none", lambda color, train_images: ([0.0] * channels_of(color), [1.0] * channels_of(color)))
+
+
 def make_preprocess(color: str, normalize: str, whiten: bool, train_images: Tensor) -> Preprocess:
     """Build the preprocessing for a trial; dataset statistics come from the training split only."""
-    channels = channels_of(color)
-    if normalize == "none":
-        mean, std = [0.0] * channels, [1.0] * channels
-    elif normalize == "imagenet" and color == "rgb":
-        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    else:
-        if len(train_images) > STATS_MAX_IMAGES:
-            # Evenly spaced images estimate the statistics to well under 1% and keep a trial's start
-            # independent of the dataset's size (the images come from the memory-mapped cache).
-            pick = torch.linspace(0, len(train_images) - 1, STATS_MAX_IMAGES).round().long().unique()
-            train_images = train_images[pick]
-        mean, std = channel_stats(train_images, color)
+    mean, std = NORMALIZERS.get(normalize)(color, train_images)
     return Preprocess(color, mean, std, whiten=whiten)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from search.errors import UserError
+from search.registry import Registry
 
 log = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("full", "freeze", "discriminative_lr")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 DISCRIMINATIVE_FACTOR = 0.1  # backbone lr = head lr * this
 
@@ -79,20 +79,31 @@ def _head_params(model: nn.Module) -> list[nn.Parameter]:
     return list(head.parameters()) if isinstance(head, nn.Module) else []
 
 
-def param_groups(model: nn.Module, finetune: str, lr: float) -> list[dict[str, Any]]:
+Groups = list[dict[str, Any]]
+# Fine-tuning modes: (body params, head params, lr) -> optimizer param groups (the head trains at lr).
+FINETUNE_MODES: Registry[Callable[[list[nn.Parameter], list[nn.Parameter], float], Groups]] = Registry("finetune mode")
+FINETUNE_MODES.add("full", lambda body, head, lr: [{"params": body + head, "lr": lr}])
+
+
+@FINETUNE_MODES.register("freeze")
+def _freeze(body: list[nn.Parameter], head: list[nn.Parameter], lr: float) -> Groups:
+    for p in body:
+        p.requires_grad_(False)
+    return [{"params": head, "lr": lr}]
+
+
+FINETUNE_MODES.add("discriminative_lr",
+                   lambda body, head, lr: [{"params": body, "lr": lr * DISCRIMINATIVE_FACTOR}, {"params": head, "lr": lr}])
+
+
+def param_groups(model: nn.Module, finetune: str, lr: float) -> Groups:
     """Optimizer param groups for a fine-tuning mode (the head always trains at ``lr``)."""
-    if finetune not in FINETUNE_MODES:
-        raise ValueError(f"unknown finetune mode {finetune!r}; allowed: {', '.join(FINETUNE_MODES)}")
+    mode = FINETUNE_MODES.get(finetune)
     head = _head_params(model)
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
-    if finetune == "full" or not head:
+    if not head:  # no separate classifier to tell apart: everything trains
         return [{"params": list(model.parameters()), "lr": lr}]
-    if finetune == "freeze":
-        for p in body:
-            p.requires_grad_(False)
-        return [{"params": head, "lr": lr}]
-    return [{"params": body, "lr": lr * DISCRIMINATIVE_FACTOR}, {"params": head, "lr": lr}]
+    head_ids = {id(p) for p in head}
+    return mode([p for p in model.parameters() if id(p) not in head_ids], head, lr)
 
 
 def freeze_norm_statistics(model: nn.Module) -> None:

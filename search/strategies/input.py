@@ -49,6 +49,6 @@ register(Strategy(
     channels=channels_of,
 ))
 register(Strategy(
-    "normalize", Param(str, "dataset", "per-channel normalisation", choices=NORMALIZERS), "input",
+    "normalize", Param(str, "dataset", "per-channel normalisation", choices=NORMALIZERS.names), "input",
     "per-channel normalisation: the dataset's statistics, ImageNet's, or none", off="dataset",
 ))

@@ -286,3 +286,21 @@ def _count_trials(report: LaunchReport, url: str) -> None:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
     for w in report.workers:
         w.counts = by_worker.get(f"{host}:{w.pid} {w.spec.label}", {})
+
+
+def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials: int | None, timeout: float | None,
+               device: str | None, weights_dir: str | None, checkpoints: str | None) -> tuple[Any, dict[str, int]]:
+    """One worker in this process: join the study and run trials until its budget is used up.
+
+    Returns the runner's summary of this worker's trials and the study's trial counts by state.
+    Raises ``WorkerInterrupted`` (with the summary) after Ctrl-C or SIGTERM.
+    """
+    from search.study.records import load_study, state_counts
+    from search.study.runner import run_trials, worker_seed_for
+
+    study, spec = load_study(study_name, store)
+    label_logs()
+    stop_on_sigterm()
+    summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
+                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+    return summary, state_counts(study.get_trials(deepcopy=False))
