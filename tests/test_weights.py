@@ -23,7 +23,7 @@ from search.weights import fetch_weights
 from test_backbones import NAME, _save_checkpoint
 
 BOTH_WAYS_OUT = ("HF_HUB_OFFLINE is set and the Hugging Face cache has no copy",
-                 f"put {NAME}.safetensors there", f"strategy-search weights fetch {NAME} -o",
+                 f"put {NAME}.safetensors in that folder", f"strategy-search weights fetch {NAME} -o",
                  "go online with HF_HUB_OFFLINE unset")
 
 
@@ -145,7 +145,7 @@ def test_neither_fails_the_trial_with_that_reason_and_no_traceback(hub: Path, tm
     assert trial.state == optuna.trial.TrialState.FAIL
     reason = trial.user_attrs["fail_reason"]
     assert reason.startswith(f"WeightsError: no pretrained weights for backbone '{NAME}': no file in "
-                             f"{tmp_path / 'nowhere'} (does not exist)"), reason
+                             f"{tmp_path / 'nowhere'} (does not exist), and timm cannot load them"), reason
     for phrase in BOTH_WAYS_OUT:
         assert phrase.lower() in reason.lower(), reason
 

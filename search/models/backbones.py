@@ -140,11 +140,11 @@ def _missing(name: str, weights_dir: str | Path | None, why: str, *, downloadabl
     """The one-line error naming both ways out: a local file, or timm's download."""
     root = weights_root(weights_dir)
     where = str(root) if root.is_dir() else f"{root} (does not exist)"
-    local = f"no pretrained weights for backbone {name!r}: no file in {where} and {why}. "
+    local = f"no pretrained weights for backbone {name!r}: no file in {where}, and timm cannot load them: {why}. "
     if not downloadable:
-        return WeightsError(local + f"Put {name}.safetensors there, or use pretrained: false")
+        return WeightsError(local + f"Put {name}.safetensors in that folder, or use pretrained: false")
     return WeightsError(
-        local + f"Either put {name}.safetensors there (`strategy-search weights fetch {name} -o {root}` "
+        local + f"Either put {name}.safetensors in that folder (`strategy-search weights fetch {name} -o DIR` "
         "on a connected machine writes it), or let timm download it: go online with HF_HUB_OFFLINE unset")
 
 
