@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import is_offline_mode
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -115,7 +115,7 @@ def _strip_prefixes(key: str) -> str:
 
 def hub_failure(exc: BaseException) -> str:
     """Why timm could not load pretrained weights, in a few words (for one-line errors)."""
-    if is_offline_mode():
+    if hf_constants.HF_HUB_OFFLINE:  # read from the environment when huggingface_hub is imported
         return "HF_HUB_OFFLINE is set and the Hugging Face cache has no copy"
     if isinstance(exc, LocalEntryNotFoundError):
         return "the Hugging Face hub cannot be reached and its cache has no copy"
