@@ -618,6 +618,26 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
 
 
 
+@main.group("weights")
+def weights_group() -> None:
+    """Pretrained backbone weights for machines without internet."""
+
+
+@weights_group.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(), default=None, metavar="DIR",
+              help="Folder for NAME.safetensors (default ~/.cache/strategy-search/weights, read by trials "
+                   "when no weights_dir is given).")
+@click.option("--force", is_flag=True, help="Replace existing NAME.safetensors files.")
+@_user_errors
+def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> None:
+    """Save the timm backbones NAMES' pretrained weights as DIR/NAME.safetensors (needs internet)."""
+    from search.weights import fetch_weights
+
+    for path in fetch_weights(names, output, force=force):
+        click.echo(f"wrote {path}")
+
+
 def _dataset_arg(data: str, builtins: Any) -> dict[str, Any]:
     """A command-line DATA: a built-in name, a .csv manifest or an image folder."""
     if data in builtins:

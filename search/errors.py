@@ -24,3 +24,7 @@ class DataError(UserError):
 
 class StorageError(UserError):
     """A storage URL is malformed or its database cannot be reached."""
+
+
+class WeightsError(UserError):
+    """Pretrained weights cannot be found, read or fetched."""

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Keep tests on the CPU and quiet about threads: CI has 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Nothing in the tests downloads: timm/huggingface_hub read this when first imported (after this file).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_space(study: str = "tiny", **overrides: Any) -> dict[str, Any]:

@@ -342,6 +342,18 @@ CASES: list[Case] = [
     Case("warm-storage-alone", ("run", "space.yaml", "--warm-storage", "sqlite:///x.db"), _space(),
          says="--warm-storage needs --warm-start"),
     Case("warm-start-unknown-study", ("run", "space.yaml", "--warm-start", "nope"), _space(), says="nope"),
+    # --- weights fetch (issue 12): checked before anything is downloaded; never over a file without --force
+    Case("weights-fetch-unknown-name", ("weights", "fetch", "no_such_model", "-o", "w"), says="not a timm model"),
+    Case("weights-fetch-unknown-tag", ("weights", "fetch", "resnet18.bogus", "-o", "w"),
+         says="invalid pretrained tag (bogus)"),
+    Case("weights-fetch-over-existing", ("weights", "fetch", "test_resnet", "-o", "w"),
+         lambda w: w.text("w/test_resnet.safetensors", "mine"), says="add --force",
+         unchanged=("w/test_resnet.safetensors",)),
+    Case("weights-fetch-into-a-file", ("weights", "fetch", "test_resnet", "-o", "w"), lambda w: w.text("w", "mine"),
+         says="is a file", unchanged=("w",)),
+    Case("weights-fetch-offline", ("weights", "fetch", "test_resnet", "-o", "w"),
+         lambda w: w.monkeypatch.setenv("HF_HOME", str(w.tmp / "hf")), says="HF_HUB_OFFLINE is set",
+         env=(("HF_HUB_OFFLINE", "1"),), subprocess=True),
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),

@@ -14,7 +14,7 @@ register(Strategy(
 ))
 register(Strategy(
     "pretrained", Param(bool, False, "load pretrained backbone weights"), "architecture",
-    "transfer learning from a pretrained backbone", off=False,
+    "transfer learning from a pretrained backbone (weights: a local file, else timm / Hugging Face)", off=False,
     options={"finetune": Param(str, "full", "fine-tuning mode", choices=FINETUNE_MODES.names)},
     requires=lambda config: config.backbone != "none",
 ))

@@ -15,7 +15,7 @@ from search.config import TrialConfig
 from search.constraints import DEVICE_ATTR, device_label
 from search.constraints import record as record_constraints
 from search.data.datasets import load_dataset
-from search.models.backbones import find_weights
+from search.models.backbones import check_weights_dir
 from search.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
@@ -51,7 +51,7 @@ class Objective:
         self.checkpoints = checkpoints
 
     def check_ready(self) -> None:
-        """Fail before any trial on a bad dataset, class name or missing weight file.
+        """Fail before any trial on a bad dataset or class name; warn of a missing weights_dir.
 
         Opens the dataset cache at every input size and aspect the space names (building what is
         missing, once per machine), so data errors show before the first trial and no trial pays
@@ -65,12 +65,12 @@ class Objective:
                 data = load_dataset(self.space.dataset, size, aspect)
         for spec in self.space.objectives:
             positive_index(spec, data.classes)
-        backbones = self._values("backbone", "none")
-        pretrained = self._values("pretrained", False)
-        if True in pretrained:
-            for name in backbones:
-                if name != "none":
-                    find_weights(name, self.weights_dir)
+        # Weights are not required up front: a backbone without a local file loads through timm in
+        # its trial (which fails with both ways out if that cannot work either).
+        if True in self._values("pretrained", False) and set(self._values("backbone", "none")) - {"none"}:
+            warning = check_weights_dir(self.weights_dir)
+            if warning:
+                log.warning(warning)
 
     def _values(self, name: str, default: Any) -> list[Any]:
         p = self.space.param(name)
