@@ -23,7 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import SearchSpace, choice_label
-from search.constraints import VIOLATIONS_ATTR, is_feasible
+from search.constraints import is_feasible
+from search.study import records
 from search.study.stopping import format_stop, stop_reason
 from search.summary import broken_bounds, best_trial, closest_infeasible, format_counts, state_counts
 
@@ -93,7 +94,7 @@ class _Study:
         return t.values[0]
 
     def ranked(self) -> list[FrozenTrial]:
-        return sorted(self.complete, key=lambda t: (-t.values[0] if self.maximize else t.values[0], t.number))
+        return records.ranked(self.complete, self.maximize)
 
     @property
     def plot_kwargs(self) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def _summary(s: _Study) -> Section:
         values = ", ".join(f"{o.name} {v:.4f}" for o, v in zip(s.space.objectives, s.best.values))
         rows.append(("best trial", f"{s.best.number}: {values}"))
         rows.append(("its params", ", ".join(f"{k}={_short(v)}" for k, v in s.best.params.items()) or "none searched"))
-        test = s.best.user_attrs.get("test")
+        test = records.metrics(s.best, "test")
         if test:
             rows.append(("its test split", f"accuracy {test['accuracy']:.4f}, f1 (macro) {test['f1_macro']:.4f} "
                                            f"(n={test['n']}; see the caveat)"))
@@ -133,7 +134,7 @@ def _summary(s: _Study) -> Section:
         body += _note("INFEASIBLE trials break the constraints: they are never the best, exported or confirmed.")
         body += _table(["trial", s.objective, "breaks"],
                        [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}", broken_bounds(t)) for t in infeasible
-                        if t.user_attrs.get(VIOLATIONS_ATTR) is not None or t.constraints],
+                        if records.has_violations(t) or t.constraints],
                        table_id="infeasible-table")
     return Section("summary", SECTIONS["summary"], body=body)
 
@@ -231,7 +232,7 @@ def _parallel(s: _Study) -> Section:
 
 def _learning_curves(s: _Study) -> Section:
     sec = Section("learning-curves", SECTIONS["learning-curves"])
-    top = [t for t in s.ranked() if t.user_attrs.get("history")][:TOP_TRIALS]
+    top = [t for t in s.ranked() if records.history(t)][:TOP_TRIALS]
     if not top:
         sec.body = _note("no completed trial with a training history yet")
         return sec
@@ -241,7 +242,7 @@ def _learning_curves(s: _Study) -> Section:
     metric = f"validation {s.objective}"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", metric))
     for i, t in enumerate(top):
-        hist = t.user_attrs["history"]
+        hist = records.history(t)
         epochs = [h["epoch"] for h in hist]
         name = f"trial {t.number} ({s.objective} {t.values[0]:.4f})"
         colour = _COLOURS[i % len(_COLOURS)]
@@ -258,7 +259,7 @@ def _learning_curves(s: _Study) -> Section:
 
         f, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
         for i, t in enumerate(top):
-            hist = t.user_attrs["history"]
+            hist = records.history(t)
             epochs = [h["epoch"] for h in hist]
             label = f"trial {t.number}"
             a.plot(epochs, [h["train_loss"] for h in hist], marker="o", color=_COLOURS[i % len(_COLOURS)], label=label)
@@ -279,8 +280,7 @@ def _learning_curves(s: _Study) -> Section:
 def _confusion(s: _Study) -> Section:
     sec = Section("confusion", SECTIONS["confusion"])
     best = s.best
-    splits = [(name, best.user_attrs.get(key)) for name, key in (("validation", "val"), ("test", "test"))] \
-        if best is not None else []
+    splits = [(name, records.metrics(best, name)) for name in ("validation", "test")] if best is not None else []
     splits = [(name, m) for name, m in splits if m and m.get("confusion")]
     if not splits:
         sec.body = _note("no completed trial with metrics yet")
@@ -361,7 +361,7 @@ def _strategy_effect(s: _Study) -> Section:
 
 
 def _caveat(s: _Study) -> Section:
-    test = s.best.user_attrs.get("test") if s.best is not None else None
+    test = records.metrics(s.best, "test") if s.best is not None else None
     text = ("Objective values are measured on the validation split, which was used to select the best "
             "trial, so they are optimistic. ")
     if test:
@@ -389,7 +389,7 @@ def _interval_chart(labels: list[str], centres: list[float], intervals: list[lis
 
 def _ablation(s: _Study) -> Section:
     sec = Section("ablation", SECTIONS["ablation"])
-    record = s.study.user_attrs.get("ablation")
+    record = records.ablation(s.study)
     rows = [r for r in (record or {}).get("rows", []) if r.get("delta") is not None]
     if not rows:
         sec.body = _note(f"no ablation stored; run: strategy-search ablate {s.study.study_name}")
@@ -412,7 +412,7 @@ def _ablation(s: _Study) -> Section:
 
 def _confirmed(s: _Study) -> Section:
     sec = Section("confirmed", SECTIONS["confirmed"])
-    record = s.study.user_attrs.get("confirmed")
+    record = records.confirmed(s.study)
     rows = [r for r in (record or {}).get("rows", []) if r.get("mean") is not None]
     if not rows:
         sec.body = _note(f"no confirmation stored; run: strategy-search confirm {s.study.study_name}")

@@ -28,12 +28,13 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from search.errors import StorageError
+from search.study import records
 from search.study.heartbeat import BEAT_ATTR, fail_stale, grace_of
 from search.study.storage import GRPC_PREFIX, TrialLock, heartbeat_settings, mask_url, open_storage, resolve_url
 
 log = logging.getLogger(__name__)
 
-LOCK_ATTR = "strategy_search:trial-lock"
+LOCK_ATTR = records.TRIAL_LOCK
 # Database connections the proxy holds (plus one per study whose trial lock it has taken).
 PROXY_POOL = 4
 PROXY_THREADS = 32
@@ -151,7 +152,7 @@ class ProxyBackend(RDBStorage):
         """One stale-trial check over every study."""
         failed = 0
         for summary in self.get_all_studies():
-            if self._get_stale_trial_ids(summary._study_id):
+            if self._get_stale_trial_ids(records.study_id(summary)):
                 failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
         return failed
 

@@ -265,7 +265,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
     """Fill in each worker's trial counts from the study (so a killed worker's trials show too)."""
     import optuna
 
-    from search.study.runner import WORKER_ATTR
+    from search.study import records
     from search.study.storage import mask_url, open_storage
 
     try:
@@ -279,7 +279,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
     by_worker: dict[str, dict[str, int]] = {}
     for t in trials:
         report.study_counts[t.state.name] = report.study_counts.get(t.state.name, 0) + 1
-        who = t.user_attrs.get(WORKER_ATTR)
+        who = records.worker(t)
         # A queued retry still carries the dead worker's attrs until some worker takes it.
         if isinstance(who, str) and t.state.name != "WAITING":
             counts = by_worker.setdefault(who, {})

@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -69,7 +69,6 @@ class TrainResult:
     n_params: int
     epoch_seconds: float
     latency_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
