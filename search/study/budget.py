@@ -80,7 +80,7 @@ def ask(study: optuna.Study) -> optuna.Trial:
         conn.rollback()
     if queued is not None:
         return study.ask()
-    study._thread_local.cached_all_trials = None  # as study.ask(): the sampler sees this trial's start
+    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
     return optuna.Trial(study, storage.create_new_trial(study_id))
 
 

@@ -50,7 +50,7 @@ def beat(storage: BaseStorage, trial_id: int) -> None:
 
 def checks_stale_here(storage: BaseStorage) -> bool:
     """Whether workers run the stale-trial check (a proxy runs it itself)."""
-    return hasattr(storage, "_get_stale_trial_ids") and bool(interval_of(storage))
+    return records.lists_stale_trials(storage) and bool(interval_of(storage))
 
 
 def grace_of(storage: BaseStorage) -> int:
@@ -73,7 +73,7 @@ def fail_stale(study: optuna.Study) -> int:
     storage = records.storage_of(study)
     grace = grace_of(storage)
     failed = 0
-    for trial_id in storage._get_stale_trial_ids(records.study_id(study)):  # type: ignore[attr-defined]
+    for trial_id in records.stale_trial_ids(storage, study):
         try:
             # The reason goes first: a finished trial takes no more attrs.
             storage.set_trial_user_attr(trial_id, records.FAIL_REASON, lost_reason(grace))

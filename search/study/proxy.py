@@ -152,7 +152,7 @@ class ProxyBackend(RDBStorage):
         """One stale-trial check over every study."""
         failed = 0
         for summary in self.get_all_studies():
-            if self._get_stale_trial_ids(records.study_id(summary)):
+            if records.stale_trial_ids(self, summary):
                 failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
         return failed
 

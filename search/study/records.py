@@ -67,7 +67,9 @@ NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
 
 
-# ----------------------------------------------------------------------------- Optuna's private ids
+# ----------------------------------------------------------------------------- Optuna's internals
+# Optuna (5.0) exposes none of these publicly; they are read here only, so an Optuna upgrade that
+# renames one breaks this section alone.
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -86,6 +88,21 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """A trial's id in its storage: the key of BaseStorage's trial methods, which neither
     ``optuna.Trial`` nor ``FrozenTrial`` exposes publicly."""
     return trial._trial_id
+
+
+def forget_cached_trials(study: optuna.Study) -> None:
+    """Drop the study's per-thread trial cache, as ``study.ask()`` does before it creates a trial."""
+    study._thread_local.cached_all_trials = None
+
+
+def lists_stale_trials(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether ``storage`` can list trials whose heartbeat stopped (RDB and our proxy can)."""
+    return hasattr(storage, "_get_stale_trial_ids")
+
+
+def stale_trial_ids(storage: optuna.storages.BaseStorage, study: Any) -> list[int]:
+    """Ids of ``study``'s running trials whose heartbeat stopped (Optuna's fail_stale_trials reads the same)."""
+    return storage._get_stale_trial_ids(study_id(study))  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- trial writers
