@@ -71,7 +71,8 @@ def test_records_imports_only_optuna_and_the_plain_layers() -> None:
     assert {m.split(".")[0] for m in imported if m} <= {"__future__", "math", "typing", "optuna", "search"}
 
 
-def _study(values: list[float | None], *, direction: str = "maximize", infeasible: tuple[int, ...] = ()) -> optuna.Study:
+def _study(values: list[float | None], *, direction: str = "maximize",
+           infeasible: tuple[int, ...] = ()) -> optuna.Study:
     study = optuna.create_study(direction=direction)
     for i, v in enumerate(values):
         state = TrialState.FAIL if v is None else TrialState.COMPLETE
