@@ -3,8 +3,8 @@
 :func:`ablate` retrains the best trial's config and one variant per strategy (augmentation ->
 none, colour -> gray or rgb, dropout -> 0, ...) over the same fresh seeds, and gives each
 strategy's effect on the objective as a difference of means with a 95% Welch interval. A
-strategy "mattered" when the interval excludes 0. The record is stored in the study's user
-attr ``ablation`` so reports can chart it.
+strategy "mattered" when the interval excludes 0. The record is stored with the study
+(:func:`search.records.record_ablation`) so reports can chart it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from search.config import TrialConfig
+from search import records
 from search.errors import UserError
 from search.strategies import NO_OFF, STRATEGIES
 from search.spec import SearchSpace, choice_label
@@ -29,7 +30,6 @@ from search.train.loop import NonFiniteLoss, resolve_device, train_space
 
 log = logging.getLogger(__name__)
 
-ABLATION_ATTR = "ablation"
 SEED_BASE = 10_000  # fresh seeds: search trials use "space seed + trial number"
 
 
@@ -148,7 +148,7 @@ def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_ep
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    study.set_user_attr(ABLATION_ATTR, record)
+    records.record_ablation(study, record)
     return record
 
 

@@ -21,23 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import optuna
 from optuna.trial import TrialState
 
-from search.bundle import CORE_FILES, Bundle, load_core, save_core
+from search.bundle import CORE_FILES, Bundle, save_core
 from search.spec import SearchSpace
+from search import records
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_ATTR = "checkpoint"
-STUDY_UID_ATTR = "study_uid"
 
 StudyRef = Union[optuna.Study, str]  # a study, or just a name (studies made before study uids)
 
@@ -52,8 +49,8 @@ def _dirname(study: str) -> str:
 
 def study_uid(study: optuna.Study) -> str | None:
     """The study's own id (None for a study created before study uids existed)."""
-    uid = study.user_attrs.get(STUDY_UID_ATTR)
-    return uid if isinstance(uid, str) and re.fullmatch(r"[0-9a-f]{8,64}", uid) else None
+    uid = records.study_uid(study)
+    return uid if uid is not None and re.fullmatch(r"[0-9a-f]{8,64}", uid) else None
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -133,9 +130,6 @@ class CheckpointStore:
         os.replace(tmp, final)
         return final
 
-    def load(self, study: StudyRef, number: int) -> Bundle:
-        return load_core(self.path(study, number))
-
     def remove(self, study: StudyRef, number: int) -> None:
         """Delete trial ``number``'s checkpoint, only if this study wrote it."""
         if self.ours(study, number):
@@ -144,28 +138,21 @@ class CheckpointStore:
             log.warning("not deleting %s: it is not a checkpoint of this study", self.path(study, number))
 
 
-def kept_numbers(space: SearchSpace, entries: Iterable[tuple[int, Sequence[float]]]) -> set[int]:
-    """Trial numbers whose checkpoints the policy keeps, from (number, values) of finished trials."""
-    if space.keep == "none":
-        return set()
-    k = 1 if space.keep == "best" else space.keep_top_k
-    sign = 1.0 if space.objectives[0].direction == "maximize" else -1.0
-    valid = [(n, v[0]) for n, v in entries if v and all(math.isfinite(x) for x in v)]
-    ranked = sorted(valid, key=lambda e: (-sign * e[1], e[0]))
-    return {n for n, _ in ranked[:k]}
-
-
 def keep_checkpoint(store: CheckpointStore, space: SearchSpace, trial: optuna.Trial,
                     values: Sequence[float], make_bundle: Callable[[], Bundle]) -> Path | None:
     """Save this (still running) trial's model if the policy keeps it; drop those it displaces."""
     study = trial.study
     trials = study.get_trials(deepcopy=False)
-    complete = [(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE and t.values]
-    kept = kept_numbers(space, [*complete, (trial.number, list(values))])
+    kept: set[int] = set()
+    if space.keep != "none":
+        complete = [(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE and t.values]
+        kept = records.top_numbers([*complete, (trial.number, list(values))],
+                                   space.objectives[0].direction == "maximize",
+                                   1 if space.keep == "best" else space.keep_top_k)
     path = None
     if trial.number in kept:
         path = store.save(study, trial.number, make_bundle())
-        trial.set_user_attr(CHECKPOINT_ATTR, str(path.relative_to(store.root)))
+        records.record_checkpoint(trial, str(path.relative_to(store.root)))
         log.debug("trial %d: checkpoint %s", trial.number, path)
     finished = {t.number for t in trials if t.state.is_finished()}
     for number in store.numbers(study):

@@ -253,7 +253,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
         sys.exit(report.exit_code)
-    from search.study.records import format_counts
+    from search.records import format_counts
     from search.study.runner import WorkerInterrupted
     from search.study.workers import run_worker
 

@@ -2,7 +2,7 @@
 
 A search keeps the single best run, and the best of many noisy runs is partly luck.
 :func:`confirm` retrains the top trials' configs over the same fresh seeds, ranks them by mean
-(spread breaks ties) and stores the result in the study's user attr ``confirmed``;
+(spread breaks ties) and stores the result with the study (``search.records.confirmed``);
 :func:`search.summary.best_trial` (and so ``best`` and ``export``) then prefer the winner.
 """
 
@@ -15,15 +15,12 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from search.ablate import fresh_seeds, values_over_seeds
-from search.config import TrialConfig
-from search.constraints import is_feasible
 from search.errors import UserError
 from search.spec import SearchSpace
 from search.stats import CONFIDENCE, mean_std, t_interval
-from search.summary import CONFIRMED_ATTR
+from search import records
 from search.train.loop import resolve_device
 
 log = logging.getLogger(__name__)
@@ -35,20 +32,19 @@ def confirm(study: optuna.Study, space: SearchSpace, *, top: int = 5, seeds: int
     """Retrain the ``top`` trials over ``seeds`` fresh seeds; returns (and stores) the ranking."""
     if seeds < 2:
         raise UserError("confirm needs at least 2 seeds to measure a spread")
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.COMPLETE and "config" in t.user_attrs and is_feasible(t)]
-    if not complete:
+    candidates = records.top_k(study, top, with_config=True)
+    if not candidates:
         feasible = " that meets its constraints" if space.constraints else ""
         raise UserError(f"study {study.study_name!r} has no completed trial{feasible} to confirm")
     sign = 1 if space.objectives[0].direction == "maximize" else -1
-    candidates = sorted(complete, key=lambda t: (-sign * t.values[0], t.number))[:top]
     device = device if isinstance(device, torch.device) else resolve_device(device)
     seed_list = fresh_seeds(seeds)
     start = time.perf_counter()
     log.info("confirming trials %s over seeds %s", [t.number for t in candidates], seed_list)
     rows = []
     for t in candidates:
-        config = TrialConfig.from_dict(t.user_attrs["config"])
+        config = records.trial_config(t)
+        assert config is not None  # (top_k kept trials with a config only)
         if budget_epochs is not None:
             config.epochs = budget_epochs
         values = values_over_seeds(config, space, seed_list, device=device, weights_dir=weights_dir, label=f"trial {t.number}")
@@ -77,7 +73,7 @@ def confirm(study: optuna.Study, space: SearchSpace, *, top: int = 5, seeds: int
         "changed": rows[0]["trial"] != candidates[0].number,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    study.set_user_attr(CONFIRMED_ATTR, record)
+    records.record_confirmed(study, record)
     return record
 
 

@@ -30,9 +30,6 @@ CONSTRAINT_METRICS: dict[str, tuple[str, ...]] = {
     "epoch_seconds": ("epoch_seconds",),
 }
 BOUNDS = ("min", "max")
-FEASIBLE_ATTR = "feasible"  # user attr: True / False (dashboard, report)
-VIOLATIONS_ATTR = "constraints"  # user attr: {label: {"value", "bound", "violation"}}
-DEVICE_ATTR = "device"  # user attr: where the trial ran (latency is measured there)
 
 
 @dataclass(frozen=True)
@@ -105,19 +102,6 @@ def violations(constraints: Iterable[Constraint], attrs: Mapping[str, Any]) -> d
                 v = excess / (abs(bound) if bound else 1.0)
             out[label(con.metric, op, bound)] = {"value": value, "bound": bound, "violation": v}
     return out
-
-
-def record(trial: Any, constraints: Iterable[Constraint]) -> bool:
-    """Set the trial's Optuna constraint values and user attrs from its recorded metrics; feasible?"""
-    found = violations(constraints, trial.user_attrs)
-    if not found:
-        return True
-    for key, v in found.items():
-        trial.set_constraint(key, v["violation"])
-    feasible = all(v["violation"] <= 0 for v in found.values())
-    trial.set_user_attr(VIOLATIONS_ATTR, found)
-    trial.set_user_attr(FEASIBLE_ATTR, feasible)
-    return feasible
 
 
 def total_violation(trial: Any) -> float:

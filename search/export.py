@@ -11,11 +11,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.config import TrialConfig
-from search.constraints import is_feasible
 from search.bundle import check_file_output, write_config  # noqa: F401 - part of this module's API
 from search.spec import SearchSpace
-from search.summary import best_trial, chosen_config
+from search import records
+from search.records import best_trial
+from search.summary import chosen_config
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,10 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     if trial is None and checkpoints is not None:
         trial = _best_with_checkpoint(study, checkpoints)
     doc = export_config(study, space, trial)
-    trial = trial or best_trial(study)
-    assert trial is not None
+    trial, trial_config = chosen_config(study, trial, "export")
     out = Path(directory)
     check_output(out, force)  # before any training: a refused folder fails at once
-    source = checkpoint_identity(study, trial.number, trial.user_attrs.get("config", {}))
+    source = checkpoint_identity(study, trial.number, records.config_dict(trial) or {})
     value_diff = None
     mismatch = None
     if checkpoints is not None and checkpoints.has(study, trial.number):
@@ -93,7 +92,7 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
         else:
             why = f"no checkpoint of trial {trial.number} " \
                 f"in {checkpoints.root if checkpoints is not None else 'the checkpoint store'}"
-        config = TrialConfig.from_dict(trial.user_attrs["config"])
+        config = trial_config
         dev = resolve_device(device)
         log.info("re-training trial %d from its config on %s (%s)", trial.number, dev, why)
         result = train_space(config, space, device=dev, weights_dir=weights_dir, label=f"trial {trial.number}")
@@ -112,6 +111,5 @@ def _best_with_checkpoint(study: optuna.Study, checkpoints: Any) -> FrozenTrial 
     best = best_trial(study)
     if best is None or checkpoints.has(study, best.number):
         return best
-    tied = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.values and t.values == best.values and is_feasible(t)]
+    tied = [t for t in records.completed(study) if t.values == best.values]
     return next((t for t in sorted(tied, key=lambda t: t.number) if checkpoints.has(study, t.number)), best)

@@ -8,56 +8,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import TrialConfig
-from search.constraints import DEVICE_ATTR, VIOLATIONS_ATTR, closest, is_feasible, total_violation
+from search.constraints import closest, is_feasible, total_violation
 from search.errors import UserError
+from search import records
+from search.records import best_trial, best_trials, confirmed_winner  # noqa: F401 - re-exported
+from search.records import format_counts, state_counts  # noqa: F401 - summary API
 from search.spec import SearchSpace
-from search.study.records import format_counts, state_counts  # noqa: F401 - summary API
 from search.study.stopping import format_stop, stop_reason
-
-CONFIRMED_ATTR = "confirmed"  # written by search.confirm
-
-
-def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
-    """The winner of ``strategy-search confirm``, unless a later trial beat every confirmed candidate."""
-    record = study.user_attrs.get(CONFIRMED_ATTR)
-    if not record:
-        return None
-    complete = {t.number: t for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.COMPLETE and is_feasible(t)}
-    winner = complete.get(record.get("winner"))
-    if winner is None:
-        return None
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    candidates = {r["trial"] for r in record["rows"]}
-    bar = max(sign * r["original"] for r in record["rows"])
-    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in candidates):
-        return None  # stale: a new single-run best has not been confirmed yet
-    return winner
-
-
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The best trial (single objective; the confirmed winner if any) or the Pareto front (several).
-
-    With ``constraints:``, feasible trials only (Optuna's best_trial(s) skip infeasible ones)."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and is_feasible(t)]
-    if not complete:
-        return []
-    if len(study.directions) == 1:
-        return [confirmed_winner(study) or study.best_trial]
-    return list(study.best_trials)
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """One trial to ship: the confirmed winner, else the best, or on a Pareto front the one best
-    on the first objective."""
-    winner = confirmed_winner(study)
-    if winner is not None:
-        return winner
-    front = best_trials(study)
-    if not front:
-        return None
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(front, key=lambda t: sign * t.values[0])
 
 
 def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
@@ -77,10 +34,10 @@ def chosen_config(study: optuna.Study, trial: FrozenTrial | None, action: str) -
             raise UserError(f"study {study.study_name!r} has no trial that meets its constraints; the closest is "
                             f"trial {near.number} ({broken_bounds(near)}); pass --trial {near.number} to {action} it anyway")
         raise UserError(f"study {study.study_name!r} has no completed trial to {action}")
-    stored = trial.user_attrs.get("config")
-    if stored is None:
+    config = records.trial_config(trial)
+    if config is None:
         raise UserError(f"trial {trial.number} has no stored config")
-    return trial, TrialConfig.from_dict(stored)
+    return trial, config
 
 
 def closest_infeasible(study: optuna.Study) -> FrozenTrial | None:
@@ -93,7 +50,7 @@ def closest_infeasible(study: optuna.Study) -> FrozenTrial | None:
 
 def broken_bounds(trial: FrozenTrial) -> str:
     """``latency_ms 7.1 > 5`` for each bound the trial breaks."""
-    found = trial.user_attrs.get(VIOLATIONS_ATTR) or {}
+    found = records.violations_of(trial)
     out = []
     for key, v in found.items():
         if v["violation"] > 0:
@@ -103,20 +60,12 @@ def broken_bounds(trial: FrozenTrial) -> str:
 
 
 def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
-    attrs = trial.user_attrs
     return {
         "number": trial.number,
         "state": trial.state.name,
         "values": {"split": "validation", **dict(zip(names, trial.values or []))},
         "params": trial.params,
-        "config": attrs.get("config"),
-        "validation": attrs.get("val"),
-        "test": attrs.get("test"),
-        "n_params": attrs.get("n_params"),
-        "epoch_seconds": attrs.get("epoch_seconds"),
-        "latency_ms": attrs.get("latency_ms"),
-        "device": attrs.get(DEVICE_ATTR),
-        "constraints": attrs.get(VIOLATIONS_ATTR),
+        **records.result_record(trial),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
     }
 
@@ -146,7 +95,7 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
         if near is not None:
             summary["closest_infeasible"] = {**trial_record(near, names), "broken": broken_bounds(near)}
     summary["stopped"] = stop_reason(study)
-    confirmed = study.user_attrs.get(CONFIRMED_ATTR)
+    confirmed = records.confirmed(study)
     if confirmed:
         winner = confirmed_winner(study)
         summary["confirmed"] = {**confirmed, "current": winner is not None and winner.number == confirmed["winner"]}

@@ -21,7 +21,7 @@ from conftest import free_port, tiny_space, write_space
 from search import report
 from search.cli import main
 from search.space import parse_space
-from search.study.runner import SPACE_ATTR
+from search.records import SPACE as SPACE_ATTR
 
 CLI = [sys.executable, "-m", "search.cli"]
 STORAGE = "sqlite:///studies.db"
@@ -127,7 +127,7 @@ def test_history_has_a_best_so_far_line(tmp_path: Path, monkeypatch: pytest.Monk
         study.add_trial(optuna.create_trial(params={"lr": 0.01 + i / 1000}, distributions={"lr": dist},
                                             values=[v, 0.5][:len(objectives)]))
     study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"lr": 0.01}, distributions={"lr": dist}))
-    sec = report._history(report._Study(study, space))
+    sec = report.build_section("history", report.StudyView(study, space))
     drawn_traces = [t for t in sec.figure.data if len(t.y)]  # (Optuna adds an empty "Infeasible Trial" trace)
     assert len(drawn_traces) == 2
     values_trace, line = drawn_traces
@@ -136,7 +136,7 @@ def test_history_has_a_best_so_far_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert line.name == f"best {objectives[0]} so far"
 
     drawn: list[Any] = []
-    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(report.render_png, "save", lambda fig, path: drawn.append(fig))
     sec.png(tmp_path / "history.png")
     ax = drawn[0].axes[0]
     assert [list(c.get_offsets()[:, 1]) for c in ax.collections if len(c.get_offsets())] == [values]

@@ -15,8 +15,9 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from search import records
+from search.records import is_copied
 from search.study.storage import rdb_backend
-from search.study.warmstart import WARM_ATTR, is_copied
 
 
 def counted_trials(trials: list[FrozenTrial]) -> int:
@@ -30,10 +31,11 @@ def counted_trials(trials: list[FrozenTrial]) -> int:
 
 def used_budget(study: optuna.Study) -> int:
     """:func:`counted_trials` of the study, with aggregate queries where the storage allows."""
-    rdb = rdb_backend(study._storage)
+    storage, study_id = records.storage_of(study), records.study_id(study)
+    rdb = rdb_backend(storage)
     if rdb is not None:
-        return _rdb_used(rdb, study._study_id)
-    return counted_trials(study._storage.get_all_trials(study._study_id, deepcopy=False))
+        return _rdb_used(rdb, study_id)
+    return counted_trials(storage.get_all_trials(study_id, deepcopy=False))
 
 
 def _rdb_used(storage: RDBStorage, study_id: int) -> int:
@@ -51,10 +53,10 @@ def _rdb_used(storage: RDBStorage, study_id: int) -> int:
                 trial.study_id == study_id, trial.state == TrialState.FAIL)).scalars())
             attr = models.TrialSystemAttributeModel
             histories = list(conn.execute(select(attr.value_json).join(trial, trial.trial_id == attr.trial_id).where(
-                trial.study_id == study_id, attr.key == "retry_history")).scalars())
+                trial.study_id == study_id, attr.key == records.RETRY_HISTORY)).scalars())
         user = models.TrialUserAttributeModel
         copied = conn.execute(select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
-                              .where(trial.study_id == study_id, user.key == WARM_ATTR)).scalar_one()
+                              .where(trial.study_id == study_id, user.key == records.WARM_START)).scalar_one()
         conn.rollback()
     return (sum(n for state, n in by_state.items() if state != TrialState.WAITING)
             - len(failed & _numbers(histories)) - copied)
@@ -64,7 +66,8 @@ def ask(study: optuna.Study) -> optuna.Trial:
     """``study.ask()``; on an RDB storage one query first says whether any trial is queued
     (WAITING: a retry or an enqueued trial, rare), so the usual case creates the trial without
     re-reading every running trial through Optuna's cache (work that grows with the workers)."""
-    rdb = rdb_backend(study._storage)
+    storage, study_id = records.storage_of(study), records.study_id(study)
+    rdb = rdb_backend(storage)
     if rdb is None:
         return study.ask()
     from optuna.storages._rdb import models
@@ -73,12 +76,12 @@ def ask(study: optuna.Study) -> optuna.Trial:
     trial = models.TrialModel
     with rdb.engine.connect() as conn:
         queued = conn.execute(select(trial.trial_id).where(
-            trial.study_id == study._study_id, trial.state == TrialState.WAITING).limit(1)).first()
+            trial.study_id == study_id, trial.state == TrialState.WAITING).limit(1)).first()
         conn.rollback()
     if queued is not None:
         return study.ask()
-    study._thread_local.cached_all_trials = None  # as study.ask(): the sampler sees this trial's start
-    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    return optuna.Trial(study, storage.create_new_trial(study_id))
 
 
 def _numbers(histories: Iterable[str]) -> set[int]:

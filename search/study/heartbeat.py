@@ -17,11 +17,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search import records
 from search.study.storage import heartbeat_settings, rdb_backend
 
 log = logging.getLogger(__name__)
 
-BEAT_ATTR = "strategy_search:heartbeat"
+BEAT_ATTR = records.HEARTBEAT
 LOST_PREFIX = "worker lost"
 MAX_RETRY = 1
 
@@ -49,7 +50,7 @@ def beat(storage: BaseStorage, trial_id: int) -> None:
 
 def checks_stale_here(storage: BaseStorage) -> bool:
     """Whether workers run the stale-trial check (a proxy runs it itself)."""
-    return hasattr(storage, "_get_stale_trial_ids") and bool(interval_of(storage))
+    return records.lists_stale_trials(storage) and bool(interval_of(storage))
 
 
 def grace_of(storage: BaseStorage) -> int:
@@ -64,18 +65,18 @@ def lost_reason(grace: int) -> str:
 
 def is_lost(frozen: FrozenTrial) -> bool:
     """A FAIL trial that was failed for missed heartbeats (not by its own worker)."""
-    return str(frozen.user_attrs.get("fail_reason", LOST_PREFIX)).startswith(LOST_PREFIX)
+    return str(records.fail_reason(frozen, LOST_PREFIX)).startswith(LOST_PREFIX)
 
 
 def fail_stale(study: optuna.Study) -> int:
     """Fail the trials of ``study`` whose worker stopped beating, with the reason; queue each once again."""
-    storage = study._storage
+    storage = records.storage_of(study)
     grace = grace_of(storage)
     failed = 0
-    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+    for trial_id in records.stale_trial_ids(storage, study):
         try:
             # The reason goes first: a finished trial takes no more attrs.
-            storage.set_trial_user_attr(trial_id, "fail_reason", lost_reason(grace))
+            storage.set_trial_user_attr(trial_id, records.FAIL_REASON, lost_reason(grace))
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
@@ -83,7 +84,7 @@ def fail_stale(study: optuna.Study) -> int:
         failed += 1
         frozen = storage.get_trial(trial_id)
         log.warning("trial %d failed: %s", frozen.number, lost_reason(grace))
-        if len(frozen.system_attrs.get("retry_history", [])) < MAX_RETRY:
+        if len(records.retry_history(frozen)) < MAX_RETRY:
             requeue(study, frozen)
     return failed
 
@@ -94,11 +95,9 @@ def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
     Same bookkeeping as Optuna's RetryHeartbeatStaleTrialCallback, without copying the failed
     trial's user attrs (its fail reason must not stick to the retry).
     """
-    history = [*failed.system_attrs.get("retry_history", []), failed.number]
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
-        system_attrs={"failed_trial": failed.system_attrs.get("failed_trial", failed.number),
-                      "retry_history": history},
+        system_attrs=records.retry_system_attrs(failed),
     ))
     log.info("trial %d queued again with the same params", failed.number)
 
@@ -108,8 +107,9 @@ class StaleCheck:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self.enabled = checks_stale_here(study._storage)
-        self.every = float(interval_of(study._storage) or 0)
+        storage = records.storage_of(study)
+        self.enabled = checks_stale_here(storage)
+        self.every = float(interval_of(storage) or 0)
         self._last = float("-inf")
 
     def __call__(self) -> None:

@@ -12,9 +12,9 @@ import torch
 
 from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.config import TrialConfig
-from search.constraints import DEVICE_ATTR, device_label
-from search.constraints import record as record_constraints
+from search.constraints import device_label, violations
 from search.data.datasets import load_dataset
+from search import records
 from search.models.backbones import check_weights_dir
 from search.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
@@ -26,18 +26,6 @@ log = logging.getLogger(__name__)
 def trial_seed(space: SearchSpace, config: TrialConfig, number: int) -> int:
     """A fixed ``seed`` param wins; otherwise each trial gets space seed + trial number."""
     return config.seed if config.seed is not None else space.seed + number
-
-
-def record_result(trial: optuna.Trial, result: TrainResult) -> None:
-    """Store what the business needs about a finished trial as user attrs (JSON-able)."""
-    classes = result.classes
-    trial.set_user_attr("val", result.val.to_dict(classes))
-    if result.test is not None:
-        trial.set_user_attr("test", result.test.to_dict(classes))
-    trial.set_user_attr("n_params", result.n_params)
-    trial.set_user_attr("epoch_seconds", round(result.epoch_seconds, 4))
-    trial.set_user_attr("latency_ms", round(result.latency_ms, 4))
-    trial.set_user_attr("history", [h.to_dict() for h in result.history])
 
 
 class Objective:
@@ -81,11 +69,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config = self.space.sample(trial)
         # A retry (of a trial whose worker died) replays the original trial, seed included.
-        original = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        original = records.failed_trial(trial)
         config.seed = trial_seed(self.space, config, trial.number if original is None else original)
         if original is not None:
-            trial.set_user_attr("retry_of", original)
-        trial.set_user_attr("config", config.to_dict())
+            records.record_retry_of(trial, original)
+        records.record_config(trial, config)
         history: list[dict[str, float]] = []
 
         def on_epoch(entry: EpochLog) -> None:
@@ -94,29 +82,30 @@ class Objective:
                 return
             trial.report(entry.value, entry.epoch)
             if trial.should_prune():
-                trial.set_user_attr("history", history)
-                trial.set_user_attr("pruned_at_epoch", entry.epoch)
+                records.record_pruned(trial, history, entry.epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
 
         try:
             result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
                                  on_epoch=on_epoch, label=f"trial {trial.number}")
         except NonFiniteLoss as exc:
-            trial.set_user_attr("history", history)
-            trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
+            records.record_history(trial, history)
+            records.record_fail_reason(trial, f"non-finite loss: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            trial.set_user_attr("fail_reason", f"out of GPU memory: {str(exc).splitlines()[0]}")
+            records.record_fail_reason(trial, f"out of GPU memory: {str(exc).splitlines()[0]}")
             raise
-        record_result(trial, result)
-        trial.set_user_attr(DEVICE_ATTR, device_label(self.device))  # latency was measured here
-        record_constraints(trial, self.space.constraints)
+        records.record_result(trial, result)
+        records.record_device(trial, device_label(self.device))  # latency was measured here
+        found = violations(self.space.constraints, trial.user_attrs)
+        if found:
+            records.record_violations(trial, found)
         if self.checkpoints is not None:
             self._checkpoint(trial, config, result)
         values = result.values
         if any(not math.isfinite(v) for v in values):
-            trial.set_user_attr("fail_reason", f"non-finite objective {values}")
+            records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
 
     def _checkpoint(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult) -> None:
@@ -131,4 +120,4 @@ class Objective:
                                                        source))
         except OSError as exc:
             log.warning("trial %d: could not write its checkpoint: %s", trial.number, exc)
-            trial.set_user_attr("checkpoint_error", str(exc)[:500])
+            records.record_checkpoint_error(trial, str(exc))

@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from search.errors import StorageError
+from search import records
 from search.study.heartbeat import BEAT_ATTR, fail_stale, grace_of
 from search.study.storage import (
     GRPC_PREFIX, LOCK_ATTR, TrialLock, heartbeat_settings, mask_url, open_storage, resolve_url,
@@ -97,7 +98,7 @@ class ProxyBackend(RDBStorage):
         """One stale-trial check over every study."""
         failed = 0
         for summary in self.get_all_studies():
-            if self._get_stale_trial_ids(summary._study_id):
+            if records.stale_trial_ids(self, summary):
                 failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
         return failed
 

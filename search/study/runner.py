@@ -34,22 +34,22 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import __version__, progress
-from search.checkpoints import STUDY_UID_ATTR, CheckpointStore
+from search.checkpoints import CheckpointStore
 from search.errors import UserError
 from search.spec import SearchSpace
 from search.study.budget import ask, used_budget
 from search.study.objective import Objective
+from search import records
 from search.pruners import create_pruner
-from search.study import stopping
 from search.samplers import create_sampler, grid_size
-from search.study.records import SPACE_ATTR, load_study  # noqa: F401 - load_study: part of the runner API
+from search.study import stopping
+from search.study.load import load_study  # noqa: F401 - part of the runner API
 from search.study.heartbeat import StaleCheck, beat, interval_of, is_lost, requeue
 from search.study.storage import TrialLock, checkpoint_root, open_storage, rdb_backend, resolve_url
 from search.study.warmstart import enqueue_from_space
 
 log = logging.getLogger(__name__)
 
-WORKER_ATTR = "worker"
 WORKER_LABEL_ENV = "STRATEGY_SEARCH_WORKER_LABEL"
 # How often a worker with no budget left looks whether the other workers' trials have ended.
 IDLE_POLL = 0.5
@@ -93,14 +93,12 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
     study = optuna.create_study(study_name=space.study, storage=store, directions=space.directions,
                                 load_if_exists=True)
-    stored = study.user_attrs.get(SPACE_ATTR)
+    stored = records.stored_space(study)
     if stored is None:
         # Its own id: checkpoints are filed under it, so another study of the same name never shares them.
-        study.set_user_attr(STUDY_UID_ATTR, uuid.uuid4().hex)
-        study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
-        study.set_user_attr("space_source", Path(space.source).name)
-        study.set_user_attr("objective_names", [o.name for o in space.objectives])
-        study.set_user_attr("created_with", f"strategy-search {__version__}")
+        records.init_study(study, uid=uuid.uuid4().hex, space=_json(space.raw), source=Path(space.source).name,
+                           objective_names=[o.name for o in space.objectives],
+                           created_with=f"strategy-search {__version__}")
         enqueue_from_space(study, space)
         log.info("created study %r", space.study)
     else:
@@ -113,11 +111,16 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
                                       else optuna.study.StudyDirection.MINIMIZE for d in space.directions]:
             raise UserError(f"study {space.study!r} exists with other objective directions")
         if stored.get("budget") != space.raw.get("budget"):
-            study.set_user_attr(SPACE_ATTR, json.loads(json.dumps(space.raw, default=str)))
+            records.set_space(study, _json(space.raw))
             stopping.reset(study)  # new stop rules (or none) are judged afresh
         log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
     name_objectives(study, space)
     return study
+
+
+def _json(raw: Any) -> Any:
+    """``raw`` as plain JSON values (dates and such as strings), as a user attr must be."""
+    return json.loads(json.dumps(raw, default=str))
 
 
 def name_objectives(study: optuna.Study, space: SearchSpace) -> None:
@@ -179,11 +182,11 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
         values = " ".join(f"{n}={v:.4f}" for n, v in zip(names, trial.values))
     elif trial.state == TrialState.PRUNED:
         last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
-        reason = trial.user_attrs.get("fail_reason")
-        at = f"at epoch {trial.user_attrs.get('pruned_at_epoch')}" if reason is None else reason
+        reason = records.fail_reason(trial)
+        at = f"at epoch {records.pruned_at_epoch(trial)}" if reason is None else reason
         values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
     else:
-        values = trial.user_attrs.get("fail_reason", "failed")
+        values = records.fail_reason(trial, "failed")
     return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
 
 
@@ -199,7 +202,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
 
     Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.checkpoints`).
     """
-    in_memory = isinstance(study._storage, optuna.storages.InMemoryStorage)
+    storage = records.storage_of(study)
+    in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
     store = None if space.keep == "none" or (in_memory and checkpoints is None) else \
         CheckpointStore(checkpoint_root(storage_url, checkpoints))
     objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
@@ -209,11 +213,11 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     study.pruner = create_pruner(space)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
-    rdb = rdb_backend(study._storage)
+    rdb = rdb_backend(storage)
     engine = rdb.engine if rdb is not None else None
     lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name, engine=engine,
-                                            storage=study._storage)
-    heartbeat = interval_of(study._storage)
+                                            storage=storage)
+    heartbeat = interval_of(storage)
     stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
     summary = WorkerSummary(study=study.study_name)
@@ -237,7 +241,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if stop is not None:
                 log.info(stopping.format_stop(stop))
                 break
-            trial = _next_trial(study, total, lock, bool(heartbeat), stale)
+            trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale)
             if trial is None:
                 others = _running_elsewhere(study) if heartbeat else 0
                 if not others:
@@ -249,7 +253,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                 time.sleep(min(float(heartbeat), IDLE_POLL))
                 continue
             waiting = False
-            frozen, seconds = _run_one(study, trial, objective)
+            frozen, seconds = _run_one(study, storage, trial, objective)
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
             trials_bar.update()
@@ -272,14 +276,14 @@ def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
     except Exception as exc:  # noqa: BLE001 - the interrupt is reported either way
         log.debug("could not read the interrupted trials back: %s", exc)
         return []
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = {n for t in trials for n in records.retry_history(t)}
     me = worker_id()
-    return [t.number for t in trials if t.number in retried and t.user_attrs.get(WORKER_ATTR) == me
-            and t.user_attrs.get("fail_reason") == "interrupted"
+    return [t.number for t in trials if t.number in retried and records.worker(t) == me
+            and records.fail_reason(t) == "interrupted"
             and t.datetime_start is not None and t.datetime_start >= since]
 
 
-def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, heartbeat: bool,
+def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lock: TrialLock | None, heartbeat: bool,
                 stale: StaleCheck | None = None) -> optuna.Trial | None:
     # Out of the lock and at most once per heartbeat interval: failing a stale trial and queueing
     # its retry only lowers the used budget, so it needs no lock.
@@ -297,10 +301,10 @@ def _next_trial(study: optuna.Study, total: int | None, lock: TrialLock | None, 
             trial = ask(study)
         if heartbeat:
             # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-            beat(study._storage, trial._trial_id)
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+            beat(storage, records.trial_id(trial))
+        records.record_worker(trial, worker_id())
     if held:
-        _interrupted(study, trial)
+        _interrupted(study, storage, trial)
         _redeliver(held[0])
     return trial
 
@@ -332,9 +336,10 @@ def _redeliver(signum: int) -> None:
         os.kill(os.getpid(), signum)
 
 
-def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> tuple[FrozenTrial, float]:
+def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
+             objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    with _Heartbeat(study._storage, trial._trial_id):
+    with _Heartbeat(storage, records.trial_id(trial)):
         try:
             outcome, reason = _evaluate(objective, trial)
             with _signals_held() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
@@ -342,7 +347,7 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> 
                     _set_reason(trial, reason)
                 frozen = _tell(study, trial, **outcome)
         except KeyboardInterrupt:
-            _interrupted(study, trial)
+            _interrupted(study, storage, trial)
             raise
     if held:
         _redeliver(held[0])
@@ -367,9 +372,9 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
     return {"values": values}, None
 
 
-def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
     """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
-    if study._storage.get_trial(trial._trial_id).state.is_finished():
+    if storage.get_trial(records.trial_id(trial)).state.is_finished():
         return
     _set_reason(trial, "interrupted")
     frozen = _tell(study, trial, state=TrialState.FAIL)
@@ -379,10 +384,8 @@ def _interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
     """Record why a trial failed, unless the objective already said (or the trial is finished)."""
-    if "fail_reason" in trial.user_attrs:
-        return
     try:
-        trial.set_user_attr("fail_reason", reason)
+        records.record_fail_reason(trial, reason, keep_first=True)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
 
@@ -400,7 +403,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
 def _running_elsewhere(study: optuna.Study) -> int:
     """Running trials started by a worker of ours (so they have heartbeats and can go stale)."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return sum(1 for t in running if WORKER_ATTR in t.user_attrs)
+    return sum(1 for t in running if records.worker(t) is not None)
 
 
 def worker_seed_for(space: SearchSpace) -> int:

@@ -17,17 +17,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.constraints import is_feasible
+from search import records
+from search.records import is_copied
 from search.spec import SearchSpace
-from search.study.warmstart import is_copied
 
 log = logging.getLogger(__name__)
 
-STOP_ATTR = "stop_reason"
-
-
 def stop_reason(study: optuna.Study) -> dict[str, Any] | None:
     """The study's recorded stop reason, read fresh from the storage (None: not stopped)."""
-    return study.user_attrs.get(STOP_ATTR)
+    return records.stop_reason(study)
 
 
 def _finished_at(t: FrozenTrial) -> tuple[datetime.datetime, int]:
@@ -81,7 +79,7 @@ def check(study: optuna.Study, space: SearchSpace) -> dict[str, Any] | None:
         return None
     reason["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if stop_reason(study) is None:  # another worker may have recorded it a moment ago: keep the first
-        study.set_user_attr(STOP_ATTR, reason)
+        records.record_stop_reason(study, reason)
         log.info("study %r stopped: %s", study.study_name, reason["message"])
     return stop_reason(study) or reason
 
@@ -89,7 +87,7 @@ def check(study: optuna.Study, space: SearchSpace) -> dict[str, Any] | None:
 def reset(study: optuna.Study) -> None:
     """Forget a recorded stop (the space's stop rules changed, e.g. a higher target)."""
     if stop_reason(study) is not None:
-        study.set_user_attr(STOP_ATTR, None)
+        records.record_stop_reason(study, None)
 
 
 def format_stop(reason: dict[str, Any] | None) -> str | None:

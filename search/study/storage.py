@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from search import redact
+from search import records, redact
 from search.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def _check_rdb_url(url: str, shown: str) -> None:
 
 
 # The trial lock through a storage proxy: a study system attr the proxy acts on (search.study.proxy).
-LOCK_ATTR = "strategy_search:trial-lock"
+LOCK_ATTR = records.TRIAL_LOCK
 
 
 class RemoteLock:

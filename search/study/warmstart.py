@@ -17,31 +17,23 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from search.config import TrialConfig
-from search.constraints import FEASIBLE_ATTR, VIOLATIONS_ATTR, violations
+from search.constraints import violations
 from search.enqueue import enqueue_params, optuna_value, param_fits
 from search.errors import UserError
+from search import records
+from search.records import is_copied  # noqa: F401 - re-exported (stopping, budget)
 from search.spec import SearchSpace, choice_label
-from search.study.records import load_study
+from search.study.load import load_study
 
 log = logging.getLogger(__name__)
-
-WARM_ATTR = "warm_start"  # user attr of a copied trial: {"study", "trial"}
-DONE_ATTR = "warm_started_from"  # study user attr: what was copied (so a resume does not copy again)
-ENQUEUED_ATTR = "enqueued"  # user attr of a trial enqueued from the space's enqueue: list
-
-
-def is_copied(trial: FrozenTrial) -> bool:
-    """A trial copied from another study by a warm start (it uses no budget)."""
-    return WARM_ATTR in trial.user_attrs
-
 
 def enqueue_from_space(study: optuna.Study, space: SearchSpace) -> int:
     """Enqueue the space's ``enqueue:`` entries (call once, when the study is created)."""
     for i, entry in enumerate(space.enqueue):
-        study.enqueue_trial(enqueue_params(space, entry), user_attrs={ENQUEUED_ATTR: i}, skip_if_exists=True)
+        study.enqueue_trial(enqueue_params(space, entry), user_attrs=records.enqueued_attrs(i), skip_if_exists=True)
     if space.enqueue:
         log.info("enqueued %d configuration(s) from the space's enqueue: list", len(space.enqueue))
     return len(space.enqueue)
@@ -104,7 +96,7 @@ def fit_trial(space: SearchSpace, config: dict[str, Any]) -> tuple[dict[str, Any
 def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: Any = None) -> WarmStart:
     """Copy ``source``'s finished trials that fit ``space`` into ``study`` (once per study)."""
     report = WarmStart(source)
-    if study.user_attrs.get(DONE_ATTR):
+    if records.warm_started_from(study):
         report.already = True
         return report
     other, other_space = load_study(source, storage)
@@ -116,24 +108,21 @@ def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: An
         raise UserError(f"--warm-start {source!r}: it searched dataset {other_space.dataset.label} with other "
                         "settings; its scores do not carry over")
     for t in other.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        config = t.user_attrs.get("config")
+        config = records.config_dict(t)
         fitted = fit_trial(space, config) if config else "no stored config"
         if isinstance(fitted, str):
             report.skipped[fitted] += 1
             continue
         params, dists = fitted
-        attrs = {k: v for k, v in t.user_attrs.items() if k not in (VIOLATIONS_ATTR, FEASIBLE_ATTR, "worker")}
-        attrs[WARM_ATTR] = {"study": source, "trial": t.number}
+        attrs = records.warm_start_attrs(t, source)
         found = violations(space.constraints, attrs) if t.state == TrialState.COMPLETE else {}
-        if found:
-            attrs[VIOLATIONS_ATTR] = found
-            attrs[FEASIBLE_ATTR] = all(v["violation"] <= 0 for v in found.values())
+        attrs.update(records.violation_attrs(found))
         study.add_trial(optuna.trial.create_trial(
             state=t.state, values=t.values if t.state == TrialState.COMPLETE else None, params=params,
             distributions=dists, user_attrs=attrs, intermediate_values=dict(t.intermediate_values),
             constraints={k: v["violation"] for k, v in found.items()} or None,
         ))
         report.copied += 1
-    study.set_user_attr(DONE_ATTR, report.to_dict())
+    records.record_warm_started_from(study, report.to_dict())
     log.info(report.format())
     return report

@@ -73,7 +73,7 @@ class LaunchReport:
         return codes.pop() if len(codes) == 1 and min(codes) > 0 else 1
 
     def format(self) -> str:
-        from search.study.records import format_counts
+        from search.records import format_counts
 
         lines = [f"{len(self.workers)} worker(s) for study {self.study!r}:"]
         for w in self.workers:
@@ -265,7 +265,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
     """Fill in each worker's trial counts from the study (so a killed worker's trials show too)."""
     import optuna
 
-    from search.study.runner import WORKER_ATTR
+    from search import records
     from search.study.storage import mask_url, open_storage
 
     try:
@@ -279,7 +279,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
     by_worker: dict[str, dict[str, int]] = {}
     for t in trials:
         report.study_counts[t.state.name] = report.study_counts.get(t.state.name, 0) + 1
-        who = t.user_attrs.get(WORKER_ATTR)
+        who = records.worker(t)
         # A queued retry still carries the dead worker's attrs until some worker takes it.
         if isinstance(who, str) and t.state.name != "WAITING":
             counts = by_worker.setdefault(who, {})
@@ -295,7 +295,8 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     Returns the runner's summary of this worker's trials and the study's trial counts by state.
     Raises ``WorkerInterrupted`` (with the summary) after Ctrl-C or SIGTERM.
     """
-    from search.study.records import load_study, state_counts
+    from search.records import state_counts
+    from search.study.load import load_study
     from search.study.runner import run_trials, worker_seed_for
 
     study, spec = load_study(study_name, store)
