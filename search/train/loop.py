@@ -27,6 +27,7 @@ from search.models.factory import count_params, create_model
 from search.progress import progress
 from search.spec import DatasetSpec, ObjectiveSpec, SearchSpace
 from search.train.batches import iterate_batches
+from search.train.loss import CrossEntropy
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
 from search.strategies import TrialContext, active_hooks, inference_model, input_channels
 from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
@@ -184,8 +185,8 @@ def train(
     optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
     scheduler = SCHEDULES.get(config.schedule)(optimizer, config, steps, epochs)
     weights = next((w for w in (h.class_weights() for h in hooks) if w is not None), None)
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
-                                    label_smoothing=config.label_smoothing)
+    criterion = CrossEntropy(weight=None if weights is None else weights.to(device),
+                             label_smoothing=config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
