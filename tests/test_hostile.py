@@ -256,6 +256,8 @@ CASES: list[Case] = [
     Case("unknown-top-key", ("create", "space.yaml"), _space(stdy="x"), says="unknown key"),
     Case("inverted-range", ("create", "space.yaml"), _params(lr={"float": [0.1, 0.01]}), says="is above high"),
     Case("wrong-type", ("create", "space.yaml"), _params(width="wide"), says="width must be an integer"),
+    Case("bad-policy", ("create", "space.yaml"), _params(policy={"choices": ["none", "autoaug"]}),
+         says="allowed: none, trivialaugment, randaugment, autoaugment, augmix"),
     Case("missing-space", ("create", "nope.yaml"), says="no such file"),
     Case("missing-dataset", ("create", "space.yaml"), _space(dataset="no/such/folder"), says="no/such/folder"),
     Case("positive-class-unknown", ("create", "space.yaml"),
