@@ -106,7 +106,7 @@ def test_trainer_applies_the_policy_to_training_images_only(monkeypatch: pytest.
     assert sum(seen) == 2 * n_train  # every training image once per epoch, never a validation image
 
 
-def test_space_validation_names_the_allowed_values() -> None:
+def test_space_validation_and_listing_name_the_allowed_values() -> None:
     with pytest.raises(UserError, match="allowed: none, trivialaugment, randaugment, autoaugment, augmix"):
         parse_space({"study": "s", "params": {"policy": "autoaug"}})
     with pytest.raises(UserError, match="params.policy.*'rand'"):
@@ -115,6 +115,9 @@ def test_space_validation_names_the_allowed_values() -> None:
         parse_space({"study": "s", "params": {"autoaugment_policy": "mnist"}})
     with pytest.raises(UserError, match="policy_magnitude must be <= 30"):
         parse_space({"study": "s", "params": {"policy_magnitude": 31}})
+    listing = CliRunner().invoke(main, ["strategies"]).output
+    assert "none / trivialaugment / randaugment / autoaugment / augmix (default none)  [off: none]" in listing
+    assert "policy_magnitude" in listing and "autoaugment_policy" in listing
     # What doctor proposes is itself a valid space entry.
     for advice in STRATEGIES.get("policy").advice:
         parse_space({"study": "s", "params": {"policy": advice.propose}})
