@@ -261,6 +261,8 @@ CASES: list[Case] = [
     Case("mix-alpha-zero", ("create", "space.yaml"), _params(mix="mixup", mix_alpha=0), says="mix_alpha must be > 0"),
     Case("imbalance-unknown", ("create", "space.yaml"), _params(imbalance="oversample"),
          says="imbalance: unknown value 'oversample'; allowed: none, weighted_loss, balanced_sampler"),
+    Case("bad-policy", ("create", "space.yaml"), _params(policy={"choices": ["none", "autoaug"]}),
+         says="allowed: none, trivialaugment, randaugment, autoaugment, augmix"),
     Case("missing-space", ("create", "nope.yaml"), says="no such file"),
     Case("missing-dataset", ("create", "space.yaml"), _space(dataset="no/such/folder"), says="no/such/folder"),
     Case("positive-class-unknown", ("create", "space.yaml"),
