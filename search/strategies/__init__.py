@@ -15,6 +15,8 @@ from search.strategies import optimisation  # noqa: E402,F401
 from search.strategies import input  # noqa: E402,F401  (the module; shadows the builtin only here)
 from search.strategies import architecture  # noqa: E402,F401
 from search.strategies import drop_path  # noqa: E402,F401
+from search.strategies import ema  # noqa: E402,F401
+from search.strategies import tta  # noqa: E402,F401
 
 __all__ = [
     "GROUPS", "NO_OFF", "OWNER", "PARAMS", "STRATEGIES", "Advice", "Param", "Strategy", "TrainHooks", "TrialContext",
