@@ -301,7 +301,8 @@ def to_torchscript(bundle: Bundle) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices are not the user's business
         pre = torch.jit.script(bundle.preprocess.cpu().eval())
-        net = bundle.model.cpu().eval()
+        # The inference wrappers (e.g. flip TTA) belong in the file: it must give what the bundle predicts.
+        net = inference_model(bundle.config, bundle.model.cpu().eval()).eval()
         try:
             scripted: nn.Module = torch.jit.script(net)
         except Exception as exc:  # noqa: BLE001 - TorchScript rejects many valid modules; tracing is the fallback

@@ -361,6 +361,14 @@ CASES: list[Case] = [
     Case("weights-fetch-offline", ("weights", "fetch", "test_resnet", "-o", "w"),
          lambda w: w.monkeypatch.setenv("HF_HOME", str(w.tmp / "hf")), says="HF_HUB_OFFLINE is set",
          env=(("HF_HUB_OFFLINE", "1"),), subprocess=True),
+    # --- remedies (issue 12): ema_decay, tta
+    Case("ema-decay-one-minus", ("create", "space.yaml"), _params(ema_decay=0.001), says="not 1 - decay"),
+    Case("ema-decay-one", ("create", "space.yaml"), _params(ema_decay=1.0), says="ema_decay must be 0 (off)"),
+    Case("ema-decay-range-above", ("create", "space.yaml"), _params(ema_decay={"float": [0.9, 1.5]}),
+         says="params.ema_decay.float[1]"),
+    Case("tta-unknown", ("create", "space.yaml"), _params(tta="vertical"), says="allowed: none, flip"),
+    Case("predict-tta-forged", ("predict", "bundle", "img.png"), _broken_model(_set("architecture.config.tta", "rot")),
+         says="architecture.config.tta"),
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),
