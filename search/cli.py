@@ -513,48 +513,12 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
            study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
            weights_dir: str | None) -> None:
     """Train a quick baseline on DATA (built-in name, image folder or CSV manifest) and diagnose what to fix."""
-    from pathlib import Path
+    from search.doctor import run_doctor
 
-    from search.data.datasets import BUILTIN_DATASETS
-    from search.doctor import diagnose, format_report, recommend_space
-    from search.export import check_file_output
-    from search.space import check_study_name, parse_space, safe_study_name, safe_yaml
-
-    if study_name is not None and check_study_name(study_name):
-        raise UserError(f"--study: {check_study_name(study_name)}")
-    if output:
-        check_file_output(output, force)  # before the baseline trains, not after
-    dataset = _dataset_arg(data, BUILTIN_DATASETS)
-    for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if value is not None:
-            dataset[key] = value
-    wanted = safe_yaml(objective, "--objective")
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r}: expected PARAM=VALUE, e.g. --set width=32")
-        changes[key.strip()] = safe_yaml(value, f"--set {key.strip()}")
-    if isinstance(wanted, list):
-        raise UserError("--objective: doctor diagnoses one quality metric, not a list")
-    spec = parse_space({"study": "doctor", "dataset": dataset, "objective": wanted},
-                       source="doctor options", base_dir=Path.cwd())
-    diagnosis = diagnose(spec.dataset, spec.objectives[0], epochs=epochs, overrides=changes, device=device,
-                         probe_colour=not no_probe, weights_dir=weights_dir)
-    result = diagnosis.to_dict()
-    if output:
-        name = study_name or safe_study_name(f"{Path(data).name}-doctor")
-        Path(output).write_text(recommend_space(diagnosis, name, n_trials), encoding="utf-8")
-        result["space"] = output
-    if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
-        return
-    click.echo(format_report(diagnosis))
-    if output:
-        click.echo(f"\nrecommended space written to {output}: strategy-search run {output}")
-    else:
-        click.echo(f"\nwrite a space with these remedies: strategy-search doctor {data} -o space.yaml   "
-                   "(then: strategy-search run space.yaml)")
+    done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
+                      test_fraction=test_fraction, overrides=overrides, probe_colour=not no_probe, output=output,
+                      study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
+    click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
 
 
 @main.command("ablate")

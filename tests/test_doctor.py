@@ -212,3 +212,79 @@ def test_doctor_space_enqueues_its_baseline_as_the_first_trial() -> None:
     assert first and all(config[k] == v for k, v in first.items())
     assert {"lr", "batch_size", "depth", "width", "augment", "dropout"} <= set(first)
     assert "enqueue" not in recommend_space(d, "s", 10, enqueue_baseline=False)
+
+
+def test_facts_and_baseline_share_one_decode_of_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Square images above the baseline's size are decoded once, at the size it trains at; the facts
+    (original sizes, duplicates) come from that one cache entry."""
+    from PIL import Image
+
+    from search.doctor import diagnose
+    from search.space import DatasetSpec
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("STRATEGY_SEARCH_CACHE", str(cache))
+    rng = np.random.default_rng(1)
+    root = tmp_path / "squares"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    (root / "b" / "copy.png").write_bytes((root / "a" / "0.png").read_bytes())
+    d = diagnose(DatasetSpec(path=str(root)), epochs=1, probe_colour=False, device="cpu")
+    assert d.facts["sizes"]["median"] == [96, 96] and d.facts["sizes"]["baseline_input"] == 64
+    assert d.facts["duplicates"]["groups"] == 1 and d.baseline["config"]["input_size"] == 64
+    entries = [p.name for p in cache.rglob("*.npy") if not p.name.startswith("headers-")]
+    assert len(entries) == 1 and entries[0].startswith("s64-"), entries
+
+
+def test_doctor_offers_only_registered_values() -> None:
+    from search.data.colour import COLOR_SPACES
+    from search.data.transforms import AUGMENT_SETS
+    from search.doctor import pick, recommend_space
+    from search.space import parse_space
+
+    spec = parse_space(yaml.safe_load(recommend_space(_diagnosis("overfitting"), "s", 10)))
+    assert list(spec.param("color").choices) == COLOR_SPACES.names()  # colour not probed: every space
+    assert len(spec.param("augment").choices) > 1 and set(spec.param("augment").choices) <= set(AUGMENT_SETS)
+    assert pick("augment", ["light", "no-such-set"]) == ["light"]
+    assert pick("color", exclude=["gray"]) == [c for c in COLOR_SPACES.names() if c != "gray"]
+
+
+def test_run_doctor_is_the_command_in_one_call(workdir: Path) -> None:
+    from search.doctor import run_doctor
+
+    done = run_doctor("digits", epochs=1, limit=100, probe_colour=False, device="cpu", output="d.yaml")
+    assert done.space == Path("d.yaml") and load_space("d.yaml").param("color").value == "gray"
+    assert done.record["space"] == "d.yaml" and done.record["baseline"]["train_value"] > 0
+    assert {"grayscale": True} in [f["evidence"] for f in done.record["findings"] if f["kind"] == "colour"]
+    assert done.text.startswith("doctor: digits  (100 images") and done.text.endswith("strategy-search run d.yaml")
+    with pytest.raises(Exception, match="exists; add --force"):
+        run_doctor("digits", output="d.yaml")
+
+
+def test_registered_advice_reaches_the_recommended_space_without_touching_the_doctor() -> None:
+    """A strategy's doctor advice is proposed for its findings only, and only where it means something."""
+    from search import strategies
+    from search.doctor import recommend_space
+    from search.space import parse_space
+    from search.strategies import Advice, Param, Strategy
+
+    name = "test_only_advised"
+    strategies.register(Strategy(
+        name, Param(str, "off", "a remedy for this test", choices=("off", "on")), "regularisation",
+        "a remedy defined only here", off="off",
+        advice=(Advice(("small_data",), {"choices": ["off", "on"]}, "small data: try the test remedy"),)))
+    try:
+        with_it = recommend_space(_diagnosis("overfitting", "small_data"), "s", 10)
+        line = next(ln for ln in with_it.splitlines() if ln.startswith(f"  {name}:"))
+        assert "small data: try the test remedy" in line
+        assert parse_space(yaml.safe_load(with_it)).param(name).choices == ("off", "on")
+        assert name not in recommend_space(_diagnosis("underfitting"), "s", 10)
+    finally:
+        strategies.unregister(name)
+    # Registered remedies: drop_path needs residual blocks or a backbone, which the baseline lacks.
+    text = recommend_space(_diagnosis("overfitting"), "s", 10)
+    space = parse_space(yaml.safe_load(text))
+    assert space.param("mix") is not None and space.param("ema_decay") is not None
+    assert space.param("drop_path") is None

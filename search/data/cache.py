@@ -228,6 +228,19 @@ def _native_size(source: Source, d: Path) -> int | None:
     """Builtins: None (their own size). Files: their common square side (capped) or DEFAULT_SIZE."""
     if source.kind == "builtin":
         return None
+    side = _square_side(source, d)
+    return DEFAULT_SIZE if side is None else min(side, source.max_side)
+
+
+def square_side(source: Source, cache_dir: str | Path | None = None) -> int | None:
+    """The files' common square side before caching, None when they differ: from their headers
+    (read once per machine and kept beside the cache entries), no pixels decoded."""
+    d = cache_root(cache_dir) / source.slug
+    d.mkdir(parents=True, exist_ok=True)
+    return _square_side(source, d)  # no lock needed: the headers file is replaced atomically
+
+
+def _square_side(source: Source, d: Path) -> int | None:
     path = d / f"headers-{source.fingerprint[:16]}.npy"
     try:
         sizes = np.load(path, allow_pickle=False)
@@ -242,8 +255,8 @@ def _native_size(source: Source, d: Path) -> int | None:
     if len(good) == 1:
         (w, h), = good
         if w == h:
-            return min(w, source.max_side)
-    return DEFAULT_SIZE
+            return int(w)
+    return None
 
 
 def _build(source: Source, stem: str, aspect: str, d: Path) -> None:

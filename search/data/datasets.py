@@ -320,6 +320,15 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
     return data
 
 
+def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int | None:
+    """The images' common square side (None when they differ) without decoding any file: from the
+    file headers (kept beside the cache), or for a built-in from its generated (cached) images."""
+    source = source_for(spec)
+    if source.kind == "builtin":
+        return load_dataset(spec, None, cache_dir=cache_dir).native_size
+    return cache.square_side(source, cache_dir)
+
+
 def _limit(data: ImageSet, limit: int, seed: int) -> ImageSet:
     keep = torch.zeros(len(data.labels), dtype=torch.bool)
     keep[_subsample(data.labels, limit, seed)] = True
