@@ -16,7 +16,7 @@ from search.cli import main
 from search.config import TrialConfig
 from search.data.datasets import prepare
 from search.errors import UserError
-from search.report import _Study, strategy_effect
+from search.report import StudyView, strategy_effect_rows
 from search.space import DatasetSpec, load_space, parse_space
 from search.strategies import STRATEGIES, TrialContext, active_hooks
 from search.strategies.policy import PolicyAugment, make_policy
@@ -149,5 +149,5 @@ def test_search_runs_policies_and_report_shows_them(workdir: Path) -> None:
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert [t.params["policy"] for t in trials] == ["none", "trivialaugment", "randaugment"]
     assert ["policy_magnitude" in t.params for t in trials] == [False, False, True]  # the when: condition
-    rows = [r for r in strategy_effect(_Study(study, load_space("space.yaml"))) if r["param"] == "policy"]
+    rows = [r for r in strategy_effect_rows(StudyView(study, load_space("space.yaml"))) if r["param"] == "policy"]
     assert [(r["choice"], r["complete"]) for r in rows] == [("none", 1), ("trivialaugment", 1), ("randaugment", 1)]
