@@ -9,17 +9,27 @@ deterministic normalisation and is applied to every split and at export time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from search.data.decode import ASPECTS
 from search.registry import Registry
 
-OpFactory = Callable[..., v2.Transform]
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+
+def tv2() -> Any:
+    """``torchvision.transforms.v2``, imported on first use: importing torchvision takes 1.5 s (it
+    loads torch._dynamo), which a trial that does not augment should not pay before its first step."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
+OpFactory = Callable[..., "v2.Transform"]
 AUGMENT_OPS: Registry[OpFactory] = Registry("augmentation op")
 WHITEN = "whiten"
 
@@ -32,44 +42,44 @@ def _size(size: int, fraction: float) -> int:
 def _crop(size: int, padding: float = 0.125) -> v2.Transform:
     """Random crop after reflect padding (``padding`` as a fraction of the size or pixels)."""
     pad = int(padding) if padding >= 1 else _size(size, padding)
-    return v2.RandomCrop(size, padding=pad, padding_mode="reflect")
+    return tv2().RandomCrop(size, padding=pad, padding_mode="reflect")
 
 
 @AUGMENT_OPS.register("resized_crop")
 def _resized_crop(size: int, scale: float = 0.6) -> v2.Transform:
-    return v2.RandomResizedCrop(size, scale=(scale, 1.0), antialias=True)
+    return tv2().RandomResizedCrop(size, scale=(scale, 1.0), antialias=True)
 
 
 @AUGMENT_OPS.register("hflip")
 def _hflip(size: int, p: float = 0.5) -> v2.Transform:
-    return v2.RandomHorizontalFlip(p)
+    return tv2().RandomHorizontalFlip(p)
 
 
 @AUGMENT_OPS.register("vflip")
 def _vflip(size: int, p: float = 0.5) -> v2.Transform:
-    return v2.RandomVerticalFlip(p)
+    return tv2().RandomVerticalFlip(p)
 
 
 @AUGMENT_OPS.register("rotate")
 def _rotate(size: int, degrees: float = 15.0) -> v2.Transform:
-    return v2.RandomRotation(degrees)
+    return tv2().RandomRotation(degrees)
 
 
 @AUGMENT_OPS.register("jitter")
 def _jitter(size: int, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
             hue: float = 0.05) -> v2.Transform:
-    return v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+    return tv2().ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
 
 @AUGMENT_OPS.register("erase")
 def _erase(size: int, p: float = 0.5) -> v2.Transform:
-    return v2.RandomErasing(p=p, value=0)
+    return tv2().RandomErasing(p=p, value=0)
 
 
 @AUGMENT_OPS.register(WHITEN)
 def _whiten(size: int) -> v2.Transform:
     # Handled by search.data.colour.Preprocess; registered so the name validates and composes.
-    return v2.Identity()
+    return tv2().Identity()
 
 
 ALIASES = {"flip": "hflip"}
@@ -100,7 +110,7 @@ class AugmentPlan:
     def build(self, size: int) -> v2.Compose | None:
         if not self.ops:
             return None
-        return v2.Compose([AUGMENT_OPS.get(name)(size, **kwargs) for name, kwargs in self.ops])
+        return tv2().Compose([AUGMENT_OPS.get(name)(size, **kwargs) for name, kwargs in self.ops])
 
 
 def _items(value: Any, sets: Mapping[str, Sequence[Any]], depth: int = 0) -> list[tuple[str, dict[str, Any]]]:
@@ -186,7 +196,7 @@ def resize_all(images: Sequence[Tensor] | Tensor, size: int, aspect: str) -> Ten
         if images.shape[-2:] == (size, size):
             return images
         if images.shape[-1] == images.shape[-2] or aspect == "stretch":
-            return F.resize(images, [size, size], antialias=True)
+            return tv2().functional.resize(images, [size, size], antialias=True)
         images = list(images)
     out = torch.zeros((len(images), 3, size, size), dtype=torch.uint8)
     for i, img in enumerate(images):
@@ -197,12 +207,12 @@ def resize_all(images: Sequence[Tensor] | Tensor, size: int, aspect: str) -> Ten
 def _resize_one(img: Tensor, size: int, aspect: str) -> Tensor:
     h, w = img.shape[-2:]
     if aspect == "stretch" or h == w:
-        return F.resize(img, [size, size], antialias=True)
+        return tv2().functional.resize(img, [size, size], antialias=True)
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = F.resize(img, [nh, nw], antialias=True)
+    small = tv2().functional.resize(img, [nh, nw], antialias=True)
     top, left = (size - nh) // 2, (size - nw) // 2
-    return F.pad(small, [left, top, size - nw - left, size - nh - top], fill=0)
+    return tv2().functional.pad(small, [left, top, size - nw - left, size - nh - top], fill=0)
 
 
 class BatchAugment:

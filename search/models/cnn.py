@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from timm.layers import DropPath
 from torch import Tensor, nn
 
 from search.registry import Registry
@@ -31,7 +30,11 @@ class ConvBlock(nn.Module):
         self.norm2: nn.Module = nn.Identity()
         self.skip: nn.Module = nn.Identity()
         # Stochastic depth: in training, the residual branch of a whole sample is dropped at this rate.
-        self.drop_path: nn.Module = DropPath(drop_path) if residual and drop_path > 0 else nn.Identity()
+        self.drop_path: nn.Module = nn.Identity()
+        if residual and drop_path > 0:
+            from timm.layers import DropPath  # (here: importing timm costs ~2 s, which plain CNNs need not pay)
+
+            self.drop_path = DropPath(drop_path)
         if residual:
             self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=norm != "batchnorm")
             self.norm2 = make_norm(cout, lrn_size)

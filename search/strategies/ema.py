@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.utils import ModelEmaV3
 from torch import nn
 
 from search.config import TrialConfig
@@ -37,10 +36,13 @@ class WeightEMA(TrainHooks):
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
-        self.ema: ModelEmaV3 | None = None
+        self.ema: Any = None  # timm.utils.ModelEmaV3 once the model exists
 
     def start(self, model: nn.Module) -> None:
         # A copy on the model's device (device=None): the average is evaluated every epoch.
+        # timm is imported here, not at module level: it costs ~2 s, which trials without EMA need not pay.
+        from timm.utils import ModelEmaV3
+
         self.ema = ModelEmaV3(model, decay=self.decay, use_warmup=True, warmup_power=WARMUP_POWER)
 
     def after_step(self, model: nn.Module, step: int) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 from torch import Tensor
-from torchvision.transforms import v2
 
 from search.config import TrialConfig
+from search.data.transforms import tv2
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
 MIXES = ("none", "mixup", "cutmix", "mixup_cutmix")
@@ -26,14 +26,14 @@ def make_mix(kind: str, alpha: float, num_classes: int) -> Callable[[Tensor, Ten
     ``mixup_cutmix`` picks one of the two per batch, as torchvision's reference recipes do. The
     draws come from torch's global generator, which the trainer seeds per trial.
     """
-    mixup = v2.MixUp(alpha=alpha, num_classes=num_classes)
-    cutmix = v2.CutMix(alpha=alpha, num_classes=num_classes)
+    mixup = tv2().MixUp(alpha=alpha, num_classes=num_classes)
+    cutmix = tv2().CutMix(alpha=alpha, num_classes=num_classes)
     if kind == "mixup":
         return mixup
     if kind == "cutmix":
         return cutmix
     if kind == "mixup_cutmix":
-        return v2.RandomChoice([mixup, cutmix])
+        return tv2().RandomChoice([mixup, cutmix])
     raise ValueError(f"mix: unknown value {kind!r}; allowed: {', '.join(MIXES)}")
 
 

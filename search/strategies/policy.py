@@ -12,40 +12,49 @@ its shears, translations and rotations move whole pixels, so they act coarsely r
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
 from search.config import TrialConfig
+from search.data.transforms import tv2
 from search.registry import Registry
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
 OFF = "none"
 POLICIES: Registry[Callable[[TrialConfig], v2.Transform]] = Registry("augmentation policy")
-AUTOAUGMENT_POLICIES = tuple(p.value for p in v2.AutoAugmentPolicy)  # imagenet, cifar10, svhn
+
+
+def autoaugment_policies() -> list[str]:
+    """The policies torchvision ships (imagenet, cifar10, svhn); asked only when one is validated."""
+    return [p.value for p in tv2().AutoAugmentPolicy]
+
+
 MAX_MAGNITUDE = 30  # RandAugment's default 31 magnitude bins: 0..30
 
 
 @POLICIES.register("trivialaugment")
 def _trivialaugment(c: TrialConfig) -> v2.Transform:
-    return v2.TrivialAugmentWide()
+    return tv2().TrivialAugmentWide()
 
 
 @POLICIES.register("randaugment")
 def _randaugment(c: TrialConfig) -> v2.Transform:
-    return v2.RandAugment(num_ops=c.policy_ops, magnitude=c.policy_magnitude, num_magnitude_bins=MAX_MAGNITUDE + 1)
+    return tv2().RandAugment(num_ops=c.policy_ops, magnitude=c.policy_magnitude, num_magnitude_bins=MAX_MAGNITUDE + 1)
 
 
 @POLICIES.register("autoaugment")
 def _autoaugment(c: TrialConfig) -> v2.Transform:
-    return v2.AutoAugment(v2.AutoAugmentPolicy(c.autoaugment_policy))
+    return tv2().AutoAugment(tv2().AutoAugmentPolicy(c.autoaugment_policy))
 
 
 @POLICIES.register("augmix")
 def _augmix(c: TrialConfig) -> v2.Transform:
-    return v2.AugMix()
+    return tv2().AugMix()
 
 
 def make_policy(config: TrialConfig) -> v2.Transform | None:
@@ -74,8 +83,8 @@ register(Strategy(
     options={
         "policy_ops": Param(int, 2, "RandAugment: ops applied to each image (num_ops)", low=1, high=14),
         "policy_magnitude": Param(int, 9, "RandAugment: strength of every op (magnitude)", low=0, high=MAX_MAGNITUDE),
-        "autoaugment_policy": Param(str, AUTOAUGMENT_POLICIES[0], "AutoAugment: the policy learned on this dataset",
-                                    choices=AUTOAUGMENT_POLICIES),
+        "autoaugment_policy": Param(str, "imagenet", "AutoAugment: the policy learned on this dataset",
+                                    choices=autoaugment_policies),
     },
     off=OFF,
     advice=(Advice(("overfitting", "small_data"), {"choices": [OFF, "trivialaugment", "randaugment"]},
