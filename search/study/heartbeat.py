@@ -10,6 +10,7 @@ proxy records it as the database heartbeat and runs the stale check itself
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import optuna
@@ -116,3 +117,33 @@ class StaleCheck:
         if self.enabled and time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
             fail_stale(self.study)
+
+
+class HeartbeatThread:
+    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval_of(storage)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "HeartbeatThread":
+        if self.interval:
+            beat(self.storage, self.trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                beat(self.storage, self.trial_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
+                log.warning("heartbeat failed: %s", exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -15,27 +15,22 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import json
 import logging
 import math
 import os
-import signal
 import socket
-import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search import __version__, progress
+from search import progress
 from search.checkpoints import CheckpointStore
-from search.errors import UserError
 from search.spec import SearchSpace
 from search.study.budget import ask, used_budget
 from search.study.objective import Objective
@@ -43,10 +38,11 @@ from search import records
 from search.pruners import create_pruner
 from search.samplers import create_sampler, grid_size
 from search.study import stopping
+from search.study.create import create_study, name_objectives  # noqa: F401 - create_study: the runner API
 from search.study.load import load_study  # noqa: F401 - part of the runner API
-from search.study.heartbeat import StaleCheck, beat, interval_of, is_lost, requeue
-from search.study.storage import TrialLock, checkpoint_root, open_storage, rdb_backend, resolve_url
-from search.study.warmstart import enqueue_from_space
+from search.study.signals import hold_signals, redeliver
+from search.study.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
+from search.study.storage import TrialLock, checkpoint_root, rdb_backend, resolve_url
 
 log = logging.getLogger(__name__)
 
@@ -83,55 +79,6 @@ class WorkerInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def _canonical(raw: Any) -> str:
-    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue")}
-    return json.dumps(doc, sort_keys=True, default=str)
-
-
-def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -> optuna.Study:
-    """Create the study, or load it when it exists with the same space (budget may differ)."""
-    store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
-    study = optuna.create_study(study_name=space.study, storage=store, directions=space.directions,
-                                load_if_exists=True)
-    stored = records.stored_space(study)
-    if stored is None:
-        # Its own id: checkpoints are filed under it, so another study of the same name never shares them.
-        records.init_study(study, uid=uuid.uuid4().hex, space=_json(space.raw), source=Path(space.source).name,
-                           objective_names=[o.name for o in space.objectives],
-                           created_with=f"strategy-search {__version__}")
-        enqueue_from_space(study, space)
-        log.info("created study %r", space.study)
-    else:
-        if _canonical(stored) != _canonical(space.raw):
-            raise UserError(
-                f"study {space.study!r} already exists with a different search space; "
-                "give the new space another study name (or delete the old study)"
-            )
-        if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
-                                      else optuna.study.StudyDirection.MINIMIZE for d in space.directions]:
-            raise UserError(f"study {space.study!r} exists with other objective directions")
-        if stored.get("budget") != space.raw.get("budget"):
-            records.set_space(study, _json(space.raw))
-            stopping.reset(study)  # new stop rules (or none) are judged afresh
-        log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
-    name_objectives(study, space)
-    return study
-
-
-def _json(raw: Any) -> Any:
-    """``raw`` as plain JSON values (dates and such as strings), as a user attr must be."""
-    return json.loads(json.dumps(raw, default=str))
-
-
-def name_objectives(study: optuna.Study, space: SearchSpace) -> None:
-    """Store the objective names (``accuracy``, ``latency_ms``) as the study's metric names, where
-    it has none, so optuna-dashboard and any Optuna client show them instead of "Objective 0"."""
-    names = [o.name for o in space.objectives]
-    if study.metric_names is not None or len(names) != len(study.directions):
-        return
-    study.set_metric_names(names)  # (experimental in Optuna: search.study silences that warning)
-
-
 DEFAULT_N_TRIALS = 20
 
 
@@ -144,36 +91,6 @@ def budget_of(space: SearchSpace, n_trials: int | None) -> int | None:
     if space.sampler.name == "grid":
         return grid_size(space)
     return None if space.budget.timeout is not None else DEFAULT_N_TRIALS
-
-
-class _Heartbeat:
-    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried."""
-
-    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        self.storage = storage
-        self.trial_id = trial_id
-        self.interval = interval_of(storage)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "_Heartbeat":
-        if self.interval:
-            beat(self.storage, self.trial_id)
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
-        return self
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                beat(self.storage, self.trial_id)
-            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
-                log.warning("heartbeat failed: %s", exc)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
@@ -297,7 +214,7 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
         with lock.hold() if lock is not None else contextlib.nullcontext():
             if total is not None and used_budget(study) >= total:
                 return None
-            held = signals.enter_context(_signals_held())
+            held = signals.enter_context(hold_signals())
             trial = ask(study)
         if heartbeat:
             # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
@@ -305,44 +222,17 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
         records.record_worker(trial, worker_id())
     if held:
         _interrupted(study, storage, trial)
-        _redeliver(held[0])
+        redeliver(held[0])
     return trial
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[list[int]]:
-    """Hold Ctrl-C / SIGTERM while a trial is created and marked as ours (a few ms), so an
-    interrupt never leaves a RUNNING trial that has no heartbeat and so is never retried."""
-    held: list[int] = []
-    names = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in names}
-    if threading.current_thread() is not threading.main_thread() or None in previous.values():
-        yield held
-        return
-    for s in names:
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _redeliver(signum: int) -> None:
-    handler = signal.getsignal(signum)
-    if callable(handler):
-        handler(signum, None)
-    elif handler == signal.SIG_DFL:
-        os.kill(os.getpid(), signum)
 
 
 def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
              objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    with _Heartbeat(storage, records.trial_id(trial)):
+    with HeartbeatThread(storage, records.trial_id(trial)):
         try:
             outcome, reason = _evaluate(objective, trial)
-            with _signals_held() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
+            with hold_signals() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
                 if reason is not None:
                     _set_reason(trial, reason)
                 frozen = _tell(study, trial, **outcome)
@@ -350,7 +240,7 @@ def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
             _interrupted(study, storage, trial)
             raise
     if held:
-        _redeliver(held[0])
+        redeliver(held[0])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
