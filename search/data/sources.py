@@ -28,12 +28,24 @@ def scan(spec: DatasetSpec) -> Source:
 
 
 def _files(d: Path) -> list[str]:
-    out = []
-    for base, dirs, names in os.walk(d):
-        dirs[:] = [x for x in dirs if not x.startswith(".")]
-        out.extend(os.path.join(base, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
-    # Component-wise order (as Path.parts sorts), without building 10^5 Path objects.
-    return sorted(out, key=lambda p: p.split(os.sep))
+    """Image files under ``d`` (hidden folders skipped), in component-wise path order (as sorting by
+    ``Path.parts`` gives): entries are visited sorted by name, so 10^5 paths need no sort key."""
+    out: list[str] = []
+
+    def visit(folder: str) -> None:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                if not e.name.startswith("."):
+                    visit(e.path)
+            elif e.is_dir():
+                continue  # a link to a folder is not followed (as os.walk does): no loops
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                out.append(e.path)
+
+    visit(str(d))
+    return out
 
 
 def _class_tree(root: Path, classes: list[str] | None) -> tuple[list[str], list[str], list[int]]:
