@@ -275,3 +275,17 @@ def test_cache_command_lists_and_clears(tmp_path: Path, cache_dir: Path) -> None
     assert cleared.exit_code == 0 and "freed" in cleared.output
     assert json.loads(runner.invoke(main, ["cache", "--list", "--json"]).output) == []
     assert runner.invoke(main, ["cache"]).exit_code == 2
+
+
+def test_folder_listing_is_in_path_component_order(tmp_path: Path) -> None:
+    """The walk's order (part of the cache key) is what sorting by Path.parts gives, links not followed."""
+    from search.data.sources import _files
+
+    for rel in ("b.jpg", "a-b/x.png", "a/z.jpg", "a/sub/y.jpg", "a/.hidden/h.jpg", "a/notes.txt", "A.JPG"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    found = _files(tmp_path)
+    expected = sorted((str(tmp_path / r) for r in ("b.jpg", "a-b/x.png", "a/z.jpg", "a/sub/y.jpg", "A.JPG")),
+                      key=lambda p: Path(p).parts)
+    assert found == expected
