@@ -602,13 +602,6 @@ def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> No
         click.echo(f"wrote {path}")
 
 
-def _dataset_arg(data: str, builtins: Any) -> dict[str, Any]:
-    """A command-line DATA: a built-in name, a .csv manifest or an image folder."""
-    if data in builtins:
-        return {"name": data}
-    return {"csv": data} if data.lower().endswith(".csv") else {"path": data}
-
-
 @main.command("cache")
 @click.argument("data", required=False)
 @click.option("--input-size", "sizes", default=None, metavar="N[,N...]",
@@ -624,14 +617,14 @@ def _dataset_arg(data: str, builtins: Any) -> dict[str, Any]:
 def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, list_: bool,
               clear: bool, as_json: bool) -> None:
     """Build (or check) the dataset cache for DATA ahead of a run; --list / --clear manage it."""
-    from search.data.datasets import BUILTIN_DATASETS
+    from search.data.datasets import dataset_doc
     from search.dataset_cache import build_or_check, clear_entries, format_listing, listing
 
     if list_:
         rows = listing(cache_dir)
         click.echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
         return
-    dataset = _dataset_arg(data, BUILTIN_DATASETS) if data else None
+    dataset = dataset_doc(data) if data else None
     if clear:
         freed, where = clear_entries(cache_dir, dataset)
         click.echo(f"freed {freed / 1e6:.1f} MB ({where})")

@@ -367,3 +367,10 @@ def clear_cache() -> None:
     with _lock:
         _loaded.clear()
         _resized.clear()
+
+
+def dataset_doc(data: str) -> dict[str, Any]:
+    """A command-line DATA as a space file's ``dataset``: a built-in name, a .csv manifest or an image folder."""
+    if data in BUILTIN_DATASETS:
+        return {"name": data}
+    return {"csv": data} if data.lower().endswith(".csv") else {"path": data}

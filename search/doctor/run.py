@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from search.data.datasets import BUILTIN_DATASETS
+from search.data.datasets import dataset_doc
 from search.doctor.diagnose import diagnose
 from search.doctor.findings import Diagnosis
 from search.doctor.recommend import recommend_space
@@ -64,13 +64,6 @@ def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limi
         tail = (f"write a space with these remedies: strategy-search doctor {data} -o space.yaml   "
                 "(then: strategy-search run space.yaml)")
     return DoctorRun(diagnosis, record, f"{format_report(diagnosis)}\n\n{tail}", space)
-
-
-def dataset_doc(data: str) -> dict[str, Any]:
-    """A command-line DATA as a space file's ``dataset``: a built-in name, a .csv manifest or an image folder."""
-    if data in BUILTIN_DATASETS:
-        return {"name": data}
-    return {"csv": data} if data.lower().endswith(".csv") else {"path": data}
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
