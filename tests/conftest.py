@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +52,33 @@ def tiny_space(study: str = "tiny", **overrides: Any) -> dict[str, Any]:
 def write_space(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
+
+
+def running_trial(study: str, storage: str, proc: subprocess.Popen[str], *, max_epochs: int,
+                  claimed: bool = False, poll: float = 0.05, timeout: float = 120.0) -> FrozenTrial:
+    """A RUNNING trial of ``study`` in its first epochs (1 to ``max_epochs`` reported), while ``proc``
+    (the command training it) is still alive; with ``claimed``, one whose worker has marked it."""
+    from search import records
+
+    sqlite_file = make_url(storage).database if storage.startswith("sqlite") else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        trials: list[FrozenTrial] = []
+        # Reading a SQLite file that does not exist yet would create it under the command's feet.
+        if sqlite_file is None or Path(sqlite_file).exists():
+            try:
+                trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+            except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+                # Not created yet, or the command is creating the schema right now (both sides insert the
+                # alembic version of a new file: this reader may lose the race; the command retries).
+                pass
+        for t in trials:
+            if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= max_epochs \
+                    and (not claimed or records.worker(t) is not None):
+                return t
+        time.sleep(poll)
+    raise AssertionError(f"no trial of {study!r} was seen in its first {max_epochs} epochs")
 
 
 @pytest.fixture(autouse=True)

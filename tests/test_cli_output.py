@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from conftest import free_port, tiny_space, write_space
+from conftest import free_port, running_trial, tiny_space, write_space
 from search import report
 from search.cli import main
 from search.space import parse_space
@@ -63,7 +62,7 @@ def test_ctrl_c_during_run_says_what_happened_and_exits_130(workdir: Path) -> No
     proc = subprocess.Popen([*CLI, "run", str(space)], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        running = _wait_for_running_trial("stop", proc)
+        running = running_trial("stop", STORAGE, proc, max_epochs=29, poll=0.2).number
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         output = proc.communicate(timeout=60)[0]
     finally:
@@ -77,24 +76,6 @@ def test_ctrl_c_during_run_says_what_happened_and_exits_130(workdir: Path) -> No
     trials = optuna.load_study(study_name="stop", storage=STORAGE).trials
     assert [t.state for t in trials if t.number == running] == [TrialState.FAIL]
     assert any(t.state == TrialState.WAITING and t.system_attrs["retry_history"] == [running] for t in trials)
-
-
-def _wait_for_running_trial(study: str, proc: subprocess.Popen[str]) -> int:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        if Path("studies.db").exists():
-            try:
-                trials = optuna.load_study(study_name=study, storage=STORAGE).get_trials(deepcopy=False)
-            except (KeyError, sqlalchemy.exc.SQLAlchemyError):
-                # Not created yet, or `run` is creating the schema right now (both sides insert the
-                # alembic version of a new file: this reader may lose the race; the command retries).
-                trials = []
-            for t in trials:
-                if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < 30:
-                    return t.number
-        time.sleep(0.2)
-    raise AssertionError("no trial was seen mid-training")
 
 
 def test_report_is_quiet_about_numeric_looking_choices_unless_verbose(workdir: Path) -> None:

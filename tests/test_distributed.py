@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 import pgserver
-from conftest import free_port, tiny_space, write_space
+from conftest import free_port, running_trial, tiny_space, write_space
 from search.errors import UserError
 from search.space import load_space
 from search.study.runner import create_study, load_study, run_trials
@@ -211,7 +211,7 @@ def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Pat
     launcher = subprocess.Popen([*CLI, "worker", study, "--storage", pg_url, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        victim = _wait_for_running_trial(study, pg_url, launcher)
+        victim = running_trial(study, pg_url, launcher, max_epochs=8, claimed=True)
         pid = int(victim.user_attrs["worker"].split(":")[1].split()[0])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         assert _password(pg_url) is None or _password(pg_url) not in cmdline  # URL goes by environment
@@ -246,7 +246,7 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path) -> None:
     launcher = subprocess.Popen([*CLI, "worker", study, "--storage", storage, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        running = _wait_for_running_trial(study, storage, launcher)
+        running = running_trial(study, storage, launcher, max_epochs=8, claimed=True)
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         output = launcher.communicate(timeout=120)[0]
     finally:
@@ -271,18 +271,6 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path) -> None:
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(done) == 3 and len(trials) == 3 + len(stopped)
     assert {t.user_attrs.get("retry_of") for t in done} >= {t.number for t in stopped}
-
-
-def _wait_for_running_trial(study: str, storage: str, proc: subprocess.Popen[str]) -> FrozenTrial:
-    """A RUNNING trial in its first epochs (of 25): mid-training, and far from done."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        for t in _trials(study, storage):
-            if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 8 and "worker" in t.user_attrs:
-                return t
-        time.sleep(0.05)
-    raise AssertionError("no trial seen in its first epochs")
 
 
 def test_nan_and_crashing_trials_do_not_stop_the_worker(workdir: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +22,13 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.worker_scaling import run_worker_thread, sleep_objective
-from conftest import free_port
+from conftest import free_port, running_trial
 from search.space import load_space
 from search.study import runner
 from search.study.objective import Objective
 from search.study.runner import create_study, load_study, run_trials
 from test_distributed import (CLI, FAST_HEARTBEAT, LONG_TRIAL, _assert_exact, _cli, _space, _study_name, _trials,
-                              _wait_for_running_trial, pg_url)  # noqa: F401 - pg_url is a fixture
+                              pg_url)  # noqa: F401 - pg_url is a fixture
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -198,7 +197,7 @@ def test_killed_worker_behind_the_proxy_is_failed_with_reason_and_retried(workdi
     launcher = subprocess.Popen([*CLI, "worker", study, "--storage", url, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        victim = _wait_for_running_trial(study, db, launcher)
+        victim = running_trial(study, db, launcher, max_epochs=8, claimed=True)
         os.kill(int(victim.user_attrs["worker"].split(":")[1].split()[0]), signal.SIGKILL)
         output = launcher.communicate(timeout=200)[0]
     finally:
