@@ -194,11 +194,12 @@ def train(
     amp = _autocast(device)  # one context, re-entered every step
     step = 0
 
-    def evaluated() -> nn.Module:
+    def kept() -> nn.Module:
+        """The weights evaluated and kept (e.g. the EMA average), without inference wrappers."""
         current = model
         for h in hooks:
             current = h.eval_model(current)
-        return inference_model(config, current)
+        return current
 
     for epoch in progress(range(1, epochs + 1), desc=label, unit="epoch"):
         model.train()
@@ -249,7 +250,7 @@ def train(
             correct += (logits.argmax(dim=1) == yb).sum()
             seen += len(yb)
         seconds = time.perf_counter() - start
-        val = evaluate(evaluated(), preprocess, data.val_x, data.val_y, num_classes, device)
+        val = evaluate(inference_model(config, kept()), preprocess, data.val_x, data.val_y, num_classes, device)
         value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
         train_loss = float(total_loss) / max(1, seen)
         if not math.isfinite(train_loss) or not math.isfinite(val.loss) or not math.isfinite(float(grad_max)):
@@ -268,8 +269,7 @@ def train(
 
     # What is kept, measured and exported: the evaluated weights (e.g. the EMA average), bare; the
     # inference wrappers (e.g. flip TTA) are put back by whoever evaluates or exports it.
-    for h in hooks:
-        model = h.eval_model(model)
+    model = kept()
     final = inference_model(config, model)
     # ``val`` is the last epoch's evaluation: the model has not changed since.
     test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
