@@ -72,7 +72,8 @@ def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
     import yaml
 
     from search.space import parse_space
-    from search.study.runner import create_study, run_trials
+    from search.study.runner import run_trials
+    from search.study.create import create_study
 
     doc = yaml.safe_load(text)
     doc.update(seed=seed, study=f"{doc['study']}-{seed}")

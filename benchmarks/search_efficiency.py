@@ -102,7 +102,8 @@ def run_one(task: tuple[str, dict[str, Any], str, int, int]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from search.space import parse_space
-    from search.study.runner import create_study, run_trials
+    from search.study.runner import run_trials
+    from search.study.create import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(space_doc(name, ds, arm, seed), source=f"benchmark {name}/{arm}")

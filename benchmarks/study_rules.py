@@ -44,7 +44,8 @@ def run(doc: dict[str, Any]) -> list[dict[str, Any]]:
     import optuna
 
     from search.space import parse_space
-    from search.study.runner import create_study, run_trials
+    from search.study.runner import run_trials
+    from search.study.create import create_study
 
     space = parse_space(doc, source="benchmark")
     study = create_study(space, optuna.storages.InMemoryStorage())

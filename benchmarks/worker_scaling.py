@@ -90,9 +90,10 @@ def run_worker_thread(url: str, study_name: str, n_trials: int | None = None) ->
     """One worker as the library runs it (``load_study`` + ``run_trials``, own storage and connection),
     timing each "lock + budget + ask": usable from threads (sleep trials) and tests."""
     from search.study import runner
+    from search.study.load import load_study
 
     times: list[float] = []
-    study, space = runner.load_study(study_name, url)
+    study, space = load_study(study_name, url)
     _timed_next.calls[threading.get_ident()] = times
     start, cpu = time.time(), time.thread_time()
     summary = runner.run_trials(study, space, storage_url=url, device="cpu", n_trials=n_trials,
@@ -137,6 +138,7 @@ def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, sec
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.data.datasets import prepare
     from search.study import runner
+    from search.study.load import load_study
     from search.study.objective import Objective
 
     if mode in ("sleep", "trivial"):
@@ -144,7 +146,7 @@ def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, sec
         runner.Objective = sleep_objective(Objective, seconds if mode == "sleep" else 0.0)  # type: ignore[misc]
 
     if mode == "real":
-        _, space = runner.load_study(study_name, url)
+        _, space = load_study(study_name, url)
         Objective(space, device="cpu").check_ready()
         prepare(space.dataset, None, "stretch", torch.device("cpu"))  # decode before the clock starts
     _timed_next.install()
@@ -169,7 +171,7 @@ PROCESSES = int(os.environ.get("WORKER_SCALING_PROCESSES", "4"))  # sleep trials
 def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: Path, seconds: float = 2.0,
              count_url: str | None = None) -> dict[str, Any]:
     from search.space import parse_space
-    from search.study.runner import create_study
+    from search.study.create import create_study
     from search.study.storage import open_storage
 
     space = parse_space(space_doc(study, mode, n_trials), source=f"benchmark {study}")
@@ -374,12 +376,14 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
 
     from search.space import parse_space
     from search.study import runner
+    from search.study.create import create_study
     from search.study.heartbeat import StaleCheck
+    from search.study.load import load_study
     from search.study.storage import TrialLock, open_storage, rdb_backend
 
     space = parse_space(space_doc(study_name, "trivial", 10**9), source="benchmark")
-    runner.create_study(space, open_storage(url))
-    study, _ = runner.load_study(study_name, url)
+    create_study(space, open_storage(url))
+    study, _ = load_study(study_name, url)
     rdb = rdb_backend(study._storage)
     lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None, storage=study._storage)
     stale = StaleCheck(study)

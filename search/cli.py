@@ -67,7 +67,7 @@ def _launcher_label() -> str | None:
 
 def _print_interrupted(summary: Any) -> None:
     """What an interrupted run/worker did, and that the same command resumes the study."""
-    from search.summary import format_counts
+    from search.records import format_counts
 
     label = _launcher_label()  # a worker the launcher started: the launcher sums up for all
     tag = f"[{label}] " if label else ""
@@ -129,7 +129,8 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
         weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space import load_space
-    from search.study.runner import WorkerInterrupted, create_study, run_trials
+    from search.study.runner import WorkerInterrupted, run_trials
+    from search.study.create import create_study
     from search.study.storage import storage_label
     from search.study.warmstart import warm_start
 
@@ -164,7 +165,8 @@ def _storage_arg(storage: str | None) -> str:
 
 def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> None:
     from search.study.storage import storage_label
-    from search.summary import format_counts, format_summary, study_summary
+    from search.summary import format_summary, study_summary
+    from search.records import format_counts
 
     counts = format_counts(summary.counts.items())
     click.echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
@@ -194,7 +196,7 @@ def create(space: str, storage: str | None) -> None:
     """Create the study of SPACE (storing the space) so workers can join it."""
     from search.space import load_space
     from search.study.objective import Objective
-    from search.study.runner import create_study
+    from search.study.create import create_study
     from search.study.storage import storage_label
 
     spec = load_space(space)
@@ -283,7 +285,7 @@ def _print_next_after_workers(study_name: str, storage: str | None) -> None:
 @_user_errors
 def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> None:
     """Show the best trial of STUDY (the Pareto front for several objectives)."""
-    from search.study.runner import load_study
+    from search.study.load import load_study
     from search.summary import format_summary, study_summary
 
     study, spec = load_study(study_name, storage)
@@ -317,8 +319,9 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
            device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
-    from search.export import export_config, write_config
-    from search.study.runner import load_study
+    from search.export import export_config
+    from search.bundle import write_config
+    from search.study.load import load_study
     from search.summary import get_trial
 
     study, spec = load_study(study_name, storage)
@@ -474,7 +477,7 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str
 def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
     from search.report import write_report
-    from search.study.runner import load_study
+    from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
     done = write_report(study, spec, output, png=png)
@@ -538,7 +541,7 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
                    weights_dir: str | None) -> None:
     """Switch each strategy of the best trial off in turn and measure what it was worth."""
     from search.ablate import ablate, format_ablation
-    from search.study.runner import load_study
+    from search.study.load import load_study
     from search.summary import get_trial
 
     study, spec = load_study(study_name, storage)
@@ -569,7 +572,7 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
                     as_json: bool, device: str | None, weights_dir: str | None) -> None:
     """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
     from search.confirm import confirm, format_confirmation
-    from search.study.runner import load_study
+    from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
     record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,

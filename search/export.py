@@ -11,7 +11,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.bundle import check_file_output, write_config  # noqa: F401 - part of this module's API
 from search.spec import SearchSpace
 from search import records
 from search.records import best_trial

@@ -11,8 +11,6 @@ from search.config import TrialConfig
 from search.constraints import closest, is_feasible, total_violation
 from search.errors import UserError
 from search import records
-from search.records import best_trial, best_trials, confirmed_winner  # noqa: F401 - re-exported
-from search.records import format_counts, state_counts  # noqa: F401 - summary API
 from search.spec import SearchSpace
 from search.study.stopping import format_stop, stop_reason
 
@@ -27,7 +25,7 @@ def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 def chosen_config(study: optuna.Study, trial: FrozenTrial | None, action: str) -> tuple[FrozenTrial, TrialConfig]:
     """``trial`` (default: the best) and the complete config it ran with."""
-    trial = trial or best_trial(study)
+    trial = trial or records.best_trial(study)
     if trial is None:
         near = closest_infeasible(study)
         if near is not None:
@@ -72,8 +70,8 @@ def trial_record(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
 
 def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     names = [o.name for o in space.objectives]
-    counts = state_counts(study.get_trials(deepcopy=False))
-    best = [trial_record(t, names) for t in best_trials(study)]
+    counts = records.state_counts(study.get_trials(deepcopy=False))
+    best = [trial_record(t, names) for t in records.best_trials(study)]
     for rec in best:
         if rec.get("test"):
             rec["test_interval"] = bootstrap_test_metrics(rec["test"], space)
@@ -97,7 +95,7 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     summary["stopped"] = stop_reason(study)
     confirmed = records.confirmed(study)
     if confirmed:
-        winner = confirmed_winner(study)
+        winner = records.confirmed_winner(study)
         summary["confirmed"] = {**confirmed, "current": winner is not None and winner.number == confirmed["winner"]}
     return summary
 
@@ -125,7 +123,7 @@ def _pct(v: float | None) -> str:
 
 def format_summary(summary: dict[str, Any], details: bool = False) -> str:
     lines = [f"study {summary['study']}  (dataset {summary['dataset']})",
-             "trials: " + format_counts(sorted(summary["trials"].items()))]
+             "trials: " + records.format_counts(sorted(summary["trials"].items()))]
     if summary.get("stopped"):
         lines.append(format_stop(summary["stopped"]))
     cons = summary.get("constraints")

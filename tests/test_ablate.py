@@ -19,8 +19,9 @@ from search.cli import main
 from search.config import TrialConfig
 from search.space import parse_space
 from search.stats import bootstrap_metric, welch_interval
-from search.study.runner import create_study, load_study
-from search.summary import best_trial
+from search.study.create import create_study
+from search.study.load import load_study
+from search.records import best_trial
 
 STORAGE = "sqlite:///studies.db"
 

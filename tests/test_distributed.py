@@ -30,7 +30,9 @@ import pgserver
 from conftest import free_port, running_trial, tiny_space, write_space
 from search.errors import UserError
 from search.space import load_space
-from search.study.runner import create_study, load_study, run_trials
+from search.study.runner import run_trials
+from search.study.create import create_study
+from search.study.load import load_study
 from search.study.workers import plan_workers
 
 CLI = [sys.executable, "-m", "search.cli"]

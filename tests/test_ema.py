@@ -14,7 +14,7 @@ from search.bundle import EXPORT_TOLERANCE, load_core
 from search.checkpoints import CheckpointStore
 from search.config import TrialConfig
 from search.data.datasets import prepare
-from search.space import DatasetSpec, parse_space
+from search.space import parse_space
 from search.strategies import TrialContext, active_hooks
 from search.strategies.ema import WARMUP_POWER, WeightEMA
 from search.train import loop

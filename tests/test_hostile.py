@@ -515,7 +515,8 @@ def test_reexport_with_force_replaces_the_whole_bundle(finished: Finished, tmp_p
 def test_an_infinite_objective_fails_the_trial_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from search.space import parse_space
     from search.study.objective import Objective
-    from search.study.runner import create_study, run_trials
+    from search.study.runner import run_trials
+    from search.study.create import create_study
 
     spec = parse_space(tiny_space("inf", budget={"n_trials": 2, "max_epochs": 1}))
     values = iter([math.inf, -math.inf])

@@ -17,7 +17,8 @@ from conftest import tiny_space, write_space
 from search.cli import main
 from search.report import SECTIONS, write_report
 from search.space import parse_space
-from search.study.runner import create_study, run_trials
+from search.study.runner import run_trials
+from search.study.create import create_study
 
 FIGURES = ("history", "importance", "slice", "parallel", "learning-curves", "confusion")
 

@@ -26,7 +26,9 @@ from conftest import free_port, running_trial
 from search.space import load_space
 from search.study import runner
 from search.study.objective import Objective
-from search.study.runner import create_study, load_study, run_trials
+from search.study.runner import run_trials
+from search.study.create import create_study
+from search.study.load import load_study
 from test_distributed import (CLI, FAST_HEARTBEAT, LONG_TRIAL, _assert_exact, _cli, _space, _study_name, _trials,
                               pg_url)  # noqa: F401 - pg_url is a fixture
 

@@ -209,7 +209,8 @@ def test_warm_start_copies_fitting_trials_once_and_they_use_no_budget(workdir: P
 
 
 def test_pareto_front_and_best_skip_infeasible_trials() -> None:
-    from search.summary import best_trial, best_trials, closest_infeasible
+    from search.summary import closest_infeasible
+    from search.records import best_trial, best_trials
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     dist = {"lr": FloatDistribution(0.001, 0.1)}

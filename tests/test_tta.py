@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from torch import nn
 
 from search.ablate import variants
 from search.bundle import EXPORT_TOLERANCE, load_core

@@ -16,7 +16,7 @@ import optuna
 from search.report import render_html
 from search.report.data import SectionData, StudyView
 from search.report.sections import BY_ID, SECTION_DEFS, SectionDef
-from search.space import SearchSpace
+from search.spec import SearchSpace
 
 log = logging.getLogger(__name__)
 

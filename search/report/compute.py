@@ -12,10 +12,11 @@ from typing import Any
 from optuna.trial import TrialState
 
 from search.constraints import is_feasible
-from search.space import choice_label
+from search.spec import choice_label
 from search import records
 from search.study.stopping import format_stop, stop_reason
-from search.summary import broken_bounds, closest_infeasible, format_counts, state_counts
+from search.summary import broken_bounds, closest_infeasible
+from search.records import format_counts, state_counts
 from search.report.data import (Confusion, Curve, Curves, Intervals, Line, SectionData, Split, StudyView, Table,
                                 Text)
 

@@ -13,7 +13,7 @@ from typing import Any, Union
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import SearchSpace
+from search.spec import SearchSpace
 from search import records
 
 

@@ -38,8 +38,7 @@ from search import records
 from search.pruners import create_pruner
 from search.samplers import create_sampler, grid_size
 from search.study import stopping
-from search.study.create import create_study, name_objectives  # noqa: F401 - create_study: the runner API
-from search.study.load import load_study  # noqa: F401 - part of the runner API
+from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.study.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
 from search.study.storage import TrialLock, checkpoint_root, rdb_backend, resolve_url

@@ -24,7 +24,6 @@ from search.constraints import violations
 from search.enqueue import enqueue_params, optuna_value, param_fits
 from search.errors import UserError
 from search import records
-from search.records import is_copied  # noqa: F401 - re-exported (stopping, budget)
 from search.spec import SearchSpace, choice_label
 from search.study.load import load_study
 
