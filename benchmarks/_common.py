@@ -29,6 +29,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this checkout first on PYTHONPATH (kept, not replaced,
+    so packages installed with ``--target`` stay importable), plus ``extra``."""
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def setup_threads(n: int) -> None:
     import torch
 

@@ -13,6 +13,7 @@ Generates N 320x240 JPEGs in 15 classes (default 100,000; ``--n`` for fewer) and
   and from the map with its pages dropped from the process and the page cache before every batch
   (``madvise``/``posix_fadvise`` DONTNEED: every batch is read from disk, a page cache of ~0, the
   limit of "larger than RAM" without needing a cgroup);
+- with CUDA: the same arms trained on the GPU (bf16, a bigger model) beside the GPU-resident set;
 - raw sequential read MB/s of the cache file, cold (after DONTNEED) and warm.
 
     python -m benchmarks.data_scale            # 100,000 images: long, needs ~3 GB of disk
@@ -39,7 +40,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from benchmarks._common import ROOT, machine, median, parser, setup_threads, table, write_result
+from benchmarks._common import ROOT, child_env, machine, median, parser, setup_threads, table, write_result
 
 CLASSES = 15
 W, H = 320, 240
@@ -122,8 +123,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "STRATEGY_SEARCH_CACHE": str(cache), "OMP_NUM_THREADS": "1",
-            "STRATEGY_SEARCH_PROGRESS": "0"}
+    return child_env(STRATEGY_SEARCH_CACHE=str(cache), OMP_NUM_THREADS="1", STRATEGY_SEARCH_PROGRESS="0")
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -240,9 +240,43 @@ def throughput(data_dir: Path, cache_file: Path, n_limit: int, epochs: int) -> d
             res = train(config, spec, device=torch.device("cpu"), data=data, evaluate_test=False)
             rates[name] += [n_train / h.seconds for h in res.history]
     out = {name: median(v) for name, v in rates.items()}
-    return {"n_train": n_train, "epochs_per_arm": 2 * epochs, "images_per_s": out, "raw": rates,
-            "map_vs_ram": out["map"] / out["in-RAM tensor"],
-            "cold_vs_ram": out["map, pages dropped every batch"] / out["in-RAM tensor"]}
+    result = {"n_train": n_train, "epochs_per_arm": 2 * epochs, "images_per_s": out, "raw": rates,
+              "map_vs_ram": out["map"] / out["in-RAM tensor"],
+              "cold_vs_ram": out["map, pages dropped every batch"] / out["in-RAM tensor"]}
+    if torch.cuda.is_available():
+        result["cuda"] = accelerator_throughput(spec, mapped, in_ram, cold, epochs, torch.device("cuda"))
+    return result
+
+
+def accelerator_throughput(spec: Any, mapped: Any, in_ram: Any, cold: Any, epochs: int, dev: Any) -> dict[str, Any]:
+    """The same arms trained on ``dev`` (CUDA (bf16, channels_last), plus the GPU-resident set.
+
+    A bigger model than the CPU arms (width 32, depth 3, batch 256) so that a step is GPU work and
+    not only launch overhead; the map arm goes through the prefetch thread (gather, pin, async copy).
+    """
+    import torch
+
+    from search.config import TrialConfig
+    from search.data.datasets import Prepared
+    from search.train.loop import train
+
+    config = TrialConfig(width=32, depth=3, batch_size=256, lr=0.003, epochs=epochs, input_size=INPUT, seed=0)
+    resident = Prepared(*(t.to(dev) for t in (in_ram.train_x, in_ram.train_y, in_ram.val_x, in_ram.val_y,
+                                               in_ram.test_x, in_ram.test_y)), in_ram.classes, in_ram.size)
+    arms = (("GPU-resident", resident), ("map, prefetch thread + pinned copy", mapped),
+            ("in-RAM host tensor, copied per batch", in_ram), ("map, pages dropped every batch", cold))
+    train(config, spec, device=dev, data=resident, evaluate_test=False)  # warm-up: cuDNN autotune, allocator
+    n_train = len(mapped.train_y)
+    rates: dict[str, list[float]] = {name: [] for name, _ in arms}
+    for _ in range(2):
+        for name, data in arms:
+            res = train(config, spec, device=dev, data=data, evaluate_test=False)
+            rates[name] += [n_train / h.seconds for h in res.history]
+    out = {name: median(v) for name, v in rates.items()}
+    card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    return {"device": card, "model": {"width": 32, "depth": 3, "batch_size": 256},
+            "images_per_s": out, "raw": rates,
+            "map_vs_resident": out["map, prefetch thread + pinned copy"] / out["GPU-resident"]}
 
 
 def _drop(arr: np.ndarray) -> None:
@@ -386,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         ("train images/s, map", t["images_per_s"]["map"], f"{t['map_vs_ram']:.3f} x in-RAM (goal >= 0.9)"),
         ("train images/s, map with pages dropped every batch", t["images_per_s"]["map, pages dropped every batch"],
          f"{t['cold_vs_ram']:.3f} x in-RAM"),
+        *[(f"CUDA train images/s, {name}", v, t["cuda"]["device"]) for name, v in t.get("cuda", {}).get(
+            "images_per_s", {}).items()],
         ("raw sequential read, cold (MB/s)", r["cold_mb_per_s"], f"{r['file_mb']:.0f} MB file"),
         ("raw sequential read, warm (MB/s)", r["warm_mb_per_s"], "page cache"),
     ]

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 import torch
 from torch import nn
 
-from benchmarks._common import ROOT, machine, median, parser, setup_threads, table, write_result
+from benchmarks._common import ROOT, child_env, machine, median, parser, setup_threads, table, write_result
 
 NO_CUDA = "no CUDA device here: GPU benchmark skipped (figures pending a GPU session)"
 DATASET = "cifar-like"
@@ -183,8 +183,7 @@ def worker(go: str, n: int, epochs: int, batch: int, arch_json: str, device_name
 def saturation(counts: list[int], n: int, epochs: int, batch: int, arch: dict[str, Any], device: torch.device
                ) -> list[dict[str, Any]]:
     rows = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = child_env(OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         for k in counts:
             go = Path(tmp) / f"go-{k}"

@@ -38,7 +38,7 @@ from typing import Any, Iterator
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import ROOT, machine, median, parser, setup_threads, table, write_result
+from benchmarks._common import ROOT, child_env, machine, median, parser, setup_threads, table, write_result
 
 MODES = ("trivial", "real", "sleep")
 EFFICIENT = 0.8  # below this parallel efficiency (speed-up / workers) we call it contention
@@ -179,8 +179,7 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
     create_study(space, store)
     getattr(getattr(store, "engine", None), "dispose", lambda: None)()
     go = tmp / f"{study}.go"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     procs_n = min(workers, PROCESSES) if mode == "sleep" else workers
     split = [workers // procs_n + (1 if i < workers % procs_n else 0) for i in range(procs_n)]
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.worker_scaling", "--worker", url, study, mode,
@@ -420,8 +419,7 @@ def _proxy(pg_url: str | None) -> Iterator[str | None]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "STRATEGY_SEARCH_STORAGE": pg_url, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = child_env(STRATEGY_SEARCH_STORAGE=pg_url)
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "-q", "storage-proxy", "--port", str(port)],
                             cwd=ROOT, env=env)
     try:
