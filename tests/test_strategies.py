@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from search.config import TrialConfig
-from search.data.colour import Preprocess, convert, make_preprocess
+from search.data.colour import Preprocess, channel_stats, convert, make_preprocess
+from search.data.datasets import MappedImages
 from search.data.transforms import BatchAugment, resize_all, resolve_augment
 from search.models.cnn import ConvBlock, SmallCNN
 from search.models.factory import create_model
@@ -64,6 +65,20 @@ def test_normalisation_uses_training_statistics() -> None:
     assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
     raw = make_preprocess("rgb", "none", False, images)(images)
     assert raw.min() >= 0 and raw.max() <= 1
+
+
+def test_rgb_statistics_from_histograms_equal_float_sums() -> None:
+    images = torch.randint(0, 256, (40, 3, 9, 7), dtype=torch.uint8)
+    images[:, 2] = 17  # a constant channel: std clamped, not NaN
+    mean, std = channel_stats(images, "rgb")
+    x = images.double() / 255.0
+    assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), abs=1e-9)
+    assert std[:2] == pytest.approx(x.std(dim=(0, 2, 3), correction=0)[:2].tolist(), abs=1e-9)
+    assert std[2] == pytest.approx(1e-3)
+    # A memory-mapped split (rows gathered on indexing) gives the same, in chunks.
+    rows = torch.randperm(len(images))
+    mapped_mean, mapped_std = channel_stats(MappedImages(images, rows), "rgb", batch=7)
+    assert mapped_mean + mapped_std == pytest.approx(mean + std, abs=1e-12)
 
 
 def test_whitening_standardises_each_image_on_every_split() -> None:
