@@ -11,6 +11,8 @@ exported bundle to copy in). Rows run in process with click's CliRunner (fast); 
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import math
@@ -160,6 +162,12 @@ def _with_study(extra: Callable[[World], Any] | None = None) -> Callable[[World]
     return setup
 
 
+def _old_schema(w: World) -> None:
+    """The study database as an older Optuna left it (its Alembic revision is not the head)."""
+    with contextlib.closing(sqlite3.connect(w.tmp / "studies.db")) as db, db:
+        db.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+
+
 def _broken_model(change: Callable[[dict], Any], file: str = "model.json") -> Callable[[World], Any]:
     def setup(w: World) -> None:
         w.copy_bundle()
@@ -282,6 +290,8 @@ CASES: list[Case] = [
     Case("url-unsupported", ("best", "x", "--storage", f"mssql://u:{SECRET}@h/db"), says="unsupported"),
     Case("url-missing-directory", ("best", "x", "--storage", "sqlite:///no/such/dir/x.db"), says="does not exist"),
     Case("unknown-study", ("best", "nope"), _with_study(), says="no study named 'nope'"),
+    Case("storage-old-schema", ("best", "done"), _with_study(_old_schema), says="optuna storage upgrade",
+         unchanged=("studies.db",)),
     # --- export: never overwrite or mix
     Case("export-under-a-file", ("export", "done", "-o", "afile/x"), _with_study(lambda w: w.text("afile", "mine")),
          says="is a file", unchanged=("afile",)),
