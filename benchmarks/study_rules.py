@@ -50,9 +50,12 @@ def run(doc: dict[str, Any]) -> list[dict[str, Any]]:
     space = parse_space(doc, source="benchmark")
     study = create_study(space, optuna.storages.InMemoryStorage())
     run_trials(study, space, device="cpu", worker_seed=doc["seed"])
-    return [{"number": t.number, "value": t.value, "latency_ms": t.user_attrs.get("latency_ms"),
+    # Every proposal the sampler made: completed trials, and those stopped before training because
+    # their size or latency broke a bound (PRUNED, 0 epochs; they have no accuracy).
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "latency_ms": t.user_attrs.get("latency_ms"),
              "params_count": t.user_attrs.get("n_params"), "params": t.params,
-             "feasible": t.user_attrs.get("feasible")} for t in study.trials if t.state.name == "COMPLETE"]
+             "feasible": t.user_attrs.get("feasible"), "epochs": len(t.user_attrs.get("history") or [])}
+            for t in study.trials if t.user_attrs.get("n_params") is not None]
 
 
 METRICS = {"latency_ms": "latency_ms", "params": "params_count"}  # constraint -> field of run()'s rows
@@ -68,10 +71,14 @@ def constrained(seeds: int, trials: int, tiny: bool, metric: str = "latency_ms")
         doc["constraints"] = {metric: {"max": bound}}
         held = run(doc)
         share = lambda ts: sum(t[field] <= bound for t in ts) / len(ts)  # noqa: E731
+        # Epochs trained on trials that break the bound: the unconstrained run trains them all.
+        wasted = lambda ts: sum(t["epochs"] for t in ts if t[field] > bound)  # noqa: E731
         out["runs"].append({"seed": seed, "bound": bound, "share_without": share(free),
-                            "share_with": share(held), "free": free, "constrained": held})
-        print(f"seed {seed}: {metric} max {bound}: feasible without {share(free):.2f}, with {share(held):.2f}",
-              flush=True)
+                            "share_with": share(held), "infeasible_epochs_without": wasted(free),
+                            "infeasible_epochs_with": wasted(held), "epochs_without": sum(t["epochs"] for t in free),
+                            "epochs_with": sum(t["epochs"] for t in held), "free": free, "constrained": held})
+        print(f"seed {seed}: {metric} max {bound}: feasible without {share(free):.2f}, with {share(held):.2f}; "
+              f"epochs on infeasible trials {wasted(free)} -> {wasted(held)}", flush=True)
     without = median(r["share_without"] for r in out["runs"])
     with_ = median(r["share_with"] for r in out["runs"])
     out.update(share_without=without, share_with=with_, ratio=with_ / without if without else float("nan"))
@@ -148,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     seeds, trials = (1, 6) if args.tiny else (args.seeds, args.trials)
     con = constrained(seeds, trials, args.tiny, args.metric)
-    print(table(["seed", f"{args.metric} max", "feasible share, TPE without constraints", "with constraints"],
-                [(r["seed"], r["bound"], r["share_without"], r["share_with"]) for r in con["runs"]]))
+    print(table(["seed", f"{args.metric} max", "feasible share, TPE without constraints", "with constraints",
+                 "epochs on infeasible trials, without / with", "epochs in all, without / with"],
+                [(r["seed"], r["bound"], r["share_without"], r["share_with"],
+                  f"{r['infeasible_epochs_without']} / {r['infeasible_epochs_with']}",
+                  f"{r['epochs_without']} / {r['epochs_with']}") for r in con["runs"]]))
     print(f"median share: without {con['share_without']:.2f}, with {con['share_with']:.2f}: "
           f"{con['ratio']:.2f}x (goal >= {GOAL}x: {'met' if con['meets_goal'] else 'MISSED'})")
     stops = replay_stops(args.saved) if args.saved.is_file() else []

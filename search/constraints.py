@@ -30,6 +30,9 @@ CONSTRAINT_METRICS: dict[str, tuple[str, ...]] = {
     "epoch_seconds": ("epoch_seconds",),
 }
 BOUNDS = ("min", "max")
+# Metrics that depend on the architecture only: measured on the built model before training, so a
+# trial that cannot meet them is stopped before its first step (and the sampler still learns why).
+ARCHITECTURE_METRICS = ("params", "latency_ms")
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,12 @@ def record_result(trial: optuna.Trial, result: _Result) -> None:
     record_history(trial, [h.to_dict() for h in result.history])
 
 
+def record_architecture(trial: optuna.Trial, n_params: int, latency_ms: float) -> None:
+    """Size and speed of the built model, before training (:func:`record_result` writes them again)."""
+    trial.set_user_attr(N_PARAMS, n_params)
+    trial.set_user_attr(LATENCY_MS, round(latency_ms, 4))
+
+
 def record_config(trial: optuna.Trial, config: TrialConfig) -> None:
     trial.set_user_attr(CONFIG, config.to_dict())
 

@@ -39,11 +39,16 @@ def chosen_config(study: optuna.Study, trial: FrozenTrial | None, action: str) -
 
 
 def closest_infeasible(study: optuna.Study) -> FrozenTrial | None:
-    """The completed trial that breaks the constraints least (None when some trial meets them)."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not complete or any(is_feasible(t) for t in complete):
+    """The trial that breaks the constraints least (None when some completed trial meets them).
+
+    Judged trials are the completed ones and those pruned before training for their size or
+    latency (their other metrics are unknown)."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if any(is_feasible(t) for t in complete):
         return None
-    return closest(complete)
+    judged = complete + [t for t in trials if t.state == TrialState.PRUNED and not is_feasible(t)]
+    return closest(judged)
 
 
 def broken_bounds(trial: FrozenTrial) -> str:

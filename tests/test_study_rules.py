@@ -144,13 +144,21 @@ def test_constraints_are_stored_and_only_feasible_trials_are_best_exported_and_c
     space = write_space(workdir / "space.yaml", _constrained("cons", 3000))  # width 16 has ~5,500 params
     out = _invoke("run", str(space))
     study = optuna.load_study(study_name="cons", storage="sqlite:///studies.db")
-    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    trials = study.trials
     assert [t.params["width"] for t in trials[:2]] == [16, 4]  # the enqueued configs ran first, in order
+    assert {t.params["width"] for t in trials} == {4, 16}
     for t in trials:
-        wide = t.params["width"] == 16
-        assert (t.constraints["params<=3000"] > 0) == wide and t.user_attrs["feasible"] == (not wide)
-        assert t.user_attrs["constraints"]["params<=3000"]["value"] == t.user_attrs["n_params"]
-        assert t.constraints["latency_ms<=1000"] < 0
+        attrs = t.user_attrs
+        assert attrs["constraints"]["params<=3000"]["value"] == attrs["n_params"]
+        if t.params["width"] == 16:
+            # Too big to ship: stopped before its first step, its constraint values stored for the sampler.
+            assert t.state == TrialState.PRUNED and not t.intermediate_values and "history" not in attrs
+            assert t.constraints["params<=3000"] > 0 and attrs["feasible"] is False and attrs["n_params"] > 3000
+            assert attrs["fail_reason"].startswith("infeasible before training: params<=3000 broken (")
+        else:
+            assert t.state == TrialState.COMPLETE and attrs["feasible"] is True
+            assert t.constraints["params<=3000"] < 0 and t.constraints["latency_ms<=1000"] < 0
+    assert "infeasible before training" in out
     best = json.loads(_invoke("best", "cons", "--json"))
     assert best["best"][0]["params"]["width"] == 4
     assert best["constraints"]["feasible"] == sum(t.params["width"] == 4 for t in trials)
@@ -159,7 +167,8 @@ def test_constraints_are_stored_and_only_feasible_trials_are_best_exported_and_c
     assert yaml.safe_load((workdir / "best.yaml").read_text())["params"]["width"] == 4
     _invoke("report", "cons", "-o", "r.html", "--no-png")
     page = (workdir / "r.html").read_text()
-    assert "INFEASIBLE" in page and "params 5" in page and "&gt; 3000" in page
+    assert "INFEASIBLE" in page and "not trained" in page and "params 5" in page and "&gt; 3000" in page
+    assert "stopped before training" in page
 
 
 def test_no_feasible_trial_says_so_and_shows_the_closest(workdir: Path) -> None:

@@ -32,11 +32,16 @@ def summary(s: StudyView, sid: str, title: str) -> SectionData:
     if stopped:
         rows.append(("stopped", stopped))
     infeasible = [t for t in s.complete if not is_feasible(t)]
+    # Pruned with constraint values: stopped before training for their size or latency.
+    untrained = [t for t in s.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if not is_feasible(t)]
     if s.space.constraints:
         rows.append(("constraints", ", ".join(f"{c.metric} {op} {v:g}" for c in s.space.constraints
                                               for op, v in c.bounds())
                      + f" (validation split): {len(s.complete) - len(infeasible)} of {len(s.complete)} completed "
                        "trials meet them"))
+        if untrained:
+            rows.append(("stopped before training", f"{len(untrained)} trials whose model broke a size or "
+                                                    "latency bound (no epoch spent on them)"))
         near = closest_infeasible(s.study)
         if near is not None:
             rows.append(("no feasible trial", f"the closest is trial {near.number}: {broken_bounds(near)}"))
@@ -49,12 +54,13 @@ def summary(s: StudyView, sid: str, title: str) -> SectionData:
             rows.append(("its test split", f"accuracy {test['accuracy']:.4f}, f1 (macro) {test['f1_macro']:.4f} "
                                            f"(n={test['n']}; see the caveat)"))
     data = SectionData(sid, title, [Table(["", ""], rows, show_header=False, table_id="summary-table")])
-    if infeasible:
+    if infeasible or untrained:
         data.blocks.append(Text("INFEASIBLE trials break the constraints: they are never the best, exported or "
                                 "confirmed."))
-        data.blocks.append(Table(["trial", s.objective, "breaks"],
-                                 [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}", broken_bounds(t)) for t in infeasible
-                                  if records.has_violations(t) or t.constraints],
+        rows = [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}", broken_bounds(t)) for t in infeasible
+                if records.has_violations(t) or t.constraints]
+        rows += [(f"{t.number} INFEASIBLE", "not trained", broken_bounds(t)) for t in untrained]
+        data.blocks.append(Table(["trial", s.objective, "breaks"], sorted(rows, key=lambda r: int(r[0].split()[0])),
                                  table_id="infeasible-table"))
     return data
 

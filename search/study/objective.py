@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 import torch
 
 from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.config import TrialConfig
-from search.constraints import device_label, violations
+from search.constraints import ARCHITECTURE_METRICS, device_label, violations
 from search.data.datasets import load_dataset
 from search import records
 from search.models.backbones import check_weights_dir
@@ -85,9 +86,12 @@ class Objective:
                 records.record_pruned(trial, history, entry.epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
 
+        judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
+        on_model = functools.partial(self._judge_architecture, trial) if judge else None
+
         try:
             result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
-                                 on_epoch=on_epoch, label=f"trial {trial.number}")
+                                 on_epoch=on_epoch, on_model=on_model, label=f"trial {trial.number}")
         except NonFiniteLoss as exc:
             records.record_history(trial, history)
             records.record_fail_reason(trial, f"non-finite loss: {exc}")
@@ -107,6 +111,23 @@ class Objective:
         if any(not math.isfinite(v) for v in values):
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
+
+    def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
+        """Record the built model's size and latency with their constraint values; prune the trial
+        before its first step when they break a bound (no epoch is spent on a model that cannot ship).
+
+        Constraint values are only stored for a trial stopped here (Optuna keeps the first value set);
+        one that goes on is judged on every bound when it completes."""
+        records.record_architecture(trial, int(costs["params"]), costs["latency_ms"])
+        records.record_device(trial, device_label(self.device))
+        found = violations(self.space.constraints, trial.user_attrs)  # unknown metrics: violation 0
+        if all(v["violation"] <= 0 for v in found.values()):
+            return
+        records.record_violations(trial, found)
+        broken = ", ".join(f"{k} broken ({v['value']:g})" for k, v in found.items() if v["violation"] > 0)
+        reason = f"infeasible before training: {broken}"
+        records.record_fail_reason(trial, reason)
+        raise optuna.TrialPruned(reason)
 
     def _checkpoint(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult) -> None:
         """Keep the model per ``keep:``; a failed write is logged and the trial still counts."""

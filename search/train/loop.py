@@ -1,6 +1,7 @@
 """One trial's training: data -> model -> epochs with validation -> test metrics and costs.
 
-Optuna stays outside: the caller passes ``on_epoch(EpochLog)``, which may raise to prune.
+Optuna stays outside: the caller passes ``on_epoch(EpochLog)``, which may raise to prune, and
+``on_model(costs)``, told the model's size and latency before the first step (it may raise too).
 The same function trains search trials, exported configs and diagnostics.
 """
 
@@ -139,6 +140,13 @@ def measure_latency(model: nn.Module, preprocess: Preprocess, sample: Tensor, de
     return (time.perf_counter() - start) / repeats * 1000.0
 
 
+def architecture_costs(config: TrialConfig, model: nn.Module, preprocess: Preprocess, sample: Tensor,
+                       device: torch.device) -> dict[str, float]:
+    """``params`` (of the kept weights) and ``latency_ms`` (with the inference wrappers, e.g. TTA)."""
+    return {"params": float(count_params(model)),
+            "latency_ms": measure_latency(inference_model(config, model), preprocess, sample, device)}
+
+
 def train(
     config: TrialConfig,
     dataset: DatasetSpec,
@@ -148,6 +156,7 @@ def train(
     weights_dir: str | Path | None = None,
     augment_sets: Mapping[str, Sequence[Any]] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    on_model: Callable[[Mapping[str, float]], None] | None = None,
     evaluate_test: bool = True,
     label: str = "trial",
     data: Prepared | None = None,
@@ -178,6 +187,9 @@ def train(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if on_model is not None:
+        # Size and speed depend on the architecture only: known (and judged) before any training.
+        on_model(architecture_costs(config, model, preprocess, data.val_x, device))
     for h in hooks:
         h.start(model)
     groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
@@ -274,9 +286,8 @@ def train(
     # ``val`` is the last epoch's evaluation: the model has not changed since.
     test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
-    n_params = count_params(model)
-    latency = measure_latency(final, preprocess, data.val_x, device)
-    costs = {"latency_ms": latency, "params": float(n_params)}
+    costs = architecture_costs(config, model, preprocess, data.val_x, device)
+    n_params, latency = int(costs["params"]), costs["latency_ms"]
     values = [objective_value(o, val, classes, costs) for o in objectives]
     return TrainResult(
         model=model, preprocess=preprocess, classes=classes, input_size=data.size, history=history, val=val,
