@@ -157,6 +157,33 @@ def _erase_batched(size: int, p: float = 0.5) -> BatchOp:
     return apply
 
 
+def rotate_by(batch: Tensor, angles: Tensor) -> Tensor:
+    """Rotate each image by its angle (degrees, counter-clockwise) about its centre, nearest
+    neighbour, zeros outside: torchvision's tensor ``rotate`` (same inverse matrix and sampling
+    grid) for a whole batch in one ``grid_sample``."""
+    n, c, h, w = batch.shape
+    # torchvision builds the inverse matrix in double from -(angle % 360), then samples in float32.
+    rot = torch.deg2rad(-torch.remainder(angles.double(), 360.0))
+    cos, sin = torch.cos(rot), torch.sin(rot)
+    theta = torch.stack([torch.stack([cos, sin, torch.zeros_like(cos)], 1),
+                         torch.stack([-sin, cos, torch.zeros_like(cos)], 1)], 1).float().to(batch.device)
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=batch.device)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=batch.device)
+    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=batch.device)], -1)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=batch.device)
+    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    out = torch.nn.functional.grid_sample(batch.float(), grid, mode="nearest", padding_mode="zeros",
+                                          align_corners=False)
+    return out.round_().to(batch.dtype)
+
+
+def _rotate_batched(size: int, degrees: float = 15.0) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        return rotate_by(batch, torch.empty(len(batch)).uniform_(-degrees, degrees))
+
+    return apply
+
+
 # ---------------------------------------------------------------- ops
 
 
@@ -181,7 +208,7 @@ def _vflip(size: int, p: float = 0.5) -> v2.Transform:
     return tv2().RandomVerticalFlip(p)
 
 
-@augment_op("rotate")
+@augment_op("rotate", batched=_rotate_batched)
 def _rotate(size: int, degrees: float = 15.0) -> v2.Transform:
     return tv2().RandomRotation(degrees)
 
