@@ -102,7 +102,7 @@ def test_rotate_by_equals_torchvision_rotate_at_each_images_angle(shape: tuple[i
     out = rotate_by(x, angles)
     for img, o, a in zip(x, out, angles.tolist()):
         assert torch.equal(o, v2.functional.rotate(img, a, fill=0)), a
-    assert not torch.equal(out[4], x[4])
+    assert (out != x).flatten(1).any(1).sum() > 30  # and it does rotate
 
 
 def test_random_rotate_draws_an_angle_per_image_within_degrees() -> None:
