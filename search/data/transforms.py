@@ -4,6 +4,8 @@ An augmentation value in a space file is a set name (``standard``), a ``+``-join
 names (``crop+flip+whiten``), or a list whose items are op names or ``{op: {arg: value}}``.
 Random ops run on the training split only; ``whiten`` (per-image standardisation) is a
 deterministic normalisation and is applied to every split and at export time.
+Ops with a batched implementation (crop, flips, erase, rotate) augment a whole batch at once on
+its device; the others run per image.
 """
 
 from __future__ import annotations
