@@ -9,7 +9,9 @@ the same step; epochs of all arms are interleaved, and each step is split into "
 decode, augment, copy) and "compute" (preprocess, forward, backward, optimizer) time.
 
 On CUDA (when present) the cache lives on the GPU and augmentation runs there; it is compared
-with augmenting on the CPU and copying each batch.
+with augmenting on the CPU and copying each batch. ``BatchAugment`` runs crop and flip batched
+(one vectorised op per batch); an arm with its per-image torchvision path shows what that saves,
+and a micro-benchmark times ``BatchAugment("light")`` alone, per-image vs batched, ms per batch.
 
     python -m benchmarks.data_path
     python -m benchmarks.data_path --tiny
@@ -169,6 +171,31 @@ def run_epoch(arm: Arm, preprocess: nn.Module) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": cpu, "data_s": data_s, "compute_s": compute_s, "images": images}
 
 
+def augment_micro(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
+    """ms per batch of BatchAugment("light"): per-image v2 path vs batched (median of repeats)."""
+    rows = []
+    for n, side in ((64, 32), (256, 64)):
+        x = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, device=device)
+        plan = resolve_augment("light")
+        row: dict[str, Any] = {"device": str(device), "batch": f"{n} x 3 x {side} x {side}"}
+        for label, per_image in (("per_image_ms", True), ("batched_ms", False)):
+            aug = BatchAugment(plan, side, per_image=per_image)
+            aug(x)  # warm-up (imports, kernels)
+            times = []
+            for _ in range(2 if tiny else 7):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                aug(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000)
+            row[label] = median(times)
+        row["speedup"] = row["per_image_ms"] / row["batched_ms"]
+        rows.append(row)
+    return rows
+
+
 def decode_only(batches: Batches) -> dict[str, float]:
     wall0, cpu0, images = time.perf_counter(), time.process_time(), 0
     for _, yb in batches():
@@ -212,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     full = load_dataset(spec)
     results: list[dict[str, Any]] = []
+    micro: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         native = full.native_size or 32
         cpu_data = prepare(spec, None, "stretch", torch.device("cpu"))
@@ -226,10 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             data = prepare(spec, None, "stretch", device)
             preprocess = make_preprocess("rgb", "dataset", False, data.train_x.cpu()).to(device)
             light = BatchAugment(resolve_augment("light"), data.size)
+            per_image = BatchAugment(resolve_augment("light"), data.size, per_image=True)
             arms = [make_arm("tensor cache", cache_batches(data, 64, None, device, 0), data, config, device,
                              note=f"cache on {data.train_x.device.type}"),
                     make_arm("tensor cache + crop/flip", cache_batches(data, 64, light, device, 0), data, config,
-                             device, note=f"BatchAugment on {data.train_x.device.type}")]
+                             device, note=f"BatchAugment (batched) on {data.train_x.device.type}"),
+                    make_arm("tensor cache + crop/flip per image", cache_batches(data, 64, per_image, device, 0),
+                             data, config, device, note=f"v2 pipeline per image on {data.train_x.device.type}")]
             if device.type == "cuda":
                 host = Prepared(*(t.cpu() for t in (data.train_x, data.train_y, data.val_x, data.val_y,
                                                      data.test_x, data.test_y)), data.classes, data.size)
@@ -269,15 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                             "images_per_cpu_s": float("nan"), "data_share": float("nan"),
                             "speed_vs_cache": lib_ips / base if base else float("nan"), "raw": []})
             del arms
+            micro.extend(augment_micro(device, args.tiny))
 
     print(f"\nTraining-loop throughput ({spec.label}, SmallCNN width {config.width}, batch 64; median of {epochs} "
           "interleaved epochs)")
     print(table(["arm", "device", "images/s", "images/CPU-s", "x cache", "data share of epoch", "note"],
                 [(r["arm"], r["device"], r["images_per_s"], r["images_per_cpu_s"], r["speed_vs_cache"],
                   r["data_share"], r["note"]) for r in results]))
+    print("\nBatchAugment(\"light\") alone, ms per uint8 batch (median)")
+    print(table(["device", "batch", "per image ms", "batched ms", "speed-up"],
+                [(r["device"], r["batch"], r["per_image_ms"], r["batched_ms"], r["speedup"]) for r in micro]))
     path = write_result(args.out, "data_path", info,
                         {"dataset": spec.label, "config": config.to_dict(), "epochs": epochs, "workers": workers,
-                         "gpu_cache_fraction": GPU_CACHE_FRACTION, "gpu_note": gpu_note, "results": results},
+                         "gpu_cache_fraction": GPU_CACHE_FRACTION, "gpu_note": gpu_note, "results": results,
+                         "augment_micro": micro},
                         args.tiny)
     print(f"\nwrote {path}")
     return 0

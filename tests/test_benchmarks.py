@@ -42,6 +42,10 @@ def test_data_path_measures_every_arm(tmp_path: Path) -> None:
     disk = [r for name, r in arms.items() if "decode each epoch" in name]
     assert disk and all(r["images_per_epoch"] == cache["images_per_epoch"] for r in disk)
     assert "Training-loop throughput" in out
+    assert {"tensor cache + crop/flip", "tensor cache + crop/flip per image"} <= set(arms)
+    micro = result["augment_micro"]
+    assert [r["batch"] for r in micro if r["device"] == "cpu"] == ["64 x 3 x 32 x 32", "256 x 3 x 64 x 64"]
+    assert all(r["per_image_ms"] > 0 and r["batched_ms"] > 0 for r in micro)
 
 
 def test_search_efficiency_counts_epochs(tmp_path: Path) -> None:

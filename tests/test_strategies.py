@@ -103,7 +103,8 @@ def test_each_random_op_changes_images(name: str) -> None:
     assert out.shape == x.shape and out.dtype == torch.uint8
     changed = (out != x).flatten(1).any(dim=1)
     assert changed.any(), name
-    if name in ("crop", "hflip", "rotate"):
+    if name in ("hflip", "rotate"):
+        # crop's per-image draws are checked offset by offset in test_batched_augment.
         assert not changed.all(), "each image gets its own random draw"
 
 

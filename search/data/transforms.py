@@ -4,6 +4,8 @@ An augmentation value in a space file is a set name (``standard``), a ``+``-join
 names (``crop+flip+whiten``), or a list whose items are op names or ``{op: {arg: value}}``.
 Random ops run on the training split only; ``whiten`` (per-image standardisation) is a
 deterministic normalisation and is applied to every split and at export time.
+Ops with a batched implementation (crop, flips, erase, rotate) augment a whole batch at once on
+its device; the others run per image.
 """
 
 from __future__ import annotations
@@ -30,53 +32,201 @@ def tv2() -> Any:
 
 
 OpFactory = Callable[..., "v2.Transform"]
-AUGMENT_OPS: Registry[OpFactory] = Registry("augmentation op")
+BatchOp = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class AugmentOp:
+    """One augmentation op, registered once: its per-image torchvision v2 factory and, where there
+    is one, a batched implementation taking the same arguments. ``factory(size, **kwargs)`` gives
+    a v2 transform for one image; ``batched(size, **kwargs)`` gives a function of a whole uint8
+    (N, C, H, W) batch that makes an independent random draw per image in a few tensor ops.
+    The factory's signature is the op's argument list (validation reads it)."""
+
+    factory: OpFactory
+    batched: Callable[..., BatchOp] | None = None
+
+
+AUGMENT_OPS: Registry[AugmentOp] = Registry("augmentation op")
 WHITEN = "whiten"
+
+
+def augment_op(name: str, batched: Callable[..., BatchOp] | None = None) -> Callable[[OpFactory], OpFactory]:
+    """Register a per-image v2 factory as op ``name`` (with its batched version, if any)."""
+
+    def deco(factory: OpFactory) -> OpFactory:
+        AUGMENT_OPS.add(name, AugmentOp(factory, batched))
+        return factory
+
+    return deco
 
 
 def _size(size: int, fraction: float) -> int:
     return max(1, int(round(size * fraction)))
 
 
-@AUGMENT_OPS.register("crop")
+def _pad_pixels(size: int, padding: float) -> int:
+    return int(padding) if padding >= 1 else _size(size, padding)
+
+
+# ---------------------------------------------------------------- batched implementations
+# Random draws are small CPU tensors from torch's global RNG (as the v2 ops draw theirs), so a
+# seeded trial augments identically on the CPU and on CUDA; only the result moves to the device.
+
+
+def _reflect(index: Tensor, n: int) -> Tensor:
+    """Indices of reflect padding (edge pixel not repeated, torchvision's ``padding_mode="reflect"``)."""
+    index = index.abs()
+    return torch.where(index >= n, 2 * (n - 1) - index, index)
+
+
+def crop_at(batch: Tensor, top: Tensor, left: Tensor, size: int, pad: int) -> Tensor:
+    """``size`` x ``size`` crops of the reflect-padded images at per-image offsets (in padded
+    coordinates), as one gather from the unpadded batch."""
+    n, c, h, w = batch.shape
+    if pad >= min(h, w):
+        raise ValueError(f"reflect padding {pad} must be smaller than the image ({h}x{w})")
+    if size > min(h, w) + 2 * pad:
+        raise ValueError(f"crop size {size} is larger than the padded image ({h}+2*{pad})")
+    steps = torch.arange(size, device=batch.device) - pad
+    rows = _reflect(top.to(batch.device)[:, None] + steps, h)
+    cols = _reflect(left.to(batch.device)[:, None] + steps, w)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, size * size).expand(n, c, size * size)
+    return batch.reshape(n, c, h * w).gather(2, flat).view(n, c, size, size)
+
+
+def _crop_batched(size: int, padding: float = 0.125) -> BatchOp:
+    pad = _pad_pixels(size, padding)
+
+    def apply(batch: Tensor) -> Tensor:
+        n, _, h, w = batch.shape
+        top = torch.randint(0, h + 2 * pad - size + 1, (n,))
+        left = torch.randint(0, w + 2 * pad - size + 1, (n,))
+        return crop_at(batch, top, left, size, pad)
+
+    return apply
+
+
+def _flip_batched(dim: int) -> Callable[..., BatchOp]:
+    def make(size: int, p: float = 0.5) -> BatchOp:
+        def apply(batch: Tensor) -> Tensor:
+            mask = (torch.rand(len(batch)) < p).to(batch.device)
+            return torch.where(mask.view(-1, 1, 1, 1), batch.flip(dim), batch)
+
+        return apply
+
+    return make
+
+
+ERASE_SCALE, ERASE_RATIO, ERASE_TRIES = (0.02, 0.33), (0.3, 3.3), 10  # RandomErasing's defaults
+
+
+def erase_boxes(n: int, h: int, w: int, p: float) -> Tensor:
+    """(n, 4) rows of top, left, height, width (height 0: not erased), drawn as v2.RandomErasing
+    does per image: applied with probability ``p``; up to 10 tries of area and log-uniform aspect
+    for a box that fits, the first that fits is used, none fits: no erasing."""
+    import math
+
+    area = h * w * torch.empty(n, ERASE_TRIES).uniform_(*ERASE_SCALE)
+    aspect = torch.exp(torch.empty(n, ERASE_TRIES).uniform_(math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])))
+    eh = torch.sqrt(area * aspect).round().long()
+    ew = torch.sqrt(area / aspect).round().long()
+    fits = (eh < h) & (ew < w)
+    first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
+    use = fits.any(dim=1) & (torch.rand(n) < p)
+    eh, ew = eh.gather(1, first).squeeze(1) * use, ew.gather(1, first).squeeze(1) * use
+    top = (torch.rand(n) * (h - eh + 1)).long()
+    left = (torch.rand(n) * (w - ew + 1)).long()
+    return torch.stack([top, left, eh, ew], dim=1)
+
+
+def erase_at(batch: Tensor, boxes: Tensor) -> Tensor:
+    """Zero each image's box (top, left, height, width) in one masked select."""
+    _, _, h, w = batch.shape
+    top, left, eh, ew = boxes.to(batch.device).unbind(1)
+    r, c = torch.arange(h, device=batch.device), torch.arange(w, device=batch.device)
+    rows = (r >= top[:, None]) & (r < (top + eh)[:, None])
+    cols = (c >= left[:, None]) & (c < (left + ew)[:, None])
+    mask = rows[:, :, None] & cols[:, None, :]
+    return batch.masked_fill(mask[:, None], 0)
+
+
+def _erase_batched(size: int, p: float = 0.5) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        _, _, h, w = batch.shape
+        return erase_at(batch, erase_boxes(len(batch), h, w, p))
+
+    return apply
+
+
+def rotate_by(batch: Tensor, angles: Tensor) -> Tensor:
+    """Rotate each image by its angle (degrees, counter-clockwise) about its centre, nearest
+    neighbour, zeros outside: torchvision's tensor ``rotate`` (same inverse matrix and sampling
+    grid) for a whole batch in one ``grid_sample``."""
+    n, c, h, w = batch.shape
+    # torchvision builds the inverse matrix in double from -(angle % 360), then samples in float32.
+    rot = torch.deg2rad(-torch.remainder(angles.double(), 360.0))
+    cos, sin = torch.cos(rot), torch.sin(rot)
+    theta = torch.stack([torch.stack([cos, sin, torch.zeros_like(cos)], 1),
+                         torch.stack([-sin, cos, torch.zeros_like(cos)], 1)], 1).float().to(batch.device)
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=batch.device)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=batch.device)
+    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=batch.device)], -1)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=batch.device)
+    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    out = torch.nn.functional.grid_sample(batch.float(), grid, mode="nearest", padding_mode="zeros",
+                                          align_corners=False)
+    return out.round_().to(batch.dtype)
+
+
+def _rotate_batched(size: int, degrees: float = 15.0) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        return rotate_by(batch, torch.empty(len(batch)).uniform_(-degrees, degrees))
+
+    return apply
+
+
+# ---------------------------------------------------------------- ops
+
+
+@augment_op("crop", batched=_crop_batched)
 def _crop(size: int, padding: float = 0.125) -> v2.Transform:
     """Random crop after reflect padding (``padding`` as a fraction of the size or pixels)."""
-    pad = int(padding) if padding >= 1 else _size(size, padding)
-    return tv2().RandomCrop(size, padding=pad, padding_mode="reflect")
+    return tv2().RandomCrop(size, padding=_pad_pixels(size, padding), padding_mode="reflect")
 
 
-@AUGMENT_OPS.register("resized_crop")
+@augment_op("resized_crop")
 def _resized_crop(size: int, scale: float = 0.6) -> v2.Transform:
     return tv2().RandomResizedCrop(size, scale=(scale, 1.0), antialias=True)
 
 
-@AUGMENT_OPS.register("hflip")
+@augment_op("hflip", batched=_flip_batched(-1))
 def _hflip(size: int, p: float = 0.5) -> v2.Transform:
     return tv2().RandomHorizontalFlip(p)
 
 
-@AUGMENT_OPS.register("vflip")
+@augment_op("vflip", batched=_flip_batched(-2))
 def _vflip(size: int, p: float = 0.5) -> v2.Transform:
     return tv2().RandomVerticalFlip(p)
 
 
-@AUGMENT_OPS.register("rotate")
+@augment_op("rotate", batched=_rotate_batched)
 def _rotate(size: int, degrees: float = 15.0) -> v2.Transform:
     return tv2().RandomRotation(degrees)
 
 
-@AUGMENT_OPS.register("jitter")
+@augment_op("jitter")
 def _jitter(size: int, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
             hue: float = 0.05) -> v2.Transform:
     return tv2().ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
 
-@AUGMENT_OPS.register("erase")
+@augment_op("erase", batched=_erase_batched)
 def _erase(size: int, p: float = 0.5) -> v2.Transform:
     return tv2().RandomErasing(p=p, value=0)
 
 
-@AUGMENT_OPS.register(WHITEN)
+@augment_op(WHITEN)
 def _whiten(size: int) -> v2.Transform:
     # Handled by search.data.colour.Preprocess; registered so the name validates and composes.
     return tv2().Identity()
@@ -110,7 +260,7 @@ class AugmentPlan:
     def build(self, size: int) -> v2.Compose | None:
         if not self.ops:
             return None
-        return tv2().Compose([AUGMENT_OPS.get(name)(size, **kwargs) for name, kwargs in self.ops])
+        return tv2().Compose([AUGMENT_OPS.get(name).factory(size, **kwargs) for name, kwargs in self.ops])
 
 
 def _items(value: Any, sets: Mapping[str, Sequence[Any]], depth: int = 0) -> list[tuple[str, dict[str, Any]]]:
@@ -145,7 +295,7 @@ def _items(value: Any, sets: Mapping[str, Sequence[Any]], depth: int = 0) -> lis
             # {rotate: 20} is shorthand for the op's first argument.
             import inspect
 
-            first = list(inspect.signature(AUGMENT_OPS.get(name)).parameters)[1:2]
+            first = list(inspect.signature(AUGMENT_OPS.get(name).factory).parameters)[1:2]
             if not first:
                 raise ValueError(f"op {op!r} takes no arguments")
             kwargs = {first[0]: args}
@@ -162,7 +312,7 @@ def _items(value: Any, sets: Mapping[str, Sequence[Any]], depth: int = 0) -> lis
 def _check_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     import inspect
 
-    params = inspect.signature(AUGMENT_OPS.get(name)).parameters
+    params = inspect.signature(AUGMENT_OPS.get(name).factory).parameters
     allowed = [p for p in params if p != "size"]
     for k, v in kwargs.items():
         if k not in allowed:
@@ -216,12 +366,33 @@ def _resize_one(img: Tensor, size: int, aspect: str) -> Tensor:
 
 
 class BatchAugment:
-    """Applies a per-image random pipeline to a uint8 batch (each image gets its own draw)."""
+    """Applies a plan's random ops to a uint8 batch, each image with its own draw. Runs of ops with
+    a batched implementation act on the whole batch (on its device); an op without one runs per
+    image through its v2 transform. ``per_image=True`` forces the v2 path for every op (benchmarks)."""
 
-    def __init__(self, plan: AugmentPlan, size: int) -> None:
-        self.pipeline = plan.build(size)
+    def __init__(self, plan: AugmentPlan, size: int, per_image: bool = False) -> None:
+        self.stages: list[BatchOp] = []
+        singles: list[v2.Transform] = []
+        for name, kwargs in plan.ops:
+            op = AUGMENT_OPS.get(name)
+            if op.batched is None or per_image:
+                singles.append(op.factory(size, **kwargs))
+                continue
+            if singles:
+                self.stages.append(_per_image(tv2().Compose(singles)))
+                singles = []
+            self.stages.append(op.batched(size, **kwargs))
+        if singles:
+            self.stages.append(_per_image(tv2().Compose(singles)))
 
     def __call__(self, batch: Tensor) -> Tensor:
-        if self.pipeline is None:
-            return batch
-        return torch.stack([self.pipeline(img) for img in batch])
+        for stage in self.stages:
+            batch = stage(batch)
+        return batch
+
+
+def _per_image(pipeline: v2.Compose) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        return torch.stack([pipeline(img) for img in batch])
+
+    return apply
