@@ -228,7 +228,8 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
 def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
              objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    with HeartbeatThread(storage, records.trial_id(trial)):
+    # The trial's first heartbeat was recorded when it was claimed (_next_trial): one write less.
+    with HeartbeatThread(storage, records.trial_id(trial), beat_now=False):
         try:
             outcome, reason = _evaluate(objective, trial)
             with hold_signals() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now

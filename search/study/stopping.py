@@ -70,6 +70,10 @@ def evaluate(space: SearchSpace, trials: Sequence[FrozenTrial], maximize: bool) 
 
 def check(study: optuna.Study, space: SearchSpace) -> dict[str, Any] | None:
     """The study's stop reason; judged now (and recorded, once) when none is recorded yet."""
+    if space.budget.target is None and space.budget.patience is None:
+        # No rule: nothing to judge, and nothing recorded under these rules (a stop recorded under
+        # other rules is reset when the space changes). Saves reading every trial per trial.
+        return None
     recorded = stop_reason(study)
     if recorded is not None:
         return recorded
