@@ -289,3 +289,37 @@ def test_folder_listing_is_in_path_component_order(tmp_path: Path) -> None:
     expected = sorted((str(tmp_path / r) for r in ("b.jpg", "a-b/x.png", "a/z.jpg", "a/sub/y.jpg", "A.JPG")),
                       key=lambda p: Path(p).parts)
     assert found == expected
+
+
+def _mapped_rss_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_a_worker_keeps_only_a_bounded_share_of_the_map_resident(tmp_path: Path) -> None:
+    path = tmp_path / "images.npy"
+    data = np.random.default_rng(0).integers(0, 255, (512, 3, 32, 32), dtype=np.uint8)  # 1.5 MB
+    np.save(path, data)
+    order = torch.randperm(len(data))
+
+    def read_all(budget: int | None) -> tuple[int, torch.Tensor]:
+        mm = np.load(path, mmap_mode="c")
+        pages = cache.MappedPages(mm, budget) if budget else None
+        images = MappedImages(torch.from_numpy(mm), torch.arange(len(data)), pages)
+        got = torch.cat([images[order[i:i + 64]] for i in range(0, len(data), 64)])
+        rss = _mapped_rss_kb(path)
+        del images, mm
+        return rss, got
+
+    whole, plain = read_all(None)
+    bounded, dropped = read_all(256 << 10)
+    assert torch.equal(plain, torch.from_numpy(data)[order]) and torch.equal(dropped, plain)  # same data
+    assert whole >= 1400  # every page read stays resident without a budget
+    assert bounded <= 256 + 200  # at most the budget (plus one batch) with one

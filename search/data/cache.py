@@ -23,10 +23,12 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import multiprocessing
 import os
 import re
 import shutil
+import threading
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -79,6 +81,39 @@ class Source:
     max_side: int = 256
     # Built-ins: size (None = native) -> (uint8 images (N, 3, S, S), int64 labels, classes).
     generate: Callable[[int | None], tuple[np.ndarray, np.ndarray, list[str]]] | None = None
+
+
+class MappedPages:
+    """Keeps a worker's resident share of a memory-mapped cache file bounded, whatever its size.
+
+    Every ``budget`` bytes gathered from the map (small: the kernel maps the neighbours of each
+    faulting page that are in the page cache too, ~5x the bytes read), the process drops its pages
+    (``madvise(MADV_DONTNEED)``): the data stays in the page cache, shared with the other workers,
+    and the next read of a page is a minor fault. Without it a worker's RSS grows by the whole
+    file over an epoch (a 10^6-image set at 64 px: 12 GB per worker in ``ps``, though shared).
+    Never written to (the map is copy-on-write and read only), so nothing is lost by dropping.
+    """
+
+    BUDGET = 32 << 20
+
+    def __init__(self, array: Any, budget: int = BUDGET) -> None:
+        self._mmap = getattr(array, "_mmap", None) if hasattr(mmap, "MADV_DONTNEED") else None
+        self.budget = budget
+        self.drops = 0
+        self._read = 0
+        self._lock = threading.Lock()
+
+    def read(self, nbytes: int) -> None:
+        """Count ``nbytes`` just gathered; drop the process's pages when the budget is used."""
+        if self._mmap is None:
+            return
+        with self._lock:
+            self._read += nbytes
+            if self._read < self.budget:
+                return
+            self._read = 0
+            self.drops += 1
+        self._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 @dataclass

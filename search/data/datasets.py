@@ -42,9 +42,10 @@ class MappedImages:
     for tests and tools, never done per batch.
     """
 
-    def __init__(self, base: Tensor, index: Tensor) -> None:
+    def __init__(self, base: Tensor, index: Tensor, pages: cache.MappedPages | None = None) -> None:
         self.base = base
         self.index = index
+        self.pages = pages
         self.dtype = base.dtype
         self.device = base.device
 
@@ -66,17 +67,20 @@ class MappedImages:
         if rows.ndim == 0:
             return self.base[int(rows)]
         if len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
-            return self.base[rows]
-        order = torch.argsort(rows)
-        out = torch.empty((len(rows), *self.base.shape[1:]), dtype=self.base.dtype)
-        out[order] = self.base[rows[order]]
+            out = self.base[rows]
+        else:
+            order = torch.argsort(rows)
+            out = torch.empty((len(rows), *self.base.shape[1:]), dtype=self.base.dtype)
+            out[order] = self.base[rows[order]]
+        if self.pages is not None:
+            self.pages.read(out.numel() * out.element_size())
         return out
 
     def materialize(self) -> Tensor:
         return self[slice(None)]
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("base", "index") or name.startswith("__"):
+        if name in ("base", "index", "pages") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.materialize(), name)
 
@@ -89,7 +93,7 @@ class MappedImages:
 
     def cat(self, other: "MappedImages") -> "MappedImages":
         assert other.base is self.base
-        return MappedImages(self.base, torch.cat([self.index, other.index]))
+        return MappedImages(self.base, torch.cat([self.index, other.index]), self.pages)
 
 
 Images = Tensor | MappedImages
@@ -116,6 +120,7 @@ class ImageSet:
     info: dict[str, object] = field(default_factory=dict)
     meta: dict[str, np.ndarray] = field(default_factory=dict)  # per image: width, height, gray, digest
     uniform_square: bool = False  # all images had this one square size before caching
+    pages: cache.MappedPages | None = None  # bounds this process's resident share of the map
 
     @property
     def native_size(self) -> int | None:
@@ -304,7 +309,8 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
     if source.kind == "folder":
         info["layout"] = "split folders" if bool((parts > 0).any()) else "one folder"
     data = ImageSet(torch.from_numpy(entry.images), labels, classes, train_idx, val_idx, test_idx, info,
-                    meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")))
+                    meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")),
+                    pages=cache.MappedPages(entry.images))
     if spec.limit is not None and spec.limit < len(data.labels):
         data = _limit(data, spec.limit, spec.split_seed)
     data.info.update({
@@ -344,7 +350,7 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
         if key in _resized:
             return _resized[key]
     data = load_dataset(spec, size, aspect, cache_dir)
-    parts: list[Images] = [MappedImages(data.images, idx) for idx in (data.train, data.val, data.test)]
+    parts: list[Images] = [MappedImages(data.images, idx, data.pages) for idx in (data.train, data.val, data.test)]
     labels = [data.labels[idx] for idx in (data.train, data.val, data.test)]
     if device.type == "cuda":
         nbytes = sum(p.numel() for p in parts)

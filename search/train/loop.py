@@ -36,6 +36,9 @@ from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 512
+# On the CPU an evaluation batch's activations live in the worker's own memory: bound them by
+# pixels (512 images at 32x32), so 64 px gets 128 images and 224 px 16, not 512 whatever the size.
+EVAL_PIXELS_CPU = 512 * 32 * 32
 PROGRESS_EVERY = 5.0  # seconds between per-epoch progress lines
 
 
@@ -101,8 +104,11 @@ def _autocast(device: torch.device) -> Any:
 
 @torch.no_grad()
 def predict(model: nn.Module, preprocess: Preprocess, images: Tensor, device: torch.device,
-            batch: int = EVAL_BATCH) -> Tensor:
+            batch: int | None = None) -> Tensor:
     """Logits (float32) for uint8 RGB images at the model's input size."""
+    if batch is None:
+        pixels = images.shape[-1] * images.shape[-2] if images.dim() == 4 else 1
+        batch = EVAL_BATCH if device.type == "cuda" else max(16, min(EVAL_BATCH, EVAL_PIXELS_CPU // pixels))
     model.eval()
     outs = []
     for i in range(0, len(images), batch):
