@@ -107,7 +107,8 @@ def predict(model: nn.Module, preprocess: Preprocess, images: Tensor, device: to
             batch: int | None = None) -> Tensor:
     """Logits (float32) for uint8 RGB images at the model's input size."""
     if batch is None:
-        pixels = images.shape[-1] * images.shape[-2] if images.dim() == 4 else 1
+        # ``shape``, not ``dim()``: a memory-mapped split answers it without gathering its rows.
+        pixels = images.shape[-1] * images.shape[-2] if len(images.shape) == 4 else 1
         batch = EVAL_BATCH if device.type == "cuda" else max(16, min(EVAL_BATCH, EVAL_PIXELS_CPU // pixels))
     model.eval()
     outs = []
