@@ -323,3 +323,22 @@ def test_a_worker_keeps_only_a_bounded_share_of_the_map_resident(tmp_path: Path)
     assert torch.equal(plain, torch.from_numpy(data)[order]) and torch.equal(dropped, plain)  # same data
     assert whole >= 1400  # every page read stays resident without a budget
     assert bounded <= 256 + 200  # at most the budget (plus one batch) with one
+
+
+def test_evaluation_gathers_a_mapped_split_batch_by_batch_never_whole(cache_dir: Path) -> None:
+    from search.data.colour import make_preprocess
+    from search.models.factory import create_model
+    from search.train.loop import predict
+
+    data = prepare(DatasetSpec(name="digits", limit=200), None, "stretch", torch.device("cpu"))
+    assert isinstance(data.val_x, MappedImages)
+
+    class Whole(MappedImages):
+        def materialize(self) -> torch.Tensor:
+            raise AssertionError("the whole split was gathered")
+
+    val = Whole(data.val_x.base, data.val_x.index)
+    model = create_model(TrialConfig(width=4, depth=1), 3, len(data.classes), data.size)
+    pre = make_preprocess("rgb", "none", False, data.train_x)
+    logits = predict(model, pre, val, torch.device("cpu"))
+    assert logits.shape == (len(val), len(data.classes))
