@@ -107,6 +107,11 @@ def violations(constraints: Iterable[Constraint], attrs: Mapping[str, Any]) -> d
     return out
 
 
+def all_hold(found: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether every bound of :func:`violations`' result holds (violation <= 0)."""
+    return all(v["violation"] <= 0 for v in found.values())
+
+
 def total_violation(trial: Any) -> float:
     """Sum of the positive constraint values of a (frozen) trial: 0 for a feasible one."""
     return sum(v for v in trial.constraints.values() if v > 0)

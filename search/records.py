@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import TrialConfig
-from search.constraints import is_feasible
+from search.constraints import all_hold, is_feasible
 
 # ----------------------------------------------------------------------------- keys
 
@@ -187,7 +187,7 @@ def record_violations(trial: optuna.Trial, found: Mapping[str, Mapping[str, Any]
     """Store each bound's violation (and Optuna's constraint values, which samplers read); feasible?"""
     for key, v in found.items():
         trial.set_constraint(key, v["violation"])
-    feasible = all(v["violation"] <= 0 for v in found.values())
+    feasible = all_hold(found)
     trial.set_user_attr(VIOLATIONS, dict(found))
     trial.set_user_attr(FEASIBLE, feasible)
     return feasible
@@ -197,7 +197,7 @@ def violation_attrs(found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The user attrs :func:`record_violations` writes, for a trial built with ``create_trial``."""
     if not found:
         return {}
-    return {VIOLATIONS: dict(found), FEASIBLE: all(v["violation"] <= 0 for v in found.values())}
+    return {VIOLATIONS: dict(found), FEASIBLE: all_hold(found)}
 
 
 # ----------------------------------------------------------------------------- trial readers

@@ -13,7 +13,7 @@ import torch
 
 from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.config import TrialConfig
-from search.constraints import ARCHITECTURE_METRICS, device_label, violations
+from search.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
 from search.data.datasets import load_dataset
 from search import records
 from search.models.backbones import check_weights_dir
@@ -121,7 +121,7 @@ class Objective:
         records.record_architecture(trial, int(costs["params"]), costs["latency_ms"])
         records.record_device(trial, device_label(self.device))
         found = violations(self.space.constraints, trial.user_attrs)  # unknown metrics: violation 0
-        if all(v["violation"] <= 0 for v in found.values()):
+        if all_hold(found):
             return
         records.record_violations(trial, found)
         broken = ", ".join(f"{k} broken ({v['value']:g})" for k, v in found.items() if v["violation"] > 0)
