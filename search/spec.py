@@ -65,6 +65,10 @@ class Budget:
     patience: int | None = None
     min_delta: float = 0.0
 
+    @property
+    def has_stop_rules(self) -> bool:
+        return self.target is not None or self.patience is not None
+
 
 @dataclass(frozen=True)
 class Component:

@@ -120,20 +120,20 @@ class StaleCheck:
 
 
 class HeartbeatThread:
-    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried."""
+    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried.
 
-    def __init__(self, storage: BaseStorage, trial_id: int, beat_now: bool = True) -> None:
+    Beats every interval from its start; the trial's first beat is the caller's, written when the
+    trial is claimed (``runner._next_trial``), so none is repeated here."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
         self.storage = storage
         self.trial_id = trial_id
-        self.beat_now = beat_now
         self.interval = interval_of(storage)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "HeartbeatThread":
         if self.interval:
-            if self.beat_now:
-                beat(self.storage, self.trial_id)
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
         return self

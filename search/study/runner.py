@@ -228,8 +228,7 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
 def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
              objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    # The trial's first heartbeat was recorded when it was claimed (_next_trial): one write less.
-    with HeartbeatThread(storage, records.trial_id(trial), beat_now=False):
+    with HeartbeatThread(storage, records.trial_id(trial)):
         try:
             outcome, reason = _evaluate(objective, trial)
             with hold_signals() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now

@@ -35,7 +35,7 @@ def _finished_at(t: FrozenTrial) -> tuple[datetime.datetime, int]:
 def evaluate(space: SearchSpace, trials: Sequence[FrozenTrial], maximize: bool) -> dict[str, Any] | None:
     """The stop reason the space's rules give for ``trials`` (None: go on)."""
     budget = space.budget
-    if budget.target is None and budget.patience is None:
+    if not budget.has_stop_rules:
         return None
     name = space.objectives[0].name
     sign = 1.0 if maximize else -1.0
@@ -70,7 +70,7 @@ def evaluate(space: SearchSpace, trials: Sequence[FrozenTrial], maximize: bool) 
 
 def check(study: optuna.Study, space: SearchSpace) -> dict[str, Any] | None:
     """The study's stop reason; judged now (and recorded, once) when none is recorded yet."""
-    if space.budget.target is None and space.budget.patience is None:
+    if not space.budget.has_stop_rules:
         # No rule: nothing to judge, and nothing recorded under these rules (a stop recorded under
         # other rules is reset when the space changes). Saves reading every trial per trial.
         return None
