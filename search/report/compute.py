@@ -33,7 +33,7 @@ def summary(s: StudyView, sid: str, title: str) -> SectionData:
         rows.append(("stopped", stopped))
     infeasible = [t for t in s.complete if not is_feasible(t)]
     # Pruned with constraint values: stopped before training for their size or latency.
-    untrained = [t for t in s.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if not is_feasible(t)]
+    untrained = [t for t in s.trials if t.state == TrialState.PRUNED and not is_feasible(t)]
     if s.space.constraints:
         rows.append(("constraints", ", ".join(f"{c.metric} {op} {v:g}" for c in s.space.constraints
                                               for op, v in c.bounds())
@@ -57,10 +57,10 @@ def summary(s: StudyView, sid: str, title: str) -> SectionData:
     if infeasible or untrained:
         data.blocks.append(Text("INFEASIBLE trials break the constraints: they are never the best, exported or "
                                 "confirmed."))
-        rows = [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}", broken_bounds(t)) for t in infeasible
-                if records.has_violations(t) or t.constraints]
-        rows += [(f"{t.number} INFEASIBLE", "not trained", broken_bounds(t)) for t in untrained]
-        data.blocks.append(Table(["trial", s.objective, "breaks"], sorted(rows, key=lambda r: int(r[0].split()[0])),
+        shown = [t for t in infeasible if records.has_violations(t) or t.constraints] + untrained
+        data.blocks.append(Table(["trial", s.objective, "breaks"],
+                                 [(f"{t.number} INFEASIBLE", f"{t.values[0]:.4f}" if t.values else "not trained",
+                                   broken_bounds(t)) for t in sorted(shown, key=lambda t: t.number)],
                                  table_id="infeasible-table"))
     return data
 
