@@ -99,7 +99,6 @@ class MappedPages:
     def __init__(self, array: Any, budget: int = BUDGET) -> None:
         self._mmap = getattr(array, "_mmap", None) if hasattr(mmap, "MADV_DONTNEED") else None
         self.budget = budget
-        self.drops = 0
         self._read = 0
         self._lock = threading.Lock()
 
@@ -112,7 +111,6 @@ class MappedPages:
             if self._read < self.budget:
                 return
             self._read = 0
-            self.drops += 1
         self._mmap.madvise(mmap.MADV_DONTNEED)
 
 

@@ -8,7 +8,7 @@ the trial's colour space, normalises them and (optionally) whitens each image. I
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +98,11 @@ def channel_stats(x: Tensor, space: str, batch: int = 1024) -> tuple[list[float]
         total_sq = sq if total_sq is None else total_sq + sq
         count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
     assert total is not None and total_sq is not None
+    return _mean_std(total, total_sq, count)
+
+
+def _mean_std(total: Tensor, total_sq: Tensor, count: Any) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std from sums of values and of squares (std at least 1e-3)."""
     mean = total / count
     std = (total_sq / count - mean * mean).clamp(min=1e-12).sqrt().clamp(min=1e-3)
     return mean.tolist(), std.tolist()
@@ -112,11 +117,7 @@ def _rgb_stats(x: Tensor, batch: int) -> tuple[list[float], list[float]]:
         for c in range(chunk.shape[1]):
             hist[c] += torch.bincount(chunk[:, c].reshape(-1), minlength=256)
     values = torch.arange(256, dtype=torch.float64) / 255.0
-    count = hist[0].sum()
-    mean = (hist * values).sum(dim=1) / count
-    var = (hist * values * values).sum(dim=1) / count - mean * mean
-    std = var.clamp(min=1e-12).sqrt().clamp(min=1e-3)
-    return mean.tolist(), std.tolist()
+    return _mean_std((hist * values).sum(dim=1), (hist * values * values).sum(dim=1), hist[0].sum())
 
 
 class Preprocess(nn.Module):
