@@ -221,7 +221,6 @@ def throughput(data_dir: Path, cache_file: Path, n_limit: int, epochs: int) -> d
     from search.config import TrialConfig
     from search.data.datasets import MappedImages, Prepared, prepare
     from search.space import DatasetSpec
-    from search.train.loop import train
 
     spec = DatasetSpec(path=str(data_dir), limit=n_limit)
     config = TrialConfig(width=8, depth=2, batch_size=128, lr=0.003, epochs=epochs, input_size=INPUT, seed=0)
@@ -234,18 +233,28 @@ def throughput(data_dir: Path, cache_file: Path, n_limit: int, epochs: int) -> d
     cold = Prepared(ColdMapped(torch.from_numpy(mm), mapped.train_x.index, mm), mapped.train_y, mapped.val_x, mapped.val_y,
                     mapped.test_x, mapped.test_y, mapped.classes, mapped.size)
     n_train = len(mapped.train_y)
-    rates: dict[str, list[float]] = {"map": [], "in-RAM tensor": [], "map, pages dropped every batch": []}
-    for rnd in range(2):  # interleaved rounds
-        for name, data in (("map", mapped), ("in-RAM tensor", in_ram), ("map, pages dropped every batch", cold)):
-            res = train(config, spec, device=torch.device("cpu"), data=data, evaluate_test=False)
-            rates[name] += [n_train / h.seconds for h in res.history]
-    out = {name: median(v) for name, v in rates.items()}
+    arms = (("map", mapped), ("in-RAM tensor", in_ram), ("map, pages dropped every batch", cold))
+    out, rates = _interleaved(config, spec, arms, torch.device("cpu"))
     result = {"n_train": n_train, "epochs_per_arm": 2 * epochs, "images_per_s": out, "raw": rates,
               "map_vs_ram": out["map"] / out["in-RAM tensor"],
               "cold_vs_ram": out["map, pages dropped every batch"] / out["in-RAM tensor"]}
     if torch.cuda.is_available():
         result["cuda"] = accelerator_throughput(spec, mapped, in_ram, cold, epochs, torch.device("cuda"))
     return result
+
+
+def _interleaved(config: Any, spec: Any, arms: Any, device: Any, rounds: int = 2
+                 ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median training images/s of ``train()`` per (name, data) arm, the arms alternating for
+    ``rounds`` rounds; and every epoch's rate."""
+    from search.train.loop import train
+
+    rates: dict[str, list[float]] = {name: [] for name, _ in arms}
+    for _ in range(rounds):
+        for name, data in arms:
+            res = train(config, spec, device=device, data=data, evaluate_test=False)
+            rates[name] += [len(data.train_y) / h.seconds for h in res.history]
+    return {name: median(v) for name, v in rates.items()}, rates
 
 
 def accelerator_throughput(spec: Any, mapped: Any, in_ram: Any, cold: Any, epochs: int, dev: Any) -> dict[str, Any]:
@@ -266,13 +275,7 @@ def accelerator_throughput(spec: Any, mapped: Any, in_ram: Any, cold: Any, epoch
     arms = (("GPU-resident", resident), ("map, prefetch thread + pinned copy", mapped),
             ("in-RAM host tensor, copied per batch", in_ram), ("map, pages dropped every batch", cold))
     train(config, spec, device=dev, data=resident, evaluate_test=False)  # warm-up: cuDNN autotune, allocator
-    n_train = len(mapped.train_y)
-    rates: dict[str, list[float]] = {name: [] for name, _ in arms}
-    for _ in range(2):
-        for name, data in arms:
-            res = train(config, spec, device=dev, data=data, evaluate_test=False)
-            rates[name] += [n_train / h.seconds for h in res.history]
-    out = {name: median(v) for name, v in rates.items()}
+    out, rates = _interleaved(config, spec, arms, dev)
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
     return {"device": card, "model": {"width": 32, "depth": 3, "batch_size": 256},
             "images_per_s": out, "raw": rates,
