@@ -113,16 +113,18 @@ class Objective:
         return values[0] if len(values) == 1 else values
 
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
-        """Record the built model's size and latency with their constraint values; prune the trial
-        before its first step when they break a bound (no epoch is spent on a model that cannot ship).
-
-        Constraint values are only stored for a trial stopped here (Optuna keeps the first value set);
-        one that goes on is judged on every bound when it completes."""
-        records.record_architecture(trial, int(costs["params"]), costs["latency_ms"])
-        records.record_device(trial, device_label(self.device))
-        found = violations(self.space.constraints, trial.user_attrs)  # unknown metrics: violation 0
+        """Prune the trial before its first step when the built model's size or latency breaks a
+        bound (no epoch is spent on a model that cannot ship), recording them with their constraint
+        values. A trial that goes on is judged on every bound when it completes (Optuna keeps the
+        first constraint value set, so none is stored early)."""
+        n_params, latency = int(costs["params"]), costs["latency_ms"]
+        # Judged from the costs themselves (no storage read); a trial that goes on writes nothing here.
+        attrs = {records.N_PARAMS: n_params, records.LATENCY_MS: latency}
+        found = violations(self.space.constraints, attrs)  # unknown metrics: violation 0
         if all_hold(found):
             return
+        records.record_architecture(trial, n_params, latency)
+        records.record_device(trial, device_label(self.device))
         records.record_violations(trial, found)
         broken = ", ".join(f"{k} broken ({v['value']:g})" for k, v in found.items() if v["violation"] > 0)
         reason = f"infeasible before training: {broken}"
