@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,19 +86,25 @@ def sleep_objective(base: type, seconds: float) -> type:
     return SleepObjective
 
 
-def run_worker_thread(url: str, study_name: str, n_trials: int | None = None) -> dict[str, Any]:
+def run_worker_thread(url: str, study_name: str, n_trials: int | None = None,
+                      gate: Callable[[], None] | None = None) -> dict[str, Any]:
     """One worker as the library runs it (``load_study`` + ``run_trials``, own storage and connection),
-    timing each "lock + budget + ask": usable from threads (sleep trials) and tests."""
+    timing each "lock + budget + ask": usable from threads (sleep trials) and tests. ``gate``: called
+    once the study is loaded, returns when the cell's clock starts."""
     from search.study import runner
     from search.study.load import load_study
 
     times: list[float] = []
     study, space = load_study(study_name, url)
-    _timed_next.calls[threading.get_ident()] = times
+    if gate is not None:
+        gate()
     start, cpu = time.time(), time.thread_time()
+    _timed_next.calls[threading.get_ident()] = times
+    _timed_next.first[threading.get_ident()] = None
     summary = runner.run_trials(study, space, storage_url=url, device="cpu", n_trials=n_trials,
                                 worker_seed=runner.worker_seed_for(space) + threading.get_ident() % 1000)
-    return {"trials": summary.total, "start": start, "end": time.time(), "counts": summary.counts,
+    return {"trials": summary.total, "start": start,
+            "first_claim": _timed_next.first.get(threading.get_ident()), "end": time.time(), "counts": summary.counts,
             "cpu_s": time.thread_time() - cpu, "next_trial": times}
 
 
@@ -106,6 +112,7 @@ class _timed_next:
     """Wraps runner._next_trial once per process: per-thread lists of its durations (s)."""
 
     calls: dict[int, list[float]] = {}
+    first: dict[int, float | None] = {}  # when each thread's first claim began (epoch s)
 
     @classmethod
     def install(cls) -> None:
@@ -116,6 +123,8 @@ class _timed_next:
         inner = runner._next_trial
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if cls.first.get(threading.get_ident(), 0.0) is None:
+                cls.first[threading.get_ident()] = time.time()
             t0 = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
@@ -150,13 +159,24 @@ def worker(url: str, study_name: str, mode: str, go: Path, threads: int = 1, sec
         Objective(space, device="cpu").check_ready()
         prepare(space.dataset, None, "stretch", torch.device("cpu"))  # decode before the clock starts
     _timed_next.install()
-    print("ready", flush=True)
-    while not go.exists():
-        time.sleep(0.005)
+    # Each worker loads the study before the clock starts, as a worker that runs for hours pays that
+    # once; the cell measures the study's throughput, and the start-up is reported apart ("startup_s").
+    loaded, started = threading.Barrier(threads + 1), threading.Event()
+
+    def gate() -> None:
+        loaded.wait()
+        started.wait()
+
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads) as pool:
-        reports = list(pool.map(lambda _: run_worker_thread(url, study_name), range(threads)))
+        futures = [pool.submit(run_worker_thread, url, study_name, None, gate) for _ in range(threads)]
+        loaded.wait()
+        print("ready", flush=True)
+        while not go.exists():
+            time.sleep(0.005)
+        started.set()
+        reports = [f.result() for f in futures]
     print(json.dumps(reports), flush=True)
     return 0
 
@@ -213,7 +233,13 @@ def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: 
             # Busy cores: the workers' CPU time over the cell's wall time.
             "cores_busy": sum(r["cpu_s"] for r in reports) / seconds_run,
             "ask_median_ms": _pct(asks, 0.5), "ask_p95_ms": _pct(asks, 0.95),
+            "ask_mean_ms": sum(asks) / max(len(asks), 1),
             "connections": counter.peak,
+            # Where the cell's wall time went: until the last worker made its first claim (its set-up in
+            # run_trials and the queue for the first claims), and from the first worker to finish until
+            # the last did (the tail).
+            "startup_s": max((r["first_claim"] or r["end"]) for r in reports) - start,
+            "tail_s": max(r["end"] for r in reports) - min(r["end"] for r in reports),
             "complete": sum(r["counts"].get("COMPLETE", 0) for r in reports)}
 
 

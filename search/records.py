@@ -60,7 +60,6 @@ WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
-TRIAL_LOCK = "strategy_search:trial-lock"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another.
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)

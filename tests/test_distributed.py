@@ -321,6 +321,44 @@ def test_unreachable_database_retries_then_exits_2_with_masked_url(workdir: Path
     assert elapsed < 60
 
 
+def test_a_connection_killed_during_a_pause_is_replaced_but_none_is_pinged_in_a_burst(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinged only after a pause: the server dropping a worker's connection (a restart) while it
+    trains is noticed before the next use, and back-to-back storage calls pay no ping."""
+    from sqlalchemy import create_engine, text
+
+    from search.study import storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "PING_AFTER_IDLE", 0.3)
+    store = storage_mod.open_storage(pg_url)
+    engine = storage_mod.rdb_backend(store).engine
+    pings: list[str] = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append("ping") or real_ping(conn))
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    first = backend_pid()
+    time.sleep(0.4)
+    pings.clear()
+    for _ in range(5):  # a burst: the first checkout after the pause pings, the next four do not
+        assert backend_pid() == first
+    assert pings == ["ping"]
+    admin = create_engine(str(pg_url))
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            conn.commit()
+    finally:
+        admin.dispose()
+    time.sleep(0.4)
+    assert store.get_all_studies() is not None  # no error: the dead connection was replaced
+    assert backend_pid() != first
+    engine.dispose()
+
+
 def test_worker_waits_for_a_database_that_comes_up(workdir: Path, pg_url: str) -> None:
     """The database is unreachable when the worker starts and reachable a few seconds later."""
     study = _study_name("late")

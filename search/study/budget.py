@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records
 from search.records import is_copied
-from search.study.storage import rdb_backend
+from search.study.storage import claim_number, rdb_backend
 
 
 def counted_trials(trials: list[FrozenTrial]) -> int:
@@ -31,57 +31,98 @@ def counted_trials(trials: list[FrozenTrial]) -> int:
 
 def used_budget(study: optuna.Study) -> int:
     """:func:`counted_trials` of the study, with aggregate queries where the storage allows."""
+    return usage(study)[0]
+
+
+def usage(study: optuna.Study) -> tuple[int, int]:
+    """The study's used budget and how many trials are queued (WAITING), from one read."""
     storage, study_id = records.storage_of(study), records.study_id(study)
     rdb = rdb_backend(storage)
     if rdb is not None:
-        return _rdb_used(rdb, study_id)
-    return counted_trials(storage.get_all_trials(study_id, deepcopy=False))
+        return rdb_usage(rdb, study_id)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    return counted_trials(trials), sum(1 for t in trials if t.state == TrialState.WAITING)
 
 
-def _rdb_used(storage: RDBStorage, study_id: int) -> int:
+def rdb_usage(storage: RDBStorage, study_id: int) -> tuple[int, int]:
+    """:func:`usage` of the study ``study_id`` of an RDB storage (the storage proxy counts this way)."""
     from optuna.storages._rdb import models
     from sqlalchemy import func, select
 
-    trial = models.TrialModel
-    with storage.engine.connect() as conn:
-        by_state = dict(conn.execute(select(trial.state, func.count()).where(trial.study_id == study_id)
-                                     .group_by(trial.state)).all())
-        failed: set[int] = set()
-        histories: list[Any] = []
-        if by_state.get(TrialState.FAIL):
+    trial, user = models.TrialModel, models.TrialUserAttributeModel
+
+    def count(*where: Any, attr: str | None = None) -> Any:
+        query = select(func.count()).select_from(trial)
+        if attr is not None:
+            query = select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
+            where = (*where, user.key == attr)
+        return query.where(trial.study_id == study_id, *where).scalar_subquery()
+
+    # One statement (one snapshot, one round trip, no transaction to open and close): this runs
+    # inside the study's trial lock, where every round trip holds up the other workers.
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        started, queued, fail, copied = conn.execute(select(
+            count(trial.state != TrialState.WAITING), count(trial.state == TrialState.WAITING),
+            count(trial.state == TrialState.FAIL), count(attr=records.WARM_START))).one()
+        retried = 0
+        if fail:  # rare: only then read which failed trials were retried
+            attr = models.TrialSystemAttributeModel
             failed = set(conn.execute(select(trial.number).where(
                 trial.study_id == study_id, trial.state == TrialState.FAIL)).scalars())
-            attr = models.TrialSystemAttributeModel
-            histories = list(conn.execute(select(attr.value_json).join(trial, trial.trial_id == attr.trial_id).where(
-                trial.study_id == study_id, attr.key == records.RETRY_HISTORY)).scalars())
-        user = models.TrialUserAttributeModel
-        copied = conn.execute(select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
-                              .where(trial.study_id == study_id, user.key == records.WARM_START)).scalar_one()
-        conn.rollback()
-    return (sum(n for state, n in by_state.items() if state != TrialState.WAITING)
-            - len(failed & _numbers(histories)) - copied)
+            histories = conn.execute(select(attr.value_json).join(trial, trial.trial_id == attr.trial_id).where(
+                trial.study_id == study_id, attr.key == records.RETRY_HISTORY)).scalars()
+            retried = len(failed & _numbers(histories))
+    return started - retried - copied, queued
 
 
-def ask(study: optuna.Study) -> optuna.Trial:
-    """``study.ask()``; on an RDB storage one query first says whether any trial is queued
-    (WAITING: a retry or an enqueued trial, rare), so the usual case creates the trial without
-    re-reading every running trial through Optuna's cache (work that grows with the workers)."""
+def ask(study: optuna.Study, queued: int) -> optuna.Trial | int:
+    """Start the next trial; call it holding the study's trial lock, with :func:`usage`'s ``queued``.
+
+    A queued trial (a retry or an enqueued one, rare) is taken with ``study.ask()``. Otherwise, on an
+    RDB storage, only the trial row is created here and its id returned: :func:`open_trial` builds the
+    ``optuna.Trial`` (which reads the trial back) after the lock is released, and nothing re-reads
+    every running trial through Optuna's cache (work that grows with the workers).
+    """
+    storage = records.storage_of(study)
+    if queued or rdb_backend(storage) is None:
+        return study.ask()
+    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    return storage.create_new_trial(records.study_id(study))
+
+
+def claim_through_proxy(study: optuna.Study, total: int | None) -> int | None:
+    """One call to a storage proxy, which counts the budget, takes a queued trial or creates one and
+    records its first heartbeat under the study's lock (:mod:`search.study.proxy`): the new trial's
+    id, or None when the budget is used up."""
+    try:
+        return records.storage_of(study).get_trial_id_from_study_id_trial_number(
+            records.study_id(study), claim_number(total))
+    except KeyError:
+        return None
+
+
+def open_trial(study: optuna.Study, asked: optuna.Trial | int) -> optuna.Trial:
+    """The ``optuna.Trial`` of what :func:`ask` returned."""
+    return asked if isinstance(asked, optuna.Trial) else optuna.Trial(study, asked)
+
+
+def running_with_worker(study: optuna.Study) -> int:
+    """RUNNING trials started by a worker of ours (they have heartbeats, so they end or go stale)."""
     storage, study_id = records.storage_of(study), records.study_id(study)
     rdb = rdb_backend(storage)
     if rdb is None:
-        return study.ask()
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return sum(1 for t in running if records.worker(t) is not None)
     from optuna.storages._rdb import models
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
-    trial = models.TrialModel
-    with rdb.engine.connect() as conn:
-        queued = conn.execute(select(trial.trial_id).where(
-            trial.study_id == study_id, trial.state == TrialState.WAITING).limit(1)).first()
-        conn.rollback()
-    if queued is not None:
-        return study.ask()
-    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
-    return optuna.Trial(study, storage.create_new_trial(study_id))
+    trial, user = models.TrialModel, models.TrialUserAttributeModel
+    # One count instead of loading every running trial: idle workers ask this every half second.
+    with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        n = conn.execute(select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
+                         .where(trial.study_id == study_id, trial.state == TrialState.RUNNING,
+                                user.key == records.WORKER)).scalar_one()
+    return int(n)
 
 
 def _numbers(histories: Iterable[str]) -> set[int]:

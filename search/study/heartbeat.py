@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records
-from search.study.storage import heartbeat_settings, rdb_backend
+from search.study.storage import heartbeat_settings, is_proxy, rdb_backend
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,14 @@ def interval_of(storage: BaseStorage) -> int | None:
     """Heartbeat interval in seconds for trials in ``storage`` (None: no heartbeats)."""
     if hasattr(storage, "get_heartbeat_interval"):
         return storage.get_heartbeat_interval()
-    if _proxied(storage):
+    if is_proxy(storage):
         return getattr(storage, "heartbeat_interval", None) or heartbeat_settings()[0]
     return None
 
 
-def _proxied(storage: BaseStorage) -> bool:
-    return type(storage).__name__ == "GrpcStorageProxy"
-
-
 def beat(storage: BaseStorage, trial_id: int) -> None:
     """Record one heartbeat of a running trial."""
-    if _proxied(storage):
+    if is_proxy(storage):
         storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
     else:
         storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]

@@ -7,9 +7,12 @@ workers write through it are handled here instead of being stored:
 
 * ``strategy_search:heartbeat`` on a trial records the database heartbeat of that trial; the
   proxy runs the stale-trial check (fail with "worker lost: ...", retry once) every interval.
-* ``strategy_search:trial-lock`` on a study takes or releases the study's :class:`TrialLock`
-  (the same flock / advisory lock that workers connected directly use), so the budget stays
-  exact across machines. A worker that dies holding it loses it after the grace period.
+* A trial claim: ``get_trial_id_from_study_id_trial_number`` with a negative number (carrying the
+  budget, :func:`~search.study.storage.claim_number`) counts the study's used budget, takes a
+  queued trial or creates one, and records its first heartbeat, all in this process under the
+  study's :class:`TrialLock` (the same flock / advisory lock that workers connected directly
+  take, so the budget stays exact across machines and proxies). One call per trial: workers never
+  hold a lock across the network, so a worker that dies cannot keep one.
 """
 
 from __future__ import annotations
@@ -18,40 +21,37 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import TrialState
 
 from search.errors import StorageError
 from search import records
 from search.study.heartbeat import BEAT_ATTR, fail_stale, grace_of
+from search.study.budget import rdb_usage
 from search.study.storage import (
-    GRPC_PREFIX, LOCK_ATTR, TrialLock, heartbeat_settings, mask_url, open_storage, resolve_url,
+    GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
 )
 
 log = logging.getLogger(__name__)
 
-# Database connections the proxy holds (plus one per study whose trial lock it has taken).
+# Database connections the proxy holds (a study's trial lock, while held, keeps one of them).
 PROXY_POOL = 4
 PROXY_THREADS = 32
 
 
-@dataclass
-class _Held:
-    lock: TrialLock
-    owner: str | None = None
-    since: float = 0.0
-
-
 class ProxyBackend(RDBStorage):
-    """The database behind the proxy: heartbeats and trial-lock requests are acted on, not stored."""
+    """The database behind the proxy: heartbeats are recorded and trial claims carried out, not stored."""
 
-    def _proxy_setup(self, url: str) -> None:
+    def _proxy_setup(self, url: str, front: BaseStorage) -> None:
         self._url = url
+        # The cache the server answers from: a trial must be created (and a queued one taken) through
+        # it, or its later writes find no cached trial.
+        self._front = front
         self._mutex = threading.Lock()
-        self._held: dict[int, _Held] = {}
+        self._locks: dict[int, TrialLock] = {}
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == BEAT_ATTR:
@@ -59,40 +59,43 @@ class ProxyBackend(RDBStorage):
             return
         super().set_trial_system_attr(trial_id, key, value)
 
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        if key != LOCK_ATTR:
-            super().set_study_system_attr(study_id, key, value)
-            return
-        if "release" in value:
-            self._release(study_id, value["release"])
-        elif not self._acquire(study_id, value["acquire"]):
-            raise KeyError("trial lock busy")  # the client retries
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        if trial_number >= 0:
+            return super().get_trial_id_from_study_id_trial_number(study_id, trial_number)
+        trial_id = self._claim(study_id, claimed_budget(trial_number))
+        if trial_id is None:
+            raise KeyError("budget used up")  # the client's answer: no trial
+        return trial_id
 
-    def _acquire(self, study_id: int, owner: str) -> bool:
-        with self._mutex:
-            held = self._held.get(study_id)
-            if held is None:
-                held = self._held[study_id] = _Held(TrialLock(self._url, self.get_study_name_from_id(study_id)))
-            now = time.monotonic()
-            if held.owner == owner:
-                held.since = now
-                return True
-            if held.owner is not None and now - held.since > grace_of(self):
-                log.warning("trial lock of study %d held for %.0fs by a worker that never released it; "
-                            "taking it back", study_id, now - held.since)
-                held.lock.release()
-                held.owner = None
-            if held.owner is None and held.lock.acquire(blocking=False):
-                held.owner, held.since = owner, now
-                return True
-            return False
+    def _claim(self, study_id: int, total: int | None) -> int | None:
+        # Without the lock first: at the end of a study every waiting worker asks twice a second.
+        if total is not None and rdb_usage(self, study_id)[0] >= total:
+            return None
+        with self._lock_of(study_id).hold():
+            used, queued = rdb_usage(self, study_id)
+            if total is not None and used >= total:
+                return None
+            trial_id = self._pop_queued(study_id) if queued else None
+            if trial_id is None:
+                trial_id = self._front.create_new_trial(study_id)
+        # Before the worker hears of it: a RUNNING trial without a heartbeat is never failed as stale.
+        self.record_heartbeat(trial_id)
+        return trial_id
 
-    def _release(self, study_id: int, owner: str) -> None:
+    def _pop_queued(self, study_id: int) -> int | None:
+        """A WAITING trial (a retry, an enqueued config) set RUNNING, as ``study.ask()`` takes one."""
+        for trial in self._front.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if self._front.set_trial_state_values(records.trial_id(trial), state=TrialState.RUNNING):
+                return records.trial_id(trial)
+        return None
+
+    def _lock_of(self, study_id: int) -> TrialLock:
         with self._mutex:
-            held = self._held.get(study_id)
-            if held is not None and held.owner == owner:
-                held.lock.release()
-                held.owner = None
+            if study_id not in self._locks:
+                # On the proxy's own pool: the lock's connection stays checked out while it is held.
+                self._locks[study_id] = TrialLock(self._url, self.get_study_name_from_id(study_id),
+                                                  engine=self.engine)
+            return self._locks[study_id]
 
     def fail_stale_everywhere(self) -> int:
         """One stale-trial check over every study."""
@@ -119,7 +122,11 @@ def serve(storage: str | None, host: str, port: int, *, heartbeat_interval: int 
     backend = open_storage(url, heartbeat_interval=interval, grace_period=grace, connect_timeout=connect_timeout,
                            rdb_class=ProxyBackend, pool_size=PROXY_POOL)
     assert isinstance(backend, ProxyBackend)
-    backend._proxy_setup(url)
+    from optuna.storages._cached_storage import _CachedStorage
+
+    # The cache answers the workers' trial reads incrementally (Optuna's advice for the proxy).
+    front = _CachedStorage(backend)
+    backend._proxy_setup(url, front)
     stop = threading.Event()
 
     def check() -> None:
@@ -132,10 +139,7 @@ def serve(storage: str | None, host: str, port: int, *, heartbeat_interval: int 
     checker = threading.Thread(target=check, daemon=True)
     checker.start()
     try:
-        from optuna.storages._cached_storage import _CachedStorage
-
-        # The cache answers the workers' trial reads incrementally (Optuna's advice for the proxy).
-        server = make_server(_CachedStorage(backend), host, port, ThreadPoolExecutor(max_workers=PROXY_THREADS))
+        server = make_server(front, host, port, ThreadPoolExecutor(max_workers=PROXY_THREADS))
     except RuntimeError as exc:
         raise StorageError(f"storage-proxy: cannot listen on {host}:{port} ({exc})") from None
     server.start()

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import progress
 from search.checkpoints import CheckpointStore
 from search.spec import SearchSpace
-from search.study.budget import ask, used_budget
+from search.study.budget import ask, claim_through_proxy, open_trial, running_with_worker, usage, used_budget
 from search.study.objective import Objective
 from search import records
 from search.pruners import create_pruner
@@ -41,7 +41,7 @@ from search.study import stopping
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.study.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
-from search.study.storage import TrialLock, checkpoint_root, rdb_backend, resolve_url
+from search.study.storage import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     timeout = timeout if timeout is not None else space.budget.timeout
     rdb = rdb_backend(storage)
     engine = rdb.engine if rdb is not None else None
-    lock = None if in_memory else TrialLock(resolve_url(storage_url), study.study_name, engine=engine,
-                                            storage=storage)
+    # Through a storage proxy the proxy takes the lock when it claims a trial (search.study.proxy).
+    lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
+                                                                 engine=engine)
     heartbeat = interval_of(storage)
     stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
@@ -145,7 +146,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     trials_bar = progress.trial_bar(total, used_budget(study), study.study_name)
     # Start-up objects (torch, the dataset, the model code) never become garbage: keep them out of
     # the collector's full passes, which otherwise stall a worker for 100+ ms every few trials.
-    gc.collect()
+    # Only the young generations are collected first: a full pass costs as much as the stall
+    # (~150 ms of CPU per worker start) to free a few thousand objects that freezing keeps instead.
+    gc.collect(1)
     gc.freeze()
     waiting = False
     try:
@@ -157,9 +160,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if stop is not None:
                 log.info(stopping.format_stop(stop))
                 break
-            trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale)
+            trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
             if trial is None:
-                others = _running_elsewhere(study) if heartbeat else 0
+                others = running_with_worker(study) if heartbeat else 0
                 if not others:
                     break
                 if not waiting:
@@ -200,22 +203,36 @@ def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
 
 
 def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lock: TrialLock | None, heartbeat: bool,
-                stale: StaleCheck | None = None) -> optuna.Trial | None:
+                stale: StaleCheck | None = None, used_up: bool = False) -> optuna.Trial | None:
     # Out of the lock and at most once per heartbeat interval: failing a stale trial and queueing
     # its retry only lowers the used budget, so it needs no lock.
     if stale is not None:
         stale()
 
-    # Only "count the budget, then claim or create a trial" needs the study's lock; the trial's
-    # first heartbeat and worker attr come after it is released.
     held: list[int] = []
+    proxied = is_proxy(storage)
     with contextlib.ExitStack() as signals:
-        with lock.hold() if lock is not None else contextlib.nullcontext():
-            if total is not None and used_budget(study) >= total:
+        if proxied:
+            # One call: the proxy counts, claims and records the first heartbeat under the study's
+            # lock, so a worker interrupted from here on leaves a trial that goes stale and is retried.
+            asked: optuna.Trial | int | None = claim_through_proxy(study, total)
+            if asked is None:
                 return None
-            held = signals.enter_context(hold_signals())
-            trial = ask(study)
-        if heartbeat:
+        else:
+            # A worker that found the budget used up looks without the lock: it stays used up until a
+            # stale trial is failed (the next look sees that), and waiting workers must not queue on it.
+            if used_up and total is not None and used_budget(study) >= total:
+                return None
+            # Only "count the budget, then claim or create a trial" needs the study's lock; reading
+            # the trial back, its first heartbeat and its worker attr come after it is released.
+            with lock.hold() if lock is not None else contextlib.nullcontext():
+                used, queued = usage(study)
+                if total is not None and used >= total:
+                    return None
+                held = signals.enter_context(hold_signals())
+                asked = ask(study, queued)
+        trial = open_trial(study, asked)
+        if heartbeat and not proxied:
             # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
             beat(storage, records.trial_id(trial))
         records.record_worker(trial, worker_id())
@@ -287,12 +304,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",
                     trial.number)
     return frozen
-
-
-def _running_elsewhere(study: optuna.Study) -> int:
-    """Running trials started by a worker of ours (so they have heartbeats and can go stale)."""
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return sum(1 for t in running if records.worker(t) is not None)
 
 
 def worker_seed_for(space: SearchSpace) -> int:

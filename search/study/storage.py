@@ -19,10 +19,8 @@ import hashlib
 import logging
 import os
 import sqlite3
-import random
 import threading
 import time
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -144,15 +142,50 @@ def _engine_kwargs(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[s
         return {"creator": _sqlite_creator(path)} if path else {}
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
     if url.startswith("postgresql"):
+        # Pinged only after a pause instead (ping_when_idle): a trial checks its connection out ~20
+        # times, and a ping per checkout was a round trip each, several inside the trial lock.
+        del kwargs["pool_pre_ping"]
         # A blackholed host must not hold one attempt past the overall deadline (libpq's minimum is 2s).
         kwargs["connect_args"] = {**_PG_CONNECT_ARGS,
                                   "connect_timeout": max(2, min(10, int(connect_timeout)))}
         # One connection per worker process (max_connections arithmetic in the README). No
         # recycling: the trial lock is a session lock of that one backend (TrialLock); keepalives
-        # and the pre-ping notice a dead connection instead.
+        # and the ping after a pause notice a dead connection instead.
         kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)
         del kwargs["pool_recycle"]
     return kwargs
+
+
+# A pooled PostgreSQL connection idle for longer than this is pinged before use (see ping_when_idle).
+PING_AFTER_IDLE = 2.0
+
+
+def ping_when_idle(engine: Any) -> Any:
+    """Ping a pooled connection on checkout only when it sat unused for :data:`PING_AFTER_IDLE` s.
+
+    A dead connection (a restarted server, a dropped peer) is then replaced before a worker uses it
+    after a pause (a training epoch, the heartbeat interval), as SQLAlchemy's ``pool_pre_ping``
+    would, without a round trip on each of the many checkouts a trial makes in a row.
+    """
+    from sqlalchemy import event, exc
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get("checked_in")
+        if last is not None and time.monotonic() - last < PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:  # noqa: BLE001 - any failure of the ping means "use another connection"
+            raise exc.DisconnectionError(str(err)) from err
+        if not alive:
+            raise exc.DisconnectionError("ping failed")
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    return engine
 
 
 # libpq settings: fail a connection attempt after 10s, and notice a dead peer (a lost machine,
@@ -225,6 +258,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
                 _check_schema(storage)
             if single:
                 storage.engine.pool._max_overflow = 0  # type: ignore[attr-defined]
+            if url.startswith("postgresql"):
+                ping_when_idle(storage.engine)
             return storage
         except ImportError as exc:
             raise StorageError(
@@ -296,32 +331,21 @@ def _check_rdb_url(url: str, shown: str) -> None:
 # ----------------------------------------------------------------------------- trial lock
 
 
-# The trial lock through a storage proxy: a study system attr the proxy acts on (search.study.proxy).
-LOCK_ATTR = records.TRIAL_LOCK
+def is_proxy(storage: BaseStorage) -> bool:
+    """Whether ``storage`` is a client of a storage proxy (``grpc://``)."""
+    return type(storage).__name__ == "GrpcStorageProxy"
 
 
-class RemoteLock:
-    """The client side of the proxy's trial lock: ask until granted, release when done."""
+# A trial claim through a storage proxy (search.study.proxy) rides on Optuna's
+# get_trial_id_from_study_id_trial_number with a negative trial number, which no trial has:
+# -1 for an unlimited budget, -2 - N for a budget of N trials.
+def claim_number(total: int | None) -> int:
+    return -1 if total is None else -2 - total
 
-    def __init__(self, storage: BaseStorage, study_name: str) -> None:
-        self.storage = storage
-        self.study_id = storage.get_study_id_from_name(study_name)
-        self.owner = uuid.uuid4().hex
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        delay = 0.002
-        while True:
-            try:
-                self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"acquire": self.owner})
-                break
-            except KeyError:  # busy: the proxy answers at once instead of tying up one of its threads
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.05)
-        try:
-            yield
-        finally:
-            self.storage.set_study_system_attr(self.study_id, LOCK_ATTR, {"release": self.owner})
+def claimed_budget(number: int) -> int | None:
+    """The budget a :func:`claim_number` carries."""
+    return None if number == -1 else -2 - number
 
 
 class TrialLock:
@@ -329,17 +353,16 @@ class TrialLock:
 
     SQLite and journal files: an ``flock`` on a file beside the database. PostgreSQL: a session
     advisory lock keyed by the study name, taken on ``engine`` (the storage's own one-connection
-    pool, so the lock costs no connection of its own). Through a storage proxy: the proxy's
-    lock (:mod:`search.study.proxy`). Otherwise: a process-local lock only.
+    pool, so the lock costs no connection of its own). A storage proxy takes this lock itself when
+    it claims a trial for a worker (:mod:`search.study.proxy`). Otherwise: a process-local lock only.
     """
 
-    def __init__(self, url: str, study_name: str, engine: Any = None, storage: BaseStorage | None = None) -> None:
+    def __init__(self, url: str, study_name: str, engine: Any = None) -> None:
         self.url = resolve_url(url)
         self.study_name = study_name
         self._local = threading.Lock()
         self._engine: Any = None
         self._own_engine = False
-        self._remote: Any = None
         self._path: str | None = None
         self._fh: Any = None
         self._conn: Any = None
@@ -353,19 +376,13 @@ class TrialLock:
             if engine is None:
                 from sqlalchemy import create_engine
 
-                engine = create_engine(self.url, **_engine_kwargs(self.url))
+                engine = ping_when_idle(create_engine(self.url, **_engine_kwargs(self.url)))
                 self._own_engine = True
             self._engine = engine
-        elif self.url.startswith(GRPC_PREFIX) and storage is not None:
-            self._remote = RemoteLock(storage, study_name)
         self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        if self._remote is not None:
-            with self._local, self._remote.hold():
-                yield
-            return
         self.acquire()
         try:
             yield
@@ -410,10 +427,10 @@ class TrialLock:
         # With a one-connection pool the same backend comes back every time, so the session lock
         # stays held while Optuna uses that connection in between (no second connection). With a
         # larger pool the lock's connection stays checked out until release.
-        conn = self._engine.connect()
+        # Autocommit: a session lock needs no transaction, which would cost two more round trips.
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             taken, self._pid = conn.execute(text(f"SELECT {call}(:k), pg_backend_pid()"), {"k": self._key}).one()
-            conn.commit()
         except BaseException:
             conn.close()
             raise
@@ -430,11 +447,10 @@ class TrialLock:
     def _advisory_unlock(self) -> None:
         from sqlalchemy import text
 
-        conn = self._conn or self._engine.connect()
+        conn = self._conn or self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             released, pid = conn.execute(text("SELECT pg_advisory_unlock(:k), pg_backend_pid()"),
                                          {"k": self._key}).one()
-            conn.commit()
         finally:
             conn.close()
             self._conn = None
