@@ -410,7 +410,7 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
     create_study(space, open_storage(url))
     study, _ = load_study(study_name, url)
     rdb = rdb_backend(study._storage)
-    lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None, storage=study._storage)
+    lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None)
     stale = StaleCheck(study)
     dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.05, log=True)}
     rows, have = [], 0
@@ -422,7 +422,7 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
         times = []
         for _ in range(samples):
             t0 = time.perf_counter()
-            trial = runner._next_trial(study, 10**9, lock, True, stale)
+            trial = runner._next_trial(study, study._storage, 10**9, lock, True, stale)
             times.append(1000.0 * (time.perf_counter() - t0))
             study.tell(trial, 0.5)
         have += samples
