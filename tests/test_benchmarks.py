@@ -68,6 +68,16 @@ def test_worker_scaling_uses_the_exact_budget(tmp_path: Path) -> None:
     assert all(r["trials_per_min"] > 0 for r in result["summary"])
 
 
+def test_worker_scaling_ask_latency_measures_each_study_size(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker_scaling", "--tiny", "--out", str(tmp_path),
+                           "--ask-latency", "3", "8", "--storages", "sqlite"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((tmp_path / "ask_latency-tiny.json").read_text())["latency"]["sqlite"]
+    assert [r["trials_in_study"] for r in rows] == [3, 8]
+    assert all(0 < r["median_ms"] <= r["p95_ms"] for r in rows)
+
+
 def test_gpu_benchmark_runs_or_says_why_not(tmp_path: Path) -> None:
     out, result = _run("gpu", tmp_path)
     if torch.cuda.is_available():
