@@ -47,16 +47,12 @@ def usage(study: optuna.Study) -> tuple[int, int]:
 def rdb_usage(storage: RDBStorage, study_id: int) -> tuple[int, int]:
     """:func:`usage` of the study ``study_id`` of an RDB storage (the storage proxy counts this way)."""
     from optuna.storages._rdb import models
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
-    trial, user = models.TrialModel, models.TrialUserAttributeModel
+    trial = models.TrialModel
 
     def count(*where: Any, attr: str | None = None) -> Any:
-        query = select(func.count()).select_from(trial)
-        if attr is not None:
-            query = select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
-            where = (*where, user.key == attr)
-        return query.where(trial.study_id == study_id, *where).scalar_subquery()
+        return _count(study_id, *where, attr=attr).scalar_subquery()
 
     # One statement (one snapshot, one round trip, no transaction to open and close): this runs
     # inside the study's trial lock, where every round trip holds up the other workers.
@@ -114,15 +110,25 @@ def running_with_worker(study: optuna.Study) -> int:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return sum(1 for t in running if records.worker(t) is not None)
     from optuna.storages._rdb import models
+
+    # One count instead of loading every running trial: idle workers ask this every half second.
+    with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        n = conn.execute(_count(study_id, models.TrialModel.state == TrialState.RUNNING,
+                                attr=records.WORKER)).scalar_one()
+    return int(n)
+
+
+def _count(study_id: int, *where: Any, attr: str | None = None) -> Any:
+    """``SELECT count(*)`` of the study's trials matching ``where`` (with user attr ``attr``, if given)."""
+    from optuna.storages._rdb import models
     from sqlalchemy import func, select
 
     trial, user = models.TrialModel, models.TrialUserAttributeModel
-    # One count instead of loading every running trial: idle workers ask this every half second.
-    with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        n = conn.execute(select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
-                         .where(trial.study_id == study_id, trial.state == TrialState.RUNNING,
-                                user.key == records.WORKER)).scalar_one()
-    return int(n)
+    query = select(func.count()).select_from(trial)
+    if attr is not None:
+        query = select(func.count()).select_from(user).join(trial, trial.trial_id == user.trial_id)
+        where = (*where, user.key == attr)
+    return query.where(trial.study_id == study_id, *where)
 
 
 def _numbers(histories: Iterable[str]) -> set[int]:
