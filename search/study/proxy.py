@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +28,7 @@ from optuna.trial import TrialState
 
 from search.errors import StorageError
 from search import records
-from search.study.heartbeat import BEAT_ATTR, fail_stale, grace_of
+from search.study.heartbeat import BEAT_ATTR, fail_stale
 from search.study.budget import rdb_usage
 from search.study.storage import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from search import records, redact
+from search import redact
 from search.errors import StorageError
 
 log = logging.getLogger(__name__)
