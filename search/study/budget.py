@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records
 from search.records import is_copied
+from search.study.owned import OwnedTrialsStorage
 from search.study.storage import claim_number, rdb_backend
 
 
@@ -46,6 +47,15 @@ def usage(study: optuna.Study) -> tuple[int, int]:
 
 def rdb_usage(storage: RDBStorage, study_id: int) -> tuple[int, int]:
     """:func:`usage` of the study ``study_id`` of an RDB storage (the storage proxy counts this way)."""
+    # One statement (one snapshot, one round trip, no transaction to open and close): this runs
+    # inside the study's trial lock, where every round trip holds up the other workers.
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        used, queued, _ = _usage_on(conn, study_id)
+    return used, queued
+
+
+def _usage_on(conn: Any, study_id: int) -> tuple[int, int, int]:
+    """Used budget, queued trials and all trials of the study, read on ``conn``."""
     from optuna.storages._rdb import models
     from sqlalchemy import select
 
@@ -54,21 +64,68 @@ def rdb_usage(storage: RDBStorage, study_id: int) -> tuple[int, int]:
     def count(*where: Any, attr: str | None = None) -> Any:
         return _count(study_id, *where, attr=attr).scalar_subquery()
 
-    # One statement (one snapshot, one round trip, no transaction to open and close): this runs
-    # inside the study's trial lock, where every round trip holds up the other workers.
-    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        started, queued, fail, copied = conn.execute(select(
-            count(trial.state != TrialState.WAITING), count(trial.state == TrialState.WAITING),
-            count(trial.state == TrialState.FAIL), count(attr=records.WARM_START))).one()
-        retried = 0
-        if fail:  # rare: only then read which failed trials were retried
-            attr = models.TrialSystemAttributeModel
-            failed = set(conn.execute(select(trial.number).where(
-                trial.study_id == study_id, trial.state == TrialState.FAIL)).scalars())
-            histories = conn.execute(select(attr.value_json).join(trial, trial.trial_id == attr.trial_id).where(
-                trial.study_id == study_id, attr.key == records.RETRY_HISTORY)).scalars()
-            retried = len(failed & _numbers(histories))
-    return started - retried - copied, queued
+    started, queued, fail, copied = conn.execute(select(
+        count(trial.state != TrialState.WAITING), count(trial.state == TrialState.WAITING),
+        count(trial.state == TrialState.FAIL), count(attr=records.WARM_START))).one()
+    retried = 0
+    if fail:  # rare: only then read which failed trials were retried
+        attr = models.TrialSystemAttributeModel
+        failed = set(conn.execute(select(trial.number).where(
+            trial.study_id == study_id, trial.state == TrialState.FAIL)).scalars())
+        histories = conn.execute(select(attr.value_json).join(trial, trial.trial_id == attr.trial_id).where(
+            trial.study_id == study_id, attr.key == records.RETRY_HISTORY)).scalars()
+        retried = len(failed & _numbers(histories))
+    return started - retried - copied, queued, started + queued
+
+
+class _UsedUp(Exception):
+    """The budget is used up: create nothing."""
+
+
+class _Queued(Exception):
+    """Queued trials come first: take one (under the study's lock) instead of creating one."""
+
+
+def counts_in_transaction(study: optuna.Study) -> bool:
+    """Whether :func:`claim_counted` applies to the study's storage (PostgreSQL, opened by us)."""
+    backend = rdb_backend(records.storage_of(study))
+    return isinstance(backend, OwnedTrialsStorage) and backend.engine.name == "postgresql"
+
+
+def claim_counted(study: optuna.Study, total: int | None, lock_key: int | None) -> int | None:
+    """On PostgreSQL, count the budget and create the next trial in one transaction under the
+    study's lock (:meth:`~search.study.owned.OwnedTrialsStorage.counted_creation`): the new trial's
+    id, None when the budget is used up. Raises :class:`NotCounted` where this does not apply
+    (see :func:`counts_in_transaction`; or queued trials to take first): the caller takes the lock
+    and calls :func:`ask`.
+    """
+    storage = records.storage_of(study)
+    backend = rdb_backend(storage)
+    if lock_key is None or not counts_in_transaction(study):
+        raise NotCounted("not a PostgreSQL storage")
+    assert isinstance(backend, OwnedTrialsStorage)
+    study_id = records.study_id(study)
+
+    def check(conn: Any) -> int:
+        used, queued, trials = _usage_on(conn, study_id)
+        if total is not None and used >= total:
+            raise _UsedUp
+        if queued:
+            raise _Queued
+        return trials
+
+    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    try:
+        with backend.counted_creation(lock_key, check):
+            return storage.create_new_trial(study_id)
+    except _UsedUp:
+        return None
+    except _Queued:
+        raise NotCounted("queued trials") from None
+
+
+class NotCounted(Exception):
+    """:func:`claim_counted` does not apply here."""
 
 
 def ask(study: optuna.Study, queued: int) -> optuna.Trial | int:

@@ -32,7 +32,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search import progress
 from search.checkpoints import CheckpointStore
 from search.spec import SearchSpace
-from search.study.budget import ask, claim_through_proxy, open_trial, running_with_worker, usage, used_budget
+from search.study.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counts_in_transaction, open_trial,
+                                 running_with_worker, usage, used_budget)
 from search.study.objective import Objective
 from search import records
 from search.pruners import create_pruner
@@ -42,6 +43,7 @@ from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.study.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
 from search.study.storage import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
+from search.study.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
 
@@ -225,20 +227,47 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
                 return None
             # Only "count the budget, then claim or create a trial" needs the study's lock; reading
             # the trial back, its first heartbeat and its worker attr come after it is released.
-            with lock.hold() if lock is not None else contextlib.nullcontext():
-                used, queued = usage(study)
-                if total is not None and used >= total:
-                    return None
+            key = lock.advisory_key if lock is not None else None
+            counted = key is not None and counts_in_transaction(study)
+            if counted:
+                # PostgreSQL: the count and the new trial in one transaction that takes the lock.
                 held = signals.enter_context(hold_signals())
-                asked = ask(study, queued)
-        trial = open_trial(study, asked)
-        if heartbeat and not proxied:
-            # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-            beat(storage, records.trial_id(trial))
-        records.record_worker(trial, worker_id())
+                try:
+                    asked = claim_counted(study, total, key)
+                except NotCounted:  # queued trials: one is taken under the lock
+                    counted = False
+            if not counted:
+                with lock.hold() if lock is not None else contextlib.nullcontext():
+                    used, queued = usage(study)
+                    if total is not None and used >= total:
+                        asked = None
+                    else:
+                        held = held or signals.enter_context(hold_signals())
+                        asked = ask(study, queued)
+            if asked is None:
+                if held:
+                    signals.close()
+                    redeliver(held[0])
+                return None
+        trial = _start(study, storage, asked, heartbeat and not proxied)
     if held:
         _interrupted(study, storage, trial)
         redeliver(held[0])
+    return trial
+
+
+def _start(study: optuna.Study, storage: BaseStorage, asked: optuna.Trial | int, beats: bool) -> optuna.Trial:
+    """Record a new trial's first heartbeat and its worker, and open it."""
+    backend = rdb_backend(storage)
+    if isinstance(asked, int) and isinstance(backend, OwnedTrialsStorage) and backend.owns(asked):
+        # Created here: both writes in one transaction, and opening it reads the local copy.
+        backend.start_trial(asked, {records.WORKER: worker_id()}, heartbeat=beats)
+        return open_trial(study, asked)
+    trial = open_trial(study, asked)
+    if beats:
+        # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
+        beat(storage, records.trial_id(trial))
+    records.record_worker(trial, worker_id())
     return trial
 
 
@@ -299,7 +328,12 @@ def _set_reason(trial: optuna.Trial, reason: str) -> None:
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
     """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
     # (A grid study ends by its budget: search.samplers. grid sampler never calls study.stop().)
-    frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    try:
+        frozen = study.tell(trial, skip_if_finished=True, **kwargs)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Failed as stale by another worker since this process last wrote to it (its local copy,
+        # search.study.owned, still said RUNNING): the copy is gone now, so this reads the stored trial.
+        frozen = study.tell(trial, skip_if_finished=True, **kwargs)
     if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and is_lost(frozen):
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",
                     trial.number)

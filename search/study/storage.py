@@ -30,6 +30,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from search import redact
 from search.errors import StorageError
+from search.study.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ _PERMANENT = ("authentication failed", "does not exist", "no password supplied",
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, connect_timeout: float | None = None,
-                 rdb_class: type[RDBStorage] = RDBStorage, pool_size: int = 1) -> BaseStorage:
+                 rdb_class: type[RDBStorage] = OwnedTrialsStorage, pool_size: int = 1) -> BaseStorage:
     """Open a storage, retrying with backoff while the database is unreachable.
 
     With ``heartbeat``, a trial whose worker died (SIGKILL, lost machine) is marked FAIL after
@@ -380,6 +381,11 @@ class TrialLock:
                 self._own_engine = True
             self._engine = engine
         self._key = zlib.crc32(hashlib.sha1(study_name.encode()).digest()) & 0x7FFFFFFF
+
+    @property
+    def advisory_key(self) -> int | None:
+        """The PostgreSQL advisory lock's key (a creation transaction can take it itself), else None."""
+        return self._key if self._engine is not None else None
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
