@@ -58,10 +58,11 @@ def _pg_backends(url: str) -> int:
         engine.dispose()
 
 
-@pytest.fixture
-def proxy(workdir: Path) -> Iterator[tuple[str, str]]:
-    """``strategy-search storage-proxy`` on 127.0.0.1 in front of a SQLite file: (grpc URL, sqlite URL)."""
-    db = f"sqlite:///{workdir}/behind-proxy.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """``strategy-search storage-proxy`` on 127.0.0.1 in front of a SQLite file or PostgreSQL (where
+    it claims trials in one counted transaction): (grpc URL, database URL)."""
+    db = f"sqlite:///{workdir}/behind-proxy.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     port = free_port()
     proc = subprocess.Popen([*CLI, "storage-proxy", "--storage", db, "--port", str(port), "--heartbeat", "1",
                              "--grace", "3"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

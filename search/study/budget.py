@@ -12,7 +12,7 @@ import json
 from typing import Any, Iterable
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records
@@ -104,7 +104,14 @@ def claim_counted(study: optuna.Study, total: int | None, lock_key: int | None) 
     if lock_key is None or not counts_in_transaction(study):
         raise NotCounted("not a PostgreSQL storage")
     assert isinstance(backend, OwnedTrialsStorage)
-    study_id = records.study_id(study)
+    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    return create_counted(storage, backend, records.study_id(study), total, lock_key)
+
+
+def create_counted(front: BaseStorage, backend: OwnedTrialsStorage, study_id: int, total: int | None,
+                   lock_key: int) -> int | None:
+    """:func:`claim_counted` on a storage ``front`` (Optuna's cache, which must see the new trial)
+    over ``backend``; the storage proxy claims for its workers this way."""
 
     def check(conn: Any) -> int:
         used, queued, trials = _usage_on(conn, study_id)
@@ -114,10 +121,9 @@ def claim_counted(study: optuna.Study, total: int | None, lock_key: int | None) 
             raise _Queued
         return trials
 
-    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
     try:
         with backend.counted_creation(lock_key, check):
-            return storage.create_new_trial(study_id)
+            return front.create_new_trial(study_id)
     except _UsedUp:
         return None
     except _Queued:

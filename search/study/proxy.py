@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from search.errors import StorageError
 from search import records
 from search.study.heartbeat import BEAT_ATTR, fail_stale
-from search.study.budget import rdb_usage
+from search.study.budget import NotCounted, create_counted, rdb_usage
+from search.study.owned import OwnedTrialsStorage
 from search.study.storage import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
 )
@@ -41,8 +42,12 @@ PROXY_POOL = 4
 PROXY_THREADS = 32
 
 
-class ProxyBackend(RDBStorage):
-    """The database behind the proxy: heartbeats are recorded and trial claims carried out, not stored."""
+class ProxyBackend(OwnedTrialsStorage):
+    """The database behind the proxy: heartbeats are recorded and trial claims carried out, not stored.
+
+    Every write to a trial the proxy created comes through this process (the workers' calls), so it
+    answers their reads of it from its own copy (:mod:`search.study.owned`).
+    """
 
     def _proxy_setup(self, url: str, front: BaseStorage) -> None:
         self._url = url
@@ -70,15 +75,29 @@ class ProxyBackend(RDBStorage):
         # Without the lock first: at the end of a study every waiting worker asks twice a second.
         if total is not None and rdb_usage(self, study_id)[0] >= total:
             return None
-        with self._lock_of(study_id).hold():
-            used, queued = rdb_usage(self, study_id)
-            if total is not None and used >= total:
-                return None
-            trial_id = self._pop_queued(study_id) if queued else None
+        lock = self._lock_of(study_id)
+        trial_id = None
+        try:
+            if lock.advisory_key is None:
+                raise NotCounted("not PostgreSQL")
+            # One transaction that takes the lock: no connection of the small pool stays checked
+            # out by a lock holder while it waits for another one to create the trial.
+            trial_id = create_counted(self._front, self, study_id, total, lock.advisory_key)
             if trial_id is None:
-                trial_id = self._front.create_new_trial(study_id)
+                return None
+        except NotCounted:
+            with lock.hold():
+                used, queued = rdb_usage(self, study_id)
+                if total is not None and used >= total:
+                    return None
+                trial_id = self._pop_queued(study_id) if queued else None
+                if trial_id is None:
+                    trial_id = self._front.create_new_trial(study_id)
         # Before the worker hears of it: a RUNNING trial without a heartbeat is never failed as stale.
-        self.record_heartbeat(trial_id)
+        if self.owns(trial_id):
+            self.start_trial(trial_id, {}, heartbeat=True)
+        else:
+            self.record_heartbeat(trial_id)
         return trial_id
 
     def _pop_queued(self, study_id: int) -> int | None:
