@@ -36,6 +36,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "tpe+hyperband": {"sampler": {"name": "tpe", "n_startup_trials": 8},
                       "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
     "random": {"sampler": "random", "pruner": "none"},
+    # Hyperband whose brackets prune apart but whose TPE learns from every trial.
+    "tpe+hyperband-shared": {"sampler": {"name": "tpe", "n_startup_trials": 8},
+                             "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3,
+                                        "sampler_per_bracket": 0}},
     # The same as tpe+hyperband, with the doctor's baseline config enqueued as trial 0 (what
     # `doctor -o space.yaml` writes); its epochs count like any trial's.
     "tpe+hyperband+doctor": {"sampler": {"name": "tpe", "n_startup_trials": 8},

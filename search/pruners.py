@@ -28,11 +28,32 @@ PRUNERS.add("median", PrunerDef(
     {"n_startup_trials": Option(3, "trials completed before pruning starts"),
      "n_warmup_steps": Option(1, "epochs before a trial can be pruned")},
 ))
+class SharedHyperbandPruner(BasePruner):
+    """Optuna's Hyperband, with the sampler learning from every trial instead of only the trials of
+    the new trial's bracket (Optuna's default for a ``HyperbandPruner``, which splits a small
+    study's TPE model, and its random start-up trials, over the brackets). Pruning is unchanged:
+    each bracket still compares its own trials."""
+
+    def __init__(self, **options: int) -> None:
+        self.hyperband = optuna.pruners.HyperbandPruner(**options)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.hyperband.prune(study, trial)
+
+
+def _hyperband(space: SearchSpace, o: Mapping[str, int]) -> BasePruner:
+    options = {"min_resource": o["min_resource"], "max_resource": space.budget.max_epochs,
+               "reduction_factor": o["reduction_factor"]}
+    if o["sampler_per_bracket"]:
+        return optuna.pruners.HyperbandPruner(**options)
+    return SharedHyperbandPruner(**options)
+
+
 PRUNERS.add("hyperband", PrunerDef(
-    lambda space, o: optuna.pruners.HyperbandPruner(min_resource=o["min_resource"],
-                                                    max_resource=space.budget.max_epochs,
-                                                    reduction_factor=o["reduction_factor"]),
-    {"min_resource": _RESOURCE, "reduction_factor": _FACTOR},
+    _hyperband,
+    {"min_resource": _RESOURCE, "reduction_factor": _FACTOR,
+     "sampler_per_bracket": Option(1, "1: the sampler models each bracket's trials apart (Optuna's way); "
+                                      "0: it learns from all trials")},
 ))
 PRUNERS.add("successive_halving", PrunerDef(
     lambda space, o: optuna.pruners.SuccessiveHalvingPruner(min_resource=o["min_resource"],
