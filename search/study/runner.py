@@ -229,6 +229,7 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
             # the trial back, its first heartbeat and its worker attr come after it is released.
             key = lock.advisory_key if lock is not None else None
             counted = key is not None and counts_in_transaction(study)
+            holding = counted
             if counted:
                 # PostgreSQL: the count and the new trial in one transaction that takes the lock.
                 held = signals.enter_context(hold_signals())
@@ -242,7 +243,8 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
                     if total is not None and used >= total:
                         asked = None
                     else:
-                        held = held or signals.enter_context(hold_signals())
+                        if not holding:
+                            held = signals.enter_context(hold_signals())
                         asked = ask(study, queued)
             if asked is None:
                 if held:
