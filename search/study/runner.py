@@ -262,7 +262,8 @@ def _start(study: optuna.Study, storage: BaseStorage, asked: optuna.Trial | int,
     """Record a new trial's first heartbeat and its worker, and open it."""
     backend = rdb_backend(storage)
     if isinstance(asked, int) and isinstance(backend, OwnedTrialsStorage) and backend.owns(asked):
-        # Created here: both writes in one transaction, and opening it reads the local copy.
+        # Created here: no lookups before the writes (one statement each on PostgreSQL), and opening
+        # it reads the local copy.
         backend.start_trial(asked, {records.WORKER: worker_id()}, heartbeat=beats)
         return open_trial(study, asked)
     trial = open_trial(study, asked)
