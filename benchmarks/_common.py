@@ -146,10 +146,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 PROFILE_POINTS: dict[str, tuple[str, str]] = {
     "train (whole trial)": ("search/train/loop.py", "train"),
     "prepare (cached data lookup)": ("search/data/datasets.py", "prepare"),
-    "make_preprocess (dataset stats)": ("search/data/colour.py", "make_preprocess"),
+    "make_preprocess (dataset stats)": ("search/data/color.py", "make_preprocess"),
     "create_model": ("search/models/factory.py", "create_model"),
     "augment (BatchAugment)": ("search/data/transforms.py", "__call__"),
-    "preprocess forward": ("search/data/colour.py", "forward"),
+    "preprocess forward": ("search/data/color.py", "forward"),
     "model forward (SmallCNN)": ("search/models/cnn.py", "forward"),
     "backward": ("torch/_tensor.py", "backward"),
     "optimizer step": ("torch/optim/optimizer.py", "wrapper"),

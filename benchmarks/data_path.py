@@ -37,12 +37,12 @@ from torchvision import datasets as tv_datasets
 from torchvision.transforms import v2
 
 from benchmarks._common import machine, median, parser, setup_threads, table, write_result
-from search.config import TrialConfig
-from search.data.colour import make_preprocess
+from search.core.config import TrialConfig
+from search.data.color import make_preprocess
 from search.data.datasets import GPU_CACHE_FRACTION, Prepared, load_dataset, prepare
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.cnn import SmallCNN
-from search.space import DatasetSpec
+from search.space.parse import DatasetSpec
 from search.train.loop import train
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]

@@ -218,9 +218,9 @@ def throughput(data_dir: Path, cache_file: Path, n_limit: int, epochs: int) -> d
     """Training images/s of train(): mapped, in-RAM tensors, and mapped with pages dropped every batch."""
     import torch
 
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.data.datasets import MappedImages, Prepared, prepare
-    from search.space import DatasetSpec
+    from search.space.parse import DatasetSpec
 
     spec = DatasetSpec(path=str(data_dir), limit=n_limit)
     config = TrialConfig(width=8, depth=2, batch_size=128, lr=0.003, epochs=epochs, input_size=INPUT, seed=0)
@@ -265,7 +265,7 @@ def accelerator_throughput(spec: Any, mapped: Any, in_ram: Any, cold: Any, epoch
     """
     import torch
 
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.data.datasets import Prepared
     from search.train.loop import train
 

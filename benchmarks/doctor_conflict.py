@@ -71,7 +71,7 @@ def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
     import optuna
     import yaml
 
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.runner import run_trials
     from search.study.create import create_study
 
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import optuna
 
-    from search.doctor import conflicting, diagnose, recommend_space
-    from search.space import DatasetSpec
+    from search.tools.doctor import conflicting, diagnose, recommend_space
+    from search.space.parse import DatasetSpec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds, trials = (1, 3) if args.tiny else (args.seeds, args.trials)

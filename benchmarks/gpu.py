@@ -83,7 +83,7 @@ def models(tiny: bool) -> dict[str, dict[str, Any]]:
 def plain_epochs(model: nn.Module, data: Any, batch: int, epochs: int, bf16: bool, channels_last: bool,
                  device: torch.device) -> list[float]:
     """Seconds per epoch of a hand-written loop (synchronised), one warm-up epoch not counted."""
-    from search.data.colour import make_preprocess
+    from search.data.color import make_preprocess
 
     pre = make_preprocess("rgb", "dataset", False, data.train_x.cpu()).to(device)
     model = model.to(device)
@@ -117,10 +117,10 @@ def plain_epochs(model: nn.Module, data: Any, batch: int, epochs: int, bf16: boo
 
 
 def precision_arms(tiny: bool, epochs: int, batch: int, device: torch.device) -> list[dict[str, Any]]:
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.data.datasets import prepare
     from search.models.factory import create_model
-    from search.space import DatasetSpec
+    from search.space.parse import DatasetSpec
     from search.train.loop import train
 
     spec = DatasetSpec(name=DATASET)
@@ -157,9 +157,9 @@ def worker(go: str, n: int, epochs: int, batch: int, arch_json: str, device_name
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     register(n)
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.data.datasets import prepare
-    from search.space import DatasetSpec
+    from search.space.parse import DatasetSpec
     from search.train.loop import train
 
     spec = DatasetSpec(name=DATASET)

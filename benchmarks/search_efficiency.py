@@ -89,8 +89,8 @@ def space_doc(name: str, ds: dict[str, Any], arm: str, seed: int) -> dict[str, A
 def doctor_baseline(doc: dict[str, Any]) -> dict[str, Any]:
     """The doctor's baseline config (default CNN, AdamW 0.001, no remedies), as far as it fits the space."""
     from search.data.datasets import load_dataset
-    from search.doctor import baseline_config, baseline_entry
-    from search.space import parse_space
+    from search.tools.doctor import baseline_config, baseline_entry
+    from search.space.parse import parse_space
 
     space = parse_space(doc, source="benchmark")
     config = baseline_config(load_dataset(space.dataset), space.budget.max_epochs).to_dict()
@@ -105,7 +105,7 @@ def run_one(task: tuple[str, dict[str, Any], str, int, int]) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.runner import run_trials
     from search.study.create import create_study
 

@@ -43,7 +43,7 @@ def space_doc(name: str, seed: int, trials: int, tiny: bool) -> dict[str, Any]:
 def run(doc: dict[str, Any]) -> list[dict[str, Any]]:
     import optuna
 
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.runner import run_trials
     from search.study.create import create_study
 
@@ -91,7 +91,7 @@ def replay_stops(saved: Path) -> list[dict[str, Any]]:
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.stopping import evaluate
 
     runs = json.loads(saved.read_text())["runs"]

@@ -36,12 +36,12 @@ from torchvision.transforms import v2
 
 from benchmarks._common import (machine, median, parser, profile_call, profile_rows,
                                 setup_threads, table, write_result)
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data.datasets import Prepared, prepare
 from search.models.cnn import SmallCNN
-from search.space import DatasetSpec
+from search.space.parse import DatasetSpec
 from search.train.loop import evaluate, measure_latency, train
-from search.data.colour import Preprocess, make_preprocess
+from search.data.color import Preprocess, make_preprocess
 
 TARGET = 1.10
 

@@ -190,9 +190,9 @@ PROCESSES = int(os.environ.get("WORKER_SCALING_PROCESSES", "4"))  # sleep trials
 
 def run_cell(url: str, study: str, mode: str, workers: int, n_trials: int, tmp: Path, seconds: float = 2.0,
              count_url: str | None = None) -> dict[str, Any]:
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.create import create_study
-    from search.study.storage import open_storage
+    from search.storage.backend import open_storage
 
     space = parse_space(space_doc(study, mode, n_trials), source=f"benchmark {study}")
     store = open_storage(url)
@@ -399,12 +399,12 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
     finished trials already in the study: it must stay flat as the study grows."""
     import optuna
 
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study import runner
     from search.study.create import create_study
-    from search.study.heartbeat import StaleCheck
+    from search.storage.heartbeat import StaleCheck
     from search.study.load import load_study
-    from search.study.storage import TrialLock, open_storage, rdb_backend
+    from search.storage.backend import TrialLock, open_storage, rdb_backend
 
     space = parse_space(space_doc(study_name, "trivial", 10**9), source="benchmark")
     create_study(space, open_storage(url))

@@ -12,8 +12,10 @@ from typing import Any, Callable
 
 import click
 
-from search import __version__, redact
-from search.errors import UserError
+from search import __version__
+
+from search.core import redact
+from search.core.errors import UserError
 
 log = logging.getLogger("search")
 INTERRUPTED_EXIT = 130  # after Ctrl-C, as shells expect (search.study.workers uses the same for its launcher)
@@ -128,10 +130,10 @@ def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
 def run(space: str, storage: str | None, n_trials: int | None, timeout: float | None, device: str | None,
         weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
-    from search.space import load_space
+    from search.space.parse import load_space
     from search.study.runner import WorkerInterrupted, run_trials
     from search.study.create import create_study
-    from search.study.storage import storage_label
+    from search.storage.backend import storage_label
     from search.study.warmstart import warm_start
 
     if warm_storage is not None and warm_from is None:
@@ -158,14 +160,14 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
 
 def _storage_arg(storage: str | None) -> str:
     """`` --storage 'URL'`` (password masked) for a next-step command line, when a storage was given."""
-    from search.study.storage import storage_label
+    from search.storage.backend import storage_label
 
     return f" --storage '{storage_label(storage)}'" if storage is not None else ""
 
 
 def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> None:
-    from search.study.storage import storage_label
-    from search.summary import format_summary, study_summary
+    from search.storage.backend import storage_label
+    from search.tools.summary import format_summary, study_summary
     from search.records import format_counts
 
     counts = format_counts(summary.counts.items())
@@ -183,7 +185,7 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
 @_user_errors
 def strategies(markdown: bool) -> None:
     """The strategy catalogue: every param a space file can search, its values and what it does."""
-    from search.catalogue import catalogue, format_catalogue
+    from search.tools.catalogue import catalogue, format_catalogue
 
     click.echo(format_catalogue(catalogue(), markdown=markdown))
 
@@ -194,10 +196,10 @@ def strategies(markdown: bool) -> None:
 @_user_errors
 def create(space: str, storage: str | None) -> None:
     """Create the study of SPACE (storing the space) so workers can join it."""
-    from search.space import load_space
+    from search.space.parse import load_space
     from search.study.objective import Objective
     from search.study.create import create_study
-    from search.study.storage import storage_label
+    from search.storage.backend import storage_label
 
     spec = load_space(space)
     Objective(spec, device="cpu").check_ready()
@@ -237,7 +239,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
            checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
-    from search.study.storage import open_storage
+    from search.storage.backend import open_storage
     from search.study.workers import launch, plan_workers, require_study
 
     several = gpus is not None or processes is not None
@@ -286,7 +288,7 @@ def _print_next_after_workers(study_name: str, storage: str | None) -> None:
 def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> None:
     """Show the best trial of STUDY (the Pareto front for several objectives)."""
     from search.study.load import load_study
-    from search.summary import format_summary, study_summary
+    from search.tools.summary import format_summary, study_summary
 
     study, spec = load_study(study_name, storage)
     summary = study_summary(study, spec)
@@ -319,10 +321,10 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
            device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
-    from search.export import export_config
-    from search.bundle import write_config
+    from search.tools.export import export_config
+    from search.artifacts.bundle import write_config
     from search.study.load import load_study
-    from search.summary import get_trial
+    from search.tools.summary import get_trial
 
     study, spec = load_study(study_name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else None
@@ -337,9 +339,9 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
 
 def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
                    device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
-    from search.checkpoints import CheckpointStore
-    from search.study.storage import checkpoint_root
-    from search.export import export_bundle
+    from search.artifacts.checkpoints import CheckpointStore
+    from search.storage.backend import checkpoint_root
+    from search.tools.export import export_bundle
 
     store = CheckpointStore(checkpoint_root(storage, checkpoints))
     done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
@@ -366,7 +368,7 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
 @_user_errors
 def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> None:
     """Serve optuna-dashboard on the same storage (read-only unless --allow-writes)."""
-    from search.dashboard import serve
+    from search.tools.dashboard import serve
 
     def ready(label: str) -> None:
         mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
@@ -392,7 +394,7 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> 
 def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | None, grace: int | None,
                   connect_timeout: float | None) -> None:
     """Serve the storage to workers at grpc://HOST:PORT (they need no database credentials)."""
-    from search.study.proxy import serve
+    from search.storage.proxy import serve
 
     serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
 
@@ -412,7 +414,7 @@ def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | No
 def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None, device: str | None,
               weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Re-train the configuration CONFIG (an exported config.yaml) and compare with its source trial."""
-    from search.retrain import retrain
+    from search.tools.retrain import retrain
 
     done = retrain(config, data_dir=data_dir, full=full, device=device, weights_dir=weights_dir, output=output,
                    onnx=onnx, force=force)
@@ -454,8 +456,8 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
 @_user_errors
 def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str | None) -> None:
     """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR."""
-    from search.bundle import load_core
-    from search.predict import predict_files
+    from search.artifacts.bundle import load_core
+    from search.tools.predict import predict_files
     from search.train.loop import resolve_device
 
     bundle = load_core(export_dir)
@@ -476,7 +478,7 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str
 @_user_errors
 def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
-    from search.report import write_report
+    from search.tools.report import write_report
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
@@ -516,7 +518,7 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
            study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
            weights_dir: str | None) -> None:
     """Train a quick baseline on DATA (built-in name, image folder or CSV manifest) and diagnose what to fix."""
-    from search.doctor import run_doctor
+    from search.tools.doctor import run_doctor
 
     done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
                       test_fraction=test_fraction, overrides=overrides, probe_colour=not no_probe, output=output,
@@ -540,9 +542,9 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
                    trial_number: int | None, only: str | None, as_json: bool, device: str | None,
                    weights_dir: str | None) -> None:
     """Switch each strategy of the best trial off in turn and measure what it was worth."""
-    from search.ablate import ablate, format_ablation
+    from search.tools.ablate import ablate, format_ablation
     from search.study.load import load_study
-    from search.summary import get_trial
+    from search.tools.summary import get_trial
 
     study, spec = load_study(study_name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else None
@@ -571,7 +573,7 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
 def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, budget_epochs: int | None,
                     as_json: bool, device: str | None, weights_dir: str | None) -> None:
     """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
-    from search.confirm import confirm, format_confirmation
+    from search.tools.confirm import confirm, format_confirmation
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
@@ -599,7 +601,7 @@ def weights_group() -> None:
 @_user_errors
 def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> None:
     """Save the timm backbones NAMES' pretrained weights as DIR/NAME.safetensors (needs internet)."""
-    from search.weights import fetch_weights
+    from search.tools.weights import fetch_weights
 
     for path in fetch_weights(names, output, force=force):
         click.echo(f"wrote {path}")
@@ -621,7 +623,7 @@ def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str 
               clear: bool, as_json: bool) -> None:
     """Build (or check) the dataset cache for DATA ahead of a run; --list / --clear manage it."""
     from search.data.datasets import dataset_doc
-    from search.dataset_cache import build_or_check, clear_entries, format_listing, listing
+    from search.tools.dataset_cache import build_or_check, clear_entries, format_listing, listing
 
     if list_:
         rows = listing(cache_dir)

@@ -16,9 +16,9 @@ from scipy import stats as scipy_stats
 
 from conftest import tiny_space, write_space
 from search.cli import main
-from search.config import TrialConfig
-from search.space import parse_space
-from search.stats import bootstrap_metric, welch_interval
+from search.core.config import TrialConfig
+from search.space.parse import parse_space
+from search.tools.stats import bootstrap_metric, welch_interval
 from search.study.create import create_study
 from search.study.load import load_study
 from search.records import best_trial

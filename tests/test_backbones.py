@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import tiny_space
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.models.backbones import DISCRIMINATIVE_FACTOR, create_backbone, param_groups
 from search.models.factory import create_model
-from search.space import DatasetSpec, parse_space
+from search.space.parse import DatasetSpec, parse_space
 from search.study.objective import Objective
 from search.train.loop import train
 

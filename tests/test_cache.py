@@ -19,12 +19,12 @@ from PIL import Image
 
 from conftest import bomb_png as _bomb
 from search.cli import main
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data import cache, datasets
 from search.data.datasets import MappedImages, Prepared, load_dataset, prepare
 from search.data.sources import scan
-from search.errors import DataError, SpaceError
-from search.space import DatasetSpec, parse_space
+from search.core.errors import DataError, SpaceError
+from search.space.parse import DatasetSpec, parse_space
 from search.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ SCRIPT = """
 import json, sys, time
 import search.data.cache as c
 from search.data.sources import scan
-from search.space import DatasetSpec
+from search.space.parse import DatasetSpec
 root, delay, start_at = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 c.CHUNK = 2
 original = c.decode_job
@@ -326,7 +326,7 @@ def test_a_worker_keeps_only_a_bounded_share_of_the_map_resident(tmp_path: Path)
 
 
 def test_evaluation_gathers_a_mapped_split_batch_by_batch_never_whole(cache_dir: Path) -> None:
-    from search.data.colour import make_preprocess
+    from search.data.color import make_preprocess
     from search.models.factory import create_model
     from search.train.loop import predict
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from conftest import free_port, running_trial, tiny_space, write_space
-from search import report
+from search.tools import report
 from search.cli import main
-from search.space import parse_space
+from search.space.parse import parse_space
 from search.records import SPACE as SPACE_ATTR
 
 CLI = [sys.executable, "-m", "search.cli"]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from search.data import datasets
 from search.data.datasets import load_dataset, prepare, stratified_split
-from search.errors import DataError
-from search.space import DatasetSpec
+from search.core.errors import DataError
+from search.space.parse import DatasetSpec
 
 
 def _png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (12, 12)) -> None:

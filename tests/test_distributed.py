@@ -28,8 +28,8 @@ from sqlalchemy.engine import make_url
 
 import pgserver
 from conftest import free_port, running_trial, tiny_space, write_space
-from search.errors import UserError
-from search.space import load_space
+from search.core.errors import UserError
+from search.space.parse import load_space
 from search.study.runner import run_trials
 from search.study.create import create_study
 from search.study.load import load_study

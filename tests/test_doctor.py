@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from search.cli import main
-from search.doctor import Diagnosis
-from search.space import load_space
+from search.tools.doctor import Diagnosis
+from search.space.parse import load_space
 
 
 def _doctor(*args: str) -> dict:
@@ -159,8 +159,8 @@ def test_doctor_rejects_bad_options(workdir: Path) -> None:
 
 def _diagnosis(*kinds: str) -> "Diagnosis":
     """A diagnosis with the given findings, as the doctor would build it (no training)."""
-    from search.doctor import Diagnosis, Finding, baseline_config
-    from search.space import DatasetSpec, ObjectiveSpec
+    from search.tools.doctor import Diagnosis, Finding, baseline_config
+    from search.space.parse import DatasetSpec, ObjectiveSpec
 
     evidence = {"overfitting": {"gap": 0.3, "val_loss_min_epoch": 3}, "underfitting": {"train": 0.5},
                 "small_data": {"threshold": 100}}
@@ -174,8 +174,8 @@ def _diagnosis(*kinds: str) -> "Diagnosis":
 
 
 def test_conflicting_findings_keep_both_remedies_searchable_and_agreeing_ones_fix_them() -> None:
-    from search.doctor import recommend_space
-    from search.space import parse_space
+    from search.tools.doctor import recommend_space
+    from search.space.parse import parse_space
 
     def space(d: "Diagnosis", **kw: bool):  # type: ignore[no-untyped-def]
         text = recommend_space(d, "s", 10, **kw)
@@ -202,8 +202,8 @@ def test_conflicting_findings_keep_both_remedies_searchable_and_agreeing_ones_fi
 
 
 def test_doctor_space_enqueues_its_baseline_as_the_first_trial() -> None:
-    from search.doctor import recommend_space
-    from search.space import parse_space
+    from search.tools.doctor import recommend_space
+    from search.space.parse import parse_space
 
     d = _diagnosis("underfitting", "small_data")
     spec = parse_space(yaml.safe_load(recommend_space(d, "s", 10)))
@@ -219,8 +219,8 @@ def test_facts_and_baseline_share_one_decode_of_the_files(tmp_path: Path, monkey
     (original sizes, duplicates) come from that one cache entry."""
     from PIL import Image
 
-    from search.doctor import diagnose
-    from search.space import DatasetSpec
+    from search.tools.doctor import diagnose
+    from search.space.parse import DatasetSpec
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("STRATEGY_SEARCH_CACHE", str(cache))
@@ -239,10 +239,10 @@ def test_facts_and_baseline_share_one_decode_of_the_files(tmp_path: Path, monkey
 
 
 def test_doctor_offers_only_registered_values() -> None:
-    from search.data.colour import COLOR_SPACES
+    from search.data.color import COLOR_SPACES
     from search.data.transforms import AUGMENT_SETS
-    from search.doctor import pick, recommend_space
-    from search.space import parse_space
+    from search.tools.doctor import pick, recommend_space
+    from search.space.parse import parse_space
 
     spec = parse_space(yaml.safe_load(recommend_space(_diagnosis("overfitting"), "s", 10)))
     assert list(spec.param("color").choices) == COLOR_SPACES.names()  # colour not probed: every space
@@ -252,7 +252,7 @@ def test_doctor_offers_only_registered_values() -> None:
 
 
 def test_run_doctor_is_the_command_in_one_call(workdir: Path) -> None:
-    from search.doctor import run_doctor
+    from search.tools.doctor import run_doctor
 
     done = run_doctor("digits", epochs=1, limit=100, probe_colour=False, device="cpu", output="d.yaml")
     assert done.space == Path("d.yaml") and load_space("d.yaml").param("color").value == "gray"
@@ -266,8 +266,8 @@ def test_run_doctor_is_the_command_in_one_call(workdir: Path) -> None:
 def test_registered_advice_reaches_the_recommended_space_without_touching_the_doctor() -> None:
     """A strategy's doctor advice is proposed for its findings only, and only where it means something."""
     from search import strategies
-    from search.doctor import recommend_space
-    from search.space import parse_space
+    from search.tools.doctor import recommend_space
+    from search.space.parse import parse_space
     from search.strategies import Advice, Param, Strategy
 
     name = "test_only_advised"

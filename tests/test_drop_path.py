@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.ablate import variants
-from search.config import TrialConfig
+from search.tools.ablate import variants
+from search.core.config import TrialConfig
 from search.models.factory import create_model
-from search.space import DatasetSpec, parse_space
+from search.space.parse import DatasetSpec, parse_space
 from search.train import loop
 
 

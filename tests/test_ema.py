@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from search.ablate import variants
-from search.bundle import EXPORT_TOLERANCE, load_core
-from search.checkpoints import CheckpointStore
-from search.config import TrialConfig
+from search.tools.ablate import variants
+from search.artifacts.bundle import EXPORT_TOLERANCE, load_core
+from search.artifacts.checkpoints import CheckpointStore
+from search.core.config import TrialConfig
 from search.data.datasets import prepare
-from search.space import parse_space
+from search.space.parse import parse_space
 from search.strategies import TrialContext, active_hooks
 from search.strategies.ema import WARMUP_POWER, WeightEMA
 from search.train import loop

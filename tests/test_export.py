@@ -18,11 +18,11 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from conftest import bomb_png, tiny_space, write_space
-from search.bundle import load_core
-from search.checkpoints import CheckpointStore
+from search.artifacts.bundle import load_core
+from search.artifacts.checkpoints import CheckpointStore
 from search.cli import main
 from search.data.datasets import load_dataset, prepare
-from search.space import load_space
+from search.space.parse import load_space
 from search.train.loop import evaluate
 
 

@@ -440,7 +440,7 @@ def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: py
 
 def test_checkpoint_folder_of_a_bad_name_stays_inside_the_root(tmp_path: Path) -> None:
     """Defence in depth: even a name the validator would refuse maps to one folder under the root."""
-    from search.checkpoints import CheckpointStore
+    from search.artifacts.checkpoints import CheckpointStore
 
     store = CheckpointStore(tmp_path / "checkpoints")
     for name in ("..", ".", "../x", "a/../../b", "x\0y", "\\..\\", ""):
@@ -450,7 +450,7 @@ def test_checkpoint_folder_of_a_bad_name_stays_inside_the_root(tmp_path: Path) -
 
 
 def test_a_folder_we_did_not_write_is_never_deleted_or_replaced(tmp_path: Path) -> None:
-    from search.checkpoints import CheckpointStore
+    from search.artifacts.checkpoints import CheckpointStore
 
     store = CheckpointStore(tmp_path)
     theirs = store.path("s", 3)
@@ -485,7 +485,7 @@ def test_export_never_ships_another_studys_weights(tmp_path: Path, monkeypatch: 
     # A checkpoint planted from the other study (same folder name, e.g. an older version's layout)
     # is recognised by its recorded identity: export re-trains instead of shipping it.
     study_b = optuna.load_study(study_name="same", storage="sqlite:///b.db")
-    from search.checkpoints import CheckpointStore
+    from search.artifacts.checkpoints import CheckpointStore
 
     store = CheckpointStore(tmp_path / "checkpoints")
     study_a = optuna.load_study(study_name="same", storage="sqlite:///a.db")
@@ -523,7 +523,7 @@ def test_reexport_with_force_replaces_the_whole_bundle(finished: Finished, tmp_p
 
 
 def test_an_infinite_objective_fails_the_trial_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from search.space import parse_space
+    from search.space.parse import parse_space
     from search.study.objective import Objective
     from search.study.runner import run_trials
     from search.study.create import create_study
@@ -541,7 +541,7 @@ def test_an_infinite_objective_fails_the_trial_with_its_reason(monkeypatch: pyte
 
 
 def test_numeric_class_names_match_by_name_first() -> None:
-    from search.space import ObjectiveSpec
+    from search.space.parse import ObjectiveSpec
     from search.train.metrics import positive_index
 
     classes = ["1", "2", "3"]
@@ -551,7 +551,7 @@ def test_numeric_class_names_match_by_name_first() -> None:
 
 
 def test_masking_covers_userinfo_query_and_free_text() -> None:
-    from search.redact import mask_url, scrub
+    from search.core.redact import mask_url, scrub
 
     assert mask_url(f"postgresql+psycopg://u:p@{SECRET}@host/db") == "postgresql+psycopg://u:***@host/db"
     assert mask_url(f"postgresql://u@h:1/db?sslmode=require&password={SECRET}") == \
@@ -565,7 +565,7 @@ def test_dashboard_is_read_only_unless_asked(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from search.dashboard import make_server
+    from search.tools.dashboard import make_server
 
     url = f"sqlite:///{tmp_path / 'd.db'}"
     optuna.create_study(study_name="keep-me", storage=url)
@@ -591,8 +591,8 @@ def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
     import torch
 
     import search.models.factory as factory
-    from search.bundle import load_core
-    from search.errors import UserError
+    from search.artifacts.bundle import load_core
+    from search.core.errors import UserError
 
     bundle = Path(shutil.copytree(finished.bundle, tmp_path / "bundle"))
     doc = json.loads((bundle / "model.json").read_text())

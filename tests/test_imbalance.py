@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.ablate import variants
-from search.config import TrialConfig
-from search.space import DatasetSpec, parse_space
+from search.tools.ablate import variants
+from search.core.config import TrialConfig
+from search.space.parse import DatasetSpec, parse_space
 from search.strategies import STRATEGIES, TrainHooks, TrialContext, active_hooks
 from search.train import loop
 

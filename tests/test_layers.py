@@ -26,17 +26,17 @@ def test_a_layer_violation_inside_a_function_is_caught(tmp_path: Path) -> None:
     tree = tmp_path / "repo"
     shutil.copytree(ROOT / "search", tree / "search", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "setup.cfg", tree / "setup.cfg")
-    colour = tree / "search" / "data" / "colour.py"
+    colour = tree / "search" / "data" / "color.py"
     colour.write_text(colour.read_text() + "\n\ndef _sneaky():\n    from search.study import runner  # noqa\n")
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     result = subprocess.run([exe, "--config", "setup.cfg"], cwd=tree, capture_output=True, text=True, timeout=300,
                             env={"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)})
     assert result.returncode != 0
-    assert "search.data.colour -> search.study.runner" in result.stdout
+    assert "search.data.color -> search.study.runner" in result.stdout
 
 
 def test_readme_catalogue_is_the_registry() -> None:
-    from search.catalogue import README_BEGIN, README_END, catalogue, format_catalogue
+    from search.tools.catalogue import README_BEGIN, README_END, catalogue, format_catalogue
 
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
@@ -45,7 +45,7 @@ def test_readme_catalogue_is_the_registry() -> None:
 
 
 def test_every_param_has_one_owner_and_a_valid_default() -> None:
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.strategies import OWNER, PARAMS, STRATEGIES, check_value
 
     assert set(PARAMS) == set(TrialConfig.names()) == set(OWNER)
@@ -59,9 +59,9 @@ def test_every_param_has_one_owner_and_a_valid_default() -> None:
 def test_registering_a_strategy_makes_it_searchable_and_ablatable(tmp_path: Path) -> None:
     """One definition is enough: the validator, TrialConfig and ablate's variants all see it."""
     from search import strategies
-    from search.ablate import variants
-    from search.config import TrialConfig
-    from search.space import parse_space
+    from search.tools.ablate import variants
+    from search.core.config import TrialConfig
+    from search.space.parse import parse_space
     from search.strategies.base import OWNER, PARAMS, Param, Strategy
 
     name = "test_only_remedy"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix as sk_confusion, precision_recall_fscore_support
 
-from search.errors import UserError
-from search.space import ObjectiveSpec
+from search.core.errors import UserError
+from search.space.parse import ObjectiveSpec
 from search.train.metrics import Metrics, confusion_matrix, objective_value
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from search.ablate import variants
-from search.config import TrialConfig
-from search.space import DatasetSpec, parse_space
+from search.tools.ablate import variants
+from search.core.config import TrialConfig
+from search.space.parse import DatasetSpec, parse_space
 from search.strategies import STRATEGIES, TrialContext, active_hooks
 from search.train import loop
 from search.train.loss import CrossEntropy

@@ -1,4 +1,4 @@
-"""A worker's own running trials (search.study.owned): read back without queries and equal to the
+"""A worker's own running trials (search.storage.owned): read back without queries and equal to the
 stored trial; a trial failed as stale elsewhere is read from the database again, never overwritten;
 PostgreSQL counts the budget and creates the trial in one transaction under the study's lock."""
 
@@ -17,9 +17,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study import runner
-from search.study.budget import NotCounted, claim_counted
-from search.study.owned import OwnedTrialsStorage
-from search.study.storage import TrialLock, open_storage, rdb_backend
+from search.storage.budget import NotCounted, claim_counted
+from search.storage.owned import OwnedTrialsStorage
+from search.storage.backend import TrialLock, open_storage, rdb_backend
 from test_distributed import _study_name, pg_url  # noqa: F401 - pg_url is a fixture
 
 
@@ -184,7 +184,7 @@ def _sleep_worker(pg_url: str, study: str, monkeypatch: pytest.MonkeyPatch) -> d
 def test_a_worker_runs_an_enqueued_trial_first_then_creates_within_the_budget(
         workdir: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import tiny_space, write_space
-    from search.space import load_space
+    from search.space.parse import load_space
     from search.study.create import create_study
 
     name = _study_name("enq")

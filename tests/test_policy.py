@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from torchvision.transforms import v2
 
 from conftest import tiny_space, write_space
-from search.ablate import variants
+from search.tools.ablate import variants
 from search.cli import main
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data.datasets import prepare
-from search.errors import UserError
-from search.report import StudyView, strategy_effect_rows
-from search.space import DatasetSpec, load_space, parse_space
+from search.core.errors import UserError
+from search.tools.report import StudyView, strategy_effect_rows
+from search.space.parse import DatasetSpec, load_space, parse_space
 from search.strategies import STRATEGIES, TrialContext, active_hooks
 from search.strategies.policy import PolicyAugment, make_policy
 from search.train import loop

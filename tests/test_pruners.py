@@ -8,9 +8,9 @@ from optuna.pruners import HyperbandPruner, _filter_study
 from optuna.trial import TrialState, create_trial
 
 from conftest import tiny_space
-from search.errors import SpaceError
-from search.pruners import SharedHyperbandPruner, create_pruner
-from search.space import parse_space
+from search.core.errors import SpaceError
+from search.algorithms.pruners import SharedHyperbandPruner, create_pruner
+from search.space.parse import parse_space
 
 
 def _pruner(**options: int) -> optuna.pruners.BasePruner:

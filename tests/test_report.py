@@ -15,8 +15,8 @@ from plotly.offline import get_plotlyjs
 
 from conftest import tiny_space, write_space
 from search.cli import main
-from search.report import SECTIONS, write_report
-from search.space import parse_space
+from search.tools.report import SECTIONS, write_report
+from search.space.parse import parse_space
 from search.study.runner import run_trials
 from search.study.create import create_study
 

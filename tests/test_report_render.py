@@ -9,10 +9,10 @@ import optuna
 import pytest
 
 from conftest import tiny_space
-from search import report
-from search.report import render_png
-from search.report.data import Confusion, Curves
-from search.space import parse_space
+from search.tools import report
+from search.tools.report import render_png
+from search.tools.report.data import Confusion, Curves
+from search.space.parse import parse_space
 from search import records
 
 

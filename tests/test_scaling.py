@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from benchmarks.worker_scaling import run_worker_thread, sleep_objective
 from conftest import free_port, running_trial
-from search.space import load_space
+from search.space.parse import load_space
 from search.study import runner
 from search.study.objective import Objective
 from search.study.runner import run_trials
@@ -68,7 +68,7 @@ def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
                              "--grace", "3"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"grpc://127.0.0.1:{port}"
     try:
-        from search.study.storage import open_storage
+        from search.storage.backend import open_storage
 
         open_storage(url, connect_timeout=60)  # waits until it answers
         yield url, db
@@ -108,8 +108,8 @@ def test_32_workers_on_postgresql_exact_budget_one_connection_each(workdir: Path
 
 def test_budget_counted_by_query_matches_the_trials(workdir: Path) -> None:
     """The aggregate count agrees with counting loaded trials, retried failures included."""
-    from search.study.budget import counted_trials, used_budget
-    from search.study.heartbeat import requeue
+    from search.storage.budget import counted_trials, used_budget
+    from search.storage.heartbeat import requeue
 
     storage = f"sqlite:///{workdir}/studies.db"
     study = optuna.create_study(study_name="count", storage=storage)

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from conftest import ROOT, tiny_space, write_space
 from search.cli import main
-from search.errors import SpaceError
-from search.space import load_space, parse_space
+from search.core.errors import SpaceError
+from search.space.parse import load_space, parse_space
 
 
 def test_shipped_spaces_parse() -> None:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from search.config import TrialConfig
-from search.data.colour import Preprocess, channel_stats, convert, make_preprocess
+from search.core.config import TrialConfig
+from search.data.color import Preprocess, channel_stats, convert, make_preprocess
 from search.data.datasets import MappedImages
 from search.data.transforms import BatchAugment, resize_all, resolve_augment
 from search.models.cnn import ConvBlock, SmallCNN
 from search.models.factory import create_model
-from search.space import DatasetSpec, ObjectiveSpec
+from search.space.parse import DatasetSpec, ObjectiveSpec
 from search.train import loop
-from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
+from search.strategies.optimization import OPTIMIZERS, SCHEDULES
 
 DIGITS = DatasetSpec(name="digits", limit=300)
 

@@ -17,8 +17,8 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import tiny_space, write_space
 from search.cli import main
-from search.errors import SpaceError
-from search.space import load_space, parse_space
+from search.core.errors import SpaceError
+from search.space.parse import load_space, parse_space
 from search.study.stopping import evaluate
 
 CLI = [sys.executable, "-m", "search.cli"]
@@ -218,7 +218,7 @@ def test_warm_start_copies_fitting_trials_once_and_they_use_no_budget(workdir: P
 
 
 def test_pareto_front_and_best_skip_infeasible_trials() -> None:
-    from search.summary import closest_infeasible
+    from search.tools.summary import closest_infeasible
     from search.records import best_trial, best_trials
 
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -238,7 +238,7 @@ def test_pareto_front_and_best_skip_infeasible_trials() -> None:
 
 
 def test_warm_start_fit_names_why_a_trial_does_not_fit() -> None:
-    from search.config import TrialConfig
+    from search.core.config import TrialConfig
     from search.study.warmstart import fit_trial
 
     space = parse_space(tiny_space("w", budget={"n_trials": 2, "max_epochs": 3}))

@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from search.ablate import variants
-from search.bundle import EXPORT_TOLERANCE, load_core
+from search.tools.ablate import variants
+from search.artifacts.bundle import EXPORT_TOLERANCE, load_core
 from search.cli import main
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data.datasets import prepare
 from search.models.factory import create_model
-from search.space import DatasetSpec, parse_space
+from search.space.parse import DatasetSpec, parse_space
 from search.strategies import inference_model
 from search.strategies.tta import FlipTTA
 from search.train import loop

@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from conftest import ROOT, tiny_space, write_space
 from search.cli import main
-from search.errors import UserError, WeightsError
+from search.core.errors import UserError, WeightsError
 from search.models.backbones import create_backbone
-from search.weights import fetch_weights
+from search.tools.weights import fetch_weights
 from test_backbones import NAME, _save_checkpoint
 
 BOTH_WAYS_OUT = ("HF_HUB_OFFLINE is set and the Hugging Face cache has no copy",

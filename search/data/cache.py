@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from search.data.decode import decode_job, headers_job, image_stats
-from search.progress import progress
+from search.core.progress import progress
 
 log = logging.getLogger(__name__)
 

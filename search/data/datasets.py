@@ -23,9 +23,9 @@ from torch import Tensor
 from search.data import cache
 from search.data.sources import scan
 from search.data.transforms import resize_all
-from search.errors import DataError
-from search.registry import Registry
-from search.spec import DatasetSpec
+from search.core.errors import DataError
+from search.core.registry import Registry
+from search.core.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 

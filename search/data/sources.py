@@ -15,8 +15,8 @@ import numpy as np
 
 from search.data.cache import Source, fingerprint, slug_for
 from search.data.decode import IMAGE_SUFFIXES
-from search.errors import DataError
-from search.spec import DatasetSpec
+from search.core.errors import DataError
+from search.core.spec import DatasetSpec
 
 SPLIT_DIRS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "validation": 1, "test": 2, "": -1}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from search.data.decode import ASPECTS
-from search.registry import Registry
+from search.core.registry import Registry
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -228,7 +228,7 @@ def _erase(size: int, p: float = 0.5) -> v2.Transform:
 
 @augment_op(WHITEN)
 def _whiten(size: int) -> v2.Transform:
-    # Handled by search.data.colour.Preprocess; registered so the name validates and composes.
+    # Handled by search.data.color.Preprocess; registered so the name validates and composes.
     return tv2().Identity()
 
 

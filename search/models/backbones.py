@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from search.errors import WeightsError
-from search.registry import Registry
+from search.core.errors import WeightsError
+from search.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from search.registry import Registry
+from search.core.registry import Registry
 
 NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("normalisation layer")
 NORMS.add("batchnorm", lambda channels, lrn_size: nn.BatchNorm2d(channels))

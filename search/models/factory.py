@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.models.backbones import create_backbone
 from search.models.cnn import SmallCNN
 

@@ -11,7 +11,7 @@ from search.strategies.base import (
 )
 
 # Registration order is the order params are listed in (errors, `strategy-search strategies`).
-from search.strategies import optimisation  # noqa: E402,F401
+from search.strategies import optimization  # noqa: E402,F401
 from search.strategies import input  # noqa: E402,F401  (the module; shadows the builtin only here)
 from search.strategies import architecture  # noqa: E402,F401
 from search.strategies import drop_path  # noqa: E402,F401

@@ -12,13 +12,13 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from search.config import TrialConfig
-from search.registry import Registry
+from search.core.config import TrialConfig
+from search.core.registry import Registry
 
 if TYPE_CHECKING:  # types only: the registry itself must stay importable without torch
     from torch import Generator, Tensor, nn
 
-    from search.spec import SearchSpace
+    from search.core.spec import SearchSpace
 
 
 class _NoOff:
@@ -102,7 +102,7 @@ def _number(x: float) -> str:
 class Advice:
     """What doctor says about a strategy when a finding calls for it, and what it searches."""
 
-    findings: tuple[str, ...]  # finding kinds (search.doctor): overfitting, imbalance, ...
+    findings: tuple[str, ...]  # finding kinds (search.tools.doctor): overfitting, imbalance, ...
     propose: Any  # the param's entry in the recommended space: {choices: [...]}, {float: [...]}, a value
     why: str  # one line, shown as the param's comment in the recommended space
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
 

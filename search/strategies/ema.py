@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
 LOW, HIGH = 0.5, 0.99999

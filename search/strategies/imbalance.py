@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Generator, Tensor
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
 IMBALANCE = ("none", "weighted_loss", "balanced_sampler")

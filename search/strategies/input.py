@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.data.colour import COLOR_SPACES, NORMALIZERS, channels_of
+from search.data.color import COLOR_SPACES, NORMALIZERS, channels_of
 from search.data.transforms import ASPECTS, AUGMENT_SETS, check_augment
 from search.strategies.base import Param, Strategy, register
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data.transforms import tv2
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 

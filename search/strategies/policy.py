@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.data.transforms import tv2
-from search.registry import Registry
+from search.core.registry import Registry
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
 
 if TYPE_CHECKING:

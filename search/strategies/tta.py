@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from search.config import TrialConfig
+from search.core.config import TrialConfig
 from search.strategies.base import Param, Strategy, register
 
 MODES = ("none", "flip")

@@ -5,7 +5,7 @@ import warnings
 import optuna
 
 # Heartbeats, stale-trial retries and their helpers are flagged experimental by Optuna; we use
-# them on purpose (see search.study.storage), so their warnings would only be noise for users.
+# them on purpose (see search.storage.backend), so their warnings would only be noise for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# We drive trials with ask/tell and our own heartbeat thread (search.study.heartbeat.HeartbeatThread).
+# We drive trials with ask/tell and our own heartbeat thread (search.storage.heartbeat.HeartbeatThread).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")

@@ -12,10 +12,10 @@ import optuna
 from optuna.storages import BaseStorage
 
 from search import __version__, records
-from search.errors import UserError
-from search.spec import SearchSpace
+from search.core.errors import UserError
+from search.core.spec import SearchSpace
 from search.study import stopping
-from search.study.storage import open_storage
+from search.storage.backend import open_storage
 from search.study.warmstart import enqueue_from_space
 
 log = logging.getLogger(__name__)

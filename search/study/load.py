@@ -6,10 +6,10 @@ import optuna
 from optuna.storages import BaseStorage
 
 from search import records
-from search.errors import UserError
-from search.space import parse_space
-from search.spec import SearchSpace
-from search.study.storage import open_storage
+from search.core.errors import UserError
+from search.space.parse import parse_space
+from search.core.spec import SearchSpace
+from search.storage.backend import open_storage
 
 
 def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[optuna.Study, SearchSpace]:

@@ -11,13 +11,13 @@ from typing import Any, Mapping
 import optuna
 import torch
 
-from search.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
-from search.config import TrialConfig
-from search.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
+from search.artifacts.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
+from search.core.config import TrialConfig
+from search.space.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
 from search.data.datasets import load_dataset
 from search import records
 from search.models.backbones import check_weights_dir
-from search.spec import SearchSpace
+from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 
@@ -133,7 +133,7 @@ class Objective:
 
     def _checkpoint(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult) -> None:
         """Keep the model per ``keep:``; a failed write is logged and the trial still counts."""
-        from search.bundle import bundle_from_result
+        from search.artifacts.bundle import bundle_from_result
 
         # The checkpoint carries its trial's identity, so export can tell it from another study's.
         source = checkpoint_identity(trial.study, trial.number, config.to_dict())

@@ -29,21 +29,21 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search import progress
-from search.checkpoints import CheckpointStore
-from search.spec import SearchSpace
-from search.study.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counts_in_transaction, open_trial,
+from search.core import progress
+from search.artifacts.checkpoints import CheckpointStore
+from search.core.spec import SearchSpace
+from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counts_in_transaction, open_trial,
                                  running_with_worker, usage, used_budget)
 from search.study.objective import Objective
 from search import records
-from search.pruners import create_pruner
-from search.samplers import create_sampler, grid_size
+from search.algorithms.pruners import create_pruner
+from search.algorithms.samplers import create_sampler, grid_size
 from search.study import stopping
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.study.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
-from search.study.storage import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
-from search.study.owned import OwnedTrialsStorage
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
+from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
+from search.storage.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                checkpoints: str | Path | None = None) -> WorkerSummary:
     """Run trials in this process until the study's budget or ``timeout`` is used up.
 
-    Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.checkpoints`).
+    Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.artifacts.checkpoints`).
     """
     storage = records.storage_of(study)
     in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
@@ -133,7 +133,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     timeout = timeout if timeout is not None else space.budget.timeout
     rdb = rdb_backend(storage)
     engine = rdb.engine if rdb is not None else None
-    # Through a storage proxy the proxy takes the lock when it claims a trial (search.study.proxy).
+    # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
     lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
                                                                  engine=engine)
     heartbeat = interval_of(storage)
@@ -330,12 +330,12 @@ def _set_reason(trial: optuna.Trial, reason: str) -> None:
 
 def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTrial:
     """``study.tell``; a trial another worker already failed as stale (missed heartbeats) stays so."""
-    # (A grid study ends by its budget: search.samplers. grid sampler never calls study.stop().)
+    # (A grid study ends by its budget: search.algorithms.samplers. grid sampler never calls study.stop().)
     try:
         frozen = study.tell(trial, skip_if_finished=True, **kwargs)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Failed as stale by another worker since this process last wrote to it (its local copy,
-        # search.study.owned, still said RUNNING): the copy is gone now, so this reads the stored trial.
+        # search.storage.owned, still said RUNNING): the copy is gone now, so this reads the stored trial.
         frozen = study.tell(trial, skip_if_finished=True, **kwargs)
     if frozen.state == TrialState.FAIL and kwargs.get("state") != TrialState.FAIL and is_lost(frozen):
         log.warning("trial %d was failed by another worker after missed heartbeats; its retry runs there",

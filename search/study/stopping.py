@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.constraints import is_feasible
+from search.space.constraints import is_feasible
 from search import records
 from search.records import is_copied
-from search.spec import SearchSpace
+from search.core.spec import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search.config import TrialConfig
-from search.constraints import violations
-from search.enqueue import enqueue_params, optuna_value, param_fits
-from search.errors import UserError
+from search.core.config import TrialConfig
+from search.space.constraints import violations
+from search.space.enqueue import enqueue_params, optuna_value, param_fits
+from search.core.errors import UserError
 from search import records
-from search.spec import SearchSpace, choice_label
+from search.core.spec import SearchSpace, choice_label
 from search.study.load import load_study
 
 log = logging.getLogger(__name__)

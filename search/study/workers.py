@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.errors import UserError
+from search.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
     ``timeout``, ``heartbeat``, ...); ``None`` values are left out.
     """
     from search.study.runner import WORKER_LABEL_ENV
-    from search.study.storage import STORAGE_ENV, resolve_url, storage_label
+    from search.storage.backend import STORAGE_ENV, resolve_url, storage_label
 
     url = resolve_url(storage)
     verbosity = _verbosity_flags()
@@ -266,7 +266,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
     import optuna
 
     from search import records
-    from search.study.storage import mask_url, open_storage
+    from search.storage.backend import mask_url, open_storage
 
     try:
         study = optuna.load_study(study_name=report.study, storage=open_storage(url, heartbeat=False,

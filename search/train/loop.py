@@ -19,19 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from search.config import TrialConfig
-from search.data.colour import Preprocess, make_preprocess
+from search.core.config import TrialConfig
+from search.data.color import Preprocess, make_preprocess
 from search.data.datasets import Prepared, prepare
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
-from search.progress import progress
-from search.spec import DatasetSpec, ObjectiveSpec, SearchSpace
+from search.core.progress import progress
+from search.core.spec import DatasetSpec, ObjectiveSpec, SearchSpace
 from search.train.batches import iterate_batches
 from search.train.loss import CrossEntropy
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
 from search.strategies import TrialContext, active_hooks, inference_model, input_channels
-from search.strategies.optimisation import OPTIMIZERS, SCHEDULES
+from search.strategies.optimization import OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def resolve_device(name: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from search.errors import UserError
+        from search.core.errors import UserError
 
         raise UserError(f"device {name!r} asked for, but CUDA is not available here")
     return dev

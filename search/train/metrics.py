@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from search.errors import UserError
-from search.spec import ObjectiveSpec
+from search.core.errors import UserError
+from search.core.spec import ObjectiveSpec
 
 
 @dataclass

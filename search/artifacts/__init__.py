@@ -1,0 +1,1 @@
+"""A trained model on disk: the bundle format and the kept trial checkpoints."""

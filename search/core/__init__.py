@@ -1,0 +1,1 @@
+"""Plain types at the bottom: the parsed space, TrialConfig, errors, registries, progress, redaction."""

@@ -1,0 +1,1 @@
+"""Search-space files: YAML -> validated SearchSpace, constraints and enqueued configurations."""

@@ -1,0 +1,1 @@
+"""Study storage engineering: URLs -> storages, owned trials, the gRPC proxy, budget counts, heartbeats."""

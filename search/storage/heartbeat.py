@@ -1,0 +1,147 @@
+"""Heartbeats of running trials, and failing (then retrying) the trials of workers that died.
+
+On an RDB storage a worker records Optuna's heartbeat directly. Through a storage proxy
+(``grpc://``), which has no heartbeat API, the worker writes a trial system attr instead and the
+proxy records it as the database heartbeat and runs the stale check itself
+(:mod:`search.storage.proxy`). A trial without a heartbeat for the grace period is failed with
+``fail_reason`` "worker lost: ..." and queued again once with the same params.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from search import records
+from search.storage.backend import heartbeat_settings, is_proxy, rdb_backend
+
+log = logging.getLogger(__name__)
+
+BEAT_ATTR = records.HEARTBEAT
+LOST_PREFIX = "worker lost"
+MAX_RETRY = 1
+
+
+def interval_of(storage: BaseStorage) -> int | None:
+    """Heartbeat interval in seconds for trials in ``storage`` (None: no heartbeats)."""
+    if hasattr(storage, "get_heartbeat_interval"):
+        return storage.get_heartbeat_interval()
+    if is_proxy(storage):
+        return getattr(storage, "heartbeat_interval", None) or heartbeat_settings()[0]
+    return None
+
+
+def beat(storage: BaseStorage, trial_id: int) -> None:
+    """Record one heartbeat of a running trial."""
+    if is_proxy(storage):
+        storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
+    else:
+        storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+
+
+def checks_stale_here(storage: BaseStorage) -> bool:
+    """Whether workers run the stale-trial check (a proxy runs it itself)."""
+    return records.lists_stale_trials(storage) and bool(interval_of(storage))
+
+
+def grace_of(storage: BaseStorage) -> int:
+    """Seconds without heartbeat after which a running trial of ``storage`` is failed."""
+    rdb = rdb_backend(storage)
+    return int(rdb.grace_period or 2 * rdb.heartbeat_interval)  # type: ignore[union-attr,operator]
+
+
+def lost_reason(grace: int) -> str:
+    return f"{LOST_PREFIX}: no heartbeat for {grace} s"
+
+
+def is_lost(frozen: FrozenTrial) -> bool:
+    """A FAIL trial that was failed for missed heartbeats (not by its own worker)."""
+    return str(records.fail_reason(frozen, LOST_PREFIX)).startswith(LOST_PREFIX)
+
+
+def fail_stale(study: optuna.Study) -> int:
+    """Fail the trials of ``study`` whose worker stopped beating, with the reason; queue each once again."""
+    storage = records.storage_of(study)
+    grace = grace_of(storage)
+    failed = 0
+    for trial_id in records.stale_trial_ids(storage, study):
+        try:
+            # The reason goes first: a finished trial takes no more attrs.
+            storage.set_trial_user_attr(trial_id, records.FAIL_REASON, lost_reason(grace))
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another worker failed it first, or its own worker just finished it
+        failed += 1
+        frozen = storage.get_trial(trial_id)
+        log.warning("trial %d failed: %s", frozen.number, lost_reason(grace))
+        if len(records.retry_history(frozen)) < MAX_RETRY:
+            requeue(study, frozen)
+    return failed
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
+    """Queue ``failed`` again with the same params, marked as its retry (so it uses no budget).
+
+    Same bookkeeping as Optuna's RetryHeartbeatStaleTrialCallback, without copying the failed
+    trial's user attrs (its fail reason must not stick to the retry).
+    """
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+        system_attrs=records.retry_system_attrs(failed),
+    ))
+    log.info("trial %d queued again with the same params", failed.number)
+
+
+class StaleCheck:
+    """Runs :func:`fail_stale` at most once per heartbeat interval (out of the trial lock)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        storage = records.storage_of(study)
+        self.enabled = checks_stale_here(storage)
+        self.every = float(interval_of(storage) or 0)
+        self._last = float("-inf")
+
+    def __call__(self) -> None:
+        if self.enabled and time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            fail_stale(self.study)
+
+
+class HeartbeatThread:
+    """Records a heartbeat for the running trial so a dead worker's trial is failed and retried.
+
+    Beats every interval from its start; the trial's first beat is the caller's, written when the
+    trial is claimed (``runner._next_trial``), so none is repeated here."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval_of(storage)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "HeartbeatThread":
+        if self.interval:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                beat(self.storage, self.trial_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
+                log.warning("heartbeat failed: %s", exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

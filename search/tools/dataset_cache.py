@@ -1,0 +1,74 @@
+"""``strategy-search cache``: build or check dataset cache entries ahead of a run, list and clear them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from search.data import cache
+from search.data.datasets import load_dataset, source_for
+from search.core.errors import UserError
+from search.space.parse import parse_space
+
+
+def _spec(dataset: Mapping[str, Any]) -> Any:
+    return parse_space({"study": "cache", "dataset": dict(dataset)}, source="cache options",
+                       base_dir=Path.cwd()).dataset
+
+
+def _ints(text: str | None) -> list[int | None]:
+    if not text:
+        return [None]
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--input-size {text!r}: expected sizes like 64 or 64,128") from None
+    if not sizes or any(s < 4 or s > 4096 for s in sizes):
+        raise UserError(f"--input-size {text!r}: sizes must be between 4 and 4096")
+    return list(sizes)
+
+
+def build_or_check(dataset: Mapping[str, Any], sizes: str | None, aspects: str,
+                   cache_dir: str | None = None) -> list[dict[str, Any]]:
+    """Open (building where missing or damaged) each (size, aspect) entry, full checksum included."""
+    spec = _spec(dataset)
+    wanted = [a.strip() for a in aspects.split(",") if a.strip()]
+    bad = [a for a in wanted if a not in ("stretch", "pad")]
+    if bad or not wanted:
+        raise UserError(f"--aspect {aspects!r}: allowed stretch, pad")
+    source = source_for(spec)
+    rows = []
+    for size in _ints(sizes):
+        for aspect in wanted:
+            start = time.perf_counter()
+            entry = cache.open_entry(source, size, aspect, cache_dir, full_check=True)
+            load_dataset(spec, size, aspect, cache_dir)  # the same checks a run makes (classes, splits)
+            m = entry.manifest
+            rows.append({"dataset": source.label, "size": entry.size, "aspect": aspect, "images": m["shape"][0],
+                         "skipped": m["skipped"], "bytes": m["bytes"], "path": str(entry.path),
+                         "state": "built" if entry.built else "ok", "seconds": time.perf_counter() - start})
+    return rows
+
+
+def listing(cache_dir: str | None = None) -> list[dict[str, Any]]:
+    return cache.list_entries(cache_dir)
+
+
+def format_listing(rows: list[dict[str, Any]], cache_dir: str | None = None) -> str:
+    root = cache.cache_root(cache_dir)
+    if not rows:
+        return f"dataset cache {root}: empty"
+    lines = [f"dataset cache {root}: {sum(r['bytes'] for r in rows) / 1e6:.1f} MB"]
+    for r in rows:
+        parts = ", ".join(f"{e['size']}px {e['aspect']} ({e['images']} images)" for e in r["entries"])
+        lines.append(f"  {r['bytes'] / 1e6:>10.1f} MB  {r['dataset']}  {parts or 'no complete entry'}")
+    return "\n".join(lines)
+
+
+def clear_entries(cache_dir: str | None, dataset: Mapping[str, Any] | None) -> tuple[int, str]:
+    """Delete all entries, or one dataset's; (bytes freed, what was cleared)."""
+    if dataset is None:
+        return cache.clear(cache_dir), f"all datasets in {cache.cache_root(cache_dir)}"
+    source = source_for(_spec(dataset))
+    return cache.clear(cache_dir, source.slug), source.label

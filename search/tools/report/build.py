@@ -1,0 +1,139 @@
+"""Build the sections (compute each once, render it for the page) and write the HTML file and PNGs."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+
+from search.tools.report import render_html
+from search.tools.report.data import SectionData, StudyView
+from search.tools.report.sections import BY_ID, SECTION_DEFS, SectionDef
+from search.core.spec import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Section:
+    """A section as rendered: page body and plotly figure, and how to draw its PNG."""
+
+    id: str
+    title: str
+    figure: Any = None  # a plotly Figure
+    body: str = ""  # HTML: notes and tables
+    png: Callable[[Path], None] | None = None  # draws this section's PNG with matplotlib
+    data: SectionData | None = None  # what both were drawn from
+
+    def to_html(self) -> str:
+        parts = [f'<section id="{self.id}">', f"<h2>{html.escape(self.title)}</h2>"]
+        if self.body:
+            parts.append(self.body)
+        if self.figure is not None:
+            self.figure.update_layout(title={"text": html.escape(self.title)})
+            parts.append(self.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{self.id}",
+                                             default_height="520px"))
+        parts.append("</section>")
+        return "\n".join(parts)
+
+
+@dataclass
+class Report:
+    html: Path
+    pngs: list[Path] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def render(definition: SectionDef, data: SectionData) -> Section:
+    """``data`` rendered for the page (plotly now) and for a PNG (matplotlib, when drawn)."""
+    sec = Section(data.id, data.title, body=render_html.blocks(data.blocks), data=data)
+    if data.figure is not None and definition.plotly is not None:
+        sec.figure = definition.plotly(data.figure)
+    if data.figure is not None and definition.png is not None:
+        sec.png = functools.partial(definition.png, data.figure, data.title)
+    return sec
+
+
+def build_section(section_id: str, view: StudyView) -> Section:
+    """One section of the report of ``view``'s study, by id."""
+    definition = BY_ID[section_id]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return render(definition, definition.compute(view, definition.id, definition.title))
+
+
+def build_sections(study: optuna.Study, space: SearchSpace) -> list[Section]:
+    view = StudyView(study, space)
+    return [build_section(d.id, view) for d in SECTION_DEFS]
+
+
+def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, png: bool = True) -> Report:
+    """Write ``path`` (HTML) and, with ``png``, ``<stem>_png/<section>.png`` beside it."""
+    from plotly.offline import get_plotlyjs
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sections = build_sections(study, space)
+    title = f"strategy-search report: {study.study_name}"
+    doc = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>', "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<nav><ul>" + "".join(f'<li><a href="#{sec.id}">{html.escape(sec.title)}</a></li>' for sec in sections)
+        + "</ul></nav>",
+        *(sec.to_html() for sec in sections),
+        "</body></html>",
+    ])
+    out.write_text(doc, encoding="utf-8")
+    report = Report(out, sections=[sec.id for sec in sections])
+    if png:
+        _write_pngs(sections, out.with_name(f"{out.stem}_png"), report)
+    return report
+
+
+def _write_pngs(sections: list[Section], folder: Path, report: Report) -> None:
+    folder.mkdir(exist_ok=True)
+    for sec in sections:
+        if sec.png is None:
+            continue
+        target = folder / f"{sec.id}.png"
+        try:
+            with warnings.catch_warnings(), _quiet("matplotlib.category"):
+                warnings.simplefilter("ignore")
+                # Numeric-looking choices (batch_size 32, 64) are categories on purpose: Optuna's
+                # plots pass them as strings, and matplotlib notes that on every axis.
+                sec.png(target)
+        except Exception as exc:  # noqa: BLE001 - a PNG that cannot be drawn must not lose the HTML report
+            report.notes.append(f"{target.name}: not drawn ({type(exc).__name__}: {exc})")
+            log.warning(report.notes[-1])
+        else:
+            report.pngs.append(target)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Drop ``logger``'s records below WARNING for a while."""
+    target = logging.getLogger(logger)
+    previous = target.level
+    target.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        target.setLevel(previous)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+section { margin: 2.5em 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
+.note { color: #555; } nav ul { columns: 2; }
+"""

@@ -1,0 +1,138 @@
+"""The plain data a report section is made of: computed once, then drawn by both renderers.
+
+A section is text blocks (notes, paragraphs, tables) for the page and at most one figure, whose
+data is one of the figure types here; :mod:`search.tools.report.render_html` draws it with plotly and
+:mod:`search.tools.report.render_png` with matplotlib, from the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.core.spec import SearchSpace
+from search import records
+
+
+@dataclass
+class Text:
+    """A paragraph; a ``note`` is shown muted (``<p class="note">``)."""
+
+    text: str
+    note: bool = True
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    table_id: str = ""
+    show_header: bool = True
+
+
+Block = Union[Text, Table]
+
+
+@dataclass
+class Line:
+    """An extra line over a plot: x, y and its legend label."""
+
+    x: list[Any]
+    y: list[float]
+    label: str
+
+
+@dataclass
+class OptunaPlot:
+    """One of Optuna's plots, which Optuna draws twice itself (``optuna.visualization`` and its
+    ``matplotlib`` twin): the plot's name, the study and the target; optionally a line on top."""
+
+    name: str  # e.g. plot_slice (the same name in both of Optuna's modules)
+    study: optuna.Study
+    target: Any
+    target_name: str
+    fanova_seed: int | None = None  # an importance plot's evaluator: FanovaImportanceEvaluator(seed)
+    line: Line | None = None
+
+
+@dataclass
+class Curve:
+    trial: int
+    name: str  # legend entry on the page
+    epochs: list[int]
+    train_loss: list[float]
+    value: list[float]
+
+
+@dataclass
+class Curves:
+    """Learning curves side by side: training loss and ``metric`` per epoch."""
+
+    metric: str
+    curves: list[Curve]
+
+
+@dataclass
+class Split:
+    name: str
+    n: int
+    accuracy: float
+    confusion: list[list[int]]
+
+
+@dataclass
+class Confusion:
+    classes: list[str]
+    splits: list[Split]
+
+
+@dataclass
+class Intervals:
+    """Points with asymmetric 95% error bars, one row per label (first row on top)."""
+
+    labels: list[str]
+    centres: list[float]
+    lo: list[float]  # distance below each centre
+    hi: list[float]  # distance above
+    axis: str
+    zero_line: bool
+    centre_name: str | None = None  # legend name of the points (None: no legend entry name)
+    extra: list[float] | None = None  # a second marker per row ("single run during the search")
+
+
+Figure = Union[OptunaPlot, Curves, Confusion, Intervals]
+
+
+@dataclass
+class SectionData:
+    """One section's content, as computed: its title, text blocks and figure data (or None)."""
+
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    figure: Figure | None = None
+
+
+class StudyView:
+    """The study's trials and the first objective, as every section needs them (read once)."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+        self.study = study
+        self.space = space
+        self.trials = study.get_trials(deepcopy=False)
+        self.complete = [t for t in self.trials if t.state == TrialState.COMPLETE and t.values]
+        self.objective = space.objectives[0].name
+        self.maximize = space.objectives[0].direction == "maximize"
+        self.best = records.best_trial(study)
+
+    def target(self, t: FrozenTrial) -> float:
+        return t.values[0]
+
+    def ranked(self) -> list[FrozenTrial]:
+        return records.ranked(self.complete, self.maximize)
+
+    def optuna_plot(self, name: str, **kwargs: Any) -> OptunaPlot:
+        return OptunaPlot(name, self.study, self.target, self.objective, **kwargs)

@@ -1,0 +1,99 @@
+"""The page's renderer: text blocks as HTML, figure data as interactive plotly figures."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from search.tools.report.data import Block, Confusion, Curves, Intervals, OptunaPlot, Table, Text
+
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def blocks(items: list[Block]) -> str:
+    return "".join(text(b) if isinstance(b, Text) else table(b) for b in items)
+
+
+def text(block: Text) -> str:
+    return f'<p class="note">{html.escape(block.text)}</p>' if block.note else f"<p>{html.escape(block.text)}</p>"
+
+
+def table(t: Table) -> str:
+    esc = lambda v: html.escape(str(v))  # noqa: E731
+    out = [f'<table id="{t.table_id}">' if t.table_id else "<table>"]
+    if t.show_header:
+        out.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in t.columns) + "</tr>")
+    for row in t.rows:
+        out.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def optuna_plot(data: OptunaPlot) -> Any:
+    import optuna.visualization as vis
+
+    fig = getattr(vis, data.name)(data.study, **optuna_kwargs(data))
+    if data.line is not None:
+        import plotly.graph_objects as go
+
+        fig.add_trace(go.Scatter(x=data.line.x, y=data.line.y, mode="lines", name=data.line.label,
+                                 line={"color": COLOURS[3], "shape": "hv"}))
+    return fig
+
+
+def optuna_kwargs(data: OptunaPlot) -> dict[str, Any]:
+    """The keyword arguments of Optuna's plot function (the same for its plotly and matplotlib twin)."""
+    kwargs: dict[str, Any] = {"target": data.target, "target_name": data.target_name}
+    if data.fanova_seed is not None:
+        from optuna.importance import FanovaImportanceEvaluator
+
+        kwargs["evaluator"] = FanovaImportanceEvaluator(seed=data.fanova_seed)
+    return kwargs
+
+
+def curves(data: Curves) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", data.metric))
+    for i, c in enumerate(data.curves):
+        colour = COLOURS[i % len(COLOURS)]
+        fig.add_trace(go.Scatter(x=c.epochs, y=c.train_loss, mode="lines+markers", name=c.name,
+                                 legendgroup=c.name, line={"color": colour}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=c.epochs, y=c.value, mode="lines+markers", name=c.name,
+                                 legendgroup=c.name, showlegend=False, line={"color": colour}), row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
+def confusion(data: Confusion) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    classes = data.classes
+    fig = make_subplots(rows=1, cols=len(data.splits),
+                        subplot_titles=[f"{s.name} split (n={s.n}, accuracy {s.accuracy:.4f})" for s in data.splits])
+    for i, s in enumerate(data.splits, start=1):
+        fig.add_trace(go.Heatmap(z=s.confusion, x=classes, y=classes, colorscale="Blues", showscale=False,
+                                 texttemplate="%{z}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"),
+                      row=1, col=i)
+        fig.update_xaxes(title_text="predicted", type="category", row=1, col=i)
+        fig.update_yaxes(title_text="true", type="category", autorange="reversed", row=1, col=i)
+    return fig
+
+
+def intervals(data: Intervals) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=data.centres, y=data.labels, mode="markers",
+                               error_x={"type": "data", "symmetric": False, "array": data.hi, "arrayminus": data.lo}))
+    fig.update_xaxes(title_text=data.axis)
+    fig.update_yaxes(autorange="reversed")
+    if data.zero_line:
+        fig.add_vline(x=0.0, line_dash="dash")
+    if data.centre_name is not None:
+        fig.data[0].name = data.centre_name
+    if data.extra is not None:
+        fig.add_trace(go.Scatter(x=data.extra, y=data.labels, mode="markers", marker_symbol="x",
+                                 name="single run during the search"))
+    return fig
