@@ -203,7 +203,7 @@ def decode_only(batches: Batches) -> dict[str, float]:
     return {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0, "images": images}
 
 
-def summarise(arm: Arm, baseline: float | None, workers: int = 0) -> dict[str, Any]:
+def summarize(arm: Arm, baseline: float | None, workers: int = 0) -> dict[str, Any]:
     ep = arm.epochs
     images = ep[0]["images"]
     wall = median(e["wall_s"] for e in ep)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     arm.epochs.append(run_epoch(arm, preprocess))
             base = None
             for arm in arms:
-                r = summarise(arm, base, arm.workers)
+                r = summarize(arm, base, arm.workers)
                 base = base or r["images_per_s"]
                 results.append(r)
             # Decoding alone (no training): the ceiling of each disk pipeline here.

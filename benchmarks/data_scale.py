@@ -66,7 +66,7 @@ main(sys.argv[2:])
 
 
 def _make(job: tuple[str, int, int]) -> int:
-    """One photo-like JPEG: a smooth colour field, a class-coloured blob, sensor noise."""
+    """One photo-like JPEG: a smooth color field, a class-colored blob, sensor noise."""
     from PIL import Image, ImageDraw
 
     path, label, seed = job

@@ -5,7 +5,7 @@ F, arrow, P-like), each image randomly rotated by 0-360 degrees, randomly mirror
 moved, on noise, 32x32; 60 images per class, split 30 train / 24 validation / 6 test. The doctor
 diagnoses it once (baseline: 3 epochs) and writes two spaces from the same diagnosis: with the
 rule (conflicting findings keep augmentation, dropout and weight decay searchable) and without it
-(the previous behaviour: underfitting fixes them off). Both run the same budget (trials, epochs)
+(the previous behavior: underfitting fixes them off). Both run the same budget (trials, epochs)
 with the baseline enqueued first, over several seeds; the best validation accuracy is compared.
 
     python -m benchmarks.doctor_conflict [--seeds 2] [--trials 8] [--baseline-epochs 3]
@@ -61,8 +61,8 @@ def make_data(root: Path, per_class: int, seed: int) -> Path:
             noise = np.random.default_rng(seed * 100_000 + k * 1000 + i)  # not hash(): salted per process
             bg = (noise.normal(110, 30, (32, 32, 3))).clip(0, 255).astype("uint8")
             img = Image.fromarray(bg)
-            colour = tuple(int(v) for v in noise.integers(150, 256, 3))
-            ImageDraw.Draw(img).polygon(pts, fill=colour)
+            color = tuple(int(v) for v in noise.integers(150, 256, 3))
+            ImageDraw.Draw(img).polygon(pts, fill=color)
             img.save(folder / f"{i:03d}.png")
     return root
 
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp) / "glyphs", 20 if args.tiny else args.per_class, seed=0)
         spec = DatasetSpec(path=str(data), val_fraction=0.4, test_fraction=0.1)
-        d = diagnose(spec, epochs=2 if args.tiny else args.baseline_epochs, device="cpu", probe_colour=False)
-        against, favour = conflicting(d)
+        d = diagnose(spec, epochs=2 if args.tiny else args.baseline_epochs, device="cpu", probe_color=False)
+        against, favor = conflicting(d)
         print("findings:", ", ".join(f.kind for f in d.findings), f"(baseline validation {d.baseline['val_value']:.3f})")
         arms = {"keep both (rule)": recommend_space(d, "glyphs-rule", trials),
                 "fixed (no rule)": recommend_space(d, "glyphs-fixed", trials, keep_conflicting=False)}

@@ -1,7 +1,7 @@
 """GPU: epoch time with AMP bf16 and channels_last vs. fp32 on a CIFAR-like workload, and how many
 worker processes saturate one GPU.
 
-The workload is 50,000 generated 32x32 colour images in 10 classes (class templates with random
+The workload is 50,000 generated 32x32 color images in 10 classes (class templates with random
 brightness, contrast, flips and noise; 60/20/20 split), registered in-process as the built-in
 dataset ``cifar-like``. Precision arms train the same model (``create_model``, so the library's
 architectures) with a hand-written loop in four settings: fp32 or bf16 autocast, contiguous or
@@ -82,7 +82,7 @@ def models(tiny: bool) -> dict[str, dict[str, Any]]:
 
 def plain_epochs(model: nn.Module, data: Any, batch: int, epochs: int, bf16: bool, channels_last: bool,
                  device: torch.device) -> list[float]:
-    """Seconds per epoch of a hand-written loop (synchronised), one warm-up epoch not counted."""
+    """Seconds per epoch of a hand-written loop (synchronized), one warm-up epoch not counted."""
     from search.data.color import make_preprocess
 
     pre = make_preprocess("rgb", "dataset", False, data.train_x.cpu()).to(device)

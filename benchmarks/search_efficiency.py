@@ -146,7 +146,7 @@ def best_within(run: dict[str, Any], compute: float) -> float:
     return vals[-1] if vals and vals[-1] > -math.inf else float("nan")
 
 
-def analyse(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def analyze(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name in sorted({r["dataset"] for r in runs}):
         mine = [r for r in runs if r["dataset"] == name]
@@ -216,17 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=None, help="trials per run (default: each dataset's n_trials)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: {','.join(ARMS)})")
     p.add_argument("--merge", type=Path, default=None, metavar="JSON",
-                   help="add the runs of other arms from a saved result (same spaces and seeds) before analysing")
-    p.add_argument("--analyse", type=Path, default=None, metavar="JSON",
+                   help="add the runs of other arms from a saved result (same spaces and seeds) before analyzing")
+    p.add_argument("--analyze", type=Path, default=None, metavar="JSON",
                    help="recompute the summary of a saved result (its runs) and rewrite it; no training")
     args = p.parse_args(argv)
-    if args.analyse is not None:
-        saved = json.loads(args.analyse.read_text())
-        saved["summary"] = analyse(saved["runs"])
+    if args.analyze is not None:
+        saved = json.loads(args.analyze.read_text())
+        saved["summary"] = analyze(saved["runs"])
         saved.update({"target_fraction": TARGET_FRACTION, "fractions": FRACTIONS, "goal": GOAL})
-        args.analyse.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+        args.analyze.write_text(json.dumps(saved, indent=2, default=str) + "\n")
         report(saved["summary"], saved["seeds"])
-        print(f"\nrewrote {args.analyse}")
+        print(f"\nrewrote {args.analyze}")
         return 0
     setup_threads(args.threads)
     seeds = args.seeds or (1 if args.tiny else 5)
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     runs += [r for r in merged if r["arm"] not in arms and r["seed"] < seeds
              and (args.dataset is None or r["dataset"] == args.dataset)]
-    rows = analyse(runs)
+    rows = analyze(runs)
     report(rows, seeds)
     path = write_result(args.out, "search_efficiency", info,
                         {"arms": {a: ARMS[a] for a in arms}, "target_fraction": TARGET_FRACTION,

@@ -1,7 +1,7 @@
 """Trial overhead: one strategy-search trial vs. a plain hand-written PyTorch loop.
 
 Both arms train the same ``SmallCNN`` on the same cached uint8 tensors for the same epochs, with
-the same batch size, optimizer, normalisation, augmentation and seed, and both evaluate the
+the same batch size, optimizer, normalization, augmentation and seed, and both evaluate the
 validation split after every epoch (a search needs that number). The library arm is
 ``search.train.loop.train`` exactly as a trial calls it, so it also pays for what a trial records:
 the gradient norm per step, a final validation and test evaluation, the latency measurement and
@@ -70,7 +70,7 @@ def cases(tiny: bool) -> list[Case]:
 
 def plain_train(data: Prepared, config: TrialConfig, device: torch.device, bookkeeping: bool = False
                 ) -> dict[str, Any]:
-    """What one would write by hand: seed, normalise, train, validate each epoch.
+    """What one would write by hand: seed, normalize, train, validate each epoch.
 
     ``bookkeeping`` adds, per step, what the library's loop does beyond this (an explanation arm,
     not a baseline): the preprocessing module, a fresh autocast context, the finite-loss check, the

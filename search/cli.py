@@ -521,7 +521,7 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
     from search.tools.doctor import run_doctor
 
     done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
-                      test_fraction=test_fraction, overrides=overrides, probe_colour=not no_probe, output=output,
+                      test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
                       study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
     click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
 

@@ -77,7 +77,7 @@ def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 def start(base: str | Path) -> str:
-    """Initialise and start a cluster under ``base``; return its URL (with a random password)."""
+    """Initialize and start a cluster under ``base``; return its URL (with a random password)."""
     base = Path(base).resolve()
     base.mkdir(parents=True, exist_ok=True)
     if any(base.iterdir()):

@@ -55,40 +55,40 @@ def test_bootstrap_interval_of_accuracy_is_close_to_the_normal_one() -> None:
 
 
 @pytest.mark.slow
-def test_ablation_finds_colour_matters_and_label_smoothing_is_noise(workdir: Path) -> None:
+def test_ablation_finds_color_matters_and_label_smoothing_is_noise(workdir: Path) -> None:
     # `shapes`: red vs green of equal luminance is half the label, so gray must hurt.
     doc = tiny_space(
-        "colour", dataset={"name": "shapes", "limit": 600}, budget={"n_trials": 1, "max_epochs": 5},
+        "color", dataset={"name": "shapes", "limit": 600}, budget={"n_trials": 1, "max_epochs": 5},
         params={"lr": 0.01, "batch_size": 32, "width": 8, "color": "rgb", "label_smoothing": 0.05},
     )
     write_space(workdir / "space.yaml", doc)
     _invoke("run", "space.yaml", "--device", "cpu")
-    record = _json("ablate", "colour", "--seeds", "3", "--device", "cpu")
+    record = _json("ablate", "color", "--seeds", "3", "--device", "cpu")
     rows = {r["param"]: r for r in record["rows"]}
     assert set(rows) == {"color", "label_smoothing"}  # the two strategies the space names and switches on
-    colour, smoothing = rows["color"], rows["label_smoothing"]
-    assert colour["switched_to"] == "gray" and colour["verdict"] == "mattered" and colour["ci95"][1] < 0
+    color, smoothing = rows["color"], rows["label_smoothing"]
+    assert color["switched_to"] == "gray" and color["verdict"] == "mattered" and color["ci95"][1] < 0
     assert smoothing["switched_to"] == 0.0 and smoothing["verdict"] == "noise"
     assert smoothing["ci95"][0] < 0 < smoothing["ci95"][1]
     assert record["seeds"] == [10000, 10001, 10002] and all(len(r["values"]) == 3 for r in record["rows"])
     # Stored with the study for reports.
-    study, _ = load_study("colour", STORAGE)
+    study, _ = load_study("color", STORAGE)
     assert study.user_attrs["ablation"]["rows"] == record["rows"]
     # The report charts the stored ablation: one row per strategy, with its interval.
-    _invoke("report", "colour", "-o", "report.html", "--no-png")
+    _invoke("report", "color", "-o", "report.html", "--no-png")
     page = (workdir / "report.html").read_text()
     section = page[page.index('<section id="ablation">'):]
     section = section[:section.index("</section>")]
     assert 'id="fig-ablation"' in section and "color: rgb -&gt; gray" in section
-    assert f"{colour['delta']:+.4f}" in section and "mattered" in section
-    assert "mattered" in _invoke("ablate", "colour", "--seeds", "2", "--only", "color", "--device", "cpu")
+    assert f"{color['delta']:+.4f}" in section and "mattered" in section
+    assert "mattered" in _invoke("ablate", "color", "--seeds", "2", "--only", "color", "--device", "cpu")
 
     # `best` gives the test metric with a bootstrap interval, for this test set only.
-    summary = _json("best", "colour")
+    summary = _json("best", "color")
     (test,) = summary["best"][0]["test_interval"].values()
     assert test["ci95"][0] <= test["value"] <= test["ci95"][1] and test["n"] == summary["best"][0]["test"]["n"]
     assert test["value"] == summary["best"][0]["test"]["accuracy"]
-    assert "holds for this test set only" in _invoke("best", "colour")
+    assert "holds for this test set only" in _invoke("best", "color")
 
 
 def test_confirm_outranks_a_lucky_trial_and_export_follows(workdir: Path) -> None:

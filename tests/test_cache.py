@@ -30,17 +30,17 @@ from search.train.loop import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _png(path: Path, colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (12, 10)) -> None:
+def _png(path: Path, color: tuple[int, int, int], seed: int, size: tuple[int, int] = (12, 10)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(colour) + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(np.array(color) + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path)
 
 
 def _tree(root: Path, per_class: int = 6) -> Path:
-    for c, colour in (("cat", (200, 50, 50)), ("dog", (50, 50, 200))):
+    for c, color in (("cat", (200, 50, 50)), ("dog", (50, 50, 200))):
         for i in range(per_class):
-            _png(root / c / f"{i}.png", colour, seed=hash((c, i)) % 2**32)
+            _png(root / c / f"{i}.png", color, seed=hash((c, i)) % 2**32)
     return root
 
 

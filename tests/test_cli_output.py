@@ -97,7 +97,7 @@ def test_report_is_quiet_about_numeric_looking_choices_unless_verbose(workdir: P
 
 @pytest.mark.parametrize("objectives,values,best", [
     (["accuracy"], [0.5, 0.7, 0.6, 0.9], [0.5, 0.7, 0.7, 0.9]),
-    (["latency_ms", "accuracy"], [3.0, 4.0, 2.0, 2.5], [3.0, 3.0, 2.0, 2.0]),  # the first objective, minimised
+    (["latency_ms", "accuracy"], [3.0, 4.0, 2.0, 2.5], [3.0, 3.0, 2.0, 2.0]),  # the first objective, minimized
 ])
 def test_history_has_a_best_so_far_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objectives: list[str],
                                         values: list[float], best: list[float]) -> None:

@@ -15,17 +15,17 @@ from search.core.errors import DataError
 from search.space.parse import DatasetSpec
 
 
-def _png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (12, 12)) -> None:
+def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (12, 12)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
-    arr = np.clip(np.array(colour) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(np.array(color) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path)
 
 
 def _tree(root: Path, per_class: int = 10, classes: tuple[str, ...] = ("cat", "dog")) -> None:
-    for c, colour in zip(classes, [(200, 50, 50), (50, 50, 200), (50, 200, 50)]):
+    for c, color in zip(classes, [(200, 50, 50), (50, 50, 200), (50, 200, 50)]):
         for i in range(per_class):
-            _png(root / c / f"{i}.png", colour)
+            _png(root / c / f"{i}.png", color)
 
 
 def test_builtins_are_offline_and_split_fixed() -> None:
@@ -44,7 +44,7 @@ def test_builtins_are_offline_and_split_fixed() -> None:
     assert rare.classes == ["other", "target"] and counts[1] < 0.25 * sum(counts)
 
 
-def test_shapes_colour_carries_the_label() -> None:
+def test_shapes_color_carries_the_label() -> None:
     data = load_dataset(DatasetSpec(name="shapes"))
     red = [i for i, c in enumerate(data.classes) if c.startswith("red")]
     is_red = torch.isin(data.labels, torch.tensor(red))

@@ -42,8 +42,8 @@ def _commented_params(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_overfitting_setup_is_diagnosed_and_regularisation_recommended(workdir: Path) -> None:
-    # Tiny training split (96 images, 6 classes), a large CNN, no regularisation, many epochs.
+def test_overfitting_setup_is_diagnosed_and_regularization_recommended(workdir: Path) -> None:
+    # Tiny training split (96 images, 6 classes), a large CNN, no regularization, many epochs.
     report = _doctor("shapes", "--limit", "200", "--val-fraction", "0.4", "--epochs", "15",
                      "--set", "width=32", "--set", "depth=3", "--set", "lr=0.003", "-o", "over.yaml")
     kinds = _kinds(report)
@@ -52,9 +52,9 @@ def test_overfitting_setup_is_diagnosed_and_regularisation_recommended(workdir: 
     base = report["baseline"]
     assert over["gap"] >= 0.10 and over["gap"] == pytest.approx(base["train_value"] - base["val_value"], abs=1e-3)
     assert base["train_value"] >= 0.9
-    # Colour carries the label in `shapes`: the gray probe loses clearly.
-    colour = _finding(report, "colour")["evidence"]
-    assert colour["rgb_minus_gray"] >= 0.03 and not colour.get("inconclusive")
+    # Color carries the label in `shapes`: the gray probe loses clearly.
+    color = _finding(report, "color")["evidence"]
+    assert color["rgb_minus_gray"] >= 0.03 and not color.get("inconclusive")
 
     space = load_space("over.yaml")
     for name in ("weight_decay", "dropout", "augment"):
@@ -80,7 +80,7 @@ def test_underfitting_setup_is_diagnosed_and_capacity_recommended(workdir: Path)
     if "small_data" in kinds:  # 60 training images per class: the findings conflict, both stay searchable
         assert space.param("dropout").low == 0.0 and "none" in space.param("augment").choices
     else:
-        assert space.param("dropout").value == 0.0  # regularisation would only hurt
+        assert space.param("dropout").value == 0.0  # regularization would only hurt
 
 
 @pytest.mark.slow
@@ -102,20 +102,20 @@ def test_imbalance_is_flagged_and_the_written_space_runs(workdir: Path) -> None:
 
 
 def test_grayscale_data_and_divergence(workdir: Path) -> None:
-    # digits is gray; SGD at lr 10 without normalisation produces a non-finite loss, then lr 1 is tried.
+    # digits is gray; SGD at lr 10 without normalization produces a non-finite loss, then lr 1 is tried.
     report = _doctor("digits", "--limit", "300", "--epochs", "3", "--set", "lr=10", "--set", "optimizer=sgd",
                      "--set", "norm=none", "--set", "width=16", "--set", "depth=4", "--set", "batch_size=8",
                      "-o", "digits.yaml")
     unstable = _finding(report, "unstable")
     assert unstable["evidence"]["diverged"] and report["baseline"]["config"]["lr"] == pytest.approx(1.0)
-    assert _finding(report, "colour")["evidence"] == {"grayscale": True}
+    assert _finding(report, "color")["evidence"] == {"grayscale": True}
     space = load_space("digits.yaml")
     assert space.param("lr").high < 10 and space.param("color").value == "gray"
     assert space.param("norm").value == "batchnorm" and space.param("warmup_epochs").kind == "int"
 
 
 def _folder(root: Path) -> Path:
-    """Two classes of 160x96 colour images, one duplicated file and one corrupt file."""
+    """Two classes of 160x96 color images, one duplicated file and one corrupt file."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -149,7 +149,7 @@ def test_doctor_rejects_bad_options(workdir: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["doctor", "digits", "--set", "width"])
     assert result.exit_code == 2 and "PARAM=VALUE" in result.output
-    result = runner.invoke(main, ["doctor", "digits", "--set", "colour=gray"])
+    result = runner.invoke(main, ["doctor", "digits", "--set", "color=gray"])
     assert result.exit_code == 2 and "unknown param" in result.output
     result = runner.invoke(main, ["doctor", "digits", "--objective", "{metric: f1, average: binary}"])
     assert result.exit_code == 2 and "positive_class" in result.output
@@ -181,7 +181,7 @@ def test_conflicting_findings_keep_both_remedies_searchable_and_agreeing_ones_fi
         text = recommend_space(d, "s", 10, **kw)
         return parse_space(yaml.safe_load(text)), text
 
-    # Underfitting alone: every finding says "less regularisation", so it is fixed off.
+    # Underfitting alone: every finding says "less regularization", so it is fixed off.
     alone, _ = space(_diagnosis("underfitting"))
     assert (alone.param("augment").value, alone.param("dropout").value, alone.param("weight_decay").value) == \
         ("none", 0.0, 0.0)
@@ -191,12 +191,12 @@ def test_conflicting_findings_keep_both_remedies_searchable_and_agreeing_ones_fi
     assert aug.kind == "choices" and "none" in aug.choices and len(aug.choices) > 1
     assert drop.kind == decay.kind == "float" and drop.low == decay.low == 0.0 and not decay.log
     line = next(ln for ln in text.splitlines() if ln.startswith("  augment:"))
-    assert "findings conflict: underfitting" in line and "small_data says regularise" in line
+    assert "findings conflict: underfitting" in line and "small_data says regularize" in line
     assert both.param("depth").kind == "int"  # capacity still follows underfitting
-    # Without the rule (the old behaviour, kept for the benchmark) the strategy is fixed.
+    # Without the rule (the old behavior, kept for the benchmark) the strategy is fixed.
     old, _ = space(_diagnosis("underfitting", "small_data"), keep_conflicting=False)
     assert old.param("augment").value == "none"
-    # Overfitting + small data agree: regularisation searched, no conflict comment.
+    # Overfitting + small data agree: regularization searched, no conflict comment.
     agree, text = space(_diagnosis("overfitting", "small_data"))
     assert agree.param("augment").kind == "choices" and "findings conflict" not in text
 
@@ -231,7 +231,7 @@ def test_facts_and_baseline_share_one_decode_of_the_files(tmp_path: Path, monkey
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     (root / "b" / "copy.png").write_bytes((root / "a" / "0.png").read_bytes())
-    d = diagnose(DatasetSpec(path=str(root)), epochs=1, probe_colour=False, device="cpu")
+    d = diagnose(DatasetSpec(path=str(root)), epochs=1, probe_color=False, device="cpu")
     assert d.facts["sizes"]["median"] == [96, 96] and d.facts["sizes"]["baseline_input"] == 64
     assert d.facts["duplicates"]["groups"] == 1 and d.baseline["config"]["input_size"] == 64
     entries = [p.name for p in cache.rglob("*.npy") if not p.name.startswith("headers-")]
@@ -245,7 +245,7 @@ def test_doctor_offers_only_registered_values() -> None:
     from search.space.parse import parse_space
 
     spec = parse_space(yaml.safe_load(recommend_space(_diagnosis("overfitting"), "s", 10)))
-    assert list(spec.param("color").choices) == COLOR_SPACES.names()  # colour not probed: every space
+    assert list(spec.param("color").choices) == COLOR_SPACES.names()  # color not probed: every space
     assert len(spec.param("augment").choices) > 1 and set(spec.param("augment").choices) <= set(AUGMENT_SETS)
     assert pick("augment", ["light", "no-such-set"]) == ["light"]
     assert pick("color", exclude=["gray"]) == [c for c in COLOR_SPACES.names() if c != "gray"]
@@ -254,10 +254,10 @@ def test_doctor_offers_only_registered_values() -> None:
 def test_run_doctor_is_the_command_in_one_call(workdir: Path) -> None:
     from search.tools.doctor import run_doctor
 
-    done = run_doctor("digits", epochs=1, limit=100, probe_colour=False, device="cpu", output="d.yaml")
+    done = run_doctor("digits", epochs=1, limit=100, probe_color=False, device="cpu", output="d.yaml")
     assert done.space == Path("d.yaml") and load_space("d.yaml").param("color").value == "gray"
     assert done.record["space"] == "d.yaml" and done.record["baseline"]["train_value"] > 0
-    assert {"grayscale": True} in [f["evidence"] for f in done.record["findings"] if f["kind"] == "colour"]
+    assert {"grayscale": True} in [f["evidence"] for f in done.record["findings"] if f["kind"] == "color"]
     assert done.text.startswith("doctor: digits  (100 images") and done.text.endswith("strategy-search run d.yaml")
     with pytest.raises(Exception, match="exists; add --force"):
         run_doctor("digits", output="d.yaml")
@@ -272,7 +272,7 @@ def test_registered_advice_reaches_the_recommended_space_without_touching_the_do
 
     name = "test_only_advised"
     strategies.register(Strategy(
-        name, Param(str, "off", "a remedy for this test", choices=("off", "on")), "regularisation",
+        name, Param(str, "off", "a remedy for this test", choices=("off", "on")), "regularization",
         "a remedy defined only here", off="off",
         advice=(Advice(("small_data",), {"choices": ["off", "on"]}, "small data: try the test remedy"),)))
     try:

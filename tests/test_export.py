@@ -57,7 +57,7 @@ class Searched:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
-    # Fixed lab colour, whitening and a resize (digits are 8x8) so export and predict exercise
+    # Fixed lab color, whitening and a resize (digits are 8x8) so export and predict exercise
     # the whole preprocessing; lr/optimizer/batch size are searched.
     return Searched(
         tmp_path_factory.mktemp("export"), "exp",
@@ -250,12 +250,12 @@ def test_folder_data_with_padding_predicts_like_training(tmp_path: Path) -> None
     """Non-square photos, aspect pad: predict letterboxes them exactly as training did."""
     rng = np.random.default_rng(0)
     files: list[Path] = []
-    for label, colour in (("red", (200, 40, 40)), ("green", (40, 160, 60))):
+    for label, color in (("red", (200, 40, 40)), ("green", (40, 160, 60))):
         (tmp_path / "photos" / label).mkdir(parents=True)
         for i in range(24):
             h, w = int(rng.integers(10, 20)), int(rng.integers(20, 34))
             img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
-            img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = colour
+            img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = color
             files.append(tmp_path / "photos" / label / f"{i:02d}.png")
             Image.fromarray(img).save(files[-1])
     doc = tiny_space("photos", dataset={"path": str(tmp_path / "photos")}, budget={"n_trials": 1, "max_epochs": 2},

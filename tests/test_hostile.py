@@ -483,7 +483,7 @@ def test_export_never_ships_another_studys_weights(tmp_path: Path, monkeypatch: 
     assert "weights: checkpoint" in result.stdout
 
     # A checkpoint planted from the other study (same folder name, e.g. an older version's layout)
-    # is recognised by its recorded identity: export re-trains instead of shipping it.
+    # is recognized by its recorded identity: export re-trains instead of shipping it.
     study_b = optuna.load_study(study_name="same", storage="sqlite:///b.db")
     from search.artifacts.checkpoints import CheckpointStore
 

@@ -26,8 +26,8 @@ def test_a_layer_violation_inside_a_function_is_caught(tmp_path: Path) -> None:
     tree = tmp_path / "repo"
     shutil.copytree(ROOT / "search", tree / "search", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "setup.cfg", tree / "setup.cfg")
-    colour = tree / "search" / "data" / "color.py"
-    colour.write_text(colour.read_text() + "\n\ndef _sneaky():\n    from search.study import runner  # noqa\n")
+    color = tree / "search" / "data" / "color.py"
+    color.write_text(color.read_text() + "\n\ndef _sneaky():\n    from search.study import runner  # noqa\n")
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     result = subprocess.run([exe, "--config", "setup.cfg"], cwd=tree, capture_output=True, text=True, timeout=300,
                             env={"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)})
@@ -66,7 +66,7 @@ def test_registering_a_strategy_makes_it_searchable_and_ablatable(tmp_path: Path
 
     name = "test_only_remedy"
     strategies.register(Strategy(name, Param(str, "off", "a remedy for this test", choices=("off", "on")),
-                                 "regularisation", "a remedy defined only here", off="off"))
+                                 "regularization", "a remedy defined only here", off="off"))
     try:
         space = parse_space({"study": "s", "params": {name: {"choices": ["off", "on"]}}})
         assert space.param(name).choices == ("off", "on")

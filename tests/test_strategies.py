@@ -26,11 +26,11 @@ def _first_conv(model: nn.Module) -> nn.Conv2d:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-# ---------------------------------------------------------------- colour spaces and channels
+# ---------------------------------------------------------------- color spaces and channels
 
 
 @pytest.mark.parametrize("color,channels", [("rgb", 3), ("gray", 1), ("hsv", 3), ("lab", 3)])
-def test_colour_space_sets_model_input_channels(color: str, channels: int) -> None:
+def test_color_space_sets_model_input_channels(color: str, channels: int) -> None:
     config = TrialConfig(color=color, width=4, epochs=1)
     result = loop.train(config, DIGITS, evaluate_test=False)
     assert _first_conv(result.model).in_channels == channels
@@ -57,7 +57,7 @@ def test_lab_and_gray_reference_values() -> None:
     assert convert(red, "gray").item() == pytest.approx(0.299)
 
 
-def test_normalisation_uses_training_statistics() -> None:
+def test_normalization_uses_training_statistics() -> None:
     images = torch.randint(0, 256, (50, 3, 6, 6), dtype=torch.uint8)
     pre = make_preprocess("rgb", "dataset", False, images)
     out = pre(images)
@@ -81,7 +81,7 @@ def test_rgb_statistics_from_histograms_equal_float_sums() -> None:
     assert mapped_mean + mapped_std == pytest.approx(mean + std, abs=1e-12)
 
 
-def test_whitening_standardises_each_image_on_every_split() -> None:
+def test_whitening_standardizes_each_image_on_every_split() -> None:
     plan = resolve_augment("whiten")
     assert plan.whiten and not plan.random  # deterministic: applied at eval and export too
     pre = Preprocess("rgb", [0.0] * 3, [1.0] * 3, whiten=plan.whiten)
@@ -162,7 +162,7 @@ def test_input_size_and_letterbox() -> None:
 
 
 @pytest.mark.parametrize("norm,layer", [("batchnorm", nn.BatchNorm2d), ("lrn", nn.LocalResponseNorm)])
-def test_normalisation_layer(norm: str, layer: type) -> None:
+def test_normalization_layer(norm: str, layer: type) -> None:
     model = create_model(TrialConfig(norm=norm, lrn_size=3), 3, 10, 8)
     found = [m for m in model.modules() if isinstance(m, layer)]
     assert found
@@ -192,7 +192,7 @@ def test_depth_width_residual_dropout() -> None:
     assert torch.allclose(block(x), torch.relu(x))
 
 
-# ---------------------------------------------------------------- optimisation
+# ---------------------------------------------------------------- optimization
 
 
 def test_optimizer_weight_decay_and_momentum_reach_the_optimizer() -> None:

@@ -4,7 +4,7 @@ A *core* is what a checkpoint and an export share::
 
     model.safetensors     the trained weights (state dict)
     model.json            architecture config (the trial's TrialConfig), classes, source trial, metrics
-    preprocessing.json    input size, aspect, colour space, mean/std, whitening, class names
+    preprocessing.json    input size, aspect, color space, mean/std, whitening, class names
 
 An export bundle adds ``config.yaml`` (re-trains it), ``model.torchscript.pt`` and ``model.onnx``:
 ``nn.Sequential(preprocess, model)``, so the preprocessing travels with the network. Nothing here

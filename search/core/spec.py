@@ -18,7 +18,7 @@ AVERAGES = ("macro", "micro", "binary")
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """One objective: a metric on the validation split (or a cost to minimise)."""
+    """One objective: a metric on the validation split (or a cost to minimize)."""
 
     metric: str = "accuracy"
     average: str = "macro"

@@ -1,1 +1,1 @@
-"""Datasets, colour spaces, augmentations and resizing."""
+"""Datasets, color spaces, augmentations and resizing."""

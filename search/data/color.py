@@ -1,7 +1,7 @@
-"""Colour spaces and normalisation, as one module applied identically at train, eval and export.
+"""Color spaces and normalization, as one module applied identically at train, eval and export.
 
 Images enter as float RGB in [0, 1], shape (N, 3, H, W). :class:`Preprocess` converts them to
-the trial's colour space, normalises them and (optionally) whitens each image. It is an
+the trial's color space, normalizes them and (optionally) whitens each image. It is an
 ``nn.Module`` so an exported TorchScript/ONNX model carries its preprocessing with it.
 """
 
@@ -17,14 +17,14 @@ from search.core.registry import Registry
 
 @dataclass(frozen=True)
 class ColorSpace:
-    """A colour space: its channel count and the module converting [0, 1] RGB into it."""
+    """A color space: its channel count and the module converting [0, 1] RGB into it."""
 
     channels: int
     module: Callable[[], nn.Module]  # a TorchScript-compatible nn.Module, so exports carry the conversion
     help: str
 
 
-COLOR_SPACES: Registry[ColorSpace] = Registry("colour space")
+COLOR_SPACES: Registry[ColorSpace] = Registry("color space")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -70,9 +70,9 @@ class Lab(nn.Module):
 
 
 COLOR_SPACES.add("rgb", ColorSpace(3, nn.Identity, "the images as they are"))
-COLOR_SPACES.add("gray", ColorSpace(1, Gray, "luma only (ITU-R 601 weights): does colour matter?"))
+COLOR_SPACES.add("gray", ColorSpace(1, Gray, "luma only (ITU-R 601 weights): does color matter?"))
 COLOR_SPACES.add("hsv", ColorSpace(3, Hsv, "hue, saturation, value"))
-COLOR_SPACES.add("lab", ColorSpace(3, Lab, "CIE L*a*b* (perceptual lightness and two colour axes)"))
+COLOR_SPACES.add("lab", ColorSpace(3, Lab, "CIE L*a*b* (perceptual lightness and two color axes)"))
 
 
 def channels_of(space: str) -> int:
@@ -121,7 +121,7 @@ def _rgb_stats(x: Tensor, batch: int) -> tuple[list[float], list[float]]:
 
 
 class Preprocess(nn.Module):
-    """uint8 or [0, 1] float RGB -> normalised tensor in the trial's colour space."""
+    """uint8 or [0, 1] float RGB -> normalized tensor in the trial's color space."""
 
     def __init__(self, color: str, mean: list[float], std: list[float], whiten: bool = False) -> None:
         super().__init__()
@@ -137,7 +137,7 @@ class Preprocess(nn.Module):
         x = self.convert(x)
         x = (x - self.mean) / self.std
         if self.whiten:
-            # Per-image standardisation (zero mean, unit variance), as TF's per_image_standardization.
+            # Per-image standardization (zero mean, unit variance), as TF's per_image_standardization.
             flat = x.flatten(1)
             mu = flat.mean(dim=1).view(-1, 1, 1, 1)
             sd = flat.std(dim=1).clamp(min=1.0 / (flat.shape[1] ** 0.5)).view(-1, 1, 1, 1)
@@ -156,13 +156,13 @@ class Preprocess(nn.Module):
 STATS_MAX_IMAGES = 2_000  # channel statistics from at most this many training images (8M pixels)
 
 
-# Normalisations: (colour space, training images) -> per-channel (mean, std).
-NORMALIZERS: Registry[Callable[[str, Tensor], tuple[list[float], list[float]]]] = Registry("normalisation")
+# Normalizations: (color space, training images) -> per-channel (mean, std).
+NORMALIZERS: Registry[Callable[[str, Tensor], tuple[list[float], list[float]]]] = Registry("normalization")
 
 
 @NORMALIZERS.register("dataset")
 def dataset_statistics(color: str, train_images: Tensor) -> tuple[list[float], list[float]]:
-    """The training split's own per-channel statistics in the trial's colour space."""
+    """The training split's own per-channel statistics in the trial's color space."""
     if len(train_images) > STATS_MAX_IMAGES:
         # Evenly spaced images estimate the statistics to well under 1% and keep a trial's start
         # independent of the dataset's size (the images come from the memory-mapped cache).
@@ -173,7 +173,7 @@ def dataset_statistics(color: str, train_images: Tensor) -> tuple[list[float], l
 
 @NORMALIZERS.register("imagenet")
 def _imagenet(color: str, train_images: Tensor) -> tuple[list[float], list[float]]:
-    # ImageNet's statistics are RGB statistics; other colour spaces use the dataset's own.
+    # ImageNet's statistics are RGB statistics; other color spaces use the dataset's own.
     if color != "rgb":
         return dataset_statistics(color, train_images)
     return list(IMAGENET_MEAN), list(IMAGENET_STD)

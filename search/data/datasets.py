@@ -38,7 +38,7 @@ class MappedImages:
     The training loop, evaluation and statistics use ``len``, ``shape``, ``device``, ``x[slice]``
     and ``x[index tensor]`` (ordinary uint8 tensors of those rows only). Rows are read in
     ascending file order (then put back in the asked order) for the page cache's read-ahead.
-    Anything else (a tensor method, a torch function) first materialises the whole split: fine
+    Anything else (a tensor method, a torch function) first materializes the whole split: fine
     for tests and tools, never done per batch.
     """
 
@@ -162,19 +162,19 @@ def load_digits(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
     return images, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)]
 
 
-# Two colours of (nearly) equal luminance: in gray they look alike, so colour-space choices matter.
+# Two colors of (nearly) equal luminance: in gray they look alike, so color-space choices matter.
 _RED = (200.0, 60.0, 60.0)
 _GREEN = (30.0, 145.0, 95.0)
 _SHAPES = ("circle", "square", "triangle")
 
 
 def _render_shapes(n: int, seed: int, size: int = 32) -> tuple[Tensor, Tensor, Tensor]:
-    """n noisy images of a coloured shape; returns images, shape ids and colour ids."""
+    """n noisy images of a colored shape; returns images, shape ids and color ids."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
                             indexing="ij")
     shape_id = torch.randint(0, 3, (n,), generator=g)
-    colour_id = torch.randint(0, 2, (n,), generator=g)
+    color_id = torch.randint(0, 2, (n,), generator=g)
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
     for i in range(n):
         r = 5.0 + 5.0 * torch.rand((), generator=g).item()
@@ -187,29 +187,29 @@ def _render_shapes(n: int, seed: int, size: int = 32) -> tuple[Tensor, Tensor, T
             mask = ((xx - cx).abs() <= r * 0.85) & ((yy - cy).abs() <= r * 0.85)
         else:
             mask = (yy - cy <= r * 0.8) & (yy - cy >= -r) & ((xx - cx).abs() <= (yy - cy + r) * 0.55)
-        base = torch.tensor(_RED if colour_id[i] == 0 else _GREEN).view(3, 1, 1)
+        base = torch.tensor(_RED if color_id[i] == 0 else _GREEN).view(3, 1, 1)
         base = base + 12.0 * torch.randn((3, 1, 1), generator=g)
         background = 90.0 + 40.0 * torch.rand((), generator=g).item()
         img = torch.full((3, size, size), background) + 30.0 * torch.randn((3, size, size), generator=g)
         img = torch.where(mask.unsqueeze(0), base + 18.0 * torch.randn((3, size, size), generator=g), img)
         images[i] = img.clamp(0, 255).round().to(torch.uint8)
-    return images, shape_id, colour_id
+    return images, shape_id, color_id
 
 
 @builtin("shapes")
 def load_shapes(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
     """Generated 32x32 noisy shapes: 6 classes = {circle, square, triangle} x {red, green}."""
-    images, shape_id, colour_id = _render_shapes(1800, seed=1000 + seed)
-    labels = shape_id * 2 + colour_id
+    images, shape_id, color_id = _render_shapes(1800, seed=1000 + seed)
+    labels = shape_id * 2 + color_id
     classes = [f"{c}_{s}" for s in _SHAPES for c in ("red", "green")]
     return images, labels, classes
 
 
 @builtin("shapes-rare")
 def load_shapes_rare(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """Imbalanced binary task: is it a green triangle (~1 in 6)? Hard negatives share shape or colour."""
-    images, shape_id, colour_id = _render_shapes(1800, seed=2000 + seed)
-    labels = ((shape_id == 2) & (colour_id == 1)).long()
+    """Imbalanced binary task: is it a green triangle (~1 in 6)? Hard negatives share shape or color."""
+    images, shape_id, color_id = _render_shapes(1800, seed=2000 + seed)
+    labels = ((shape_id == 2) & (color_id == 1)).long()
     return images, labels, ["other", "target"]
 
 

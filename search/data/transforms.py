@@ -2,8 +2,8 @@
 
 An augmentation value in a space file is a set name (``standard``), a ``+``-joined list of op
 names (``crop+flip+whiten``), or a list whose items are op names or ``{op: {arg: value}}``.
-Random ops run on the training split only; ``whiten`` (per-image standardisation) is a
-deterministic normalisation and is applied to every split and at export time.
+Random ops run on the training split only; ``whiten`` (per-image standardization) is a
+deterministic normalization and is applied to every split and at export time.
 Ops with a batched implementation (crop, flips, erase, rotate) augment a whole batch at once on
 its device; the others run per image.
 """
@@ -160,7 +160,7 @@ def _erase_batched(size: int, p: float = 0.5) -> BatchOp:
 
 
 def rotate_by(batch: Tensor, angles: Tensor) -> Tensor:
-    """Rotate each image by its angle (degrees, counter-clockwise) about its centre, nearest
+    """Rotate each image by its angle (degrees, counter-clockwise) about its center, nearest
     neighbour, zeros outside: torchvision's tensor ``rotate`` (same inverse matrix and sampling
     grid) for a whole batch in one ``grid_sample``."""
     n, c, h, w = batch.shape

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from search.core.registry import Registry
 
-NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("normalisation layer")
+NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("normalization layer")
 NORMS.add("batchnorm", lambda channels, lrn_size: nn.BatchNorm2d(channels))
 NORMS.add("lrn", lambda channels, lrn_size: nn.LocalResponseNorm(lrn_size))
 NORMS.add("none", lambda channels, lrn_size: nn.Identity())

@@ -455,7 +455,7 @@ def record_warm_started_from(study: optuna.Study, report: Mapping[str, Any]) -> 
 
 
 def maximizes(study: optuna.Study) -> bool:
-    """Whether the study maximises its first objective (the one every ranking uses)."""
+    """Whether the study maximizes its first objective (the one every ranking uses)."""
     return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 

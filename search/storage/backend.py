@@ -350,7 +350,7 @@ def claimed_budget(number: int) -> int | None:
 
 
 class TrialLock:
-    """Serialises "is there budget left? then create a trial" across workers of one study.
+    """Serializes "is there budget left? then create a trial" across workers of one study.
 
     SQLite and journal files: an ``flock`` on a file beside the database. PostgreSQL: a session
     advisory lock keyed by the study name, taken on ``engine`` (the storage's own one-connection

@@ -1,4 +1,4 @@
-"""Architecture strategies: backbone, transfer learning, depth, width, residual blocks, normalisation."""
+"""Architecture strategies: backbone, transfer learning, depth, width, residual blocks, normalization."""
 
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ register(Strategy(
     "residual connections: deeper nets that still train", off=False,
 ))
 register(Strategy(
-    "norm", Param(str, "batchnorm", "normalisation layer", choices=NORMS.names), "architecture",
+    "norm", Param(str, "batchnorm", "normalization layer", choices=NORMS.names), "architecture",
     "batch norm vs local response norm (LRN) vs none",
     off=lambda value, space: "batchnorm" if value == "none" else "none", off_help="none (batchnorm when none)",
     options={"lrn_size": Param(int, 5, "LocalResponseNorm size", low=1, high=64)},
 ))
 register(Strategy(
-    "dropout", Param(float, 0.0, "dropout before the classifier", low=0.0, high=0.99), "regularisation",
+    "dropout", Param(float, 0.0, "dropout before the classifier", low=0.0, high=0.99), "regularization",
     "dropout before the classifier", off=0.0,
 ))

@@ -29,7 +29,7 @@ class _NoOff:
 
 
 NO_OFF: Any = _NoOff()
-GROUPS = ("optimisation", "input", "augmentation", "architecture", "regularisation", "imbalance", "evaluation",
+GROUPS = ("optimization", "input", "augmentation", "architecture", "regularization", "imbalance", "evaluation",
           "run")
 
 
@@ -146,7 +146,7 @@ class TrainHooks:
         """Called once the model is built and on its device."""
 
     def after_step(self, model: "nn.Module", step: int) -> None:
-        """Called after every optimiser step."""
+        """Called after every optimizer step."""
 
     def eval_model(self, model: "nn.Module") -> "nn.Module":
         """The model to evaluate and keep (e.g. its weight average)."""
@@ -247,7 +247,7 @@ def inference_model(config: TrialConfig, model: "nn.Module") -> "nn.Module":
 
 
 def input_channels(config: TrialConfig) -> int:
-    """The number of channels the model sees (the colour space decides)."""
+    """The number of channels the model sees (the color space decides)."""
     for name in STRATEGIES:
         strategy = STRATEGIES.get(name)
         if strategy.channels is not None:

@@ -26,10 +26,10 @@ def _hooks(config: TrialConfig, context: TrialContext) -> TrainHooks | None:
 
 register(Strategy(
     "drop_path", Param(float, 0.0, "stochastic depth rate of the deepest block (0: off)", low=0.0, high=0.9),
-    "regularisation", "stochastic depth: residual branches dropped at random while training",
+    "regularization", "stochastic depth: residual branches dropped at random while training",
     off=0.0,
     requires=lambda config: config.backbone != "none" or config.residual,
     advice=(Advice(("overfitting",), {"float": [0.0, 0.2]},
-                   "overfitting: stochastic depth regularises residual networks (needs residual or a backbone)"),),
+                   "overfitting: stochastic depth regularizes residual networks (needs residual or a backbone)"),),
     hooks=_hooks,
 ))

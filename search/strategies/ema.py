@@ -61,10 +61,10 @@ def _hooks(config: TrialConfig, context: TrialContext) -> TrainHooks | None:
 register(Strategy(
     "ema_decay", Param(float, 0.0, f"decay of the weights' moving average (0: off; else {LOW} to {HIGH}, "
                        "e.g. 0.999)", low=0.0, high=HIGH, check=_check),
-    "regularisation", f"weight EMA (decay 0 or {LOW} to {HIGH}, e.g. 0.999): evaluate, keep and export a moving "
+    "regularization", f"weight EMA (decay 0 or {LOW} to {HIGH}, e.g. 0.999): evaluate, keep and export a moving "
     "average of the weights (timm ModelEmaV3, warmed up)",
     off=0.0,
     advice=(Advice(("overfitting", "unstable"), {"choices": [0.0, 0.99, 0.999]},
-                   "a moving average of the weights smooths noisy late training and often generalises better"),),
+                   "a moving average of the weights smooths noisy late training and often generalizes better"),),
     hooks=_hooks,
 ))

@@ -1,4 +1,4 @@
-"""Input strategies: augmentation, input size and aspect, colour space, normalisation."""
+"""Input strategies: augmentation, input size and aspect, color space, normalization."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def smallest(name: str):  # noqa: ANN201 - returns an "off" function
 register(Strategy(
     "augment", Param(str, "none", "augmentation set or list of ops", choices=lambda: list(AUGMENT_SETS),
                      list_ok=True, check=check_augment),
-    "augmentation", "data augmentation: crop, flip, rotation, colour jitter, erasing, whitening (sets or op lists)",
+    "augmentation", "data augmentation: crop, flip, rotation, color jitter, erasing, whitening (sets or op lists)",
     off="none",
 ))
 register(Strategy(
@@ -42,13 +42,13 @@ register(Strategy(
     "stretch to a square or keep the aspect ratio and pad", off="stretch",
 ))
 register(Strategy(
-    "color", Param(str, "rgb", "colour space", choices=COLOR_SPACES.names), "input",
-    "colour space: fewer or other channels (gray, HSV, Lab)",
-    # Colour has no "off": the reference is the other common choice (does colour matter at all?).
+    "color", Param(str, "rgb", "color space", choices=COLOR_SPACES.names), "input",
+    "color space: fewer or other channels (gray, HSV, Lab)",
+    # Color has no "off": the reference is the other common choice (does color matter at all?).
     off=lambda value, space: "gray" if value == "rgb" else "rgb", off_help="gray (rgb when not rgb)",
     channels=channels_of,
 ))
 register(Strategy(
-    "normalize", Param(str, "dataset", "per-channel normalisation", choices=NORMALIZERS.names), "input",
-    "per-channel normalisation: the dataset's statistics, ImageNet's, or none", off="dataset",
+    "normalize", Param(str, "dataset", "per-channel normalization", choices=NORMALIZERS.names), "input",
+    "per-channel normalization: the dataset's statistics, ImageNet's, or none", off="dataset",
 ))

@@ -57,6 +57,6 @@ register(Strategy(
                                 low_inclusive=False, high=10.0)},
     off="none",
     advice=(Advice(("overfitting",), {"choices": ["none", "mixup", "cutmix"]},
-                   "overfitting: MixUp/CutMix train on blended images with soft targets, a strong regulariser"),),
+                   "overfitting: MixUp/CutMix train on blended images with soft targets, a strong regularizer"),),
     hooks=_hooks,
 ))

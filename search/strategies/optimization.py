@@ -1,7 +1,7 @@
-"""Optimisation strategies: learning rate, optimiser, schedule, batch size, epochs, regularisers of the update.
+"""Optimization strategies: learning rate, optimizer, schedule, batch size, epochs, regularizers of the update.
 
-Optimisers and schedules are registries of factories; the ``optimizer`` and ``schedule``
-strategies take their allowed values from them, so a new optimiser is one registration here.
+Optimizers and schedules are registries of factories; the ``optimizer`` and ``schedule``
+strategies take their allowed values from them, so a new optimizer is one registration here.
 """
 
 from __future__ import annotations
@@ -79,41 +79,41 @@ def _onecycle(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int)
 
 
 register(Strategy(
-    "lr", Param(float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0), "optimisation",
+    "lr", Param(float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0), "optimization",
     "learning-rate tuning: the first thing to search",
 ))
 register(Strategy(
-    "optimizer", Param(str, "adamw", "optimiser", choices=OPTIMIZERS.names), "optimisation",
+    "optimizer", Param(str, "adamw", "optimizer", choices=OPTIMIZERS.names), "optimization",
     "SGD with momentum, Adam (L2 penalty) or AdamW (decoupled weight decay)",
     options={"momentum": Param(float, 0.9, "SGD momentum", low=0.0, high=1.0)},
 ))
 register(Strategy(
-    "weight_decay", Param(float, 0.0, "weight decay", low=0.0, high=1.0), "regularisation",
+    "weight_decay", Param(float, 0.0, "weight decay", low=0.0, high=1.0), "regularization",
     "weight decay: pulls weights towards 0 against overfitting", off=0.0,
 ))
 register(Strategy(
-    "schedule", Param(str, "constant", "learning-rate schedule", choices=SCHEDULES.names), "optimisation",
+    "schedule", Param(str, "constant", "learning-rate schedule", choices=SCHEDULES.names), "optimization",
     "a decaying or one-cycle learning rate", off="constant",
 ))
 register(Strategy(
-    "warmup_epochs", Param(int, 0, "linear warm-up epochs", low=0, high=1000), "optimisation",
+    "warmup_epochs", Param(int, 0, "linear warm-up epochs", low=0, high=1000), "optimization",
     "linear learning-rate warm-up: steadies the first steps", off=0,
 ))
 register(Strategy(
-    "batch_size", Param(int, 64, "batch size", low=1, high=65536), "optimisation",
+    "batch_size", Param(int, 64, "batch size", low=1, high=65536), "optimization",
     "batch size: gradient noise against speed",
 ))
 register(Strategy(
     "epochs", Param(int, None, "epochs (at most budget.max_epochs; null: the budget's)", low=1, high=100000,
                     nullable=True),
-    "optimisation", "more epochs for a model still improving; fewer (early stopping) for one overfitting",
+    "optimization", "more epochs for a model still improving; fewer (early stopping) for one overfitting",
 ))
 register(Strategy(
-    "label_smoothing", Param(float, 0.0, "label smoothing", low=0.0, high=0.99), "regularisation",
+    "label_smoothing", Param(float, 0.0, "label smoothing", low=0.0, high=0.99), "regularization",
     "softer targets: less confident fits", off=0.0,
 ))
 register(Strategy(
-    "grad_clip", Param(float, 0.0, "gradient-norm clip (0: off)", low=0.0, high=1e6), "optimisation",
+    "grad_clip", Param(float, 0.0, "gradient-norm clip (0: off)", low=0.0, high=1e6), "optimization",
     "clips exploding gradient norms", off=0.0,
 ))
 register(Strategy(

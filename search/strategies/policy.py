@@ -1,7 +1,7 @@
 """Learned augmentation policies (``policy``): TrivialAugment, RandAugment, AutoAugment, AugMix.
 
 The torchvision.transforms.v2 implementations, applied to the uint8 RGB training batch before
-colour conversion and normalisation (so gray, HSV and Lab models see augmented RGB converted as
+color conversion and normalization (so gray, HSV and Lab models see augmented RGB converted as
 usual), after any ``augment`` ops. Each image gets its own draw (a batch-level call would apply
 one op to all of them). Draws come from torch's global RNG, which the trainer seeds, so a seeded
 trial is reproducible. Validation, test and exported models never see a policy.

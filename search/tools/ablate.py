@@ -1,7 +1,7 @@
 """Which remedies mattered: switch each strategy of the best config off, one at a time.
 
 :func:`ablate` retrains the best trial's config and one variant per strategy (augmentation ->
-none, colour -> gray or rgb, dropout -> 0, ...) over the same fresh seeds, and gives each
+none, color -> gray or rgb, dropout -> 0, ...) over the same fresh seeds, and gives each
 strategy's effect on the objective as a difference of means with a 95% Welch interval. A
 strategy "mattered" when the interval excludes 0. The record is stored with the study
 (:func:`search.records.record_ablation`) so reports can chart it.

@@ -1,1 +1,1 @@
-"""One trial's training loop, optimisers and schedules, and metrics."""
+"""One trial's training loop, optimizers and schedules, and metrics."""

@@ -6,7 +6,7 @@ the data, and returns :class:`Finding` objects, each with the numbers behind it.
 run`` accepts: every param it writes carries a comment saying which finding put it there.
 :func:`run_doctor` is the ``doctor`` command as one call.
 
-Parts: ``findings`` (types, thresholds), ``diagnose`` (baseline, curves, colour probe),
+Parts: ``findings`` (types, thresholds), ``diagnose`` (baseline, curves, color probe),
 ``data_facts`` (facts and data findings from the loaded dataset), ``remedies`` (registered values),
 ``recommend`` (findings -> space document), ``emit`` (commented YAML), ``report`` (text), ``run``.
 """

@@ -1,4 +1,4 @@
-"""The diagnosis: train a quick baseline once, read its learning curves, probe colour, add the data facts.
+"""The diagnosis: train a quick baseline once, read its learning curves, probe color, add the data facts.
 
 The dataset is loaded once, at the size the baseline trains at; the data facts and every training
 run here read that one loaded set (and the cache's per-image records), not the image files again.
@@ -20,7 +20,7 @@ from search.core.config import TrialConfig
 from search.data.datasets import ImageSet, Prepared, load_dataset, native_size, prepare
 from search.tools.doctor.data_facts import data_facts, data_findings, imbalance_finding
 from search.tools.doctor.findings import (
-    BASELINE_MAX_SIZE, COLOUR_GAIN, GRAD_EXPLOSION, LOSS_SPIKE, LOW_TRAIN, OVERFIT_GAP, STILL_RISING,
+    BASELINE_MAX_SIZE, COLOR_GAIN, GRAD_EXPLOSION, LOSS_SPIKE, LOW_TRAIN, OVERFIT_GAP, STILL_RISING,
     VAL_LOSS_RISE, Diagnosis, Finding, honest_objective,
 )
 from search.tools.doctor.remedies import pick
@@ -60,7 +60,7 @@ def load_for_baseline(dataset: DatasetSpec) -> tuple[ImageSet, int | None]:
 
 def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *, epochs: int = 10,
              overrides: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-             probe_colour: bool = True, weights_dir: str | Path | None = None) -> Diagnosis:
+             probe_color: bool = True, weights_dir: str | Path | None = None) -> Diagnosis:
     """Train a quick baseline on ``dataset`` and diagnose its training and its data."""
     device = device if isinstance(device, torch.device) else resolve_device(device)
     data, key = load_for_baseline(dataset)
@@ -101,15 +101,15 @@ def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *
         findings.extend(curve_findings(result.history, train_value, val_value, objective.name, findings))
         if facts["grayscale"]:
             findings.append(Finding(
-                "colour", f"images are grayscale (R = G = B in all {facts['n_images']} images): "
+                "color", f"images are grayscale (R = G = B in all {facts['n_images']} images): "
                           "one gray channel carries everything", {"grayscale": True},
                 ["color: gray (a third of the input, same information)"], group="data"))
-        elif probe_colour:
+        elif probe_color:
             metric = honest_objective(objective, imbalance, data.classes)
-            findings.append(_colour_probe(run.config, dataset, objective, metric, data, device, weights_dir,
+            findings.append(_color_probe(run.config, dataset, objective, metric, data, device, weights_dir,
                                           prepared, result, baseline))
     elif facts["grayscale"]:
-        findings.append(Finding("colour", "images are grayscale", {"grayscale": True}, ["color: gray"], "data"))
+        findings.append(Finding("color", "images are grayscale", {"grayscale": True}, ["color: gray"], "data"))
     findings.extend(data_findings(facts))
     log.info("doctor: %s", ", ".join(f.kind for f in findings) or "no findings")
     return Diagnosis(dataset, objective, data.classes, baseline, facts, findings)
@@ -152,7 +152,7 @@ def curve_findings(history: list[EpochLog], train_value: float, val_value: float
     values = [h.value for h in history]
     n = len(history)
 
-    # Unstable optimisation: loss jumps between epochs, or a gradient norm far above the usual.
+    # Unstable optimization: loss jumps between epochs, or a gradient norm far above the usual.
     spikes = [i + 1 for i in range(1, n) if train_loss[i] > LOSS_SPIKE * train_loss[i - 1]]
     grads = [h.grad_norm_max for h in history]
     median_grad = statistics.median(grads)
@@ -175,7 +175,7 @@ def curve_findings(history: list[EpochLog], train_value: float, val_value: float
         else:
             out.append(Finding("unstable", "; ".join(parts), evidence, list(UNSTABLE_REMEDIES)))
 
-    # Overfitting: a large generalisation gap, or validation loss rising while training loss falls.
+    # Overfitting: a large generalization gap, or validation loss rising while training loss falls.
     gap = train_value - val_value
     best = min(range(n), key=lambda i: val_loss[i])
     rise = val_loss[-1] / val_loss[best] - 1.0 if val_loss[best] > 0 else 0.0
@@ -211,10 +211,10 @@ def curve_findings(history: list[EpochLog], train_value: float, val_value: float
     return out
 
 
-def _colour_probe(config: TrialConfig, dataset: DatasetSpec, objective: ObjectiveSpec, metric: ObjectiveSpec,
+def _color_probe(config: TrialConfig, dataset: DatasetSpec, objective: ObjectiveSpec, metric: ObjectiveSpec,
                   data: ImageSet, device: torch.device, weights_dir: str | Path | None, prepared: Prepared,
                   rgb: TrainResult, baseline: dict[str, Any]) -> Finding:
-    """Train the same baseline on gray images: does colour carry information?
+    """Train the same baseline on gray images: does color carry information?
 
     Judged by ``metric`` (the honest objective), against the score of always answering the
     majority class: when neither run beats it, the probe cannot tell.
@@ -225,7 +225,7 @@ def _colour_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objectiv
         gray = train(gray_config, dataset, (objective,), device=device, weights_dir=weights_dir,
                      evaluate_test=False, label="doctor gray probe", data=prepared)
     except NonFiniteLoss as exc:
-        return Finding("colour", f"gray probe diverged ({exc}); colour left to the search", {}, [], "data")
+        return Finding("color", f"gray probe diverged ({exc}); color left to the search", {}, [], "data")
     baseline["gray_probe_seconds"] = round(time.perf_counter() - start, 2)
     classes = data.classes
     rgb_value = objective_value(metric, rgb.val, classes)
@@ -238,17 +238,17 @@ def _colour_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objectiv
     gain = rgb_value - gray_value
     evidence = {"metric": metric.name, "rgb": round(rgb_value, 4), "gray": round(gray_value, 4),
                 "rgb_minus_gray": round(gain, 4), "majority_class_score": round(chance, 4),
-                "threshold": COLOUR_GAIN, "seeds": 1}
+                "threshold": COLOR_GAIN, "seeds": 1}
     head = f"gray-vs-rgb probe: validation {metric.name} rgb {rgb_value:.3f}, gray {gray_value:.3f}"
-    if max(rgb_value, gray_value) < chance + COLOUR_GAIN:
+    if max(rgb_value, gray_value) < chance + COLOR_GAIN:
         evidence["inconclusive"] = True
-        return Finding("colour", f"{head}, neither above always-{classes[majority]!r} ({chance:.3f}): "
+        return Finding("color", f"{head}, neither above always-{classes[majority]!r} ({chance:.3f}): "
                        "the baseline learned too little to tell", evidence,
-                       ["let the search compare colour spaces"], "data")
-    if gain >= COLOUR_GAIN:
-        return Finding("colour", f"{head}: colour is informative (gray loses {gain:.3f})", evidence,
-                       [f"keep colour: search {', '.join(pick('color', exclude=['gray']))}"], "data")
-    return Finding("colour", f"{head}: colour adds little (one seed; a quick probe)", evidence,
+                       ["let the search compare color spaces"], "data")
+    if gain >= COLOR_GAIN:
+        return Finding("color", f"{head}: color is informative (gray loses {gain:.3f})", evidence,
+                       [f"keep color: search {', '.join(pick('color', exclude=['gray']))}"], "data")
+    return Finding("color", f"{head}: color adds little (one seed; a quick probe)", evidence,
                    ["gray is a third of the input: search gray beside rgb"], "data")
 
 

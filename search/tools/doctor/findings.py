@@ -18,7 +18,7 @@ STILL_RISING = 0.02  # validation metric gain over the last quarter of the epoch
 LOSS_SPIKE = 1.5  # an epoch's training loss this many times the previous epoch's
 GRAD_EXPLOSION = 10.0  # an epoch's largest gradient norm this many times the median epoch's
 IMBALANCE_RATIO = 3.0  # largest class / smallest class (training split)
-COLOUR_GAIN = 0.03  # rgb must beat gray by this much for colour to count as informative
+COLOR_GAIN = 0.03  # rgb must beat gray by this much for color to count as informative
 FEW_IMAGES = 100  # training images in the smallest class
 OFF_SQUARE = 1.25  # an image is "not square" beyond this aspect ratio
 BASELINE_MAX_SIZE = 64  # the quick baseline never trains above this input size
@@ -29,7 +29,7 @@ STANDARD_SIZES = (28, 32, 64, 96, 128, 160, 224)
 class Finding:
     """One diagnosis: what, the numbers behind it, and the remedies worth searching."""
 
-    kind: str  # overfitting | underfitting | not_converged | unstable | imbalance | colour | ...
+    kind: str  # overfitting | underfitting | not_converged | unstable | imbalance | color | ...
     summary: str
     evidence: dict[str, Any]
     remedies: list[str] = field(default_factory=list)

@@ -13,7 +13,7 @@ import yaml
 
 from search.core.config import TrialConfig
 from search.tools.doctor.emit import dump_commented
-from search.tools.doctor.findings import COLOUR_GAIN, STANDARD_SIZES, Diagnosis, Finding, honest_objective, size_ceiling
+from search.tools.doctor.findings import COLOR_GAIN, STANDARD_SIZES, Diagnosis, Finding, honest_objective, size_ceiling
 from search.tools.doctor.remedies import advised, pick
 from search.space.enqueue import param_fits
 from search.space.parse import parse_space
@@ -21,14 +21,14 @@ from search.core.spec import DatasetSpec, ObjectiveSpec
 
 
 def conflicting(d: Diagnosis) -> tuple[list[Finding], list[Finding]]:
-    """Findings that pull regularisation both ways: (against it, for it); both empty unless both sides exist.
+    """Findings that pull regularization both ways: (against it, for it); both empty unless both sides exist.
 
     Underfitting says "no augmentation, no dropout, no decay"; overfitting and small data say
-    "augment, regularise". When both sides are present the doctor cannot know which wins.
+    "augment, regularize". When both sides are present the doctor cannot know which wins.
     """
     against = [f for f in d.findings if f.kind == "underfitting"]
-    favour = [f for f in d.findings if f.kind in ("overfitting", "small_data")]
-    return (against, favour) if against and favour else ([], [])
+    favor = [f for f in d.findings if f.kind in ("overfitting", "small_data")]
+    return (against, favor) if against and favor else ([], [])
 
 
 def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_conflicting: bool = True,
@@ -89,7 +89,7 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
     epochs = int(cfg.epochs or 1)
     over, under = d.get("overfitting"), d.get("underfitting")
     slow, unstable = d.get("not_converged"), d.get("unstable")
-    colour, size, aspect = d.get("colour"), d.get("input_size"), d.get("aspect")
+    color, size, aspect = d.get("color"), d.get("input_size"), d.get("aspect")
     small = d.get("small_data")
     b = d.baseline
     diverged = "train_value" not in b  # no learning curve to judge fit by
@@ -104,14 +104,14 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
     def choices(param: str, wanted: list[Any] | None = None, **kw: Any) -> dict[str, list[Any]]:
         return {"choices": pick(param, wanted, **kw)}
 
-    # Learning rate, optimiser, batch size, schedule.
+    # Learning rate, optimizer, batch size, schedule.
     if unstable:
         put("lr", {"float": [_sig(cfg.lr / 100), _sig(cfg.lr / 2)], "log": True},
             f"unstable ({'diverged' if diverged else 'spiky'} at lr {cfg.lr:g}): search lower rates only")
     else:
         put("lr", {"float": [_sig(cfg.lr / 10), _sig(min(1.0, cfg.lr * 10))], "log": True},
             f"{cfg.optimizer} at lr {cfg.lr:g} trained stably: a decade either side")
-    put("optimizer", cfg.optimizer, "the baseline's optimiser; the lr range above is sized for it")
+    put("optimizer", cfg.optimizer, "the baseline's optimizer; the lr range above is sized for it")
     put("batch_size", {"choices": [32, 64, 128]}, "gradient noise vs speed")
     if unstable:
         put("warmup_epochs", {"int": [1, max(1, min(3, epochs))]}, "unstable: warm the learning rate up")
@@ -133,16 +133,16 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
         put("epochs", epochs, "the baseline's epochs" + ("" if diverged else
             ": neither still improving nor overfitting with time"))
 
-    # Regularisation follows overfitting; it only hurts an underfitting model. When findings pull
+    # Regularization follows overfitting; it only hurts an underfitting model. When findings pull
     # both ways (underfitting + small data), both remedies stay choices, including "none" and 0.
-    against, favour = conflicting(d) if keep_conflicting else ([], [])
+    against, favor = conflicting(d) if keep_conflicting else ([], [])
     if against:
-        pull = (f"findings conflict: {' + '.join(f.kind for f in against)} ({fit}) says no regularisation, "
-                f"{' + '.join(f.kind for f in favour)} says regularise; the search decides")
+        pull = (f"findings conflict: {' + '.join(f.kind for f in against)} ({fit}) says no regularization, "
+                f"{' + '.join(f.kind for f in favor)} says regularize; the search decides")
         put("weight_decay", {"float": [0.0, 1e-3]}, f"{pull}: small decays including 0")
         put("dropout", {"float": [0.0, 0.3]}, f"{pull}: dropout from 0")
         put("augment", choices("augment", ["none", "flip", "light", "geometric"]),
-            f"{pull}: augmentation sets including none (small data: {favour[-1].summary})")
+            f"{pull}: augmentation sets including none (small data: {favor[-1].summary})")
     elif over:
         put("weight_decay", {"float": [1e-5, 0.1], "log": True}, f"overfitting: {fit}")
         put("dropout", {"float": [0.0, 0.5]}, f"overfitting (gap {over.evidence['gap']:.3f})")
@@ -156,7 +156,7 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
         put("dropout", 0.0, "the baseline diverged: fit not judged")
         put("augment", choices("augment", ["none", "light"]), "the baseline diverged: fit not judged")
     elif under:
-        put("weight_decay", 0.0, f"underfitting ({fit}): regularisation would make it worse")
+        put("weight_decay", 0.0, f"underfitting ({fit}): regularization would make it worse")
         put("dropout", 0.0, "underfitting: no dropout")
         put("augment", "none", "underfitting: augmentation would make fitting harder")
     else:
@@ -175,10 +175,10 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
         put("depth", cfg.depth, "the baseline diverged: its depth" if diverged else
             f"the baseline fits its training data ({fit}): capacity is enough")
         put("width", cfg.width, "the baseline's width")
-    put("norm", "batchnorm", "unstable: batch norm steadies optimisation" if unstable else
+    put("norm", "batchnorm", "unstable: batch norm steadies optimization" if unstable else
         "batch norm, as in the baseline")
 
-    # Input: size, aspect, colour.
+    # Input: size, aspect, color.
     sizes = d.facts["sizes"]
     if size:
         ceiling = size_ceiling(d.facts)
@@ -192,14 +192,14 @@ def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[
             f"images are {sizes['median'][0]}x{sizes['median'][1]} (median): no detail lost at this size")
     if aspect:
         put("aspect", choices("aspect"), aspect.summary)
-    if colour is None or colour.evidence.get("inconclusive") or not colour.evidence:
-        put("color", choices("color"), (colour.summary if colour else "colour not probed") + ": let the search decide")
-    elif colour.evidence.get("grayscale"):
-        put("color", "gray", colour.summary)
-    elif colour.evidence.get("rgb_minus_gray", 0.0) >= COLOUR_GAIN:
-        put("color", choices("color", exclude=["gray"]), colour.summary)
+    if color is None or color.evidence.get("inconclusive") or not color.evidence:
+        put("color", choices("color"), (color.summary if color else "color not probed") + ": let the search decide")
+    elif color.evidence.get("grayscale"):
+        put("color", "gray", color.summary)
+    elif color.evidence.get("rgb_minus_gray", 0.0) >= COLOR_GAIN:
+        put("color", choices("color", exclude=["gray"]), color.summary)
     else:
-        put("color", choices("color", ["rgb", "gray"]), colour.summary)
+        put("color", choices("color", ["rgb", "gray"]), color.summary)
 
     # Remedies registered with doctor advice (search/strategies/) for the findings present.
     for name, advice in advised(d.kinds(), cfg):

@@ -1,6 +1,6 @@
 """The values the doctor may propose for a strategy, read from where the strategies are registered.
 
-:func:`strategy_values` is the one place the doctor learns which colour spaces, augmentation sets,
+:func:`strategy_values` is the one place the doctor learns which color spaces, augmentation sets,
 aspect modes, schedules and norms exist (the strategy registry, :mod:`search.strategies`); the
 rest of the doctor picks among them (:func:`pick`), so a value the trainer no longer knows is never
 written into a space file. :func:`advised` lists the remedies whose registered doctor advice names

@@ -16,7 +16,7 @@ def format_report(d: Diagnosis) -> str:
         f"train {f['splits']['train']} / validation {f['splits']['val']} / test {f['splits']['test']})",
         f"baseline: small CNN depth {cfg['depth']} width {cfg['width']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
         f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, input {f['sizes']['baseline_input']} px, "
-        f"{cfg['color']}, no regularisation  ({b['seconds']:.1f}s)",
+        f"{cfg['color']}, no regularization  ({b['seconds']:.1f}s)",
     ]
     if "history" in b:
         lines += ["", f"learning curves (objective: {d.objective.name} on validation)",

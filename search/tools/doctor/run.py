@@ -28,7 +28,7 @@ class DoctorRun:
 
 def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limit: int | None = None,
                val_fraction: float | None = None, test_fraction: float | None = None,
-               overrides: Sequence[str] = (), probe_colour: bool = True, output: str | Path | None = None,
+               overrides: Sequence[str] = (), probe_color: bool = True, output: str | Path | None = None,
                study_name: str | None = None, n_trials: int = 30, force: bool = False,
                device: str | None = None, weights_dir: str | Path | None = None) -> DoctorRun:
     """Diagnose DATA (a built-in name, image folder or CSV manifest) and, with ``output``, write the space.
@@ -51,7 +51,7 @@ def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limi
     spec = parse_space({"study": "doctor", "dataset": dataset, "objective": wanted},
                        source="doctor options", base_dir=Path.cwd())
     diagnosis = diagnose(spec.dataset, spec.objectives[0], epochs=epochs, overrides=changes, device=device,
-                         probe_colour=probe_colour, weights_dir=weights_dir)
+                         probe_color=probe_color, weights_dir=weights_dir)
     record = diagnosis.to_dict()
     space = None
     if output:

@@ -71,7 +71,7 @@ def history(s: StudyView, sid: str, title: str) -> SectionData:
         data.blocks.append(Text("no completed trial yet"))
         return data
     # Optuna draws its own best-value line only without a target, which several objectives need:
-    # draw it here, on the first objective, in the direction the study optimises it.
+    # draw it here, on the first objective, in the direction the study optimizes it.
     numbers, best = best_so_far(s)
     if len(s.space.objectives) > 1:
         data.blocks.append(Text(f"the line is the best {s.objective} so far (the first objective); "
@@ -203,11 +203,11 @@ def strategy_effect(s: StudyView, sid: str, title: str) -> SectionData:
     return data
 
 
-def _intervals(labels: list[str], centres: list[float], intervals: list[list[float] | None], axis: str,
+def _intervals(labels: list[str], centers: list[float], intervals: list[list[float] | None], axis: str,
                **kwargs: Any) -> Intervals:
-    lo = [c - i[0] if i else 0.0 for c, i in zip(centres, intervals)]
-    hi = [i[1] - c if i else 0.0 for c, i in zip(centres, intervals)]
-    return Intervals(labels, centres, lo, hi, axis, **kwargs)
+    lo = [c - i[0] if i else 0.0 for c, i in zip(centers, intervals)]
+    hi = [i[1] - c if i else 0.0 for c, i in zip(centers, intervals)]
+    return Intervals(labels, centers, lo, hi, axis, **kwargs)
 
 
 def ablation(s: StudyView, sid: str, title: str) -> SectionData:
@@ -242,7 +242,7 @@ def confirmed(s: StudyView, sid: str, title: str) -> SectionData:
     data.figure = _intervals([f"#{r['rank']} trial {r['trial']}" for r in rows], [r["mean"] for r in rows],
                              [r.get("ci95") for r in rows],
                              f"validation {record['objective']}: mean over {len(record['seeds'])} fresh seeds",
-                             zero_line=False, centre_name="mean over seeds (95% CI)",
+                             zero_line=False, center_name="mean over seeds (95% CI)",
                              extra=[r["original"] for r in rows])
     data.blocks.append(Text(f"winner: trial {record['winner']}" + (
         f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else "")))

@@ -94,12 +94,12 @@ class Intervals:
     """Points with asymmetric 95% error bars, one row per label (first row on top)."""
 
     labels: list[str]
-    centres: list[float]
-    lo: list[float]  # distance below each centre
+    centers: list[float]
+    lo: list[float]  # distance below each center
     hi: list[float]  # distance above
     axis: str
     zero_line: bool
-    centre_name: str | None = None  # legend name of the points (None: no legend entry name)
+    center_name: str | None = None  # legend name of the points (None: no legend entry name)
     extra: list[float] | None = None  # a second marker per row ("single run during the search")
 
 

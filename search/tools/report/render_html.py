@@ -7,7 +7,7 @@ from typing import Any
 
 from search.tools.report.data import Block, Confusion, Curves, Intervals, OptunaPlot, Table, Text
 
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def blocks(items: list[Block]) -> str:
@@ -37,7 +37,7 @@ def optuna_plot(data: OptunaPlot) -> Any:
         import plotly.graph_objects as go
 
         fig.add_trace(go.Scatter(x=data.line.x, y=data.line.y, mode="lines", name=data.line.label,
-                                 line={"color": COLOURS[3], "shape": "hv"}))
+                                 line={"color": COLORS[3], "shape": "hv"}))
     return fig
 
 
@@ -57,11 +57,11 @@ def curves(data: Curves) -> Any:
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", data.metric))
     for i, c in enumerate(data.curves):
-        colour = COLOURS[i % len(COLOURS)]
+        color = COLORS[i % len(COLORS)]
         fig.add_trace(go.Scatter(x=c.epochs, y=c.train_loss, mode="lines+markers", name=c.name,
-                                 legendgroup=c.name, line={"color": colour}), row=1, col=1)
+                                 legendgroup=c.name, line={"color": color}), row=1, col=1)
         fig.add_trace(go.Scatter(x=c.epochs, y=c.value, mode="lines+markers", name=c.name,
-                                 legendgroup=c.name, showlegend=False, line={"color": colour}), row=1, col=2)
+                                 legendgroup=c.name, showlegend=False, line={"color": color}), row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     return fig
 
@@ -85,14 +85,14 @@ def confusion(data: Confusion) -> Any:
 def intervals(data: Intervals) -> Any:
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Scatter(x=data.centres, y=data.labels, mode="markers",
+    fig = go.Figure(go.Scatter(x=data.centers, y=data.labels, mode="markers",
                                error_x={"type": "data", "symmetric": False, "array": data.hi, "arrayminus": data.lo}))
     fig.update_xaxes(title_text=data.axis)
     fig.update_yaxes(autorange="reversed")
     if data.zero_line:
         fig.add_vline(x=0.0, line_dash="dash")
-    if data.centre_name is not None:
-        fig.data[0].name = data.centre_name
+    if data.center_name is not None:
+        fig.data[0].name = data.center_name
     if data.extra is not None:
         fig.add_trace(go.Scatter(x=data.extra, y=data.labels, mode="markers", marker_symbol="x",
                                  name="single run during the search"))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot
-from search.tools.report.render_html import COLOURS, optuna_kwargs
+from search.tools.report.render_html import COLORS, optuna_kwargs
 
 
 def optuna_plot(data: OptunaPlot, title: str, path: Path) -> None:
@@ -15,7 +15,7 @@ def optuna_plot(data: OptunaPlot, title: str, path: Path) -> None:
 
     ax = getattr(mpl_vis, data.name)(data.study, **optuna_kwargs(data))
     if data.line is not None:
-        ax.plot(data.line.x, data.line.y, color=COLOURS[3], label=data.line.label, drawstyle="steps-post")
+        ax.plot(data.line.x, data.line.y, color=COLORS[3], label=data.line.label, drawstyle="steps-post")
         ax.legend()
     save(ax.flat[0].figure if hasattr(ax, "flat") else ax.figure, path)
 
@@ -26,9 +26,9 @@ def curves(data: Curves, title: str, path: Path) -> None:
 
     f, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for i, c in enumerate(data.curves):
-        colour = COLOURS[i % len(COLOURS)]
-        a.plot(c.epochs, c.train_loss, marker="o", color=colour, label=f"trial {c.trial}")
-        b.plot(c.epochs, c.value, marker="o", color=colour, label=f"trial {c.trial}")
+        color = COLORS[i % len(COLORS)]
+        a.plot(c.epochs, c.train_loss, marker="o", color=color, label=f"trial {c.trial}")
+        b.plot(c.epochs, c.value, marker="o", color=color, label=f"trial {c.trial}")
     for ax, name in ((a, "training loss"), (b, data.metric)):
         ax.set(title=name, xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -61,7 +61,7 @@ def intervals(data: Intervals, title: str, path: Path) -> None:
 
     f, ax = plt.subplots(figsize=(9, 0.5 * len(data.labels) + 1.5))
     ys = list(range(len(data.labels)))
-    ax.errorbar(data.centres, ys, xerr=[data.lo, data.hi], fmt="o", capsize=4, label="mean (95% CI)")
+    ax.errorbar(data.centers, ys, xerr=[data.lo, data.hi], fmt="o", capsize=4, label="mean (95% CI)")
     if data.extra is not None:
         ax.plot(data.extra, ys, "x", label="single run during the search")
         ax.legend()

@@ -27,7 +27,7 @@ _OPTUNA = {"plotly": render_html.optuna_plot, "png": render_png.optuna_plot}
 
 SECTION_DEFS: tuple[SectionDef, ...] = (
     SectionDef("summary", "Study summary", compute.summary),
-    SectionDef("history", "Optimisation history", compute.history, **_OPTUNA),
+    SectionDef("history", "Optimization history", compute.history, **_OPTUNA),
     SectionDef("importance", "Parameter importances (fANOVA)", compute.importance, **_OPTUNA),
     SectionDef("slice", "Slice plot", compute.slice_plot, **_OPTUNA),
     SectionDef("parallel", "Parallel coordinates", compute.parallel, **_OPTUNA),
