@@ -77,3 +77,52 @@ def test_registering_a_strategy_makes_it_searchable_and_ablatable(tmp_path: Path
     finally:
         strategies.unregister(name)
     assert name not in PARAMS and name not in OWNER and name not in TrialConfig.names()
+
+
+# Attribute names Optuna keeps private that we read (see the table in search/storage/__init__.py).
+_OPTUNA_PRIVATE_ATTRS = {"_storage", "_study_id", "_trial_id", "_thread_local", "_get_stale_trial_ids",
+                         "_create_new_trial", "_version_manager", "_backend", "_cached_all_trials"}
+
+
+def _optuna_private_uses(source: str) -> list[str]:
+    """Imports of Optuna's private modules or names, and reads of its private attributes on objects
+    other than ``self``/``cls`` (our own classes' private attributes are ours)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "optuna":
+            if any(part.startswith("_") for part in node.module.split(".")) or \
+                    any(a.name.startswith("_") for a in node.names):
+                found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names
+                      if a.name.split(".")[0] == "optuna" and any(p.startswith("_") for p in a.name.split("."))]
+        elif isinstance(node, ast.Attribute) and node.attr in _OPTUNA_PRIVATE_ATTRS:
+            if not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}):
+                found.append(f".{node.attr}")
+    return found
+
+
+def test_optuna_internals_only_in_the_storage_package() -> None:
+    outside = {}
+    for path in sorted((ROOT / "search").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("search/storage/"):
+            continue
+        hits = _optuna_private_uses(path.read_text(encoding="utf-8"))
+        if hits:
+            outside[rel] = hits
+    assert outside == {}, f"Optuna internals outside search/storage: {outside}"
+
+
+@pytest.mark.parametrize("line", [
+    "from optuna.storages._rdb import models",
+    "from optuna.storages._cached_storage import _CachedStorage",
+    "import optuna.storages._grpc.server",
+    "storage = study._storage",
+    "tid = trial._trial_id",
+])
+def test_the_internals_check_catches_each_form(line: str) -> None:
+    assert _optuna_private_uses(line), line
+    assert not _optuna_private_uses("x = self._storage\nfrom optuna.storages import RDBStorage")

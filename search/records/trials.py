@@ -55,12 +55,6 @@ __all__ = [
     "HEARTBEAT",
     "NOT_COPIED",
     "Trial",
-    "storage_of",
-    "study_id",
-    "trial_id",
-    "forget_cached_trials",
-    "lists_stale_trials",
-    "stale_trial_ids",
     "record_result",
     "record_architecture",
     "record_config",
@@ -159,44 +153,6 @@ HEARTBEAT = "strategy_search:heartbeat"
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)
 
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
-
-
-# ----------------------------------------------------------------------------- Optuna's internals
-# Optuna (5.0) exposes none of these publicly; they are read here only, so an Optuna upgrade that
-# renames one breaks this section alone.
-
-
-def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The study's storage. Optuna (5.0) has no public accessor for a Study's storage; this is the
-    one place we reach for it."""
-    return study._storage
-
-
-def study_id(study: Any) -> int:
-    """The id in its storage of a Study (or of a FrozenStudy from ``storage.get_all_studies()``):
-    the key of BaseStorage's study methods, which Optuna exposes on neither."""
-    return study._study_id
-
-
-def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
-    """A trial's id in its storage: the key of BaseStorage's trial methods, which neither
-    ``optuna.Trial`` nor ``FrozenTrial`` exposes publicly."""
-    return trial._trial_id
-
-
-def forget_cached_trials(study: optuna.Study) -> None:
-    """Drop the study's per-thread trial cache, as ``study.ask()`` does before it creates a trial."""
-    study._thread_local.cached_all_trials = None
-
-
-def lists_stale_trials(storage: optuna.storages.BaseStorage) -> bool:
-    """Whether ``storage`` can list trials whose heartbeat stopped (RDB and our proxy can)."""
-    return hasattr(storage, "_get_stale_trial_ids")
-
-
-def stale_trial_ids(storage: optuna.storages.BaseStorage, study: Any) -> list[int]:
-    """Ids of ``study``'s running trials whose heartbeat stopped (Optuna's fail_stale_trials reads the same)."""
-    return storage._get_stale_trial_ids(study_id(study))  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- trial writers
@@ -384,9 +340,9 @@ def retry_system_attrs(failed: FrozenTrial) -> dict[str, Any]:
             RETRY_HISTORY: [*retry_history(failed), failed.number]}
 
 
-def failed_trial(trial: optuna.Trial) -> int | None:
-    """The original trial a retry replays (None when ``trial`` is no retry)."""
-    return trial.storage.get_trial_system_attrs(trial_id(trial)).get(FAILED_TRIAL)
+def failed_trial(system_attrs: Mapping[str, Any]) -> int | None:
+    """The original trial a retry replays, from a trial's system attrs (None when it is no retry)."""
+    return system_attrs.get(FAILED_TRIAL)
 
 
 # ----------------------------------------------------------------------------- study records

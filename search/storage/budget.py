@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records
 from search.records import is_copied
+from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
 from search.storage.backend import claim_number, rdb_backend
 
@@ -37,7 +38,7 @@ def used_budget(study: optuna.Study) -> int:
 
 def usage(study: optuna.Study) -> tuple[int, int]:
     """The study's used budget and how many trials are queued (WAITING), from one read."""
-    storage, study_id = records.storage_of(study), records.study_id(study)
+    storage, study_id = internals.storage_of(study), internals.study_id(study)
     rdb = rdb_backend(storage)
     if rdb is not None:
         return rdb_usage(rdb, study_id)
@@ -88,7 +89,7 @@ class _Queued(Exception):
 
 def counts_in_transaction(study: optuna.Study) -> bool:
     """Whether :func:`claim_counted` applies to the study's storage (PostgreSQL, opened by us)."""
-    backend = rdb_backend(records.storage_of(study))
+    backend = rdb_backend(internals.storage_of(study))
     return isinstance(backend, OwnedTrialsStorage) and backend.engine.name == "postgresql"
 
 
@@ -99,13 +100,13 @@ def claim_counted(study: optuna.Study, total: int | None, lock_key: int | None) 
     (see :func:`counts_in_transaction`; or queued trials to take first): the caller takes the lock
     and calls :func:`ask`.
     """
-    storage = records.storage_of(study)
+    storage = internals.storage_of(study)
     backend = rdb_backend(storage)
     if lock_key is None or not counts_in_transaction(study):
         raise NotCounted("not a PostgreSQL storage")
     assert isinstance(backend, OwnedTrialsStorage)
-    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
-    return create_counted(storage, backend, records.study_id(study), total, lock_key)
+    internals.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    return create_counted(storage, backend, internals.study_id(study), total, lock_key)
 
 
 def create_counted(front: BaseStorage, backend: OwnedTrialsStorage, study_id: int, total: int | None,
@@ -142,11 +143,11 @@ def ask(study: optuna.Study, queued: int) -> optuna.Trial | int:
     ``optuna.Trial`` (which reads the trial back) after the lock is released, and nothing re-reads
     every running trial through Optuna's cache (work that grows with the workers).
     """
-    storage = records.storage_of(study)
+    storage = internals.storage_of(study)
     if queued or rdb_backend(storage) is None:
         return study.ask()
-    records.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
-    return storage.create_new_trial(records.study_id(study))
+    internals.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
+    return storage.create_new_trial(internals.study_id(study))
 
 
 def claim_through_proxy(study: optuna.Study, total: int | None) -> int | None:
@@ -154,8 +155,8 @@ def claim_through_proxy(study: optuna.Study, total: int | None) -> int | None:
     records its first heartbeat under the study's lock (:mod:`search.storage.proxy`): the new trial's
     id, or None when the budget is used up."""
     try:
-        return records.storage_of(study).get_trial_id_from_study_id_trial_number(
-            records.study_id(study), claim_number(total))
+        return internals.storage_of(study).get_trial_id_from_study_id_trial_number(
+            internals.study_id(study), claim_number(total))
     except KeyError:
         return None
 
@@ -167,7 +168,7 @@ def open_trial(study: optuna.Study, asked: optuna.Trial | int) -> optuna.Trial:
 
 def running_with_worker(study: optuna.Study) -> int:
     """RUNNING trials started by a worker of ours (they have heartbeats, so they end or go stale)."""
-    storage, study_id = records.storage_of(study), records.study_id(study)
+    storage, study_id = internals.storage_of(study), internals.study_id(study)
     rdb = rdb_backend(storage)
     if rdb is None:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records
 from search.storage.backend import heartbeat_settings, is_proxy, rdb_backend
+from search.storage import internals
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def beat(storage: BaseStorage, trial_id: int) -> None:
 
 def checks_stale_here(storage: BaseStorage) -> bool:
     """Whether workers run the stale-trial check (a proxy runs it itself)."""
-    return records.lists_stale_trials(storage) and bool(interval_of(storage))
+    return internals.lists_stale_trials(storage) and bool(interval_of(storage))
 
 
 def grace_of(storage: BaseStorage) -> int:
@@ -67,10 +68,10 @@ def is_lost(frozen: FrozenTrial) -> bool:
 
 def fail_stale(study: optuna.Study) -> int:
     """Fail the trials of ``study`` whose worker stopped beating, with the reason; queue each once again."""
-    storage = records.storage_of(study)
+    storage = internals.storage_of(study)
     grace = grace_of(storage)
     failed = 0
-    for trial_id in records.stale_trial_ids(storage, study):
+    for trial_id in internals.stale_trial_ids(storage, study):
         try:
             # The reason goes first: a finished trial takes no more attrs.
             storage.set_trial_user_attr(trial_id, records.FAIL_REASON, lost_reason(grace))
@@ -104,7 +105,7 @@ class StaleCheck:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        storage = records.storage_of(study)
+        storage = internals.storage_of(study)
         self.enabled = checks_stale_here(storage)
         self.every = float(interval_of(storage) or 0)
         self._last = float("-inf")

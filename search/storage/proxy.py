@@ -27,9 +27,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from search.core.errors import StorageError
-from search import records
 from search.storage.heartbeat import BEAT_ATTR, fail_stale
 from search.storage.budget import NotCounted, create_counted, rdb_usage
+from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
 from search.storage.backend import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
@@ -103,8 +103,8 @@ class ProxyBackend(OwnedTrialsStorage):
     def _pop_queued(self, study_id: int) -> int | None:
         """A WAITING trial (a retry, an enqueued config) set RUNNING, as ``study.ask()`` takes one."""
         for trial in self._front.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if self._front.set_trial_state_values(records.trial_id(trial), state=TrialState.RUNNING):
-                return records.trial_id(trial)
+            if self._front.set_trial_state_values(internals.trial_id(trial), state=TrialState.RUNNING):
+                return internals.trial_id(trial)
         return None
 
     def _lock_of(self, study_id: int) -> TrialLock:
@@ -119,7 +119,7 @@ class ProxyBackend(OwnedTrialsStorage):
         """One stale-trial check over every study."""
         failed = 0
         for summary in self.get_all_studies():
-            if records.stale_trial_ids(self, summary):
+            if internals.stale_trial_ids(self, summary):
                 failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
         return failed
 

@@ -20,6 +20,7 @@ from search.models.backbones import check_weights_dir
 from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
+from search.storage import internals
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config = self.space.sample(trial)
         # A retry (of a trial whose worker died) replays the original trial, seed included.
-        original = records.failed_trial(trial)
+        original = records.failed_trial(trial.storage.get_trial_system_attrs(internals.trial_id(trial)))
         config.seed = trial_seed(self.space, config, trial.number if original is None else original)
         if original is not None:
             records.record_retry_of(trial, original)

@@ -43,6 +43,7 @@ from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
 from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
+from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
 
     Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.artifacts.checkpoints`).
     """
-    storage = records.storage_of(study)
+    storage = internals.storage_of(study)
     in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
     store = None if space.keep == "none" or (in_memory and checkpoints is None) else \
         CheckpointStore(checkpoint_root(storage_url, checkpoints))
@@ -269,7 +270,7 @@ def _start(study: optuna.Study, storage: BaseStorage, asked: optuna.Trial | int,
     trial = open_trial(study, asked)
     if beats:
         # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-        beat(storage, records.trial_id(trial))
+        beat(storage, internals.trial_id(trial))
     records.record_worker(trial, worker_id())
     return trial
 
@@ -277,7 +278,7 @@ def _start(study: optuna.Study, storage: BaseStorage, asked: optuna.Trial | int,
 def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
              objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    with HeartbeatThread(storage, records.trial_id(trial)):
+    with HeartbeatThread(storage, internals.trial_id(trial)):
         try:
             outcome, reason = _evaluate(objective, trial)
             with hold_signals() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
@@ -312,7 +313,7 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
 
 def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
     """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
-    if storage.get_trial(records.trial_id(trial)).state.is_finished():
+    if storage.get_trial(internals.trial_id(trial)).state.is_finished():
         return
     _set_reason(trial, "interrupted")
     frozen = _tell(study, trial, state=TrialState.FAIL)
