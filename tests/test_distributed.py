@@ -327,7 +327,7 @@ def test_a_connection_killed_during_a_pause_is_replaced_but_none_is_pinged_in_a_
     trains is noticed before the next use, and back-to-back storage calls pay no ping."""
     from sqlalchemy import create_engine, text
 
-    from search.study import storage as storage_mod
+    from search.storage import backend as storage_mod
 
     monkeypatch.setattr(storage_mod, "PING_AFTER_IDLE", 0.3)
     store = storage_mod.open_storage(pg_url)

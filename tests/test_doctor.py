@@ -149,7 +149,7 @@ def test_doctor_rejects_bad_options(workdir: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["doctor", "digits", "--set", "width"])
     assert result.exit_code == 2 and "PARAM=VALUE" in result.output
-    result = runner.invoke(main, ["doctor", "digits", "--set", "color=gray"])
+    result = runner.invoke(main, ["doctor", "digits", "--set", "colour=gray"])  # British spelling: not a param
     assert result.exit_code == 2 and "unknown param" in result.output
     result = runner.invoke(main, ["doctor", "digits", "--objective", "{metric: f1, average: binary}"])
     assert result.exit_code == 2 and "positive_class" in result.output
