@@ -24,3 +24,6 @@ Optuna internal                                  used in          why
 SQLAlchemy ``pool._max_overflow``                ``backend``      a single-connection pool for SQLite
 ===============================================  ===============  ==========================================
 """
+
+# The public modules (``from search.storage import *``); each declares its own names.
+__all__ = ["backend", "budget", "heartbeat", "internals", "owned", "proxy"]
