@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +129,7 @@ def test_the_internals_check_catches_each_form(line: str) -> None:
     assert not _optuna_private_uses("x = self._storage\nfrom optuna.storages import RDBStorage")
 
 
-def _annotation(param: "Any") -> str:
+def _annotation(param: Any) -> str:
     kind = param.kind.__name__
     if param.list_ok:
         kind = f"{kind} | list[Any]"
