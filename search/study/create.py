@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _canonical(raw: Any) -> str:
-    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue")}
+    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue", "doctor")}
     return json.dumps(doc, sort_keys=True, default=str)
 
 

@@ -75,6 +75,7 @@ class TrainResult:
     n_params: int
     epoch_seconds: float
     latency_ms: float
+    restored_epoch: int | None = None  # the epoch whose weights were kept (restore_best_epoch), else None
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -285,12 +286,21 @@ def train(
                 train_loss, val.loss, objectives[0].name, value, seconds)
         if on_epoch is not None:
             on_epoch(entry)
+        # Higher is better; a cost objective (latency) is unknown while training: then the loss judges.
+        score = (value if objectives[0].direction == "maximize" else -value) if math.isfinite(value) else -val.loss
+        for h in hooks:
+            h.epoch_end(kept(), epoch, score, val)
 
     # What is kept, measured and exported: the evaluated weights (e.g. the EMA average), bare; the
     # inference wrappers (e.g. flip TTA) are put back by whoever evaluates or exports it.
     model = kept()
+    restored = None
+    for h in hooks:  # e.g. restore_best_epoch: another epoch's weights, with that epoch's evaluation
+        back = h.restore(model)
+        if back is not None:
+            restored, val = back
     final = inference_model(config, model)
-    # ``val`` is the last epoch's evaluation: the model has not changed since.
+    # ``val`` is the evaluation of the weights kept (the last epoch's unless one was restored).
     test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
     costs = architecture_costs(config, model, preprocess, data.val_x, device)
@@ -300,6 +310,7 @@ def train(
         model=model, preprocess=preprocess, classes=classes, input_size=data.size, history=history, val=val,
         test=test, values=values, n_params=n_params,
         epoch_seconds=sum(h.seconds for h in history) / max(1, len(history)), latency_ms=latency,
+        restored_epoch=restored,
     )
 
 
