@@ -54,6 +54,8 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
+        except BrokenPipeError:
+            _closed_pipe()
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:  # a bug: show the traceback, but never a password in it
@@ -61,6 +63,23 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+BROKEN_PIPE_EXIT = 128 + 13  # what a shell reports for a Unix tool killed by SIGPIPE
+
+
+def _closed_pipe() -> None:
+    """The reader went away (``predict ... | head``): stop quietly, as Unix tools do on SIGPIPE.
+
+    Output still buffered for the closed pipe would fail again when Python flushes it at exit, so
+    stdout is pointed at /dev/null first (Python's documented recipe for SIGPIPE).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (an in-process runner): nothing to flush
+        pass
+    sys.exit(BROKEN_PIPE_EXIT)
 
 
 def _launcher_label() -> str | None:
@@ -460,22 +479,43 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (all class probabilities).")
+@click.option("--strict", is_flag=True, help="Stop with exit code 2 at the first unreadable image "
+                                             "(default: skip it, name it on stderr, go on).")
 @device_option
 @_user_errors
-def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str | None) -> None:
-    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR."""
+def predict(export_dir: str, images: tuple[str, ...], as_json: bool, strict: bool, device: str | None) -> None:
+    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR.
+
+    Unreadable images are skipped and named on stderr; the exit code is 2 only when none could be
+    read (or, with --strict, when any could not).
+    """
     from search.artifacts.bundle import load_core
-    from search.tools.predict import predict_files
+    from search.tools.predict import Unreadable, image_files, iter_predictions, nothing_readable
     from search.train.loop import resolve_device
 
     bundle = load_core(export_dir)
-    results = predict_files(bundle, images, resolve_device(device))
+    files = image_files(images)
+    found, skipped = [], []
+    width = max(len(str(f)) for f in files)
+    for item in iter_predictions(bundle, files, resolve_device(device), strict=strict):
+        if isinstance(item, Unreadable):
+            skipped.append(item)
+            if found:  # (before the first prediction they wait: if none comes, one error line says it)
+                click.echo(f"skipped {item.path}: not a readable image ({item.why})", err=True)
+            continue
+        if not found:
+            for early in skipped:
+                click.echo(f"skipped {early.path}: not a readable image ({early.why})", err=True)
+        found.append(item)
+        if not as_json:
+            click.echo(f"{item.path:<{width}}  {item.label}  {item.probability:.4f}")  # as it comes: pipes see it
+    if not found:
+        raise nothing_readable(skipped)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    width = max(len(r.path) for r in results)
-    for r in results:
-        click.echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+    if skipped:
+        click.echo(f"{len(skipped)} of {len(files)} image(s) unreadable and skipped (named above; --strict stops "
+                   "at the first)", err=True)
 
 
 @main.command()

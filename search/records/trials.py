@@ -55,6 +55,8 @@ __all__ = [
     "RETRY_HISTORY",
     "FAILED_TRIAL",
     "HEARTBEAT",
+    "NOTE_VERSION",
+    "NOTE_TEXT",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -155,6 +157,9 @@ WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
+# optuna-dashboard's trial notes (study system attrs; see search.records.note).
+NOTE_VERSION = "dashboard:{trial_id}:note_ver"
+NOTE_TEXT = "dashboard:{trial_id}:note_str:{i}"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another.
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)

@@ -290,9 +290,22 @@ def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
             raise
     if held:
         redeliver(held[0])
+    _write_note(study, storage, frozen, [o.name for o in objective.space.objectives])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
+
+
+def _write_note(study: optuna.Study, storage: BaseStorage, frozen: FrozenTrial, names: list[str]) -> None:
+    """The finished trial's note for optuna-dashboard's trial page (search.records.note); a note that
+    cannot be written costs a warning, never the trial."""
+    from search.records.note import note_keys, trial_note
+
+    try:
+        for key, value in note_keys(internals.trial_id(frozen), trial_note(frozen, names)).items():
+            storage.set_study_system_attr(internals.study_id(study), key, value)
+    except Exception as exc:  # noqa: BLE001 - the trial is recorded already; its note is a nicety
+        log.warning("trial %d: could not write its dashboard note: %s", frozen.number, exc)
 
 
 def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any], str | None]:
