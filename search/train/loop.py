@@ -278,12 +278,18 @@ def train(
         entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
                          optimizer.param_groups[-1]["lr"], seconds, float(grad_max))
         history.append(entry)
-        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
+        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all. A line
+        # that follows skipped epochs carries the best so far and the time left, so nothing looks lost.
         level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
         if level == logging.INFO:
             last_progress = time.monotonic()
-        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs)", label, epoch, epochs,
-                train_loss, val.loss, objectives[0].name, value, seconds)
+        best_at = max(range(len(history)), key=lambda i: history[i].value if objectives[0].direction == "maximize"
+                      else -history[i].value)
+        per_epoch = sum(h.seconds for h in history) / len(history)
+        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs; best %.4f at epoch %d, "
+                "~%.0fs left; a line every %.0fs, -v for each)", label, epoch, epochs, train_loss, val.loss,
+                objectives[0].name, value, seconds, history[best_at].value, best_at + 1,
+                per_epoch * (epochs - epoch), PROGRESS_EVERY)
         if on_epoch is not None:
             on_epoch(entry)
         # Higher is better; a cost objective (latency) is unknown while training: then the loss judges.
