@@ -392,10 +392,11 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
 
 
 def clear_cache() -> None:
-    """Forget this process's opened datasets (the files on disk stay)."""
+    """Forget this process's opened datasets and which unreadable files it named (the files on disk stay)."""
     with _lock:
         _loaded.clear()
         _resized.clear()
+        _warned.clear()
 
 
 def dataset_doc(data: str) -> dict[str, Any]:
