@@ -251,6 +251,12 @@ def confirmed(s: StudyView, sid: str, title: str) -> SectionData:
                              extra=[r["original"] for r in rows])
     data.blocks.append(Text(f"winner: trial {record['winner']}" + (
         f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else "")))
+    if records.confirmed_winner(s.study) is None:
+        data.title = f"{title} (STALE: a later trial beats every confirmed one)"
+        data.blocks.append(Text(f"STALE: a trial finished after this confirmation beats every confirmed candidate; "
+                                f"run strategy-search confirm {s.study.study_name} again.", note=False))
+    if record.get("advice"):
+        data.blocks.append(Text(f"warning: {record['advice']['message']}", note=False))
     return data
 
 
