@@ -210,7 +210,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
-    last_progress = time.monotonic()
+    last_progress = started = time.monotonic()
+    hinted = False  # the first epoch line says why lines skip epochs
     amp = _autocast(device)  # one context, re-entered every step
     step = 0
 
@@ -285,11 +286,12 @@ def train(
             last_progress = time.monotonic()
         best_at = max(range(len(history)), key=lambda i: history[i].value if objectives[0].direction == "maximize"
                       else -history[i].value)
-        per_epoch = sum(h.seconds for h in history) / len(history)
+        left = (time.monotonic() - started) / epoch * (epochs - epoch)  # wall time: evaluation included
         log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs; best %.4f at epoch %d, "
-                "~%.0fs left; a line every %.0fs, -v for each)", label, epoch, epochs, train_loss, val.loss,
-                objectives[0].name, value, seconds, history[best_at].value, best_at + 1,
-                per_epoch * (epochs - epoch), PROGRESS_EVERY)
+                "~%.0fs left%s)", label, epoch, epochs, train_loss, val.loss, objectives[0].name, value, seconds,
+                history[best_at].value, best_at + 1, left,
+                "" if hinted else f"; a line every {PROGRESS_EVERY:.0f}s, -v for every epoch")
+        hinted = hinted or level == logging.INFO
         if on_epoch is not None:
             on_epoch(entry)
         # Higher is better; a cost objective (latency) is unknown while training: then the loss judges.
