@@ -11,7 +11,12 @@ SIGNIFICANT = 3
 def readable(value: Any, digits: int = SIGNIFICANT) -> str:
     """A float with ``digits`` significant digits (``0.000253``, ``0.931``, ``1.2e+05``); anything else as str."""
     if isinstance(value, float) and not isinstance(value, bool):
-        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+        if not math.isfinite(value):
+            return str(value)
+        rounded = float(f"{value:.{digits}g}")
+        if 10 ** digits <= abs(rounded) < 1e9:  # 1,070 rather than 1.07e+03
+            return f"{rounded:,.0f}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
