@@ -231,7 +231,7 @@ def test_trial_notes_read_back_through_optuna_dashboard_and_the_read_only_note(w
     note = get_note(optuna.trial.Trial(study, trial._trial_id))  # optuna-dashboard's own reader
     assert note.startswith(f"**accuracy {trial.value:.4f}** on the validation split")
     assert "| class | precision | recall | f1 | images |" in note and "parameters" in note
-    assert "**Searched params**" in note and "| lr |" in note and "**Fixed or default**: optimizer adamw" in note
+    assert "**Searched params**" in note and "| lr |" in note and "**Fixed or default**\n\n- optimizer adamw · momentum 0.9" in note
 
     app = read_only(wsgi(STORAGE))
 

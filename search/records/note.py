@@ -18,10 +18,12 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search.core.numbers import readable
 from search.records import trials as keys
 
 NOTE_CHUNK = 2045  # optuna_dashboard._note.SYSTEM_ATTR_MAX_LENGTH
 CLASS_ROWS = 20  # per-class rows shown (the weakest recall first when there are more classes)
+FIXED_PER_LINE = 5  # fixed or default params per bullet
 
 
 def note_keys(trial_id: int, body: str) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def _f(v: Any, digits: int = 4) -> str:
 
 
 def _g(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return readable(v)
 
 
 def trial_note(trial: FrozenTrial, objective_names: list[str]) -> str:
@@ -105,5 +107,7 @@ def trial_note(trial: FrozenTrial, objective_names: list[str]) -> str:
             lines += ["", "**Searched params**", "", "| param | value |", "|---|---|"]
             lines += [f"| {k} | {_g(config[k])} |" for k in searched]
         rest = [f"{k} {_g(v)}" for k, v in config.items() if k not in trial.params]
-        lines += ["", "**Fixed or default**: " + " · ".join(rest)]
+        # A few per bullet: one long line would run off the trial page (it does not wrap there).
+        lines += ["", "**Fixed or default**", ""] + [f"- {' · '.join(rest[i:i + FIXED_PER_LINE])}"
+                                                       for i in range(0, len(rest), FIXED_PER_LINE)]
     return "\n".join(lines) + "\n"

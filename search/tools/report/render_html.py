@@ -110,7 +110,7 @@ def slices(data: Slices) -> Any:
 
     cols = min(data.columns, len(data.panels))
     fig = make_subplots(rows=data.rows, cols=cols, subplot_titles=[p.param for p in data.panels],
-                        vertical_spacing=min(0.3, 0.6 / data.rows), horizontal_spacing=0.06)
+                        vertical_spacing=min(0.15, 0.4 / data.rows), horizontal_spacing=0.06)
     last = max((max(p.trials) for p in data.panels if p.trials), default=0)
     for i, p in enumerate(data.panels):
         row, col = i // cols + 1, i % cols + 1
