@@ -59,8 +59,12 @@ def trial_note(trial: FrozenTrial, objective_names: list[str]) -> str:
                         if test.get("accuracy") is not None else ""))
     elif trial.state == TrialState.PRUNED:
         at = attrs.get(keys.PRUNED_AT_EPOCH)
+        last = trial.intermediate_values.get(at) if at else None
+        name = objective_names[0] if objective_names else "objective"
         lines.append(f"**Pruned**{f' at epoch {at}' if at else ''}"
-                     + (f": {attrs[keys.FAIL_REASON]}" if attrs.get(keys.FAIL_REASON) else ""))
+                     + (f" ({name} {last:.4f} on the validation split)" if isinstance(last, float) else "")
+                     + (f": {attrs[keys.FAIL_REASON]}" if attrs.get(keys.FAIL_REASON) else
+                        ": the pruner judged it unpromising against the trials before it"))
     elif trial.state == TrialState.FAIL:
         lines.append(f"**Failed**: {attrs.get(keys.FAIL_REASON, 'no reason recorded')}")
     if val.get("accuracy") is not None:
