@@ -98,7 +98,7 @@ def trial_note(trial: FrozenTrial, objective_names: list[str]) -> str:
         kept = attrs.get(keys.RESTORED_EPOCH)
         model.append(f"{len(history)} epochs" + (f" (weights of epoch {kept} kept)" if kept else ""))
     if model:
-        lines += ["", "**Model**: " + " · ".join(model)]
+        lines += ["", "**Model**", ""] + [f"- {part}" for part in model]  # (one line would run off the page)
     if history:
         curve = " ".join(f"{h.get('value', math.nan):.3f}" for h in history[-30:])
         first = "" if len(history) <= 30 else f" (last 30 of {len(history)})"
