@@ -109,7 +109,8 @@ def importance(s: StudyView, sid: str, title: str) -> SectionData:
         data.blocks.append(Text("fANOVA found no param that varies across the completed trials."))
         return data
     data.blocks.append(Text(f"fANOVA over {len(s.complete)} completed trials (target: {s.objective}); only params "
-                            "present in every completed trial take part. Few trials make these estimates rough."))
+                            "present in every completed trial take part. Few trials make these estimates rough: "
+                            "optuna-dashboard's importances (PED-ANOVA) can rank the same trials differently."))
     data.figure = s.optuna_plot("plot_param_importances", fanova_seed=0)
     return data
 
