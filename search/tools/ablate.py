@@ -120,7 +120,7 @@ def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_ep
             values = runs.values(job)
             row = {"param": name, "best": getattr(config, name), "switched_to": off, **_row(values, reference, sign)}
             rows.append(row)
-            log.info("%s %s -> %s: %s", name, readable(row["best"]), readable(off), row["verdict"])
+            log.info("%s %s -> %s: %s", name, value_label(row["best"]), value_label(off), row["verdict"])
     finally:
         runs.close()
     ref_ok = [v for v in reference if v is not None]
