@@ -250,8 +250,11 @@ def confirmed(s: StudyView, sid: str, title: str) -> SectionData:
                              f"validation {record['objective']}: mean over {len(record['seeds'])} fresh seeds",
                              zero_line=False, center_name="mean over seeds (95% CI)",
                              extra=[r["original"] for r in rows])
+    epochs = (f"{record['budget_epochs']} epochs per run (--budget-epochs)" if record.get("budget_epochs")
+              else "each trial's own epochs per run")
     data.blocks.append(Text(f"winner: trial {record['winner']}" + (
-        f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else "")))
+        f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else "")
+        + f"; {len(record['seeds'])} fresh seeds, {epochs}"))
     if records.confirmed_winner(s.study) is None:
         data.title = f"{title} (STALE: a later trial beats every confirmed one)"
         data.blocks.append(Text(f"STALE: a trial finished after this confirmation beats every confirmed candidate; "
