@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -53,6 +54,8 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
+        except BrokenPipeError:
+            _closed_pipe()
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:  # a bug: show the traceback, but never a password in it
@@ -60,6 +63,23 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+BROKEN_PIPE_EXIT = 128 + 13  # what a shell reports for a Unix tool killed by SIGPIPE
+
+
+def _closed_pipe() -> None:
+    """The reader went away (``predict ... | head``): stop quietly, as Unix tools do on SIGPIPE.
+
+    Output still buffered for the closed pipe would fail again when Python flushes it at exit, so
+    stdout is pointed at /dev/null first (Python's documented recipe for SIGPIPE).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (an in-process runner): nothing to flush
+        pass
+    sys.exit(BROKEN_PIPE_EXIT)
 
 
 def _launcher_label() -> str | None:
@@ -284,18 +304,25 @@ def _print_next_after_workers(study_name: str, storage: str | None) -> None:
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--details", is_flag=True, help="Per-class metrics and confusion matrices.")
+@click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also a leaderboard of the N best completed trials.")
 @_user_errors
-def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> None:
+def best(study_name: str, storage: str | None, as_json: bool, details: bool, top: int | None) -> None:
     """Show the best trial of STUDY (the Pareto front for several objectives)."""
     from search.study.load import load_study
-    from search.tools.summary import format_summary, study_summary
+    from search.tools.summary import format_leaderboard, format_summary, leaderboard, study_summary
 
     study, spec = load_study(study_name, storage)
     summary = study_summary(study, spec)
+    if top is not None:
+        summary["leaderboard"] = leaderboard(study, spec, top)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(format_summary(summary, details=details))
+    if top is not None:
+        click.echo(f"\ntop {top} (validation split; test accuracy holds for this test set only):")
+        click.echo(format_leaderboard(summary["leaderboard"]))
     where = _storage_arg(storage)
     if not summary["best"]:
         click.echo(f"\nrun trials: strategy-search worker {study_name}{where}")
@@ -452,22 +479,43 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (all class probabilities).")
+@click.option("--strict", is_flag=True, help="Stop with exit code 2 at the first unreadable image "
+                                             "(default: skip it, name it on stderr, go on).")
 @device_option
 @_user_errors
-def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str | None) -> None:
-    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR."""
+def predict(export_dir: str, images: tuple[str, ...], as_json: bool, strict: bool, device: str | None) -> None:
+    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR.
+
+    Unreadable images are skipped and named on stderr; the exit code is 2 only when none could be
+    read (or, with --strict, when any could not).
+    """
     from search.artifacts.bundle import load_core
-    from search.tools.predict import predict_files
+    from search.tools.predict import Unreadable, image_files, iter_predictions, nothing_readable
     from search.train.loop import resolve_device
 
     bundle = load_core(export_dir)
-    results = predict_files(bundle, images, resolve_device(device))
+    files = image_files(images)
+    found, skipped = [], []
+    width = max(len(str(f)) for f in files)
+    for item in iter_predictions(bundle, files, resolve_device(device), strict=strict):
+        if isinstance(item, Unreadable):
+            skipped.append(item)
+            if found:  # (before the first prediction they wait: if none comes, one error line says it)
+                click.echo(f"skipped {item.path}: not a readable image ({item.why})", err=True)
+            continue
+        if not found:
+            for early in skipped:
+                click.echo(f"skipped {early.path}: not a readable image ({early.why})", err=True)
+        found.append(item)
+        if not as_json:
+            click.echo(f"{item.path:<{width}}  {item.label}  {item.probability:.4f}")  # as it comes: pipes see it
+    if not found:
+        raise nothing_readable(skipped)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    width = max(len(r.path) for r in results)
-    for r in results:
-        click.echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+    if skipped:
+        click.echo(f"{len(skipped)} of {len(files)} image(s) unreadable and skipped (named above; --strict stops "
+                   "at the first)", err=True)
 
 
 @main.command()
@@ -494,8 +542,9 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 
 @main.command()
 @click.argument("data")
-@click.option("--objective", default="accuracy", show_default=True, metavar="SPEC",
-              help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}'.")
+@click.option("--objective", default=None, metavar="SPEC",
+              help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}' "
+                   "(default: accuracy).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Baseline epochs.")
 @click.option("--limit", type=click.IntRange(min=10), default=None, help="Use at most this many images.")
 @click.option("--val-fraction", type=float, default=None, help="Validation share (default 0.2).")
@@ -513,7 +562,7 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 @device_option
 @weights_option
 @_user_errors
-def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fraction: float | None,
+def doctor(data: str, objective: str | None, epochs: int, limit: int | None, val_fraction: float | None,
            test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
            study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
            weights_dir: str | None) -> None:
@@ -524,6 +573,17 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
                       test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
                       study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
     click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
+
+
+@contextlib.contextmanager
+def _resumable(study_name: str) -> Iterator[None]:
+    """Ctrl-C during ablate/confirm: say that the finished runs are kept and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every finished run is stored with study {study_name!r}; run the same command "
+                   "again to resume (only the missing runs train)", err=True)
+        sys.exit(INTERRUPTED_EXIT)
 
 
 @main.command("ablate")
@@ -549,8 +609,9 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
     study, spec = load_study(study_name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else None
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
-                    device=device, weights_dir=weights_dir)
+    with _resumable(study_name):
+        record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
+                        device=device, weights_dir=weights_dir)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return
@@ -577,8 +638,9 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
-    record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
-                     weights_dir=weights_dir)
+    with _resumable(study_name):
+        record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
+                         weights_dir=weights_dir)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return

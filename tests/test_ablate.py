@@ -80,7 +80,7 @@ def test_ablation_finds_color_matters_and_label_smoothing_is_noise(workdir: Path
     section = page[page.index('<section id="ablation">'):]
     section = section[:section.index("</section>")]
     assert 'id="fig-ablation"' in section and "color: rgb -&gt; gray" in section
-    assert f"{color['delta']:+.4f}" in section and "mattered" in section
+    assert f"{color['delta']:+.3f}" in section and "mattered" in section
     assert "mattered" in _invoke("ablate", "color", "--seeds", "2", "--only", "color", "--device", "cpu")
 
     # `best` gives the test metric with a bootstrap interval, for this test set only.

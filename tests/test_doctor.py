@@ -35,6 +35,8 @@ def _commented_params(path: Path) -> dict[str, str]:
     body = text.split("\nparams:\n", 1)[1]
     out = {}
     for line in body.splitlines():
+        if not line.startswith(("  ", "#")):
+            break  # the next top-level key (enqueue:, doctor:)
         if line.startswith("  ") and not line.lstrip().startswith("#"):
             key, _, rest = line.strip().partition(":")
             out[key] = rest.split("  # ", 1)[1] if "  # " in rest else ""

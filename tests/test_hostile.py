@@ -609,3 +609,34 @@ def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
     with pytest.raises(UserError, match="weights do not fit"):
         load_core(bundle)
     assert built_on == ["meta"]  # only the shape check's skeleton, which holds no memory
+
+
+# ----------------------------------------------------------------------------- issue 24 (firstweek): predict's exit rule
+# (Rows of their own test function: CASES above is read when test_hostile is parametrized.)
+
+
+def _images(*names: str, good: int = 1) -> Callable[[World], Any]:
+    """The bundle, ``good`` readable images and the unreadable files ``names`` in ``imgs/``."""
+    def setup(w: World) -> None:
+        from PIL import Image
+
+        w.copy_bundle()
+        for i in range(good):
+            (w.tmp / "imgs").mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), (i * 40, 90, 200)).save(w.tmp / "imgs" / f"ok{i}.png")
+        for name in names:
+            w.text(f"imgs/{name}", b"not an image")
+    return setup
+
+
+FIRSTWEEK_CASES = [
+    Case("predict-folder-nothing-readable", ("predict", "bundle", "imgs"), _images("a.png", "b.jpg", good=0),
+         says="none of the 2 images could be read (first:"),
+    Case("predict-strict-stops-at-an-unreadable-one", ("predict", "bundle", "imgs", "--strict"),
+         _images("bad.png", good=2), says="bad.png: not a readable image"),
+]
+
+
+@pytest.mark.parametrize("case", FIRSTWEEK_CASES, ids=[c.id for c in FIRSTWEEK_CASES])
+def test_hostile_firstweek(case: Case, finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    test_hostile(case, finished, tmp_path, monkeypatch)

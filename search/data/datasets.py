@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -300,12 +300,17 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
     test_idx = train_idx[te] if need_test else ranges["test"]
     train_idx = train_idx[tr]
     skipped = int(entry.manifest.get("skipped", 0))
-    if skipped and not entry.built:
-        log.warning("%s: %d unreadable image(s) skipped (listed in %s)", source.label, skipped,
-                    entry.path.with_suffix(".json"))
     info: dict[str, object] = {"source": source.label, "skipped_images": skipped,
                                "skipped_files": entry.manifest.get("skipped_files", []),
-                               "cache": str(entry.path), "cache_built": entry.built}
+                               "skipped_list": str(entry.path.with_suffix(".json")),
+                               "cache": str(entry.path), "cache_built": entry.built,
+                               # "folder": the dataset's own split (val/, test/ or a CSV's column); else carved
+                               "split_from": {"val": "carved" if need_val else "folder",
+                                              "test": "carved" if need_test else "folder"}}
+    if skipped and info["skipped_list"] not in _warned:
+        # Named once per process, also when the cache was built earlier: a count alone sends people hunting.
+        _warned.add(str(info["skipped_list"]))
+        log.warning("%s: %s", source.label, skipped_summary(info))
     if source.kind == "folder":
         info["layout"] = "split folders" if bool((parts > 0).any()) else "one folder"
     data = ImageSet(torch.from_numpy(entry.images), labels, classes, train_idx, val_idx, test_idx, info,
@@ -324,6 +329,24 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
             _loaded.clear()
         _loaded[key] = data
     return data
+
+
+SKIPPED_NAMED = 3  # unreadable files named in a message; the cache manifest lists up to 100
+_warned: set[str] = set()  # manifests whose unreadable files this process has named
+
+
+def skipped_summary(info: Mapping[str, object], named: int = SKIPPED_NAMED) -> str:
+    """``2 unreadable image(s) skipped: a.jpg (why), b.jpg (why); full list in X.json`` from a loaded
+    set's ``info`` (empty when nothing was skipped)."""
+    count = int(info.get("skipped_images", 0) or 0)  # type: ignore[call-overload]
+    if not count:
+        return ""
+    files = list(info.get("skipped_files") or [])  # type: ignore[call-overload]
+    # The decoder's reason often repeats the path: once is enough.
+    shown = "; ".join(f"{path} ({str(why).replace(' ' + repr(str(path)), '')})" for path, why in files[:named])
+    more = f"; {count - min(named, len(files))} more" if count > min(named, len(files)) else ""
+    listed = "full list" if count <= cache.SKIPPED_LISTED else f"the first {cache.SKIPPED_LISTED} listed"
+    return f"{count} unreadable image(s) skipped: {shown}{more}; {listed} in {info.get('skipped_list')}"
 
 
 def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int | None:
@@ -369,10 +392,11 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
 
 
 def clear_cache() -> None:
-    """Forget this process's opened datasets (the files on disk stay)."""
+    """Forget this process's opened datasets and which unreadable files it named (the files on disk stay)."""
     with _lock:
         _loaded.clear()
         _resized.clear()
+        _warned.clear()
 
 
 def dataset_doc(data: str) -> dict[str, Any]:

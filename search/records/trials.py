@@ -48,11 +48,15 @@ __all__ = [
     "CREATED_WITH",
     "CONFIRMED",
     "ABLATION",
+    "RERUNS",
+    "RESTORED_EPOCH",
     "STOP_REASON",
     "WARM_STARTED_FROM",
     "RETRY_HISTORY",
     "FAILED_TRIAL",
     "HEARTBEAT",
+    "NOTE_VERSION",
+    "NOTE_TEXT",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -93,6 +97,9 @@ __all__ = [
     "record_confirmed",
     "ablation",
     "record_ablation",
+    "reruns",
+    "record_rerun",
+    "restored_epoch",
     "stop_reason",
     "record_stop_reason",
     "warm_started_from",
@@ -131,6 +138,7 @@ VIOLATIONS = "constraints"  # {label: {"value", "bound", "violation"}}
 FEASIBLE = "feasible"  # True / False (dashboard, report)
 WARM_START = "warm_start"  # on a trial copied by --warm-start: {"study", "trial"}
 ENQUEUED = "enqueued"  # on a trial enqueued from the space's ``enqueue:``: its index there
+RESTORED_EPOCH = "restored_epoch"  # restore_best_epoch: the epoch whose weights were kept and scored
 
 # Study user attrs.
 SPACE = "space"  # the space document the study was created with
@@ -140,6 +148,7 @@ OBJECTIVE_NAMES = "objective_names"
 CREATED_WITH = "created_with"
 CONFIRMED = "confirmed"  # written by search.tools.confirm
 ABLATION = "ablation"  # written by search.tools.ablate
+RERUNS = "reruns"  # ablate's and confirm's finished re-training runs, by run key (what a rerun resumes)
 STOP_REASON = "stop_reason"  # written by search.study.stopping
 WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume does not copy again)
 
@@ -148,6 +157,9 @@ WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
+# optuna-dashboard's trial notes (study system attrs; see search.records.note).
+NOTE_VERSION = "dashboard:{trial_id}:note_ver"
+NOTE_TEXT = "dashboard:{trial_id}:note_str:{i}"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another.
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)
@@ -172,6 +184,7 @@ class _Result(Protocol):
     epoch_seconds: float
     latency_ms: float
     history: Sequence[Any]
+    restored_epoch: int | None
 
 
 def record_result(trial: optuna.Trial, result: _Result) -> None:
@@ -184,6 +197,8 @@ def record_result(trial: optuna.Trial, result: _Result) -> None:
     trial.set_user_attr(EPOCH_SECONDS, round(result.epoch_seconds, 4))
     trial.set_user_attr(LATENCY_MS, round(result.latency_ms, 4))
     record_history(trial, [h.to_dict() for h in result.history])
+    if result.restored_epoch is not None:
+        trial.set_user_attr(RESTORED_EPOCH, result.restored_epoch)
 
 
 def record_architecture(trial: optuna.Trial, n_params: int, latency_ms: float) -> None:
@@ -389,6 +404,22 @@ def ablation(study: optuna.Study) -> dict[str, Any] | None:
 
 def record_ablation(study: optuna.Study, record: Mapping[str, Any]) -> None:
     study.set_user_attr(ABLATION, dict(record))
+
+
+def reruns(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Finished re-training runs of ``ablate`` and ``confirm``, by run key (config, seed, data, device)."""
+    found = study.user_attrs.get(RERUNS)
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def record_rerun(study: optuna.Study, key: str, entry: Mapping[str, Any]) -> None:
+    """Add one finished run (read back first, so runs another process stored meanwhile stay)."""
+    study.set_user_attr(RERUNS, {**reruns(study), key: dict(entry)})
+
+
+def restored_epoch(trial: Trial) -> int | None:
+    """The epoch whose weights a trial kept (restore_best_epoch), None when it kept its last."""
+    return trial.user_attrs.get(RESTORED_EPOCH)
 
 
 def stop_reason(study: optuna.Study) -> dict[str, Any] | None:

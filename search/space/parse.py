@@ -25,11 +25,13 @@ from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for
     AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
     ParamSpec, SearchSpace, choice_label,
 )
+from search.space.provenance import check_doctor
 from search.strategies import PARAMS, check_value
 
 TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
     "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source", "constraints", "enqueue",
+    "doctor",
 )
 KEEP_MODES = ("best", "top_k", "none")
 # Study names become folder names (checkpoints): letters, digits, _ . + - only, not starting with a dot.
@@ -169,6 +171,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     if problem:
         raise c.fail("study", problem)
     _check_source(c, doc.get("source"))
+    check_doctor(c, doc.get("doctor"))
 
     budget = _parse_budget(c, doc.get("budget", {}))
     dataset = _parse_dataset(c, doc.get("dataset", "digits"), base_dir)

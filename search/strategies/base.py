@@ -152,6 +152,14 @@ class TrainHooks:
         """The model to evaluate and keep (e.g. its weight average)."""
         return model
 
+    def epoch_end(self, model: "nn.Module", epoch: int, score: float, metrics: Any) -> None:
+        """After each epoch's validation: the evaluated model, its score (higher is better) and metrics."""
+
+    def restore(self, model: "nn.Module") -> "tuple[int, Any] | None":
+        """When training ends: load other weights into ``model`` (the evaluated one) and return the epoch
+        they are from and its validation metrics; None keeps the last epoch's."""
+        return None
+
 
 @dataclass(frozen=True)
 class Strategy:

@@ -30,10 +30,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core import progress
+from search.core.numbers import duration
 from search.artifacts.checkpoints import CheckpointStore
 from search.core.spec import SearchSpace
-from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counts_in_transaction, open_trial,
-                                 running_with_worker, usage, used_budget)
+from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counted_trials,
+                                   counts_in_transaction, open_trial, running_with_worker, usage, used_budget)
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
@@ -144,9 +145,11 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     start = time.monotonic()
     # Optuna's trial timestamps are naive local times; some databases keep whole seconds only.
     started = datetime.datetime.now().replace(microsecond=0)
-    log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
-             f", timeout {timeout:.0f}s" if timeout else "")
+    log.info("device %s; %s%s", objective.device, budget_line(study, total),
+             f"; timeout {timeout:.0f}s" if timeout else "")
     trials_bar = progress.trial_bar(total, used_budget(study), study.study_name)
+    pace = Pace(study)
+    trials_bar.note(pace.left(total, used_budget(study)))
     # Start-up objects (torch, the dataset, the model code) never become garbage: keep them out of
     # the collector's full passes, which otherwise stall a worker for 100+ ms every few trials.
     # Only the young generations are collected first: a full pass costs as much as the stall
@@ -178,7 +181,10 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             frozen, seconds = _run_one(study, storage, trial, objective)
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
+            pace.add(len(records.history(frozen)), seconds)
             trials_bar.update()
+            if total is not None:
+                trials_bar.note(pace.left(total, used_budget(study)))
     except KeyboardInterrupt:
         summary.seconds = time.monotonic() - start
         summary.requeued = _requeued_here(study, started)
@@ -189,6 +195,70 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             lock.close()
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def budget_line(study: optuna.Study, total: int | None) -> str:
+    """One line that agrees with itself: the trials so far by state, the budget used and left (what
+    counts: a failed trial queued again does not), and what runs next."""
+    trials = study.get_trials(deepcopy=False)
+    used = counted_trials(list(trials))
+    counts = records.format_counts(sorted(records.state_counts(trials).items()))
+    so_far = f"{len(trials)} trial(s) so far ({counts})" if trials else "no trials yet"
+    waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
+    retried = {n for t in trials for n in records.retry_history(t)}
+    uncounted = sum(1 for t in trials if t.state == TrialState.FAIL and t.number in retried)
+    if total is None:
+        budget = "no trial budget"
+        left: int | None = None
+    else:
+        left = max(0, total - used)
+        budget = (f"budget {total}: {used} used" + (f" (a failed trial queued again does not count: {uncounted})"
+                                                     if uncounted else "") + f", {left} left")
+    if left == 0:
+        upcoming = "nothing left to run (--n-trials N raises the budget)"
+    elif waiting:
+        first = waiting[0]
+        again = records.failed_trial(first.system_attrs)
+        why = (f"queued again for trial {again}" if again is not None
+               else "enqueued from the space's enqueue:" if records.ENQUEUED in first.user_attrs else "queued")
+        upcoming = f"next: trial {first.number} ({why})"
+    else:
+        upcoming = "next: a new trial from the sampler"
+    return f"{so_far}; {budget}; {upcoming}"
+
+
+class Pace:
+    """The time left, from measured epoch times: seconds per epoch and epochs per trial of the trials
+    finished so far (this process's, else the study's earlier ones), times the trials left. Pruned
+    trials train fewer epochs, which the mean epochs per trial takes in; the first trial alone
+    (start-up, data cache) does not decide it."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.here = [0, 0.0, 0]  # epochs, seconds, trials finished by this process
+        self.earlier = [0, 0.0, 0]  # the same for the study's trials before it
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if records.history(t) and t.duration is not None:
+                self._count(self.earlier, len(records.history(t)), t.duration.total_seconds())
+
+    @staticmethod
+    def _count(into: list[Any], epochs: int, seconds: float) -> None:
+        if epochs:
+            into[0] += epochs
+            into[1] += seconds
+            into[2] += 1
+
+    def add(self, epochs: int, seconds: float) -> None:
+        """A trial this process finished: ``epochs`` trained in ``seconds``."""
+        self._count(self.here, epochs, seconds)
+
+    def left(self, total: int | None, used: int) -> str:
+        epochs, seconds, trials = self.here if self.here[2] else self.earlier
+        if total is None or not trials:
+            return ""
+        left = max(0, total - used)
+        per_epoch, per_trial = seconds / epochs, epochs / trials
+        return (f"~{duration(left * per_trial * per_epoch)} left ({left} trials x {per_trial:.1f} epochs x "
+                f"{per_epoch:.2g} s)")
 
 
 def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
@@ -290,9 +360,22 @@ def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
             raise
     if held:
         redeliver(held[0])
+    _write_note(study, storage, frozen, [o.name for o in objective.space.objectives])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
+
+
+def _write_note(study: optuna.Study, storage: BaseStorage, frozen: FrozenTrial, names: list[str]) -> None:
+    """The finished trial's note for optuna-dashboard's trial page (search.records.note); a note that
+    cannot be written costs a warning, never the trial."""
+    from search.records.note import note_keys, trial_note
+
+    try:
+        for key, value in note_keys(internals.trial_id(frozen), trial_note(frozen, names)).items():
+            storage.set_study_system_attr(internals.study_id(study), key, value)
+    except Exception as exc:  # noqa: BLE001 - the trial is recorded already; its note is a nicety
+        log.warning("trial %d: could not write its dashboard note: %s", frozen.number, exc)
 
 
 def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any], str | None]:

@@ -2,13 +2,15 @@
 
 optuna-dashboard 0.21 has no read-only mode and no authentication: anyone who reaches its port
 can call its write API (``DELETE /api/studies/N`` deletes a study, notes and trial states can be
-changed). :func:`serve` therefore answers only GET/HEAD requests unless ``allow_writes``.
+changed). :func:`serve` therefore answers only GET/HEAD requests unless ``allow_writes``, and says
+so on every page and atop each study's note (the buttons stay: they are optuna-dashboard's).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Callable, Iterable
 
 from search.core.errors import UserError
@@ -19,18 +21,79 @@ log = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+STUDY_DETAIL = re.compile(r"^/api/studies/\d+$")  # the study page's data (its note included)
+READ_ONLY_NOTE = (
+    "**This dashboard is read-only** (`strategy-search dashboard`): its buttons that create, edit or delete "
+    "(notes, trial states, studies) are refused with *405 Method Not Allowed*, so nobody who reaches the port "
+    "can change the study. To use them, restart it with `--allow-writes` on a port only you can reach.\n\n"
+    "Each finished trial's note (on its page) has its validation and test metrics, per-class table, size, "
+    "latency and config. Parameter importances here are optuna-dashboard's (PED-ANOVA); the HTML report "
+    "(`strategy-search report`) uses fANOVA: with a few dozen trials or fewer the two can rank params "
+    "differently, and neither ranking is reliable yet."
+)
+BANNER = (b'<div style="position:fixed;bottom:0;right:0;z-index:9999;background:#fff3cd;color:#664d03;'
+          b'font:13px sans-serif;padding:4px 10px;border-top-left-radius:6px;opacity:.92">'
+          b'read-only dashboard: create, edit and delete buttons are refused (strategy-search dashboard '
+          b'--allow-writes enables them)</div>')
+
+
 def read_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """WSGI middleware: 405 for every request that could change the storage."""
+    """WSGI middleware: 405 for every request that could change the storage, and the read-only mode
+    stated where people look: a line at the bottom of every page and atop each study's note."""
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
+        if environ.get("REQUEST_METHOD", "GET").upper() not in READ_METHODS:
+            body = json.dumps({"reason": "this dashboard is read-only (strategy-search dashboard --allow-writes)"})
+            start_response("405 Method Not Allowed", [("Content-Type", "application/json"),
+                                                      ("Allow", ", ".join(READ_METHODS))])
+            return [body.encode()]
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD", "GET").upper() != "GET" or not (
+                STUDY_DETAIL.match(path) or path == "/" or path.startswith("/dashboard")):
             return app(environ, start_response)
-        body = json.dumps({"reason": "this dashboard is read-only (strategy-search dashboard --allow-writes)"})
-        start_response("405 Method Not Allowed", [("Content-Type", "application/json"),
-                                                  ("Allow", ", ".join(READ_METHODS))])
-        return [body.encode()]
+        return _rewritten(app, environ, start_response, study=bool(STUDY_DETAIL.match(path)))
 
     return guarded
+
+
+def _rewritten(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], start_response: Callable[..., Any],
+               *, study: bool) -> Iterable[bytes]:
+    """The app's answer, with the read-only note put atop the study's note (study data) or the
+    banner put into the page (HTML). Anything unexpected passes through untouched."""
+    captured: dict[str, Any] = {}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+        captured.update(status=status, headers=headers)
+        return lambda data: None  # (bottle does not use the write callable)
+
+    chunks = app(environ, capture)
+    try:
+        body = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    headers = list(captured.get("headers", []))
+    kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+    encoded = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    if captured.get("status", "").startswith("200") and not encoded:
+        if study and "json" in kind:
+            body = _with_read_only_note(body)
+        elif not study and "html" in kind and b"</body>" in body:
+            body = body.replace(b"</body>", BANNER + b"</body>", 1)
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(body)))]
+    start_response(captured.get("status", "500 Internal Server Error"), headers)
+    return [body]
+
+
+def _with_read_only_note(body: bytes) -> bytes:
+    try:
+        doc = json.loads(body)
+        note = doc.get("note") or {}
+        text = note.get("body") or ""
+        doc["note"] = {**note, "body": READ_ONLY_NOTE + ("\n\n---\n\n" + text if text else "")}
+        return json.dumps(doc).encode()
+    except (ValueError, AttributeError, TypeError):
+        return body
 
 
 def make_server(storage: str | None, host: str, port: int, *, allow_writes: bool = False) -> Any:

@@ -18,12 +18,18 @@ from search.tools.summary import chosen_config
 
 log = logging.getLogger(__name__)
 
+SEARCH_ONLY_KEYS = ("enqueue", "doctor")  # space keys an exported config never carries
+
 
 def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | None = None) -> dict[str, Any]:
     """A space document that re-runs ``trial`` (default: the best) exactly: same params and seed."""
     trial, trial_config = chosen_config(study, trial, "export")
     config = trial_config.to_dict()
     doc = copy.deepcopy(dict(space.raw))
+    # The search's first trials and the doctor's record belong to the search, not to this one
+    # configuration: an ``enqueue:`` entry would even clash with the params fixed below.
+    for key in SEARCH_ONLY_KEYS:
+        doc.pop(key, None)
     doc["study"] = f"{study.study_name}-trial{trial.number}"
     doc["description"] = f"Trial {trial.number} of study {study.study_name}, exported by strategy-search."
     doc["budget"] = {"n_trials": 1, "max_epochs": int(config["epochs"])}

@@ -75,6 +75,7 @@ class TrainResult:
     n_params: int
     epoch_seconds: float
     latency_ms: float
+    restored_epoch: int | None = None  # the epoch whose weights were kept (restore_best_epoch), else None
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -209,7 +210,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
-    last_progress = time.monotonic()
+    last_progress = started = time.monotonic()
+    hinted = False  # the first epoch line says why lines skip epochs
     amp = _autocast(device)  # one context, re-entered every step
     step = 0
 
@@ -277,20 +279,36 @@ def train(
         entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
                          optimizer.param_groups[-1]["lr"], seconds, float(grad_max))
         history.append(entry)
-        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
+        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all. A line
+        # that follows skipped epochs carries the best so far and the time left, so nothing looks lost.
         level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
         if level == logging.INFO:
             last_progress = time.monotonic()
-        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs)", label, epoch, epochs,
-                train_loss, val.loss, objectives[0].name, value, seconds)
+        best_at = max(range(len(history)), key=lambda i: history[i].value if objectives[0].direction == "maximize"
+                      else -history[i].value)
+        left = (time.monotonic() - started) / epoch * (epochs - epoch)  # wall time: evaluation included
+        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs; best %.4f at epoch %d, "
+                "~%.0fs left%s)", label, epoch, epochs, train_loss, val.loss, objectives[0].name, value, seconds,
+                history[best_at].value, best_at + 1, left,
+                "" if hinted else f"; a line every {PROGRESS_EVERY:.0f}s, -v for every epoch")
+        hinted = hinted or level == logging.INFO
         if on_epoch is not None:
             on_epoch(entry)
+        # Higher is better; a cost objective (latency) is unknown while training: then the loss judges.
+        score = (value if objectives[0].direction == "maximize" else -value) if math.isfinite(value) else -val.loss
+        for h in hooks:
+            h.epoch_end(kept(), epoch, score, val)
 
     # What is kept, measured and exported: the evaluated weights (e.g. the EMA average), bare; the
     # inference wrappers (e.g. flip TTA) are put back by whoever evaluates or exports it.
     model = kept()
+    restored = None
+    for h in hooks:  # e.g. restore_best_epoch: another epoch's weights, with that epoch's evaluation
+        back = h.restore(model)
+        if back is not None:
+            restored, val = back
     final = inference_model(config, model)
-    # ``val`` is the last epoch's evaluation: the model has not changed since.
+    # ``val`` is the evaluation of the weights kept (the last epoch's unless one was restored).
     test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
     costs = architecture_costs(config, model, preprocess, data.val_x, device)
@@ -300,6 +318,7 @@ def train(
         model=model, preprocess=preprocess, classes=classes, input_size=data.size, history=history, val=val,
         test=test, values=values, n_params=n_params,
         epoch_seconds=sum(h.seconds for h in history) / max(1, len(history)), latency_ms=latency,
+        restored_epoch=restored,
     )
 
 

@@ -97,6 +97,7 @@ def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *
             "train_value": train_value, "val_value": val_value, "n_params": result.n_params,
             "history": [h.to_dict() for h in result.history],
             "val_recall": dict(zip(data.classes, result.val.per_class()[1])),
+            "val_confusion": result.val.confusion,
         })
         findings.extend(curve_findings(result.history, train_value, val_value, objective.name, findings))
         if facts["grayscale"]:

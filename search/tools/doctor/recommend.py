@@ -17,6 +17,7 @@ from search.tools.doctor.findings import COLOR_GAIN, STANDARD_SIZES, Diagnosis, 
 from search.tools.doctor.remedies import advised, pick
 from search.space.enqueue import param_fits
 from search.space.parse import parse_space
+from search.space.provenance import MAX_CLASSES
 from search.core.spec import DatasetSpec, ObjectiveSpec
 
 
@@ -32,17 +33,21 @@ def conflicting(d: Diagnosis) -> tuple[list[Finding], list[Finding]]:
 
 
 def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_conflicting: bool = True,
-                    enqueue_baseline: bool = True) -> str:
+                    enqueue_baseline: bool = True, objective_given: bool = True) -> str:
     """A space file (YAML text) whose choices follow the findings, with a comment on each param.
 
     When findings conflict (``keep_conflicting``), both remedies stay searchable; a strategy is
     fixed only when every finding points the same way. With ``enqueue_baseline`` the baseline's
     config (as far as it fits the space) runs as the study's first trial, so the search never ends
-    worse than the baseline it diagnosed. The text is checked with :func:`search.space.parse.parse_space`.
+    worse than the baseline it diagnosed. ``objective_given``: whether the objective was asked for
+    (``--objective``) or is the default. The doctor's baseline, findings and reasons go into the
+    ``doctor:`` record (:mod:`search.space.provenance`), which the study keeps for its report.
+    The text is checked with :func:`search.space.parse.parse_space`.
     """
     params, why, top = _params(d, keep_conflicting)
     imbalance = d.get("imbalance")
-    objective_why = "the objective you asked for"
+    objective_why = ("the objective you asked for (--objective)" if objective_given else
+                     "the default objective (doctor --objective changes it, e.g. f1 or precision of one class)")
     if imbalance and d.objective.metric == "accuracy":
         objective_why = (f"imbalanced {imbalance.evidence['ratio']:.1f}:1: accuracy misleads "
                          f"(always {imbalance.evidence['majority_class']!r} scores "
@@ -51,7 +56,7 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
         "study": study,
         "description": "Search space recommended by strategy-search doctor from a baseline diagnosis.",
         "objective": _objective_doc(honest_objective(d.objective, imbalance, d.classes)),
-        "dataset": _dataset_doc(d.dataset),
+        "dataset": _dataset_doc(d.dataset, d.facts.get("split_from", {})),
         "budget": {"n_trials": n_trials, "max_epochs": top},
         "sampler": {"name": "tpe", "n_startup_trials": max(1, min(8, n_trials // 3))},
         "pruner": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": max(1, top // 4)},
@@ -61,7 +66,8 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
     header = [f"Recommended by `strategy-search doctor` for {d.dataset.label}.",
               "Findings: " + ("; ".join(f.kind for f in d.findings) or "none"),
               "Run it: strategy-search run <this file>"]
-    comments = {"objective": objective_why, "dataset": "the data the doctor examined"}
+    comments = {"objective": objective_why, "dataset": _dataset_why(d.dataset, d.facts.get("split_from", {})),
+                "doctor": "what the doctor measured (for the report; no trial reads it)"}
     notes = {"params": [
         "underfitting: a pretrained backbone often helps most: e.g. `backbone: {choices: [none,",
         "resnet18]}`, `pretrained: true` (weights from `weights_dir`, else timm / Hugging Face).",
@@ -70,7 +76,7 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
 
     def write() -> str:
         return dump_commented(doc, header=header, comments=comments, above=above, blocks={"params": why},
-                              block_notes=notes)
+                              block_notes=notes, nested=("doctor",))
 
     parsed = parse_space(yaml.safe_load(write()), source="recommended space")  # a bug must not reach the user
     if enqueue_baseline and "train_value" in d.baseline:
@@ -80,7 +86,31 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
             above["enqueue"] = ["The baseline the doctor trained runs first (params outside this space are sampled),",
                                 "so the search never ends worse than it."]
             parse_space(yaml.safe_load(write()), source="recommended space")
+    doc["doctor"] = doctor_record(d, why)
+    parse_space(yaml.safe_load(write()), source="recommended space")
     return write()
+
+
+def doctor_record(d: Diagnosis, why: Mapping[str, str]) -> dict[str, Any]:
+    """The ``doctor:`` record (:mod:`search.space.provenance`): the baseline as measured, the findings
+    and each param's reason, so the study's report can say what the search gained and why."""
+    b = d.baseline
+    baseline: dict[str, Any] = {"epochs": int(b["config"].get("epochs") or 0),
+                                "seconds": round(float(b.get("seconds", 0.0)), 1),
+                                "input_size": int(d.facts["sizes"]["baseline_input"])}
+    if "val_value" in b:  # it trained (a baseline that diverged twice has no value)
+        baseline.update(value=round(float(b["val_value"]), 6), train_value=round(float(b["train_value"]), 6))
+    if b.get("n_params") is not None:
+        baseline["n_params"] = int(b["n_params"])
+    if b.get("val_confusion") is not None and len(d.classes) <= MAX_CLASSES:
+        baseline.update(classes=list(d.classes), val_confusion=[[int(n) for n in row] for row in b["val_confusion"]])
+    return {
+        "objective": d.objective.name,
+        "dataset": d.dataset.label,
+        "baseline": baseline,
+        "findings": [{"kind": f.kind, "summary": f.summary} for f in d.findings],
+        "why": dict(why),
+    }
 
 
 def _params(d: Diagnosis, keep_conflicting: bool) -> tuple[dict[str, Any], dict[str, str], int]:
@@ -227,7 +257,23 @@ def _objective_doc(o: ObjectiveSpec) -> Any:
     return doc
 
 
-def _dataset_doc(spec: DatasetSpec) -> dict[str, Any]:
+def _dataset_why(spec: DatasetSpec, split_from: Mapping[str, str]) -> str:
+    """The dataset's comment: which splits are the dataset's own and which are carved from train."""
+    own = [s for s in ("val", "test") if split_from.get(s) == "folder"]
+    carved = [s for s in ("val", "test") if s not in own]
+    where = "val/ and test/ folders" if spec.csv is None else "split column"
+    if not own:
+        return "the data the doctor examined; validation and test are carved from train (val_fraction, " \
+               "test_fraction, split_seed)"
+    named = " and ".join("validation" if s == "val" else s for s in own)
+    text = f"the data the doctor examined; its own {named} split{'s' if len(own) > 1 else ''} " \
+           f"({where}) {'are' if len(own) > 1 else 'is'} used, so no {'/'.join(f'{s}_fraction' for s in own)}"
+    if carved:
+        text += f"; {'validation' if carved[0] == 'val' else 'test'} is carved from train ({carved[0]}_fraction)"
+    return text
+
+
+def _dataset_doc(spec: DatasetSpec, split_from: Mapping[str, str] | None = None) -> dict[str, Any]:
     if spec.name:
         doc: dict[str, Any] = {"name": spec.name}
     elif spec.csv:
@@ -236,7 +282,14 @@ def _dataset_doc(spec: DatasetSpec) -> dict[str, Any]:
             doc["root"] = str(Path(spec.root).resolve())
     else:
         doc = {"path": str(Path(str(spec.path)).resolve())}
-    doc.update(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, split_seed=spec.split_seed)
+    # A split the dataset brings (val/, test/ folders or a CSV's split column) takes no fraction.
+    own = {s for s, where in (split_from or {}).items() if where == "folder"}
+    if "val" not in own:
+        doc["val_fraction"] = spec.val_fraction
+    if "test" not in own:
+        doc["test_fraction"] = spec.test_fraction
+    if own != {"val", "test"}:
+        doc["split_seed"] = spec.split_seed
     if spec.limit is not None:
         doc["limit"] = spec.limit
     if spec.cache_max_side != DatasetSpec.cache_max_side:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from search.core.config import TrialConfig
+from search.tools.doctor.data_facts import split_note
 from search.tools.doctor.findings import Diagnosis
 from search.tools.doctor.remedies import advised
 
@@ -13,7 +14,8 @@ def format_report(d: Diagnosis) -> str:
     baseline = TrialConfig.from_dict(cfg)
     lines = [
         f"doctor: {d.dataset.label}  ({f['n_images']} images, {len(d.classes)} classes; "
-        f"train {f['splits']['train']} / validation {f['splits']['val']} / test {f['splits']['test']})",
+        f"train {f['splits']['train']} / validation {f['splits']['val']} / test {f['splits']['test']}"
+        f"{split_note(f.get('split_from', {}))})",
         f"baseline: small CNN depth {cfg['depth']} width {cfg['width']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
         f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, input {f['sizes']['baseline_input']} px, "
         f"{cfg['color']}, no regularization  ({b['seconds']:.1f}s)",

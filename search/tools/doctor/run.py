@@ -26,14 +26,14 @@ class DoctorRun:
     space: Path | None = None
 
 
-def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limit: int | None = None,
+def run_doctor(data: str, *, objective: str | None = None, epochs: int = 10, limit: int | None = None,
                val_fraction: float | None = None, test_fraction: float | None = None,
                overrides: Sequence[str] = (), probe_color: bool = True, output: str | Path | None = None,
                study_name: str | None = None, n_trials: int = 30, force: bool = False,
                device: str | None = None, weights_dir: str | Path | None = None) -> DoctorRun:
     """Diagnose DATA (a built-in name, image folder or CSV manifest) and, with ``output``, write the space.
 
-    ``objective`` is YAML as in a space file; ``overrides`` are ``PARAM=VALUE`` strings changing the
+    ``objective`` is YAML as in a space file (None: the default, accuracy); ``overrides`` are ``PARAM=VALUE`` strings changing the
     baseline. Every option is checked (and ``output`` may be written) before the baseline trains.
     """
     if study_name is not None and check_study_name(study_name):
@@ -44,7 +44,7 @@ def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limi
     for key, value in (("limit", limit), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if value is not None:
             dataset[key] = value
-    wanted = safe_yaml(objective, "--objective")
+    wanted = safe_yaml(objective, "--objective") if objective is not None else "accuracy"
     changes = parse_overrides(overrides)
     if isinstance(wanted, list):
         raise UserError("--objective: doctor diagnoses one quality metric, not a list")
@@ -57,7 +57,7 @@ def run_doctor(data: str, *, objective: str = "accuracy", epochs: int = 10, limi
     if output:
         name = study_name or safe_study_name(f"{Path(data).name}-doctor")
         space = Path(output)
-        space.write_text(recommend_space(diagnosis, name, n_trials), encoding="utf-8")
+        space.write_text(recommend_space(diagnosis, name, n_trials, objective_given=objective is not None), encoding="utf-8")
         record["space"] = output
         tail = f"recommended space written to {output}: strategy-search run {output}"
     else:

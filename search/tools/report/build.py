@@ -136,4 +136,6 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 section { margin: 2.5em 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
 .note { color: #555; } nav ul { columns: 2; }
+caption { text-align: left; font-weight: 600; padding: .6em 0 .3em; }
+table { margin: .8em 0; } #result-table td:first-child { font-weight: 600; white-space: nowrap; }
 """

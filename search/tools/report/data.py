@@ -31,6 +31,7 @@ class Table:
     rows: list[tuple[Any, ...]]
     table_id: str = ""
     show_header: bool = True
+    caption: str = ""
 
 
 Block = Union[Text, Table]
@@ -103,7 +104,32 @@ class Intervals:
     extra: list[float] | None = None  # a second marker per row ("single run during the search")
 
 
-Figure = Union[OptunaPlot, Curves, Confusion, Intervals]
+@dataclass
+class Slice:
+    """One panel of a slice plot: the objective of each trial against one param's value."""
+
+    param: str
+    x: list[Any]
+    y: list[float]
+    trials: list[int]
+    categorical: bool = False
+    log: bool = False
+
+
+@dataclass
+class Slices:
+    """Slice panels wrapped into rows of ``columns`` (Optuna's own slice plot is one row of all params)."""
+
+    metric: str
+    panels: list[Slice]
+    columns: int = 4
+
+    @property
+    def rows(self) -> int:
+        return -(-len(self.panels) // self.columns)
+
+
+Figure = Union[OptunaPlot, Curves, Confusion, Intervals, Slices]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot
+from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot, Slices
 from search.tools.report.render_html import COLORS, optuna_kwargs
 
 
@@ -70,6 +70,34 @@ def intervals(data: Intervals, title: str, path: Path) -> None:
     ax.set_yticks(ys, data.labels)
     ax.invert_yaxis()
     ax.set_title(title)
+    save(f, path)
+
+
+def slices(data: Slices, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    cols = min(data.columns, len(data.panels))
+    f, axes = plt.subplots(data.rows, cols, figsize=(3.6 * cols, 3.0 * data.rows), squeeze=False, sharey=True)
+    last = max((max(p.trials) for p in data.panels if p.trials), default=1)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(data.panels):
+            ax.set_visible(False)
+            continue
+        p = data.panels[i]
+        x = [str(v) for v in p.x] if p.categorical else p.x
+        # (vmin below 0: the first trial is light blue, not white)
+        ax.scatter(x, p.y, c=p.trials, cmap="Blues", vmin=-0.3 * max(1, last), vmax=max(1, last), edgecolors="grey",
+                   linewidths=0.5)
+        if p.log:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(p.param)
+        if i % cols == 0:
+            ax.set_ylabel(data.metric)
+    f.suptitle(title)
+    f.tight_layout()
     save(f, path)
 
 
