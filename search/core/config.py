@@ -57,6 +57,7 @@ class TrialConfig:
     autoaugment_policy: str
     ema_decay: float
     tta: str
+    restore_best_epoch: bool
 
     _defaults: ClassVar[dict[str, Any]] = {}
     __slots__ = ("_values",)
