@@ -36,9 +36,10 @@ def _load(x: Images, y: Tensor, idx: Tensor, device: torch.device) -> tuple[Tens
 
 
 def iterate_batches(x: Images, y: Tensor, order: Tensor, batch_size: int, steps: int,
-                    device: torch.device) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """(step, images, labels) for one epoch in ``order``; labels on ``device``."""
-    slices = batch_slices(order, batch_size, steps)
+                    device: torch.device, slices: list[tuple[int, Tensor]] | None = None
+                    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(step, images, labels) for one epoch in ``order`` (or the given ``slices``); labels on ``device``."""
+    slices = batch_slices(order, batch_size, steps) if slices is None else slices
     if not isinstance(x, MappedImages) or not slices:
         for b, idx in slices:
             yield (b, *_load(x, y, idx, device))
