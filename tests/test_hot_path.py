@@ -119,3 +119,14 @@ def test_clipping_uses_the_recorded_norm() -> None:
     # A parameter without a gradient this step: its total norm still counts, the rest of the row is zero.
     s.record(0, torch.tensor(1.0), torch.randn(8, 3), torch.zeros(8, dtype=torch.long), [params[0].grad])
     assert torch.allclose(s.total_norm(0), params[0].grad.norm())
+
+
+def test_optimizers_use_fused_kernels_on_the_gpu_only() -> None:
+    from types import SimpleNamespace
+
+    from search.strategies.optimization import fused_kernels
+
+    gpu = SimpleNamespace(is_cuda=True, is_floating_point=lambda: True)
+    assert fused_kernels([{"params": [gpu, gpu]}, {"params": [gpu]}]) == {"fused": True}
+    assert fused_kernels([{"params": list(nn.Linear(2, 2).parameters())}]) == {}
+    assert fused_kernels([{"params": [gpu]}, {"params": list(nn.Linear(2, 2).parameters())}]) == {}

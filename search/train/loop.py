@@ -197,6 +197,14 @@ def train(
         on_model(architecture_costs(config, model, preprocess, data.val_x, device))
     for h in hooks:
         h.start(model)
+    # What the training steps call: the model itself, or a compiled wrapper sharing its weights
+    # (evaluation, EMA and export keep using the plain module).
+    forward = model
+    for h in hooks:
+        forward = h.train_forward(forward)
+    compiled = forward is not model
+    if compiled:
+        steps = n_train // batch_size  # one static shape: the partial last batch is dropped
     groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
         [{"params": list(model.parameters()), "lr": config.lr}]
     optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
@@ -205,12 +213,6 @@ def train(
     criterion = CrossEntropy(weight=None if weights is None else weights.to(device),
                              label_smoothing=config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad]
-    # What the training steps call: the model itself, or a compiled wrapper sharing its weights
-    # (evaluation, EMA and export keep using the plain module).
-    forward = model
-    for h in hooks:
-        forward = h.train_forward(forward)
-    compiled = forward is not model
     compile_seconds = 0.0
     stats = StepStats(len(params), device)
     generator = torch.Generator().manual_seed(seed)
