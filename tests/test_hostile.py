@@ -390,6 +390,10 @@ CASES: list[Case] = [
     Case("per-gpu-auto-without-gpus", ("worker", "s", "--per-gpu", "auto", "--processes", "2"),
          says="--per-gpu needs --gpus"),
     Case("compile-not-bool", ("create", "space.yaml"), _params(compile="yes"), says="compile must be true or false"),
+    Case("dataset-cache-format", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache": "png"}),
+         says="dataset.cache: unknown value 'png'; allowed: auto, raw, jpeg"),
+    Case("dataset-cache-quality", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache_quality": 101}),
+         says="dataset.cache_quality"),
 ]
 
 

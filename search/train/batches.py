@@ -29,7 +29,8 @@ def batch_slices(order: Tensor, batch_size: int, steps: int) -> list[tuple[int, 
 
 def _load(x: Images, y: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     idx_dev = idx.to(x.device)
-    xb, yb = x[idx_dev], y[idx_dev]
+    # A JPEG cache decodes the batch where it trains (on CUDA: nvJPEG, no host copy of the pixels).
+    xb, yb = (x.gather(idx_dev, device) if isinstance(x, MappedImages) else x[idx_dev]), y[idx_dev]
     if device.type == "cuda" and xb.device.type == "cpu":
         xb = xb.pin_memory().to(device, non_blocking=True)
     return xb, yb.to(device, non_blocking=True)
