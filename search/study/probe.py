@@ -58,14 +58,15 @@ def probe_config(space: Any, trials: list[Any]) -> Any:
     return TrialConfig.from_dict(values)
 
 
-def cut(data: Any, n: int) -> Any:
-    """The prepared splits with at most ``n`` training and ``n`` validation images (views)."""
+def cut(data: Any, n: int, n_val: int | None = None) -> Any:
+    """The prepared splits with at most ``n`` training and ``n_val`` (default ``n``) validation images (views)."""
     from search.data.datasets import MappedImages, Prepared
 
     def head(x: Any, k: int) -> Any:
         return MappedImages(x.base, x.index[:k], x.pages) if isinstance(x, MappedImages) else x[:k]
 
-    return Prepared(head(data.train_x, n), data.train_y[:n], head(data.val_x, n), data.val_y[:n],
+    v = n if n_val is None else n_val
+    return Prepared(head(data.train_x, n), data.train_y[:n], head(data.val_x, v), data.val_y[:v],
                     head(data.test_x, 0), data.test_y[:0], data.classes, data.size)
 
 

@@ -236,6 +236,8 @@ def train(
         order = next((o for o in (h.train_order(data.train_y, generator) for h in hooks) if o is not None), None)
         if order is None:
             order = torch.randperm(n_train, generator=generator)
+        if data.train_x.device != order.device:
+            order = order.to(data.train_x.device)  # a GPU-resident set: one copy per epoch, not one per step
         slices = batch_slices(order, batch_size, steps)
         stats.begin([b for b, _ in slices], [len(idx) for _, idx in slices])
         # Per step: nothing is read back to the host (no synchronization) and the statistics cost
