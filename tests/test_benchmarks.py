@@ -134,3 +134,15 @@ def test_gpu_all_runs_its_cpu_smoke_and_says_the_gpu_figures_are_pending(tmp_pat
     assert sections["workers_per_gpu"]["auto"]["workers"] == 1  # no GPU memory reading on the CPU
     assert {g["status"] for g in result["goals"].values()} == {"pending (CPU smoke)"}
     assert "figures pending a GPU" in proc.stdout
+
+
+def test_large_photos_compares_the_raw_and_jpeg_caches(tmp_path: Path) -> None:
+    out, result = _run("large_photos", tmp_path)
+    builds = result["builds"]
+    assert builds["raw"]["format"] == "raw" and builds["jpeg"]["format"] == "jpeg"
+    assert builds["raw"]["bytes_per_image"] == 3 * 224 * 224
+    assert 0 < builds["jpeg"]["bytes_per_image"] < builds["raw"]["bytes_per_image"] / 4
+    assert result["library_jpeg_psnr_db"] > 30
+    assert all(v > 0 for v in result["per_core_images_per_s"].values())
+    assert result["study_1e6"]["raw_cache_gb"] > 150 and "not yet measured on a GPU" in result["gpu_decode"]
+    assert "10^6 images at 224 px" in out

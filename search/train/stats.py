@@ -73,7 +73,7 @@ class StepStats:
         torch.argmax(logits, dim=1, out=self._pred[i])
         self._labels.append(labels)
         row = self._norms[i]
-        if len(grads) == self.n_params:
+        if grads and len(grads) == self.n_params:
             torch.stack(torch._foreach_norm(grads), out=row)
         else:  # some parameters got no gradient this step: their total norm alone, the rest zero
             row.zero_()
