@@ -171,3 +171,50 @@ def test_a_drained_worker_takes_no_trial(study: tuple[str, str], tmp_path: Path)
     assert "worker done: 0 trial(s)" in run.stdout
     assert "lowered this GPU's workers" in run.stderr
     assert len(optuna.load_study(study_name=name, storage=url).trials) == 0
+
+
+def test_the_launcher_drains_a_worker_when_a_trial_runs_out_of_memory(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's wait loop: it reads the study's FAILed trials and touches one worker's drain file."""
+    specs = [workers.WorkerSpec(f"gpu0.{k}", "cuda", {"CUDA_VISIBLE_DEVICES": "0",
+                                                      packing.DRAIN_ENV: str(tmp_path / f"gpu0.{k}")})
+             for k in range(3)]
+    # Stand-ins for the workers: each exits once its drain file exists (or after 60 s).
+    script = "import os, sys, time\nt = time.time()\nwhile not os.path.exists(sys.argv[1]) and time.time() - t < 60:\n" \
+             "    time.sleep(0.05)\n"
+    procs = [(s, subprocess.Popen([sys.executable, "-c", script, s.env[packing.DRAIN_ENV]])) for s in specs]
+    oom = "out of GPU memory: CUDA out of memory. Tried to allocate 3.00 GiB"
+    monkeypatch.setattr(workers, "OOM_POLL", 0.1)
+    monkeypatch.setattr(workers, "_failed_trials", lambda study, url, since: [(4, oom, "gpu0.0")])
+    exited = []
+
+    def end_the_rest() -> None:  # once gpu0.2 stopped, the other two finish (their budget is used up)
+        for label in ("gpu0.0", "gpu0.1"):
+            (tmp_path / label).touch()
+
+    original_check = packing.OomWatch.exited
+
+    def on_exit(self: packing.OomWatch, label: str) -> None:
+        exited.append(label)
+        original_check(self, label)
+        if label == "gpu0.2":
+            end_the_rest()
+
+    monkeypatch.setattr(packing.OomWatch, "exited", on_exit)
+    lowered = workers._wait(procs, "s", "sqlite:///unused.db")
+    assert lowered == [{"trial": 4, "gpu": "0", "drained": "gpu0.2", "workers": 2}]
+    assert exited[0] == "gpu0.2"
+    assert all(p.wait(timeout=60) == 0 for _, p in procs)
+
+
+def test_failed_trials_are_read_with_their_worker_label(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url)
+    since = __import__("time").time()
+    trial = study.ask()
+    trial.set_user_attr("worker", "host:123 gpu1.2")
+    trial.set_user_attr("fail_reason", "out of GPU memory: boom")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    study.tell(study.ask(), 1.0)
+    assert workers._failed_trials("s", url, since) == [(0, "out of GPU memory: boom", "gpu1.2")]
+    assert workers._failed_trials("s", url, since + 3600) == []  # ended before the launcher started
