@@ -315,6 +315,9 @@ def workers_per_gpu(folder: Path, arch: dict[str, Any], size: int, batch: int, d
     from search.study import workers
     from search.study.packing import decide
 
+    if device.type == "cuda":
+        # The probes read the card's used memory as their own overhead: release this process's cache.
+        torch.cuda.empty_cache()
     work = folder.parent / "study"
     work.mkdir(exist_ok=True)
     space = {"study": "gpu-all", "dataset": {"path": str(folder), "cache": "raw"},

@@ -140,7 +140,7 @@ def test_large_photos_compares_the_raw_and_jpeg_caches(tmp_path: Path) -> None:
     out, result = _run("large_photos", tmp_path)
     builds = result["builds"]
     assert builds["raw"]["format"] == "raw" and builds["jpeg"]["format"] == "jpeg"
-    assert builds["raw"]["bytes_per_image"] == 3 * 224 * 224
+    assert 3 * 224 * 224 <= builds["raw"]["bytes_per_image"] < 3 * 224 * 224 + 2  # + the .npy header
     assert 0 < builds["jpeg"]["bytes_per_image"] < builds["raw"]["bytes_per_image"] / 4
     assert result["library_jpeg_psnr_db"] > 30
     assert all(v > 0 for v in result["per_core_images_per_s"].values())
