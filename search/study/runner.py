@@ -40,6 +40,7 @@ from search import records
 from search.algorithms.pruners import create_pruner
 from search.algorithms.samplers import create_sampler, grid_size
 from search.study import stopping
+from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
@@ -165,6 +166,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             stop = stopping.check(study, space)
             if stop is not None:
                 log.info(stopping.format_stop(stop))
+                break
+            if drain_requested():
+                log.info("the launcher lowered this GPU's workers (a trial ran out of memory): stopping here")
                 break
             trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
             if trial is None:
