@@ -53,10 +53,13 @@ def slurm() -> Iterator[dict[str, str]]:
         slurmserver.stop(base)
 
 
-def _submit(slurm: dict[str, str], workdir: Path, study: str, url: str, *args: str,
-            sbatch: tuple[str, ...] = ()) -> str:
-    env = {**slurm, "STRATEGY_SEARCH_STORAGE": url, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(["sbatch", "--parsable", "--array=0-1", *CPU_NODE, *sbatch, str(SCRIPT), study, *args],
+def _submit(slurm: dict[str, str], workdir: Path, study: str, url: str | Path, *args: str) -> str:
+    """Submit an array of two workers; ``url`` is the storage URL, or a file holding it."""
+    env = {k: v for k, v in slurm.items() if k != "STRATEGY_SEARCH_STORAGE"}
+    env.update({"STRATEGY_SEARCH_STORAGE_FILE": str(url)} if isinstance(url, Path) else
+               {"STRATEGY_SEARCH_STORAGE": str(url)})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(["sbatch", "--parsable", "--array=0-1", *CPU_NODE, str(SCRIPT), study, *args],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().split(";")[0]
@@ -100,8 +103,23 @@ def test_an_array_of_two_workers_finishes_a_study_with_an_exact_budget(slurm: di
     study = _study_name("slurm")
     _create(_space(workdir, study, 6, max_epochs=8, params={
         "lr": {"float": [0.001, 0.05], "log": True}, **{**LONG_TRIAL, "epochs": 8}}), pg_url, workdir)
-    job = _submit(slurm, workdir, study, pg_url, *FAST_HEARTBEAT)
+    # The URL from a file only its owner may read; a file others may read is refused (bash runs the
+    # script itself for that: no job is needed to see it).
+    secret = workdir / "storage-url"
+    secret.write_text(str(pg_url) + "\n", encoding="utf-8")
+    secret.chmod(0o644)
+    env = {**{k: v for k, v in slurm.items() if k != "STRATEGY_SEARCH_STORAGE"},
+           "STRATEGY_SEARCH_STORAGE_FILE": str(secret)}
+    refused = subprocess.run(["bash", str(SCRIPT), study], cwd=workdir, env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"error: {secret} is readable by others (mode 644); run: chmod 600 {secret}"
+    secret.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    job = _submit(slurm, workdir, study, secret, *FAST_HEARTBEAT)
     _wait_gone(slurm, job)
+    # Nothing SLURM shows about the job holds the URL's password.
+    shown = subprocess.run(["scontrol", "show", "job", job], env=slurm, capture_output=True, text=True, timeout=30)
+    assert job in shown.stdout and (_password(pg_url) or "\0") not in shown.stdout
     outputs = _outputs(workdir, job)
     assert sorted(outputs) == ["0", "1"], outputs
     for task, text in outputs.items():
@@ -145,35 +163,6 @@ def test_scancel_term_mid_trial_requeues_the_trial_for_the_other_worker(slurm: d
     assert retry[0].user_attrs["worker"].endswith(f"slurm-{job}_{other}.0")
     # The budget is exact: three trials count, the interrupted one (retried) does not.
     assert len(trials) == 4 and sum(t.state == TrialState.COMPLETE for t in trials) == 3
-
-
-def test_the_storage_url_comes_from_a_file_only_its_owner_may_read(slurm: dict[str, str], workdir: Path,
-                                                                   pg_url: str) -> None:
-    study = _study_name("slurmfile")
-    _create(_space(workdir, study, 1), pg_url, workdir)
-    secret = workdir / "storage-url"
-    secret.write_text(str(pg_url) + "\n", encoding="utf-8")
-    secret.chmod(0o644)
-    env = {k: v for k, v in slurm.items() if k != "STRATEGY_SEARCH_STORAGE"}
-    env.update(STRATEGY_SEARCH_STORAGE_FILE=str(secret), PYTHONPATH=str(ROOT))
-    # bash runs the script itself for the refusal (no job needed to see it), and SLURM runs it after.
-    refused = subprocess.run(["bash", str(SCRIPT), study], cwd=workdir, env=env, capture_output=True, text=True,
-                             timeout=30)
-    assert refused.returncode == 2
-    assert refused.stderr.strip() == f"error: {secret} is readable by others (mode 644); run: chmod 600 {secret}"
-    secret.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    submitted = subprocess.run(["sbatch", "--parsable", "--array=0", *CPU_NODE, str(SCRIPT), study], cwd=workdir,
-                               env=env, capture_output=True, text=True, timeout=60)
-    assert submitted.returncode == 0, submitted.stderr
-    job = submitted.stdout.strip().split(";")[0]
-    _wait_gone(slurm, job)
-    output = _outputs(workdir, job)["0"]
-    assert "worker done: 1 trial(s)" in output, output
-    _assert_exact(_trials(study, pg_url), 1)
-    # Nothing SLURM keeps about the job shows the URL's password.
-    shown = subprocess.run(["scontrol", "show", "job", job], env=slurm, capture_output=True, text=True, timeout=30)
-    password = _password(pg_url)
-    assert password is None or (password not in shown.stdout and password not in output)
 
 
 def test_the_script_is_valid_bash_and_needs_a_study() -> None:

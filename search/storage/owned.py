@@ -330,7 +330,7 @@ class _OwnedWrite:
         return False
 
 
-# Optuna 5.1 stores a trial's times as naive UTC (``TrialModel._datetime_start_utc``) and reads them
+# Optuna 5.0+ stores a trial's times as naive UTC (``TrialModel._datetime_start_utc``) and reads them
 # back as local time; earlier releases store local time as it is.
 _UTC_TIMES = hasattr(models.TrialModel, "_datetime_start_utc")
 
