@@ -84,7 +84,7 @@ def start(base: str | Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     if any(base.iterdir()):
         raise ServerError(f"{base} is not empty")
-    data, log, pwfile = base / "data", base / "server.log", base / "pw"
+    data, pwfile = base / "data", base / "pw"
     password = secrets.token_hex(12)
     pwfile.write_text(password + "\n", encoding="utf-8")
     pwfile.chmod(0o600)

@@ -94,7 +94,7 @@ def start(base: str | Path, timeout: float = 60) -> str:
         "SlurmctldHost=localhost(127.0.0.1)",
         f"SlurmctldPort={_free_port()}",
         f"SlurmdPort={_free_port()}",
-        f"AuthType=auth/munge",
+        "AuthType=auth/munge",
         f"AuthInfo=socket={munge_socket}",
         "CredType=cred/munge",
         "SlurmUser=root",
