@@ -47,6 +47,7 @@ from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval
 from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.retry import Outage
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     engine = rdb.engine if rdb is not None else None
     # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
     lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
-                                                                 engine=engine)
+                                                                 engine=engine, policy=getattr(rdb, "retry", None))
     heartbeat = interval_of(storage)
     stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
@@ -388,6 +389,8 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
         values = objective(trial)
     except optuna.TrialPruned:
         return {"state": TrialState.PRUNED}, None
+    except Outage:
+        raise  # the database stayed away past --connect-timeout: not the trial's fault; it goes stale
     except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
         log.debug("trial %d raised", trial.number, exc_info=True)
         return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
