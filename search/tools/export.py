@@ -100,33 +100,36 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
 
 def _kept_model(trial: FrozenTrial, source: dict[str, Any], files: Any, legacy: Path | None,
                 space: SearchSpace) -> tuple[Any, str, str]:
-    """(bundle, where it came from, "") for the trial's kept model, or (None, "", why there is none)."""
+    """(bundle, where it came from, "") for the trial's kept model, or (None, "", why there is none).
+
+    The artifact store first, then a checkpoint of a version before it; either is used only when
+    its ``model.json`` records this trial's identity.
+    """
     from search.artifacts.bundle import CORE_FILES, load_core
     from search.artifacts.store import ArtifactMissing
     from search.artifacts.trial_files import identity_mismatch, legacy_model_dir, recorded_source
 
+    whys = []
     if files is not None and files.has_model(trial):
         with tempfile.TemporaryDirectory(prefix="strategy-search-export-") as tmp:
             folder = Path(tmp)
             try:
                 files.download(trial, CORE_FILES, folder)
-            except ArtifactMissing as exc:  # removed meanwhile, or another store: re-train, and say so
-                log.warning("%s; re-training", exc)
-                return None, "", str(exc)
-            mismatch = identity_mismatch(recorded_source(folder), source)
-            if mismatch is None:
-                return load_core(folder), f"kept model of trial {trial.number} in {files.label}", ""
-        why = f"the model kept in {files.label} is not this trial's: {mismatch}"
-        log.warning("%s; re-training", why)
-        return None, "", why
+                mismatch = identity_mismatch(recorded_source(folder), source)
+                if mismatch is None:
+                    return load_core(folder), f"kept model of trial {trial.number} in {files.label}", ""
+                whys.append(f"the model kept in {files.label} is not this trial's: {mismatch}")
+            except ArtifactMissing as exc:  # removed meanwhile, or another store
+                whys.append(str(exc))
     folder = legacy_model_dir(legacy, trial) if legacy is not None else None
     if folder is not None:
         mismatch = identity_mismatch(recorded_source(folder), source)
         if mismatch is None:
             return load_core(folder), f"checkpoint {folder} (kept before the artifact store)", ""
-        why = f"checkpoint {folder} is not this trial's: {mismatch}"
-        log.warning("%s; re-training", why)
-        return None, "", why
+        whys.append(f"checkpoint {folder} is not this trial's: {mismatch}")
+    if whys:
+        log.warning("%s; re-training", "; ".join(whys))
+        return None, "", "; ".join(whys)
     if space.keep == "none":
         return None, "", "keep: none"
     where = files.label if files is not None else "the artifact store"
