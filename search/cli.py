@@ -44,6 +44,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         redact.remember_url(kwargs.get("storage") or os.environ.get("STRATEGY_SEARCH_STORAGE"))
+        redact.remember_environment()
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
@@ -94,6 +95,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("search").setLevel(level)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # The S3 client's debug lines carry signed request headers (the access key id): never shown.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact.RedactFilter())
     import optuna
