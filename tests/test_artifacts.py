@@ -143,7 +143,7 @@ class Kept:
     def files(self) -> TrialFiles:
         study = self.study()
         return TrialFiles(open_store(parse_location(str(self.store_dir))), internals.storage_of(study),
-                          study.get_trials(deepcopy=False))
+                          internals.study_id(study))
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,9 @@ def test_the_kept_trial_uploads_its_files_and_displaced_ones_are_removed(kept: K
     # Trial 0 was kept until trial 1 finished; trial 1's worker removed its files and recorded that.
     first = records.artifacts_of(trials[0])[1]
     assert set(first) == ALL_FILES and files.files(trials[0]) == {}
-    assert trials[1].user_attrs[records.REMOVED_ARTIFACTS] == {"0": list(first.values())}
+    storage = internals.storage_of(study)
+    assert records.removed_artifacts(storage.get_study_system_attrs(internals.study_id(study))) == \
+        {i: 0 for i in first.values()}
     assert set(files.files(trials[1])) == ALL_FILES and files.has_model(trials[1])
     assert records.artifacts_of(trials[2]) == (None, {})  # never kept: nothing uploaded
     # The directory holds exactly the best trial's files.
@@ -283,6 +285,6 @@ def test_a_failed_upload_is_recorded_and_the_trial_still_counts() -> None:
 
 def test_a_warm_start_never_copies_the_source_studys_files() -> None:
     trial = optuna.trial.create_trial(value=1.0, user_attrs={
-        records.ARTIFACTS: {"store": "s3://x", "files": {"model.json": "id"}}, records.REMOVED_ARTIFACTS: {"0": ["a"]},
+        records.ARTIFACTS: {"store": "s3://x", "files": {"model.json": "id"}}, records.ARTIFACT_ERROR: "x",
         records.CONFIG: {"lr": 0.1}})
     assert set(records.warm_start_attrs(trial, "src")) == {records.CONFIG, records.WARM_START}

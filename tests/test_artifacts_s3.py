@@ -26,6 +26,7 @@ from s3server import ACCESS_KEY, SECRET_KEY, HoldingProxy, S3Server, client_env
 from search import records
 from search.artifacts.trial_files import config_hash
 from search.cli import main
+from search.storage import internals
 
 CLI = [sys.executable, "-m", "search.cli"]
 SPACE = {"dataset": {"name": "digits", "limit": 300}, "params": {"lr": {"float": [0.003, 0.05], "log": True},
@@ -87,10 +88,15 @@ def _no_secret(*outputs: str) -> None:
         assert SECRET_KEY not in out and ACCESS_KEY not in out, out
 
 
+def removed_ids(study: optuna.Study) -> dict[str, int]:
+    """Artifact id -> trial number of the files the keep policy removed (recorded on the study)."""
+    return records.removed_artifacts(internals.storage_of(study).get_study_system_attrs(internals.study_id(study)))
+
+
 def _kept_keys(study: optuna.Study, prefix: str) -> dict[str, dict[str, str]]:
     """The S3 key of each file each trial records and still keeps."""
     trials = study.get_trials(deepcopy=False)
-    removed = records.removed_artifacts(trials)
+    removed = removed_ids(study)
     return {str(t.number): {name: f"{prefix}/{i}" for name, i in records.artifacts_of(t)[1].items() if i not in removed}
             for t in trials if records.artifacts_of(t)[1]}
 
@@ -163,10 +169,11 @@ def test_a_killed_upload_leaves_nothing_half_written_and_the_retry_is_exported(s
     # Machine B fails the dead worker's trial (no heartbeat), retries it, keeps the retry's files and
     # removes what the killed trial had uploaded.
     b.cli("worker", "cut", "--storage", storage, "--device", "cpu")
-    trials = optuna.load_study(study_name="cut", storage=storage).get_trials(deepcopy=False)
+    study = optuna.load_study(study_name="cut", storage=storage)
+    trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
-    assert retry.user_attrs[records.REMOVED_ARTIFACTS] == {"0": list(partial.values())}
+    assert removed_ids(study) == {i: 0 for i in partial.values()}
     assert set(s3.keys("killed")) == {f"p/{i}" for i in records.artifacts_of(retry)[1].values()}
     assert len(records.artifacts_of(retry)[1]) == 6
 
@@ -199,7 +206,7 @@ def test_refused_credentials_are_one_line_and_never_printed(tmp_path: Path) -> N
     try:
         m = Machine(tmp_path, "m", server.endpoint)
         write_space(m.cwd / "space.yaml", tiny_space("cred", artifacts="s3://models/x", **SPACE))
-        out = m.cli("-v", "run", "space.yaml", code=2)
+        out = m.here("-v", "run", "space.yaml", code=2)
         assert "error: artifacts s3://models/x: access to bucket 'models' is denied for these credentials" in out
         # No credentials at all: said so, and the instance metadata service is never asked.
         env = {k: v for k, v in m.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}

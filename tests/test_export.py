@@ -61,7 +61,7 @@ class Searched:
         """The study's kept files, read back as any command does."""
         study = optuna.load_study(study_name=self.name, storage=self.storage)
         return TrialFiles(open_store(parse_location(str(self.artifacts))), internals.storage_of(study),
-                          study.get_trials(deepcopy=False))
+                          internals.study_id(study))
 
     def kept(self) -> list[int]:
         """Numbers of the trials that keep a model."""

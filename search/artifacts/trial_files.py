@@ -15,12 +15,13 @@ Optuna records each artifact on the trial (system attr ``artifacts:<id>``); the 
 ``artifacts`` (:func:`search.records.record_artifacts`) names the store and the files, and is
 written after each upload, so a worker killed mid-upload leaves a record of what it uploaded.
 
-When a kept trial falls out of the kept set, the next trial to finish removes its files. Only
-finished trials' files are removed (a worker never touches files another worker is still
-uploading), and only files both recorded by the trial and listed by Optuna as that trial's
-artifacts (a record copied or forged from elsewhere removes nothing). A finished trial's attrs can no
-longer change, so the removing worker records the removals on its own running trial
-(``removed_artifacts``); readers subtract the union of those records.
+When a kept trial falls out of the kept set, the next trial to finish removes its files, and each
+worker sweeps once more when it leaves (so a study ends keeping exactly its best / top k, also when
+trials finished at the same time on several workers). Only finished trials' files are removed (a
+worker never touches files another worker is still uploading), and only files both recorded by the
+trial and listed by Optuna as that trial's artifacts (a record copied or forged from elsewhere
+removes nothing). A finished trial's attrs can no longer change, so each removal is recorded on the
+study (system attr ``strategy_search:removed_artifact:<id>``); readers subtract those.
 """
 
 from __future__ import annotations
@@ -117,26 +118,29 @@ def write_files(bundle: Bundle, history: Sequence[Mapping[str, Any]], folder: Pa
     return [folder / n for n in UPLOAD_ORDER if (folder / n).is_file()]
 
 
-def kept_numbers(space: SearchSpace, trials: Iterable[FrozenTrial], number: int, values: Sequence[float]) -> set[int]:
-    """The trials ``keep:`` keeps once trial ``number`` (still running) finishes with ``values``."""
+def kept_numbers(space: SearchSpace, trials: Iterable[FrozenTrial],
+                 running: tuple[int, Sequence[float]] | None = None) -> set[int]:
+    """The trials ``keep:`` keeps (with ``running``: once that trial, (number, values), finishes)."""
     if space.keep == "none":
         return set()
     complete = [(t.number, t.values) for t in trials if t.state == TrialState.COMPLETE and t.values]
-    return records.top_numbers([*complete, (number, list(values))], space.objectives[0].direction == "maximize",
+    return records.top_numbers([*complete, *([running] if running else [])],
+                               space.objectives[0].direction == "maximize",
                                1 if space.keep == "best" else space.keep_top_k)
 
 
 def keep_trial_files(store: Any, space: SearchSpace, trial: optuna.Trial, values: Sequence[float],
-                     write: Callable[[Path], list[Path]]) -> dict[str, str] | None:
+                     write: Callable[[Path], list[Path]], study_id: int) -> dict[str, str] | None:
     """Upload this (still running) trial's files if ``keep:`` keeps it; remove those it displaces.
 
-    ``write(folder)`` writes the files into a temporary folder and returns them in upload order.
+    ``write(folder)`` writes the files into a temporary folder and returns them in upload order;
+    ``study_id`` is the study's id in ``trial.storage`` (removals are recorded on the study).
     Returns ``{file name: artifact id}`` of what was uploaded (None: not kept).
     """
     trials = trial.study.get_trials(deepcopy=False)
-    kept = kept_numbers(space, trials, trial.number, values)
+    kept = kept_numbers(space, trials, (trial.number, list(values)))
     uploaded = upload_files(store, trial, write) if trial.number in kept else None
-    sweep(store, trial, trials, kept)
+    sweep(store, trial.storage, study_id, trials, kept)
     return uploaded
 
 
@@ -151,19 +155,19 @@ def upload_files(store: Any, trial: optuna.Trial, write: Callable[[Path], list[P
     return done
 
 
-def sweep(store: Any, trial: optuna.Trial, trials: Sequence[FrozenTrial], kept: set[int]) -> dict[int, list[str]]:
-    """Remove the files of finished trials that ``keep:`` no longer keeps; record it on ``trial``."""
-    already = records.removed_artifacts(trials)
+def sweep(store: Any, storage: Any, study_id: int, trials: Sequence[FrozenTrial], kept: set[int]) -> dict[int, list[str]]:
+    """Remove the files of finished trials that ``keep:`` does not keep; record each removal on the study."""
+    already = records.removed_artifacts(storage.get_study_system_attrs(study_id))
     removed: dict[int, list[str]] = {}
     for t in trials:
-        if t.number in kept or t.number == trial.number or not t.state.is_finished():
+        if t.number in kept or not t.state.is_finished():
             continue
         _, files = records.artifacts_of(t)
         live = [i for i in files.values() if i not in already]
         if not live:
             continue
         # Only artifacts Optuna lists as this trial's: a record copied from elsewhere removes nothing.
-        theirs = {m.artifact_id for m in get_all_artifact_meta(t, storage=trial.storage)}
+        theirs = {m.artifact_id for m in get_all_artifact_meta(t, storage=storage)}
         gone = []
         for artifact_id in live:
             if artifact_id not in theirs:
@@ -177,12 +181,11 @@ def sweep(store: Any, trial: optuna.Trial, trials: Sequence[FrozenTrial], kept: 
                     log.warning("trial %d: could not remove artifact %s from %s: %s", t.number, artifact_id,
                                 label(store), exc)
                     continue
+            storage.set_study_system_attr(study_id, records.removed_artifact_key(artifact_id), t.number)
             gone.append(artifact_id)
         if gone:
             removed[t.number] = gone
             log.debug("removed trial %d's files (no longer kept)", t.number)
-    if removed:
-        records.record_removed_artifacts(trial, removed)
     return removed
 
 
@@ -192,13 +195,14 @@ def sweep(store: Any, trial: optuna.Trial, trials: Sequence[FrozenTrial], kept: 
 class TrialFiles:
     """The files a study's trials keep in ``store``, as its trials record them (read side).
 
-    ``storage`` is the study's storage (Optuna lists a finished trial's artifacts through it).
+    ``storage`` is the study's storage and ``study_id`` its id there (Optuna lists a finished
+    trial's artifacts through it; removals are recorded on the study).
     """
 
-    def __init__(self, store: Any, storage: Any, trials: Sequence[FrozenTrial]) -> None:
+    def __init__(self, store: Any, storage: Any, study_id: int) -> None:
         self.store = store
         self.storage = storage
-        self.removed = records.removed_artifacts(trials)
+        self.removed = set(records.removed_artifacts(storage.get_study_system_attrs(study_id)))
 
     @property
     def label(self) -> str:

@@ -35,7 +35,7 @@ __all__ = [
     "RETRY_OF",
     "CHECKPOINT",
     "ARTIFACTS",
-    "REMOVED_ARTIFACTS",
+    "REMOVED_ARTIFACT",
     "ARTIFACT_ERROR",
     "WORKER",
     "DEVICE",
@@ -66,7 +66,7 @@ __all__ = [
     "record_fail_reason",
     "record_retry_of",
     "record_artifacts",
-    "record_removed_artifacts",
+    "removed_artifact_key",
     "record_artifact_error",
     "artifacts_of",
     "removed_artifacts",
@@ -133,7 +133,6 @@ FAIL_REASON = "fail_reason"  # why a trial is FAIL (or PRUNED without a pruner's
 RETRY_OF = "retry_of"  # the trial a retry replays (its worker died or it was interrupted)
 CHECKPOINT = "checkpoint"  # (before artifacts) the kept model's folder, relative to the checkpoint root: read only
 ARTIFACTS = "artifacts"  # the trial's files in the artifact store: {"store": URL, "files": {name: artifact id}}
-REMOVED_ARTIFACTS = "removed_artifacts"  # on the trial whose worker removed them: {trial number: [artifact ids]}
 ARTIFACT_ERROR = "artifact_error"  # why the trial's files could not be uploaded
 WORKER = "worker"  # host:pid (and label) of the worker that ran it
 DEVICE = "device"  # where the trial ran (latency is measured there)
@@ -159,10 +158,13 @@ RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
 OPTUNA_ARTIFACT = "artifacts:"  # Optuna's own prefix of an artifact's meta on a trial (upload_artifact writes it)
+# Study system attr per artifact the keep policy removed: REMOVED_ARTIFACT + id -> the trial's number. A
+# finished trial's attrs cannot change, so removals are recorded on the study (one key each: no lost update).
+REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
 # files in the artifact store stay the source study's (a copy must never remove them).
-NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER, ARTIFACTS, REMOVED_ARTIFACTS, ARTIFACT_ERROR, CHECKPOINT)
+NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER, ARTIFACTS, ARTIFACT_ERROR, CHECKPOINT)
 
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
 
@@ -233,10 +235,9 @@ def record_artifacts(trial: optuna.Trial, store: str, files: Mapping[str, str]) 
     trial.set_user_attr(ARTIFACTS, {"store": store, "files": dict(files)})
 
 
-def record_removed_artifacts(trial: optuna.Trial, removed: Mapping[int, Sequence[str]]) -> None:
-    """Artifacts this (running) trial's worker removed from other trials. A finished trial's attrs
-    cannot change, so removals are recorded here, and readers take the union over the study."""
-    trial.set_user_attr(REMOVED_ARTIFACTS, {str(n): list(ids) for n, ids in removed.items()})
+def removed_artifact_key(artifact_id: str) -> str:
+    """The study system attr that records ``artifact_id`` as removed (its value: the trial number)."""
+    return REMOVED_ARTIFACT + artifact_id
 
 
 def record_artifact_error(trial: optuna.Trial, message: str) -> None:
@@ -322,14 +323,9 @@ def artifacts_of(trial: Trial) -> tuple[str | None, dict[str, str]]:
     return (store if isinstance(store, str) else None), files
 
 
-def removed_artifacts(trials: Iterable[Trial]) -> set[str]:
-    """Every artifact id some worker recorded as removed, over ``trials`` (a study's trials)."""
-    out: set[str] = set()
-    for t in trials:
-        doc = t.user_attrs.get(REMOVED_ARTIFACTS)
-        if isinstance(doc, Mapping):
-            out.update(i for ids in doc.values() if isinstance(ids, list) for i in ids if isinstance(i, str))
-    return out
+def removed_artifacts(study_system_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Artifact id -> trial number of every artifact the keep policy removed (from the study's system attrs)."""
+    return {k[len(REMOVED_ARTIFACT):]: v for k, v in study_system_attrs.items() if k.startswith(REMOVED_ARTIFACT)}
 
 
 def without_artifacts(system_attrs: Mapping[str, Any], ids: set[str]) -> dict[str, Any] | None:

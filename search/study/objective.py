@@ -112,6 +112,20 @@ class Objective:
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
 
+    def sweep_kept_files(self, study: optuna.Study) -> None:
+        """Remove the files of finished trials ``keep:`` no longer keeps (a worker does this as it
+        leaves: trials that finished at the same time on several workers each kept their files)."""
+        if self.artifacts is None:
+            return
+        from search.artifacts import trial_files
+
+        try:
+            trials = study.get_trials(deepcopy=False)
+            trial_files.sweep(self.artifacts, internals.storage_of(study), internals.study_id(study), trials,
+                              trial_files.kept_numbers(self.space, trials))
+        except Exception as exc:  # noqa: BLE001 - the next worker to finish a trial sweeps again
+            log.warning("could not remove the files of trials no longer kept: %s", exc)
+
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
         """Prune the trial before its first step when the built model's size or latency breaks a
         bound (no epoch is spent on a model that cannot ship), recording them with their constraint
@@ -148,7 +162,8 @@ class Objective:
             return trial_files.write_files(bundle, history, folder, self.space.objectives[0].name)
 
         try:
-            trial_files.keep_trial_files(self.artifacts, self.space, trial, result.values, write)
+            trial_files.keep_trial_files(self.artifacts, self.space, trial, result.values, write,
+                                         internals.study_id(trial.study))
         except Exception as exc:  # noqa: BLE001 - a store down or full must not lose the trial's result
             if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
                 raise  # another worker failed this trial as stale: not an upload problem

@@ -185,6 +185,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         trials_bar.close()
         if lock is not None:
             lock.close()
+    objective.sweep_kept_files(study)
     summary.seconds = time.monotonic() - start
     return summary
 

@@ -7,7 +7,7 @@ changed). :func:`serve` therefore answers only GET/HEAD requests unless ``allow_
 The artifact store goes to optuna-dashboard too, so a trial's page lists its kept files and
 previews its pictures. Files the keep policy removed are hidden from the lists (on SQL storages):
 their metas stay on the finished trials, which Optuna cannot change, and
-:mod:`search.artifacts.trial_files` records the removals elsewhere.
+:mod:`search.artifacts.trial_files` records the removals on the study.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ class KeptFilesStorage(RDBStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[Any]:
         trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        everyone = trials if states is None else super().get_all_trials(study_id, deepcopy=False)
-        removed = records.removed_artifacts(everyone)
+        removed = set(records.removed_artifacts(self.get_study_system_attrs(study_id)))
         return [_kept_only(t, removed) for t in trials] if removed else trials
 
 

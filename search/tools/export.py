@@ -70,7 +70,7 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     from search.artifacts.trial_files import TrialFiles, model_identity
     from search.train.loop import resolve_device, train_space
 
-    files = TrialFiles(artifacts, internals.storage_of(study), study.get_trials(deepcopy=False)) \
+    files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study)) \
         if artifacts is not None else None
     if trial is None:
         trial = _best_with_model(study, files, legacy_checkpoints)

@@ -77,7 +77,7 @@ def build_sections(study: optuna.Study, space: SearchSpace, artifacts: Any = Non
         from search.artifacts.trial_files import TrialFiles
         from search.storage import internals
 
-        files = TrialFiles(artifacts, internals.storage_of(study), study.get_trials(deepcopy=False))
+        files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study))
     view = StudyView(study, space, files)
     return [build_section(d.id, view) for d in SECTION_DEFS]
 
