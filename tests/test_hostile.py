@@ -596,3 +596,75 @@ def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
     with pytest.raises(UserError, match="weights do not fit"):
         load_core(bundle)
     assert built_on == ["meta"]  # only the shape check's skeleton, which holds no memory
+
+
+# ----------------------------------------------------------------------------- artifact store (issue 27, items 1-2)
+# Rows for --artifacts / $STRATEGY_SEARCH_ARTIFACTS / the space's artifacts: key. S3 rows talk to a real
+# S3 protocol server (moto's, tests/s3server.py) started by the row's setup and stopped after it.
+
+
+def _aws(w: World, endpoint: str, **overrides: str | None) -> None:
+    """This row's AWS environment: ``endpoint``, the planted SECRET as the secret key, nothing of ~/.aws."""
+    from s3server import client_env
+
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        w.monkeypatch.delenv(name)
+    for name, value in {**client_env(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET, **overrides}.items():
+        if value is None:
+            w.monkeypatch.delenv(name, raising=False)
+        else:
+            w.monkeypatch.setenv(name, value)
+
+
+def _s3(extra: Callable[[World], Any] | None = None, **overrides: str | None) -> Callable[[World], Any]:
+    """Setup: a moto S3 server (no bucket in it), the finished study, and ``extra``."""
+    def setup(w: World) -> None:
+        from s3server import S3Server
+
+        server = S3Server.start()
+        w.held.append(server)
+        _aws(w, server.endpoint, **overrides)
+        w.copy_study()
+        if extra is not None:
+            extra(w)
+    return setup
+
+
+def _unreachable_s3(w: World) -> None:
+    _aws(w, "http://127.0.0.1:1")
+    w.copy_study()
+
+
+ARTIFACT_CASES: list[Case] = [
+    Case("artifacts-bad-scheme", ("run", "space.yaml", "--artifacts", "ftp://host/x"), _space(),
+         says="--artifacts: ftp:// is not a supported scheme"),
+    Case("artifacts-credentials-in-url", ("run", "space.yaml", "--artifacts", f"s3://AKIAX:{SECRET}@models/x"),
+         _space(), says="credentials do not belong in the artifacts url"),
+    Case("artifacts-bad-bucket-name", ("export", "done", "-o", "out", "--artifacts", "s3://Bad_Bucket/x"),
+         _with_study(), says="'Bad_Bucket' is not a valid bucket name"),
+    Case("artifacts-bad-env", ("export", "done", "-o", "out"), _with_study(), says="not a valid bucket name",
+         env=(("STRATEGY_SEARCH_ARTIFACTS", "s3://"),)),
+    Case("artifacts-space-key-bad", ("create", "space.yaml"), _space(artifacts="http://host/x"),
+         says="space.yaml: artifacts: http:// is not a supported scheme"),
+    Case("artifacts-space-key-credentials", ("create", "space.yaml"), _space(artifacts=f"s3://k:{SECRET}@models"),
+         says="space.yaml: artifacts: credentials do not belong"),
+    Case("artifacts-store-is-a-file", ("export", "done", "-o", "out", "--artifacts", "afile"),
+         _with_study(lambda w: w.text("afile", "mine")), says="is a file, not a directory", unchanged=("afile",)),
+    Case("artifacts-workers-bad-url", ("worker", "done", "--processes", "2", "--artifacts", "ftp://x/y"),
+         _with_study(), says="ftp:// is not a supported scheme"),
+    Case("artifacts-missing-bucket-run", ("run", "space.yaml", "--artifacts", "s3://no-such-bucket/p"),
+         _s3(lambda w: w.space()), says="bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-missing-bucket-export", ("export", "done", "-o", "out", "--artifacts", "s3://no-such-bucket/p"),
+         _s3(), says="artifacts s3://no-such-bucket/p: bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-missing-bucket-dashboard", ("dashboard", "--port", "0", "--artifacts", "s3://no-such-bucket"),
+         _s3(), says="bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-no-credentials", ("report", "done", "--artifacts", "s3://models/p"),
+         _s3(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None), says="no AWS credentials found"),
+    Case("artifacts-endpoint-unreachable", ("export", "done", "-o", "out", "--artifacts", "s3://models/p"),
+         _unreachable_s3, says="cannot reach the S3 endpoint"),
+]
+
+
+@pytest.mark.parametrize("case", ARTIFACT_CASES, ids=[c.id for c in ARTIFACT_CASES])
+def test_hostile_artifacts(case: Case, finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    test_hostile(case, finished, tmp_path, monkeypatch)

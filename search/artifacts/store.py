@@ -132,8 +132,10 @@ def _open_s3(location: Location) -> PrefixedStore:
     try:
         # Retries with backoff on throttling and dropped connections (boto3's "standard" mode); the
         # endpoint, region and credentials are boto3's own lookup (environment, ~/.aws, roles).
-        client = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                                  connect_timeout=10, read_timeout=60))
+        # A session of its own: the environment and config files are read now, not when boto3's
+        # default session happened to be made.
+        client = boto3.session.Session().client("s3", config=Config(
+            retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60))
         client.head_bucket(Bucket=location.bucket)
     except Exception as exc:  # noqa: BLE001 - botocore raises many kinds; each becomes one line
         raise ArtifactStoreError(f"{where}: {s3_problem(exc, location.bucket)}") from None
