@@ -589,7 +589,7 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
 def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, budget_epochs: int | None,
                     as_json: bool, device: str | None, weights_dir: str | None) -> None:
     """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
-    from search.tools.confirm import confirm, format_confirmation
+    from search.tools.confirm import confirm, format_confirmation, winner_model_note
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
@@ -599,6 +599,9 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
         click.echo(json.dumps(record, indent=2, default=str))
         return
     click.echo(format_confirmation(record))
+    note = winner_model_note(study, spec, record)
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 

@@ -219,6 +219,19 @@ def test_export_report_and_dashboard_read_the_kept_files(kept: Kept, tmp_path: P
         server.server_close()
 
 
+def test_confirm_warns_when_its_winner_keeps_no_model(kept: Kept) -> None:
+    from search.space.parse import parse_space
+    from search.tools.confirm import winner_model_note
+
+    study = kept.study()
+    space = parse_space(records.stored_space(study))
+    rows = [{"trial": n} for n in range(3)]
+    assert winner_model_note(study, space, {"winner": 1, "rows": rows}) is None  # the best keeps its model
+    note = winner_model_note(study, space, {"winner": 0, "rows": rows})  # its files were removed
+    assert note == ("trial 0 keeps no model (keep: best kept other trials), so export re-trains it; "
+                    "keep: top_k with keep_top_k: 3 would have kept every candidate's")
+
+
 def test_export_says_where_the_files_are_when_the_store_given_is_another(kept: Kept, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
