@@ -119,6 +119,17 @@ def test_an_unusable_directory_is_a_one_line_error(tmp_path: Path) -> None:
     assert (tmp_path / "nothing").is_dir()
 
 
+def test_a_gs_store_without_its_client_library_says_what_to_install() -> None:
+    try:
+        import google.cloud.storage  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("google-cloud-storage is installed: opening a gs:// store would reach Google")
+    with pytest.raises(UserError, match=r"^artifacts gs://bucket-x/p: google-cloud-storage is not installed; pip "):
+        open_store(parse_location("gs://bucket-x/p"))
+
+
 # ----------------------------------------------------------------------------- a study keeping its best trial
 
 

@@ -115,3 +115,11 @@ def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -
     assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
     assert result["raw_read"]["cold_mb_per_s"] > 0
     assert "Dataset cache at scale" in out
+
+
+def test_artifacts_times_keeping_and_reading_a_trial(tmp_path: Path) -> None:
+    out, result = _run("artifacts", tmp_path)
+    (row,) = result["summary"]
+    assert row["store"] == "directory" and row["mb_stored"] > 0
+    assert row["keep_cpu_s"] > 0 and row["read_wall_s"] > 0 and row["train_cpu_s"] > 0
+    assert "Keeping a trial" in out
