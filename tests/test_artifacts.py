@@ -243,6 +243,31 @@ def test_confirm_warns_when_its_winner_keeps_no_model(kept: Kept) -> None:
                     "keep: top_k with keep_top_k: 3 would have kept every candidate's")
 
 
+def test_one_dashboard_serves_studies_whose_files_are_in_different_stores(kept: Kept, tmp_path: Path) -> None:
+    from search.tools.dashboard import make_server
+
+    # A second study in the same database, its files in another store (given on the command line).
+    doc = tiny_space("other", budget={"n_trials": 1, "max_epochs": 1}, dataset={"name": "digits", "limit": 200},
+                     params={"lr": 0.01, "width": 4, "depth": 1})
+    write_space(tmp_path / "other.yaml", doc)
+    _ok("run", str(tmp_path / "other.yaml"), "--storage", kept.storage, "--device", "cpu",
+        "--artifacts", str(tmp_path / "elsewhere"))
+    server = make_server(kept.storage, "127.0.0.1", 0)  # no --artifacts: each trial's own store
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for name, folder in (("kept", kept.store_dir), ("other", tmp_path / "elsewhere")):
+            study = optuna.load_study(study_name=name, storage=kept.storage)
+            best = study.best_trial
+            picture = best.user_attrs[records.ARTIFACTS]["files"]["confusion_matrix.png"]
+            with urllib.request.urlopen(f"{base}/artifacts/{internals.study_id(study)}/{internals.trial_id(best)}/"
+                                        f"{picture}", timeout=30) as resp:
+                assert resp.read() == (folder / picture).read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_export_says_where_the_files_are_when_the_store_given_is_another(kept: Kept, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -55,7 +55,7 @@ def test_two_workers_and_a_third_machine_that_exports_reports_and_shows_without_
     a, b, c = (Machine(tmp_path, m, s3.endpoint, STRATEGY_SEARCH_STORAGE=str(pg_url)) for m in "abc")
     write_space(a.cwd / "space.yaml", tiny_space(name, budget={"n_trials": N_TRIALS, "max_epochs": 2}, keep="top_k",
                                                   keep_top_k=2, artifacts=store, **SPACE))
-    a.cli("create", "space.yaml")
+    a.here("create", "space.yaml")
 
     workers = [m.popen("worker", name, "--device", "cpu") for m in (a, b)]
     for m, proc in zip((a, b), workers):

@@ -1,1 +1,1 @@
-"""A trained model on disk: the bundle format and the kept trial checkpoints."""
+"""A trial's files: the model bundle format, the artifact store, what a kept trial uploads and reads back."""

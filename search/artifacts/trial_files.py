@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -58,8 +59,6 @@ UPLOAD_ORDER = (*PICTURES, METRICS_FILE, *[f for f in CORE_FILES if f != WEIGHTS
 
 def study_uid(study: optuna.Study) -> str | None:
     """The study's own id (None for a study created before study uids existed)."""
-    import re
-
     uid = records.study_uid(study)
     return uid if uid is not None and re.fullmatch(r"[0-9a-f]{8,64}", uid) else None
 

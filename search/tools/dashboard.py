@@ -5,7 +5,8 @@ can call its write API (``DELETE /api/studies/N`` deletes a study, notes and tri
 changed). :func:`serve` therefore answers only GET/HEAD requests unless ``allow_writes``.
 
 The artifact store goes to optuna-dashboard too, so a trial's page lists its kept files and
-previews its pictures. Files the keep policy removed are hidden from the lists (on SQL storages):
+previews its pictures; without ``--artifacts``, each trial's files are read from the store its worker
+recorded, so studies with different stores share one dashboard. Files the keep policy removed are hidden from the lists (on SQL storages):
 their metas stay on the finished trials, which Optuna cannot change, and
 :mod:`search.artifacts.trial_files` records the removals on the study.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
+import time
 from typing import Any, Callable, Iterable
 
 from optuna.storages import RDBStorage
@@ -60,21 +63,68 @@ def _kept_only(trial: Any, removed: set[str]) -> Any:
     return shown
 
 
+class TrialStores:
+    """optuna-dashboard's artifact store when the studies keep their files in different stores.
+
+    optuna-dashboard asks for a file by its artifact id only (one store per dashboard); each trial
+    records the store its worker uploaded to (user attr ``artifacts``), so the id leads to its store,
+    opened on first use. Files uploaded from the dashboard (``--allow-writes``) go to ``default``.
+    """
+
+    RESCAN_S = 5.0  # an id no trial records is looked for again at most this often
+
+    def __init__(self, storage: Any, default: Any) -> None:
+        from search.artifacts.store import label
+
+        self.storage = storage
+        self.default = default
+        self.description = f"the store each trial recorded (else {label(default)})"
+        self._where: dict[str, str] = {}
+        self._opened: dict[str, Any] = {label(default): default}
+        self._scanned = 0.0
+        self._lock = threading.Lock()
+
+    def _scan(self) -> None:
+        from search.storage import internals
+
+        for study in self.storage.get_all_studies():
+            for trial in self.storage.get_all_trials(internals.study_id(study), deepcopy=False):
+                url, files = records.artifacts_of(trial)
+                if url:
+                    self._where.update(dict.fromkeys(files.values(), url))
+        self._scanned = time.monotonic()
+
+    def _store_of(self, artifact_id: str) -> Any:
+        from search.artifacts.store import open_store
+        from search.core.locations import parse_location
+
+        with self._lock:
+            if artifact_id not in self._where and time.monotonic() - self._scanned > self.RESCAN_S:
+                self._scan()
+            url = self._where.get(artifact_id)
+            if url is None:
+                return self.default
+            if url not in self._opened:
+                self._opened[url] = open_store(parse_location(url))
+            return self._opened[url]
+
+    def open_reader(self, artifact_id: str) -> Any:
+        return self._store_of(artifact_id).open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        self.default.write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self._store_of(artifact_id).remove(artifact_id)
+
+
 def dashboard_artifacts(storage: Any, explicit: str | None, storage_url: str | None) -> Any:
-    """The store to show: ``--artifacts``, else the one the studies' spaces name (when they agree),
-    else ``artifacts/`` beside a SQLite file."""
+    """The trials' files: ``--artifacts`` (or $STRATEGY_SEARCH_ARTIFACTS) when given, else each
+    trial's own store (:class:`TrialStores`, with ``artifacts/`` beside a SQLite file as the default)."""
     from search.study.artifact_store import open_artifacts
 
-    named: set[str] = set()
-    if not explicit:
-        for study in storage.get_all_studies():
-            doc = records.stored_space(study)
-            if isinstance(doc, dict) and isinstance(doc.get("artifacts"), str):
-                named.add(doc["artifacts"])
-    if len(named) > 1:
-        log.warning("the studies name %d artifact stores (%s); showing the default one: choose with --artifacts",
-                    len(named), ", ".join(sorted(named)))
-    return open_artifacts(explicit, named.pop() if len(named) == 1 else None, storage_url)
+    store = open_artifacts(explicit, None, storage_url)
+    return store if explicit else TrialStores(storage, store)
 
 
 def make_server(storage: str | None, host: str, port: int, *, allow_writes: bool = False,
@@ -123,7 +173,8 @@ def serve(storage: str | None, host: str = "127.0.0.1", port: int = 8080, *, all
     server = make_server(storage, host, port, allow_writes=allow_writes, artifacts=artifacts)
     try:  # Ctrl-C is how a dashboard is stopped, from the moment it is announced
         if on_ready is not None:
-            on_ready(storage_label(storage), label(server.artifacts))
+            files = getattr(server.artifacts, "description", None) or label(server.artifacts)
+            on_ready(storage_label(storage), files)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
