@@ -356,7 +356,8 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
     from search.tools.export import export_bundle
 
     files = open_artifacts(artifacts, spec.artifacts, storage)
-    done = export_bundle(study, spec, output, trial, artifacts=files,
+    # Without --artifacts (or its env), each trial's files come from the store its worker recorded.
+    done = export_bundle(study, spec, output, trial, artifacts=files, follow_records=artifacts is None,
                          legacy_checkpoints=checkpoint_root(storage, checkpoints), device=device,
                          weights_dir=weights_dir, onnx=onnx, force=force)
     click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
@@ -498,7 +499,8 @@ def report(study_name: str, storage: str | None, output: str, png: bool, artifac
     from search.study.artifact_store import open_artifacts
 
     study, spec = load_study(study_name, storage)
-    done = write_report(study, spec, output, png=png, artifacts=open_artifacts(artifacts, spec.artifacts, storage))
+    done = write_report(study, spec, output, png=png, artifacts=open_artifacts(artifacts, spec.artifacts, storage),
+                        follow_records=artifacts is None)
     size = done.html.stat().st_size / 1e6
     click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:

@@ -268,6 +268,24 @@ def test_one_dashboard_serves_studies_whose_files_are_in_different_stores(kept: 
         server.server_close()
 
 
+def test_export_and_report_follow_the_store_the_worker_recorded(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker was given --artifacts (not in the space): another machine needs no option to find it."""
+    doc = tiny_space("told", budget={"n_trials": 1, "max_epochs": 1}, dataset={"name": "digits", "limit": 200},
+                     params={"lr": 0.01, "width": 4, "depth": 1})
+    write_space(tmp_path / "told.yaml", doc)
+    storage = f"sqlite:///{tmp_path}/db/s.db"
+    (tmp_path / "db").mkdir()
+    store = tmp_path / "nfs" / "store"
+    _ok("run", str(tmp_path / "told.yaml"), "--storage", storage, "--device", "cpu", "--artifacts", str(store))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    text = _ok("export", "told", "--storage", storage, "-o", "bundle", "--no-onnx")
+    assert f"weights: kept model of trial 0 in {store.as_uri()}" in text
+    _ok("report", "told", "--storage", storage, "-o", "r.html", "--no-png")
+    assert f"read from {store.as_uri()}" in Path("r.html").read_text()
+
+
 def test_export_says_where_the_files_are_when_the_store_given_is_another(kept: Kept, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

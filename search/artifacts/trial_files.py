@@ -192,20 +192,42 @@ def sweep(store: Any, storage: Any, study_id: int, trials: Sequence[FrozenTrial]
 
 
 class TrialFiles:
-    """The files a study's trials keep in ``store``, as its trials record them (read side).
+    """The files a study's trials keep, as its trials record them (read side).
 
     ``storage`` is the study's storage and ``study_id`` its id there (Optuna lists a finished
-    trial's artifacts through it; removals are recorded on the study).
+    trial's artifacts through it; removals are recorded on the study). Files are read from ``store``
+    when it was given explicitly (``follow_records`` False: ``--artifacts``, $STRATEGY_SEARCH_ARTIFACTS);
+    otherwise from the store each trial's worker recorded (opened once), and from ``store`` (the
+    space's or the default one) for trials that recorded none.
     """
 
-    def __init__(self, store: Any, storage: Any, study_id: int) -> None:
+    def __init__(self, store: Any, storage: Any, study_id: int, *, follow_records: bool = False) -> None:
         self.store = store
         self.storage = storage
+        self.follow_records = follow_records
         self.removed = set(records.removed_artifacts(storage.get_study_system_attrs(study_id)))
+        self._opened: dict[str, Any] = {}
 
     @property
     def label(self) -> str:
         return label(self.store)
+
+    def where(self, trial: FrozenTrial) -> str:
+        """The URL of the store this trial's files are read from (nothing opened)."""
+        recorded = self.stored_in(trial)
+        return recorded if self.follow_records and recorded else self.label
+
+    def store_of(self, trial: FrozenTrial) -> Any:
+        """The store this trial's files are read from."""
+        where = self.stored_in(trial)
+        if not self.follow_records or where is None or where == self.label:
+            return self.store
+        if where not in self._opened:
+            from search.artifacts.store import open_store
+            from search.core.locations import parse_location
+
+            self._opened[where] = open_store(parse_location(where, what=f"trial {trial.number}'s store"))
+        return self._opened[where]
 
     def files(self, trial: FrozenTrial) -> dict[str, str]:
         """``{file name: artifact id}`` the trial keeps (recorded and not removed)."""
@@ -224,6 +246,7 @@ class TrialFiles:
         (saying where the files are) when one is not in this store."""
         files = self.files(trial)
         listed = {m.artifact_id for m in get_all_artifact_meta(trial, storage=self.storage)}
+        store = self.store_of(trial)
         folder.mkdir(parents=True, exist_ok=True)
         out = []
         for name in names:
@@ -233,11 +256,11 @@ class TrialFiles:
             target = folder / name
             target.unlink(missing_ok=True)
             try:
-                download_artifact(artifact_store=self.store, file_path=str(target), artifact_id=artifact_id)
+                download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
             except Exception as exc:  # noqa: BLE001 - each store raises its own kinds
                 target.unlink(missing_ok=True)
                 kind = ArtifactMissing if is_not_found(exc) else ArtifactStoreError
-                raise kind(self._missing(trial, name, exc)) from None
+                raise kind(self._missing(trial, name, label(store), exc)) from None
             out.append(target)
         return out
 
@@ -246,14 +269,14 @@ class TrialFiles:
         with tempfile.TemporaryDirectory(prefix="strategy-search-read-") as tmp:
             return self.download(trial, [name], Path(tmp))[0].read_bytes()
 
-    def _missing(self, trial: FrozenTrial, name: str, exc: BaseException) -> str:
+    def _missing(self, trial: FrozenTrial, name: str, used: str, exc: BaseException) -> str:
         where = self.stored_in(trial)
         if is_not_found(exc):
-            why = f"trial {trial.number}'s {name} is not in {self.label}"
-            if where and where != self.label:
+            why = f"trial {trial.number}'s {name} is not in {used}"
+            if where and where != used:
                 why += f" (its worker uploaded it to {where}: pass --artifacts {where})"
             return why
-        return f"cannot read trial {trial.number}'s {name} from {self.label}: {type(exc).__name__}: " \
+        return f"cannot read trial {trial.number}'s {name} from {used}: {type(exc).__name__}: " \
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
 
 

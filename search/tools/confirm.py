@@ -108,7 +108,8 @@ def winner_model_note(study: optuna.Study, space: SearchSpace, record: dict[str,
     from search.storage import internals
 
     winner = study.trials[record["winner"]]
-    if space.keep == "none" or TrialFiles(None, internals.storage_of(study), internals.study_id(study)).has_model(winner):
+    files = TrialFiles(None, internals.storage_of(study), internals.study_id(study))
+    if space.keep == "none" or files.has_model(winner):
         return None
     return (f"trial {winner.number} keeps no model (keep: {space.keep} kept other trials), so export re-trains it; "
             f"keep: top_k with keep_top_k: {len(record['rows'])} would have kept every candidate's")

@@ -56,13 +56,14 @@ class ExportedBundle:
 
 
 def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path, trial: FrozenTrial | None = None,
-                  *, artifacts: Any = None, legacy_checkpoints: Path | None = None, device: str | None = None,
-                  weights_dir: str | None = None, onnx: bool = True, force: bool = False) -> ExportedBundle:
+                  *, artifacts: Any = None, follow_records: bool = False, legacy_checkpoints: Path | None = None,
+                  device: str | None = None, weights_dir: str | None = None, onnx: bool = True,
+                  force: bool = False) -> ExportedBundle:
     """Write config, weights, preprocessing, TorchScript and ONNX of ``trial`` (default: the best).
 
     The weights come from the model the trial kept in the artifact store (``artifacts``: an Optuna
-    artifact store, :func:`search.study.artifact_store.open_artifacts`) when its ``model.json`` records this
-    trial's identity (study uid, number, config hash); else from a checkpoint a version before the
+    artifact store, :func:`search.study.artifact_store.open_artifacts`; with ``follow_records``, the
+    store the trial's worker recorded comes first) when its ``model.json`` records this trial's identity (study uid, number, config hash); else from a checkpoint a version before the
     artifact store kept under ``legacy_checkpoints``; otherwise the trial is re-trained from its
     config, which reproduces it exactly on the CPU. An existing non-empty ``directory`` needs ``force``.
     """
@@ -70,8 +71,8 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
     from search.artifacts.trial_files import TrialFiles, model_identity
     from search.train.loop import resolve_device, train_space
 
-    files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study)) \
-        if artifacts is not None else None
+    files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study),
+                       follow_records=follow_records) if artifacts is not None else None
     if trial is None:
         trial = _best_with_model(study, files, legacy_checkpoints)
     doc = export_config(study, space, trial)
@@ -117,8 +118,8 @@ def _kept_model(trial: FrozenTrial, source: dict[str, Any], files: Any, legacy: 
                 files.download(trial, CORE_FILES, folder)
                 mismatch = identity_mismatch(recorded_source(folder), source)
                 if mismatch is None:
-                    return load_core(folder), f"kept model of trial {trial.number} in {files.label}", ""
-                whys.append(f"the model kept in {files.label} is not this trial's: {mismatch}")
+                    return load_core(folder), f"kept model of trial {trial.number} in {files.where(trial)}", ""
+                whys.append(f"the model kept in {files.where(trial)} is not this trial's: {mismatch}")
             except ArtifactMissing as exc:  # removed meanwhile, or another store
                 whys.append(str(exc))
     folder = legacy_model_dir(legacy, trial) if legacy is not None else None

@@ -70,27 +70,30 @@ def build_section(section_id: str, view: StudyView) -> Section:
         return render(definition, definition.compute(view, definition.id, definition.title))
 
 
-def build_sections(study: optuna.Study, space: SearchSpace, artifacts: Any = None) -> list[Section]:
-    """Every section; ``artifacts`` (an Optuna artifact store) adds the kept trials' files and pictures."""
+def build_sections(study: optuna.Study, space: SearchSpace, artifacts: Any = None,
+                   follow_records: bool = False) -> list[Section]:
+    """Every section; ``artifacts`` (an Optuna artifact store) adds the kept trials' files and pictures
+    (with ``follow_records``, from the store each trial recorded first: see ``TrialFiles``)."""
     files = None
     if artifacts is not None:
         from search.artifacts.trial_files import TrialFiles
         from search.storage import internals
 
-        files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study))
+        files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study),
+                           follow_records=follow_records)
     view = StudyView(study, space, files)
     return [build_section(d.id, view) for d in SECTION_DEFS]
 
 
 def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, png: bool = True,
-                 artifacts: Any = None) -> Report:
+                 artifacts: Any = None, follow_records: bool = False) -> Report:
     """Write ``path`` (HTML) and, with ``png``, ``<stem>_png/<section>.png`` beside it; ``artifacts``
     (the study's artifact store) adds the kept trials' files and pictures."""
     from plotly.offline import get_plotlyjs
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(study, space, artifacts)
+    sections = build_sections(study, space, artifacts, follow_records)
     title = f"strategy-search report: {study.study_name}"
     doc = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

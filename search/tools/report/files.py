@@ -33,7 +33,8 @@ def kept_files(s: StudyView, sid: str, title: str) -> SectionData:
     if not kept:
         data.blocks.append(Text(f"no completed trial keeps files in {s.files.label}"))
         return data
-    data.blocks.append(Text(f"read from {s.files.label}: what keep: {s.space.keep} keeps (best first); optuna-dashboard "
+    where = ", ".join(sorted({s.files.where(t) for t in kept}))
+    data.blocks.append(Text(f"read from {where}: what keep: {s.space.keep} keeps (best first); optuna-dashboard "
                             "shows the same files on each trial's page, and strategy-search export turns the model "
                             "into a bundle without re-training."))
     for t in kept:
