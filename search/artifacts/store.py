@@ -49,8 +49,8 @@ class FileStore(FileSystemArtifactStore):
         self.root = Path(location.path)
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        check_id(artifact_id)
         final = self.root / artifact_id
-        self.open_path_check(artifact_id)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
             with open(tmp, "wb") as out:
@@ -61,10 +61,11 @@ class FileStore(FileSystemArtifactStore):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def open_path_check(self, artifact_id: str) -> None:
-        """Refuse an id that is a path (ours are UUIDs): nothing is written outside the directory."""
-        if not artifact_id or "/" in artifact_id or "\\" in artifact_id or artifact_id in (".", ".."):
-            raise ValueError(f"invalid artifact id {artifact_id!r}")
+
+def check_id(artifact_id: str) -> None:
+    """Refuse an id that is a path (ours are UUIDs): nothing is written outside the store's directory."""
+    if not artifact_id or "/" in artifact_id or "\\" in artifact_id or artifact_id in (".", ".."):
+        raise ValueError(f"invalid artifact id {artifact_id!r}")
 
 
 class PrefixedStore:
