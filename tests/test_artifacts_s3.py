@@ -7,6 +7,7 @@ shared. Secrets in that environment must never reach any output.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -183,7 +184,8 @@ def test_a_killed_upload_leaves_nothing_half_written_and_the_retry_is_exported(s
     _no_secret(*a.outputs, *b.outputs, *c.outputs)
 
 
-def test_a_missing_bucket_is_one_line_exit_2_for_every_command(s3: S3Server, tmp_path: Path) -> None:
+def test_a_missing_bucket_is_one_line_exit_2_for_every_command(s3: S3Server, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     storage = f"sqlite:///{tmp_path}/studies.db"
     m = Machine(tmp_path, "m", s3.endpoint)
     write_space(m.cwd / "space.yaml", tiny_space("nob", budget={"n_trials": 1, "max_epochs": 1},
@@ -193,9 +195,25 @@ def test_a_missing_bucket_is_one_line_exit_2_for_every_command(s3: S3Server, tmp
     out = m.cli("-v", "run", "space.yaml", "--storage", storage, code=2, timeout=120)  # a real interpreter's stderr
     assert out.strip().splitlines()[-1].startswith(says) and "Traceback" not in out, out
     for args in (("worker", "nob"), ("worker", "nob", "--processes", "2"), ("export", "nob", "-o", "out"),
-                 ("report", "nob"), ("dashboard", "--port", "0")):
+                 ("report", "nob"), ("dashboard", "--port", "0", "--artifacts", "s3://no-such-bucket/x")):
         out = m.here("-q", *args, "--storage", storage, code=2)
         assert out.strip().startswith(says) and len(out.strip().splitlines()) == 1, out
+    # Without --artifacts the dashboard serves every study; the one whose store is missing gets a warning.
+    from search.tools.dashboard import make_server
+
+    for name, value in m.env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger("search.tools.dashboard").addHandler(handler)  # (the CLI runs above reset root's)
+    try:
+        make_server(storage, "127.0.0.1", 0).server_close()
+    finally:
+        logging.getLogger("search.tools.dashboard").removeHandler(handler)
+    assert [r.getMessage() for r in seen] == [
+        f"{says.removeprefix('error: ')} (create it first, or fix the URL); its trials' files are not shown"]
     assert optuna.load_study(study_name="nob", storage=storage).trials == []  # refused before any trial
     _no_secret(*m.outputs)
 

@@ -95,18 +95,20 @@ class TrialStores:
         self._scanned = time.monotonic()
 
     def _store_of(self, artifact_id: str) -> Any:
-        from search.artifacts.store import open_store
-        from search.core.locations import parse_location
-
         with self._lock:
             if artifact_id not in self._where and time.monotonic() - self._scanned > self.RESCAN_S:
                 self._scan()
             url = self._where.get(artifact_id)
-            if url is None:
-                return self.default
-            if url not in self._opened:
-                self._opened[url] = open_store(parse_location(url))
-            return self._opened[url]
+            return self.default if url is None else self.open(url)
+
+    def open(self, url: str) -> Any:
+        """The store at ``url``, opened once (a one-line ``UserError`` when it cannot be)."""
+        from search.artifacts.store import open_store
+        from search.core.locations import parse_location
+
+        if url not in self._opened:
+            self._opened[url] = open_store(parse_location(url))
+        return self._opened[url]
 
     def open_reader(self, artifact_id: str) -> Any:
         return self._store_of(artifact_id).open_reader(artifact_id)
@@ -120,11 +122,26 @@ class TrialStores:
 
 def dashboard_artifacts(storage: Any, explicit: str | None, storage_url: str | None) -> Any:
     """The trials' files: ``--artifacts`` (or $STRATEGY_SEARCH_ARTIFACTS) when given, else each
-    trial's own store (:class:`TrialStores`, with ``artifacts/`` beside a SQLite file as the default)."""
+    trial's own store (:class:`TrialStores`, with ``artifacts/`` beside a SQLite file as the default).
+
+    Without ``--artifacts``, a store a study's space names that cannot be opened is a warning, not
+    an error: the dashboard still serves every other study (that study's pages show no files).
+    """
+    from search.core.errors import UserError
     from search.study.artifact_store import open_artifacts
 
     store = open_artifacts(explicit, None, storage_url)
-    return store if explicit else TrialStores(storage, store)
+    if explicit:
+        return store
+    routed = TrialStores(storage, store)
+    named = {doc.get("artifacts") for doc in (records.stored_space(s) for s in storage.get_all_studies())
+             if isinstance(doc, dict)}
+    for url in sorted(u for u in named if isinstance(u, str)):
+        try:
+            routed.open(url)
+        except UserError as exc:
+            log.warning("%s; its trials' files are not shown", exc)
+    return routed
 
 
 def make_server(storage: str | None, host: str, port: int, *, allow_writes: bool = False,
