@@ -28,10 +28,11 @@ storage_option = click.option(
 device_option = click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 weights_option = click.option("--weights-dir", default=None, type=click.Path(file_okay=True),
                               help="Local directory with pretrained backbone weights.")
-checkpoints_option = click.option(
-    "--checkpoints", envvar="STRATEGY_SEARCH_CHECKPOINTS", default=None, metavar="DIR",
-    help="Trial checkpoints (default: checkpoints/ beside a SQLite file; env STRATEGY_SEARCH_CHECKPOINTS). "
-         "Use one shared directory for workers on several machines.",
+artifacts_option = click.option(
+    "--artifacts", envvar="STRATEGY_SEARCH_ARTIFACTS", default=None, metavar="URL",
+    help="Artifact store of the kept trials' files: file:///path, s3://bucket/prefix or gs://bucket/prefix "
+         "(default: the space's artifacts:, else artifacts/ beside a SQLite file; env STRATEGY_SEARCH_ARTIFACTS). "
+         "S3 endpoint and credentials come from the AWS environment variables or config, never the URL.",
 )
 
 
@@ -44,6 +45,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         redact.remember_url(kwargs.get("storage") or os.environ.get("STRATEGY_SEARCH_STORAGE"))
+        redact.remember_environment()
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
@@ -113,6 +115,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("search").setLevel(level)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # The S3 client's debug lines carry signed request headers (the access key id): never shown.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact.RedactFilter())
     import optuna
@@ -142,17 +147,18 @@ def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
 @device_option
 @weights_option
-@checkpoints_option
+@artifacts_option
 @click.option("--warm-start", "warm_from", default=None, metavar="STUDY",
               help="Copy STUDY's finished trials that fit this space into the new study before sampling (once).")
 @click.option("--warm-storage", default=None, metavar="URL", help="Storage of the --warm-start study (default: --storage).")
 @_user_errors
 def run(space: str, storage: str | None, n_trials: int | None, timeout: float | None, device: str | None,
-        weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
+        weights_dir: str | None, artifacts: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space.parse import load_space
     from search.study.runner import WorkerInterrupted, run_trials
     from search.study.create import create_study
+    from search.study.artifact_store import open_artifacts
     from search.storage.backend import storage_label
     from search.study.warmstart import warm_start
 
@@ -162,12 +168,13 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     if warm_from == spec.study and warm_storage is None:
         raise UserError(f"--warm-start {warm_from!r} is this study itself; name another study (or --warm-storage)")
     log.info("study %r in %s", spec.study, storage_label(storage))
+    files = open_artifacts(artifacts, spec.artifacts, storage, create=True) if spec.keep != "none" else None
     study = create_study(spec, storage)
     if warm_from is not None:
         click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
+                             weights_dir=weights_dir, worker_seed=spec.seed, artifacts=files)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
@@ -253,15 +260,15 @@ def create(space: str, storage: str | None) -> None:
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT",
               help="Keep retrying an unreachable database for S seconds (default 30).")
-@checkpoints_option
+@artifacts_option
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: str, processes: int | None,
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
-           checkpoints: str | None) -> None:
+           artifacts: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
-    from search.study.workers import AUTO, launch, pack, parse_per_gpu, plan_workers, require_study
+    from search.study.workers import AUTO, check_artifacts, launch, pack, parse_per_gpu, plan_workers, require_study
 
     several = gpus is not None or processes is not None
     if several and device is not None:
@@ -271,12 +278,13 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
     if several:
         require_study(study_name, store)  # once here, not once per worker
+        check_artifacts(study_name, store, artifacts, storage)
         packing = None
         if gpus is not None and parse_per_gpu(per_gpu) == AUTO:
             specs, packing = pack(study_name, specs, storage=storage)
         report = launch(study_name, specs, storage=storage, options={
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
-            "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints}, packing=packing)
+            "grace": grace, "connect_timeout": connect_timeout, "artifacts": artifacts}, packing=packing)
         click.echo(report.format())
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
@@ -287,7 +295,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
 
     try:
         summary, study_counts = run_worker(study_name, store, storage_url=storage, n_trials=n_trials, timeout=timeout,
-                                           device=device, weights_dir=weights_dir, checkpoints=checkpoints)
+                                           device=device, weights_dir=weights_dir, artifacts=artifacts)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
@@ -342,15 +350,18 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool, top
 @click.option("-o", "--output", default="best.yaml", show_default=True, type=click.Path(),
               help="A .yaml/.yml file (the config only) or a directory (config, weights, TorchScript, ONNX).")
 @click.option("--trial", "trial_number", type=int, default=None, help="Export this trial instead of the best.")
-@checkpoints_option
+@artifacts_option
+@click.option("--checkpoints", envvar="STRATEGY_SEARCH_CHECKPOINTS", default=None, metavar="DIR",
+              help="Also read models kept by versions before the artifact store (default: checkpoints/ beside a "
+                   "SQLite file; env STRATEGY_SEARCH_CHECKPOINTS).")
 @device_option
 @weights_option
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
 @click.option("--force", is_flag=True, help="Replace an existing config file or bundle, or write into a non-empty "
                                              "directory.")
 @_user_errors
-def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
-           device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
+def export(study_name: str, storage: str | None, output: str, trial_number: int | None, artifacts: str | None,
+           checkpoints: str | None, device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
     from search.tools.export import export_config
     from search.artifacts.bundle import write_config
@@ -365,18 +376,21 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
         click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
                    "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
-    _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx, force)
+    _export_bundle(study, spec, trial, output, storage, artifacts, checkpoints, device, weights_dir, onnx, force)
 
 
-def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
-                   device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
-    from search.artifacts.checkpoints import CheckpointStore
+def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, artifacts: str | None,
+                   checkpoints: str | None, device: str | None, weights_dir: str | None, onnx: bool,
+                   force: bool) -> None:
     from search.storage.backend import checkpoint_root
+    from search.study.artifact_store import open_artifacts
     from search.tools.export import export_bundle
 
-    store = CheckpointStore(checkpoint_root(storage, checkpoints))
-    done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
-                         onnx=onnx, force=force)
+    files = open_artifacts(artifacts, spec.artifacts, storage)
+    # Without --artifacts (or its env), each trial's files come from the store its worker recorded.
+    done = export_bundle(study, spec, output, trial, artifacts=files, follow_records=artifacts is None,
+                         legacy_checkpoints=checkpoint_root(storage, checkpoints), device=device,
+                         weights_dir=weights_dir, onnx=onnx, force=force)
     click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
     click.echo(f"  weights: {done.reason}")
     if done.value_diff is not None:
@@ -396,17 +410,18 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
 @click.option("--allow-writes", is_flag=True,
               help="Let the dashboard change the storage (notes, trial states, deleting studies); "
                    "without it, it is read-only.")
+@artifacts_option
 @_user_errors
-def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> None:
-    """Serve optuna-dashboard on the same storage (read-only unless --allow-writes)."""
+def dashboard(storage: str | None, host: str, port: int, allow_writes: bool, artifacts: str | None) -> None:
+    """Serve optuna-dashboard on the same storage (read-only unless --allow-writes), with the trials' files."""
     from search.tools.dashboard import serve
 
-    def ready(label: str) -> None:
+    def ready(label: str, files: str) -> None:
         mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
-        click.echo(f"optuna-dashboard for {label}, {mode}: open http://{host}:{port} in a browser "
-                   "(Ctrl-C stops it)")
+        click.echo(f"optuna-dashboard for {label} (trial files: {files}), {mode}: open http://{host}:{port} "
+                   "in a browser (Ctrl-C stops it)")
 
-    serve(storage, host, port, allow_writes=allow_writes, on_ready=ready)  # until Ctrl-C
+    serve(storage, host, port, allow_writes=allow_writes, artifacts=artifacts, on_ready=ready)  # until Ctrl-C
     click.echo("dashboard stopped; the studies are unchanged", err=True)
 
 
@@ -527,14 +542,17 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, strict: boo
 @storage_option
 @click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write PNGs into <name>_png/.")
+@artifacts_option
 @_user_errors
-def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
+def report(study_name: str, storage: str | None, output: str, png: bool, artifacts: str | None) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
     from search.tools.report import write_report
     from search.study.load import load_study
+    from search.study.artifact_store import open_artifacts
 
     study, spec = load_study(study_name, storage)
-    done = write_report(study, spec, output, png=png)
+    done = write_report(study, spec, output, png=png, artifacts=open_artifacts(artifacts, spec.artifacts, storage),
+                        follow_records=artifacts is None)
     size = done.html.stat().st_size / 1e6
     click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:
@@ -638,7 +656,7 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
 def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, budget_epochs: int | None,
                     as_json: bool, device: str | None, weights_dir: str | None) -> None:
     """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
-    from search.tools.confirm import confirm, format_confirmation
+    from search.tools.confirm import confirm, format_confirmation, winner_model_note
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
@@ -649,6 +667,9 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
         click.echo(json.dumps(record, indent=2, default=str))
         return
     click.echo(format_confirmation(record))
+    note = winner_model_note(study, spec, record)
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 

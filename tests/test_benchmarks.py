@@ -146,3 +146,11 @@ def test_large_photos_compares_the_raw_and_jpeg_caches(tmp_path: Path) -> None:
     assert all(v > 0 for v in result["per_core_images_per_s"].values())
     assert result["study_1e6"]["raw_cache_gb"] > 150 and "not yet measured on a GPU" in result["gpu_decode"]
     assert "10^6 images at 224 px" in out
+
+
+def test_artifacts_times_keeping_and_reading_a_trial(tmp_path: Path) -> None:
+    out, result = _run("artifacts", tmp_path)
+    (row,) = result["summary"]
+    assert row["store"] == "directory" and row["mb_stored"] > 0
+    assert row["keep_cpu_s"] > 0 and row["read_wall_s"] > 0 and row["train_cpu_s"] > 0
+    assert "Keeping a trial" in out

@@ -528,7 +528,8 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
                 assert (ROOT / source).exists(), (name, volume)
         if name in ("worker", "gpu-worker"):
             # Workers go through the proxy: no database credentials in their environment.
-            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000"}, name
+            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000",
+                                              "STRATEGY_SEARCH_ARTIFACTS": "${ARTIFACTS:-file:///artifacts}"}, name
             proxy = services["storage-proxy"]
             assert proxy["command"][proxy["command"].index("--port") + 1] == "13000"
         elif name != "postgres":

@@ -11,7 +11,6 @@ from torch import nn
 
 from search.tools.ablate import variants
 from search.artifacts.bundle import EXPORT_TOLERANCE, load_core
-from search.artifacts.checkpoints import CheckpointStore
 from search.core.config import TrialConfig
 from search.data.datasets import prepare
 from search.space.parse import parse_space
@@ -105,8 +104,8 @@ def test_training_evaluates_keeps_and_exports_the_average(tmp_path: Path, monkey
     assert abs(on_raw.loss - on_average.loss) > 1e-4
     assert trial.user_attrs["val"]["confusion"] == on_average.confusion
 
-    # The checkpoint and the exported bundle hold the average; the bundle round-trips it.
-    checkpoint = load_core(CheckpointStore(s.checkpoints).path(s.study, trial.number))
+    # The kept model and the exported bundle hold the average; the bundle round-trips it.
+    checkpoint = s.kept_model(trial.number, tmp_path / "kept")
     for k, v in checkpoint.model.state_dict().items():
         assert torch.allclose(v, kept[k], atol=1e-6), k
     out = tmp_path / "bundle"

@@ -141,7 +141,8 @@ class SearchSpace:
     weights_dir: str | None = None
     augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     keep: str = "best"
-    keep_top_k: int = 3  # checkpoints kept when keep is top_k
+    keep_top_k: int = 3  # trials whose files are kept when keep is top_k
+    artifacts: str | None = None  # the artifact store's URL (search.core.locations), None: the default
     constraints: tuple[Any, ...] = ()  # search.space.constraints.Constraint, on the validation split
     enqueue: tuple[Mapping[str, Any], ...] = ()  # param dicts run first (search.space.enqueue)
 

@@ -34,7 +34,9 @@ __all__ = [
     "FAIL_REASON",
     "RETRY_OF",
     "CHECKPOINT",
-    "CHECKPOINT_ERROR",
+    "ARTIFACTS",
+    "REMOVED_ARTIFACT",
+    "ARTIFACT_ERROR",
     "WORKER",
     "DEVICE",
     "VIOLATIONS",
@@ -59,6 +61,7 @@ __all__ = [
     "HEARTBEAT",
     "NOTE_VERSION",
     "NOTE_TEXT",
+    "OPTUNA_ARTIFACT",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -68,8 +71,13 @@ __all__ = [
     "record_pruned",
     "record_fail_reason",
     "record_retry_of",
-    "record_checkpoint",
-    "record_checkpoint_error",
+    "record_artifacts",
+    "removed_artifact_key",
+    "record_artifact_error",
+    "artifacts_of",
+    "removed_artifacts",
+    "legacy_checkpoint",
+    "without_artifacts",
     "record_worker",
     "record_device",
     "record_gpu_memory",
@@ -134,8 +142,9 @@ HISTORY = "history"  # per-epoch EpochLog.to_dict() entries
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 FAIL_REASON = "fail_reason"  # why a trial is FAIL (or PRUNED without a pruner's say)
 RETRY_OF = "retry_of"  # the trial a retry replays (its worker died or it was interrupted)
-CHECKPOINT = "checkpoint"  # the kept checkpoint's folder, relative to the checkpoint root
-CHECKPOINT_ERROR = "checkpoint_error"
+CHECKPOINT = "checkpoint"  # (before artifacts) the kept model's folder, relative to the checkpoint root: read only
+ARTIFACTS = "artifacts"  # the trial's files in the artifact store: {"store": URL, "files": {name: artifact id}}
+ARTIFACT_ERROR = "artifact_error"  # why the trial's files could not be uploaded
 WORKER = "worker"  # host:pid (and label) of the worker that ran it
 DEVICE = "device"  # where the trial ran (latency is measured there)
 VIOLATIONS = "constraints"  # {label: {"value", "bound", "violation"}}
@@ -148,7 +157,7 @@ GPU_MEMORY = "gpu_memory"  # on CUDA: {"peak_mb", "total_mb"}: the trial's peak 
 
 # Study user attrs.
 SPACE = "space"  # the space document the study was created with
-STUDY_UID = "study_uid"  # the study's own id (checkpoints are filed under it)
+STUDY_UID = "study_uid"  # the study's own id (a kept model records it; export checks it)
 SPACE_SOURCE = "space_source"
 OBJECTIVE_NAMES = "objective_names"
 CREATED_WITH = "created_with"
@@ -166,9 +175,14 @@ HEARTBEAT = "strategy_search:heartbeat"
 # optuna-dashboard's trial notes (study system attrs; see search.records.note).
 NOTE_VERSION = "dashboard:{trial_id}:note_ver"
 NOTE_TEXT = "dashboard:{trial_id}:note_str:{i}"
+OPTUNA_ARTIFACT = "artifacts:"  # Optuna's own prefix of an artifact's meta on a trial (upload_artifact writes it)
+# Study system attr per artifact the keep policy removed: REMOVED_ARTIFACT + id -> the trial's number. A
+# finished trial's attrs cannot change, so removals are recorded on the study (one key each: no lost update).
+REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
 
-# Keys a warm start does not copy: the constraints are judged again, the worker is another.
-NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)
+# Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
+# files in the artifact store stay the source study's (a copy must never remove them).
+NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER, ARTIFACTS, ARTIFACT_ERROR, CHECKPOINT)
 
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
 
@@ -240,12 +254,18 @@ def record_retry_of(trial: optuna.Trial, original: int) -> None:
     trial.set_user_attr(RETRY_OF, original)
 
 
-def record_checkpoint(trial: optuna.Trial, relative_path: str) -> None:
-    trial.set_user_attr(CHECKPOINT, relative_path)
+def record_artifacts(trial: optuna.Trial, store: str, files: Mapping[str, str]) -> None:
+    """The trial's files uploaded so far (written after each upload, so a killed worker's are known)."""
+    trial.set_user_attr(ARTIFACTS, {"store": store, "files": dict(files)})
 
 
-def record_checkpoint_error(trial: optuna.Trial, message: str) -> None:
-    trial.set_user_attr(CHECKPOINT_ERROR, message[:500])
+def removed_artifact_key(artifact_id: str) -> str:
+    """The study system attr that records ``artifact_id`` as removed (its value: the trial number)."""
+    return REMOVED_ARTIFACT + artifact_id
+
+
+def record_artifact_error(trial: optuna.Trial, message: str) -> None:
+    trial.set_user_attr(ARTIFACT_ERROR, message[:500])
 
 
 def record_worker(trial: optuna.Trial, worker: str) -> None:
@@ -326,6 +346,33 @@ def gpu_memory(trial: Trial) -> dict[str, float] | None:
 def violations_of(trial: Trial) -> dict[str, dict[str, Any]]:
     """Each bound the trial was judged against: value, bound, violation ({} without constraints)."""
     return trial.user_attrs.get(VIOLATIONS) or {}
+
+
+def artifacts_of(trial: Trial) -> tuple[str | None, dict[str, str]]:
+    """The store URL and ``{file name: artifact id}`` the trial recorded (None, {} when none)."""
+    doc = trial.user_attrs.get(ARTIFACTS)
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("files"), Mapping):
+        return None, {}
+    files = {k: v for k, v in doc["files"].items() if isinstance(k, str) and isinstance(v, str)}
+    store = doc.get("store")
+    return (store if isinstance(store, str) else None), files
+
+
+def removed_artifacts(study_system_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Artifact id -> trial number of every artifact the keep policy removed (from the study's system attrs)."""
+    return {k[len(REMOVED_ARTIFACT):]: v for k, v in study_system_attrs.items() if k.startswith(REMOVED_ARTIFACT)}
+
+
+def without_artifacts(system_attrs: Mapping[str, Any], ids: set[str]) -> dict[str, Any] | None:
+    """A trial's system attrs less the artifact metas of ``ids`` (None: it lists none of them)."""
+    hidden = {k for k in system_attrs if k.startswith(OPTUNA_ARTIFACT) and k[len(OPTUNA_ARTIFACT):] in ids}
+    return {k: v for k, v in system_attrs.items() if k not in hidden} if hidden else None
+
+
+def legacy_checkpoint(trial: Trial) -> str | None:
+    """The checkpoint folder (relative to the old checkpoint root) a trial recorded before artifacts."""
+    value = trial.user_attrs.get(CHECKPOINT)
+    return value if isinstance(value, str) else None
 
 
 def has_violations(trial: Trial) -> bool:

@@ -19,7 +19,8 @@ from search.data.datasets import BUILTIN_DATASETS
 from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue
-from search.core.errors import SpaceError
+from search.core.errors import SpaceError, UserError
+from search.core.locations import parse_location
 from search.algorithms.pruners import PRUNERS
 from search.algorithms.samplers import SAMPLERS
 from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
@@ -33,9 +34,10 @@ TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
     "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source", "constraints", "enqueue",
     "doctor",
+    "artifacts",
 )
 KEEP_MODES = ("best", "top_k", "none")
-# Study names become folder names (checkpoints): letters, digits, _ . + - only, not starting with a dot.
+# Study names appear in file and folder names (export, report): letters, digits, _ . + - only, not starting with a dot.
 STUDY_NAME = re.compile(r"\w[\w.+-]{0,127}")
 STUDY_NAME_HELP = "1-128 letters, digits, _ . + - (not starting with . or -)"
 # A document may expand (through YAML aliases) to at most this many nodes per byte of file, or
@@ -189,6 +191,13 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
             raise c.fail("weights_dir", f"expected a directory path, got {weights_dir!r}")
         weights_dir = _resolve_path(weights_dir, base_dir)
         doc["weights_dir"] = weights_dir
+    artifacts = None
+    if doc.get("artifacts") is not None:
+        try:
+            artifacts = parse_location(doc["artifacts"], base_dir=base_dir, what="artifacts").url
+        except UserError as exc:
+            raise c.fail("artifacts", str(exc).removeprefix("artifacts: ")) from None
+        doc["artifacts"] = artifacts
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
     sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLERS)
@@ -206,7 +215,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
         study=study.strip(), objectives=objectives, dataset=dataset, budget=budget, sampler=sampler,
         pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
         weights_dir=weights_dir, augment_sets=augment_sets, keep=keep, keep_top_k=keep_top_k,
-        constraints=constraints, enqueue=enqueue,
+        constraints=constraints, enqueue=enqueue, artifacts=artifacts,
     )
 
 

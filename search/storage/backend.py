@@ -484,15 +484,26 @@ CHECKPOINTS_ENV = "STRATEGY_SEARCH_CHECKPOINTS"
 
 
 def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None = None) -> Path:
-    """Where checkpoints live for a storage (see :mod:`search.artifacts.checkpoints`): resolved with the URL."""
+    """Where versions before the artifact store kept trial models (``export`` still reads them)."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(CHECKPOINTS_ENV):
         return Path(os.environ[CHECKPOINTS_ENV]).expanduser()
+    return beside_storage(storage_url, "checkpoints")
+
+
+def beside_storage(storage_url: str | None, name: str) -> Path:
+    """``name`` in the folder of a SQLite or journal file, else in the working directory."""
     url = resolve_url(storage_url)
     db: str | None = None
     if url.startswith(JOURNAL_PREFIX):
         db = url[len(JOURNAL_PREFIX):].removeprefix("//")
     elif url.startswith("sqlite"):
         db = _sqlite_path(url)
-    return (Path(db).expanduser().parent if db else Path.cwd()) / "checkpoints"
+    return (Path(db).expanduser().parent if db else Path.cwd()) / name
+
+
+def is_local_file(storage_url: str | None) -> bool:
+    """Whether the storage is a file on this machine (SQLite, journal): no other machine shares it."""
+    url = resolve_url(storage_url)
+    return url.startswith(JOURNAL_PREFIX) or url.startswith("sqlite")

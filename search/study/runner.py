@@ -21,7 +21,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -31,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.core import progress
 from search.core.numbers import duration
-from search.artifacts.checkpoints import CheckpointStore
 from search.core.spec import SearchSpace
 from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counted_trials,
                                    counts_in_transaction, open_trial, running_with_worker, usage, used_budget)
@@ -44,7 +42,7 @@ from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
-from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
+from search.storage.backend import TrialLock, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
 from search.storage.retry import Outage
@@ -119,16 +117,16 @@ def _fmt(v: Any) -> str:
 def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | None = None,
                n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
                weights_dir: str | None = None, worker_seed: int | None = None,
-               checkpoints: str | Path | None = None) -> WorkerSummary:
+               artifacts: Any = None) -> WorkerSummary:
     """Run trials in this process until the study's budget or ``timeout`` is used up.
 
-    Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.artifacts.checkpoints`).
+    Kept trials upload their files to ``artifacts`` (an Optuna artifact store, from
+    :func:`search.study.artifact_store.open_artifacts`; None keeps nothing), see :mod:`search.artifacts.trial_files`.
     """
     storage = internals.storage_of(study)
     in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
-    store = None if space.keep == "none" or (in_memory and checkpoints is None) else \
-        CheckpointStore(checkpoint_root(storage_url, checkpoints))
-    objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
+    objective = Objective(space, device=device, weights_dir=weights_dir,
+                          artifacts=None if space.keep == "none" else artifacts)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
     study.sampler = create_sampler(space, worker_seed)
@@ -198,6 +196,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         trials_bar.close()
         if lock is not None:
             lock.close()
+    objective.sweep_kept_files(study)
     summary.seconds = time.monotonic() - start
     return summary
 

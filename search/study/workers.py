@@ -205,6 +205,20 @@ def require_study(name: str, storage: Any) -> None:
         raise UserError(f"no study named {name!r} in this storage; studies: {', '.join(known) or 'none'}")
 
 
+def check_artifacts(name: str, storage: Any, artifacts: str | None, storage_url: str | None) -> None:
+    """Open the study's artifact store once in the launcher (a missing bucket fails here, not in
+    every worker), reading only the stored space's ``keep`` and ``artifacts`` (no torch import)."""
+    import optuna
+
+    from search import records
+    from search.study.artifact_store import open_artifacts
+
+    doc = records.stored_space(optuna.load_study(study_name=name, storage=storage))
+    if isinstance(doc, dict) and doc.get("keep") != "none":
+        url = doc.get("artifacts")
+        open_artifacts(artifacts, url if isinstance(url, str) else None, storage_url, create=True)
+
+
 def label_logs() -> None:
     """Prefix this process's log lines with its launcher label (``[gpu1]``), when it has one."""
     from search.study.runner import WORKER_LABEL_ENV
@@ -454,7 +468,7 @@ def _count_trials(report: LaunchReport, url: str) -> None:
 
 
 def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials: int | None, timeout: float | None,
-               device: str | None, weights_dir: str | None, checkpoints: str | None) -> tuple[Any, dict[str, int]]:
+               device: str | None, weights_dir: str | None, artifacts: str | None) -> tuple[Any, dict[str, int]]:
     """One worker in this process: join the study and run trials until its budget is used up.
 
     Returns the runner's summary of this worker's trials and the study's trial counts by state.
@@ -462,11 +476,13 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     """
     from search.records import state_counts
     from search.study.load import load_study
+    from search.study.artifact_store import open_artifacts
     from search.study.runner import run_trials, worker_seed_for
 
     study, spec = load_study(study_name, store)
+    files = open_artifacts(artifacts, spec.artifacts, storage_url, create=True) if spec.keep != "none" else None
     label_logs()
     stop_on_sigterm()
     summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), artifacts=files)
     return summary, state_counts(study.get_trials(deepcopy=False))

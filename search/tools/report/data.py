@@ -34,7 +34,17 @@ class Table:
     caption: str = ""
 
 
-Block = Union[Text, Table]
+@dataclass
+class Image:
+    """A picture read from elsewhere (a trial's PNG in the artifact store): embedded in the page and
+    written beside the section's PNGs as ``name``."""
+
+    png: bytes
+    alt: str
+    name: str
+
+
+Block = Union[Text, Table, Image]
 
 
 @dataclass
@@ -145,9 +155,10 @@ class SectionData:
 class StudyView:
     """The study's trials and the first objective, as every section needs them (read once)."""
 
-    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, files: Any = None) -> None:
         self.study = study
         self.space = space
+        self.files = files  # the trials' files in the artifact store (search.artifacts.trial_files.TrialFiles)
         self.trials = study.get_trials(deepcopy=False)
         self.complete = [t for t in self.trials if t.state == TrialState.COMPLETE and t.values]
         self.objective = space.objectives[0].name

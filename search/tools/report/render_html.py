@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from typing import Any
 
-from search.tools.report.data import Block, Confusion, Curves, Intervals, OptunaPlot, Slices, Table, Text
+from search.tools.report.data import Block, Confusion, Curves, Image, Intervals, OptunaPlot, Slices, Table, Text
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def blocks(items: list[Block]) -> str:
-    return "".join(text(b) if isinstance(b, Text) else table(b) for b in items)
+    return "".join(text(b) if isinstance(b, Text) else image(b) if isinstance(b, Image) else table(b) for b in items)
+
+
+def image(block: Image) -> str:
+    data = base64.b64encode(block.png).decode("ascii")
+    return f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
 def text(block: Text) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from search.tools.report import compute, render_html, render_png, result
+from search.tools.report import compute, files, render_html, render_png, result
 from search.tools.report.data import SectionData, StudyView
 
 
@@ -38,6 +38,7 @@ SECTION_DEFS: tuple[SectionDef, ...] = (
     SectionDef("confusion", "Confusion matrix of the best trial", compute.confusion,
                render_html.confusion, render_png.confusion),
     SectionDef("strategy-effect", "Strategy vs. effect", compute.strategy_effect),
+    SectionDef("kept-files", "Kept trials: files and pictures from the artifact store", files.kept_files),
     SectionDef("ablation", "Ablation: what each strategy was worth", compute.ablation,
                render_html.intervals, render_png.intervals),
     SectionDef("confirmed", "Seed-robust ranking of the top trials", compute.confirmed,
