@@ -241,8 +241,9 @@ def create(space: str, storage: str | None) -> None:
 @weights_option
 @click.option("--gpus", default=None, metavar="all|0,1,3",
               help="Start one worker process per GPU, each pinned with CUDA_VISIBLE_DEVICES.")
-@click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes per GPU (with --gpus).")
+@click.option("--per-gpu", default="1", show_default=True, metavar="K|auto",
+              help="Worker processes per GPU (with --gpus); auto: as many as fit in memory, up to where "
+                   "throughput stops rising (probed first).")
 @click.option("--processes", type=click.IntRange(min=1), default=None, help="Start N worker processes on the CPU.")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Heartbeat interval of running trials (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
@@ -255,12 +256,12 @@ def create(space: str, storage: str | None) -> None:
 @checkpoints_option
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
-           device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: int, processes: int | None,
+           device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: str, processes: int | None,
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
            checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
-    from search.study.workers import launch, plan_workers, require_study
+    from search.study.workers import AUTO, launch, pack, parse_per_gpu, plan_workers, require_study
 
     several = gpus is not None or processes is not None
     if several and device is not None:
@@ -270,9 +271,12 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
     if several:
         require_study(study_name, store)  # once here, not once per worker
+        packing = None
+        if gpus is not None and parse_per_gpu(per_gpu) == AUTO:
+            specs, packing = pack(study_name, specs, storage=storage)
         report = launch(study_name, specs, storage=storage, options={
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
-            "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints})
+            "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints}, packing=packing)
         click.echo(report.format())
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)

@@ -115,3 +115,34 @@ def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -
     assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
     assert result["raw_read"]["cold_mb_per_s"] > 0
     assert "Dataset cache at scale" in out
+
+
+def test_gpu_all_runs_its_cpu_smoke_and_says_the_gpu_figures_are_pending(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--all", "--tiny", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "gpu-all-tiny.json").read_text())
+    assert result["smoke"] and "not yet measured on a GPU" in result["pending"]
+    sections = result["sections"]
+    assert set(sections) == {"overhead_32px", "kernel_profile", "augmentation", "photo_folder", "photos_224",
+                             "jpeg_decode", "workers_per_gpu"}
+    assert not [name for name, body in sections.items() if isinstance(body, dict) and "error" in body]
+    assert all(r["library_images_per_s"] > 0 and r["bare_images_per_s"] > 0 for r in sections["overhead_32px"])
+    assert [r["arm"] for r in sections["augmentation"]][:3] == ["none", "light", "standard"]
+    assert {r["arm"] for r in sections["photos_224"]["arms"]} == {"map + prefetch thread", "GPU-resident",
+                                                                  "JPEG cache decoded per batch"}
+    assert sections["workers_per_gpu"]["auto"]["workers"] == 1  # no GPU memory reading on the CPU
+    assert {g["status"] for g in result["goals"].values()} == {"pending (CPU smoke)"}
+    assert "figures pending a GPU" in proc.stdout
+
+
+def test_large_photos_compares_the_raw_and_jpeg_caches(tmp_path: Path) -> None:
+    out, result = _run("large_photos", tmp_path)
+    builds = result["builds"]
+    assert builds["raw"]["format"] == "raw" and builds["jpeg"]["format"] == "jpeg"
+    assert 3 * 224 * 224 <= builds["raw"]["bytes_per_image"] < 3 * 224 * 224 + 2  # + the .npy header
+    assert 0 < builds["jpeg"]["bytes_per_image"] < builds["raw"]["bytes_per_image"] / 4
+    assert result["library_jpeg_psnr_db"] > 30
+    assert all(v > 0 for v in result["per_core_images_per_s"].values())
+    assert result["study_1e6"]["raw_cache_gb"] > 150 and "not yet measured on a GPU" in result["gpu_decode"]
+    assert "10^6 images at 224 px" in out

@@ -382,6 +382,18 @@ CASES: list[Case] = [
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),
+    # --- worker --per-gpu K|auto, compile
+    Case("per-gpu-zero", ("worker", "s", "--gpus", "0", "--per-gpu", "0"), says="--per-gpu must be a number of workers",
+         env=(("CUDA_VISIBLE_DEVICES", "0"),)),
+    Case("per-gpu-word", ("worker", "s", "--gpus", "0", "--per-gpu", "many"), says="or 'auto', got 'many'",
+         env=(("CUDA_VISIBLE_DEVICES", "0"),)),
+    Case("per-gpu-auto-without-gpus", ("worker", "s", "--per-gpu", "auto", "--processes", "2"),
+         says="--per-gpu needs --gpus"),
+    Case("compile-not-bool", ("create", "space.yaml"), _params(compile="yes"), says="compile must be true or false"),
+    Case("dataset-cache-format", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache": "png"}),
+         says="dataset.cache: unknown value 'png'; allowed: auto, raw, jpeg"),
+    Case("dataset-cache-quality", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache_quality": 101}),
+         says="dataset.cache_quality"),
 ]
 
 

@@ -58,6 +58,7 @@ class TrialConfig:
     ema_decay: float
     tta: str
     restore_best_epoch: bool
+    compile: bool
 
     _defaults: ClassVar[dict[str, Any]] = {}
     __slots__ = ("_values",)

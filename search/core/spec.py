@@ -50,6 +50,8 @@ class DatasetSpec:
     cache_max_side: int = 256  # input size left unset: images' own square size, at most this
     csv: str | None = None  # a CSV manifest (columns path,label[,split]) ...
     root: str | None = None  # ... whose relative paths are under this folder (default: the CSV's folder)
+    cache: str = "auto"  # raw (decoded) | jpeg (re-encoded, compact) | auto: jpeg when raw exceeds half the RAM
+    cache_quality: int = 90  # JPEG quality of a jpeg cache
 
     @property
     def label(self) -> str:

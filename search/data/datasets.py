@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from search.data import cache
+from search.data import cache, jpeg_cache
 from search.data.sources import scan
 from search.data.transforms import resize_all
 from search.core.errors import DataError
@@ -63,10 +63,17 @@ class MappedImages:
         return self
 
     def __getitem__(self, key: Any) -> Tensor:
+        return self.gather(key)
+
+    def gather(self, key: Any, device: torch.device | None = None) -> Tensor:
+        """The rows ``key`` selects; ``device``: where a JPEG cache decodes them (raw rows are read on the CPU)."""
         rows = self.index[key]
         if rows.ndim == 0:
             return self.base[int(rows)]
-        if len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
+        if isinstance(self.base, jpeg_cache.JpegImages):
+            # Compressed rows are few pages: decoded in the asked order, no sorting or reordering copy.
+            out = self.base.decode(rows, device or "cpu")
+        elif len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
             out = self.base[rows]
         else:
             order = torch.argsort(rows)
@@ -279,7 +286,12 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
         if key in _loaded:
             return _loaded[key]
     source = source_for(spec)
-    entry = cache.open_entry(source, size, aspect, cache_dir)
+    if cache_format(spec, source, size) == "jpeg":
+        entry: Any = jpeg_cache.open_entry(source, size, aspect, spec.cache_quality, cache_dir)
+        images = entry.images
+    else:
+        entry = cache.open_entry(source, size, aspect, cache_dir)
+        images = torch.from_numpy(entry.images)
     labels = torch.from_numpy(entry.labels.astype(np.int64))
     classes = entry.classes
     if source.kind != "builtin":
@@ -313,7 +325,8 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
         log.warning("%s: %s", source.label, skipped_summary(info))
     if source.kind == "folder":
         info["layout"] = "split folders" if bool((parts > 0).any()) else "one folder"
-    data = ImageSet(torch.from_numpy(entry.images), labels, classes, train_idx, val_idx, test_idx, info,
+    info["cache_format"] = "jpeg" if isinstance(images, jpeg_cache.JpegImages) else "raw"
+    data = ImageSet(images, labels, classes, train_idx, val_idx, test_idx, info,
                     meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")),
                     pages=cache.MappedPages(entry.images))
     if spec.limit is not None and spec.limit < len(data.labels):
@@ -347,6 +360,14 @@ def skipped_summary(info: Mapping[str, object], named: int = SKIPPED_NAMED) -> s
     more = f"; {count - min(named, len(files))} more" if count > min(named, len(files)) else ""
     listed = "full list" if count <= cache.SKIPPED_LISTED else f"the first {cache.SKIPPED_LISTED} listed"
     return f"{count} unreadable image(s) skipped: {shown}{more}; {listed} in {info.get('skipped_list')}"
+def cache_format(spec: DatasetSpec, source: cache.Source, size: int | None) -> str:
+    """``raw`` or ``jpeg`` for this dataset at ``size``: as ``dataset.cache`` says; ``auto`` (the
+    default) takes JPEG for image files whose raw entry would exceed half the RAM (built-ins: raw)."""
+    if spec.cache != "auto":
+        return spec.cache
+    if source.kind == "builtin":
+        return "raw"
+    return jpeg_cache.choose_format("auto", len(source.files), size or spec.cache_max_side)
 
 
 def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int | None:

@@ -44,6 +44,8 @@ __all__ = [
     "FEASIBLE",
     "WARM_START",
     "ENQUEUED",
+    "COMPILE_SECONDS",
+    "GPU_MEMORY",
     "SPACE",
     "STUDY_UID",
     "SPACE_SOURCE",
@@ -73,6 +75,8 @@ __all__ = [
     "record_checkpoint_error",
     "record_worker",
     "record_device",
+    "record_gpu_memory",
+    "gpu_memory",
     "record_violations",
     "violation_attrs",
     "trial_config",
@@ -142,6 +146,8 @@ FEASIBLE = "feasible"  # True / False (dashboard, report)
 WARM_START = "warm_start"  # on a trial copied by --warm-start: {"study", "trial"}
 ENQUEUED = "enqueued"  # on a trial enqueued from the space's ``enqueue:``: its index there
 RESTORED_EPOCH = "restored_epoch"  # restore_best_epoch: the epoch whose weights were kept and scored
+COMPILE_SECONDS = "compile_seconds"  # compile: true: the first step's seconds (inside epoch 1's time)
+GPU_MEMORY = "gpu_memory"  # on CUDA: {"peak_mb", "total_mb"}: the trial's peak reserved memory, the card's size
 
 # Study user attrs.
 SPACE = "space"  # the space document the study was created with
@@ -190,6 +196,7 @@ class _Result(Protocol):
     latency_ms: float
     history: Sequence[Any]
     restored_epoch: int | None
+    compile_seconds: float
 
 
 def record_result(trial: optuna.Trial, result: _Result) -> None:
@@ -201,6 +208,8 @@ def record_result(trial: optuna.Trial, result: _Result) -> None:
     trial.set_user_attr(N_PARAMS, result.n_params)
     trial.set_user_attr(EPOCH_SECONDS, round(result.epoch_seconds, 4))
     trial.set_user_attr(LATENCY_MS, round(result.latency_ms, 4))
+    if result.compile_seconds:
+        trial.set_user_attr(COMPILE_SECONDS, round(result.compile_seconds, 3))
     record_history(trial, [h.to_dict() for h in result.history])
     if result.restored_epoch is not None:
         trial.set_user_attr(RESTORED_EPOCH, result.restored_epoch)
@@ -250,6 +259,11 @@ def record_worker(trial: optuna.Trial, worker: str) -> None:
 
 def record_device(trial: optuna.Trial, label: str) -> None:
     trial.set_user_attr(DEVICE, label)
+
+
+def record_gpu_memory(trial: optuna.Trial, peak_bytes: int, total_bytes: int) -> None:
+    """The trial's peak reserved GPU memory and the card's size (``worker --per-gpu auto`` reads it)."""
+    trial.set_user_attr(GPU_MEMORY, {"peak_mb": round(peak_bytes / 2**20, 1), "total_mb": round(total_bytes / 2**20, 1)})
 
 
 def record_violations(trial: optuna.Trial, found: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -306,6 +320,12 @@ def retry_of(trial: Trial) -> int | None:
 
 def worker(trial: Trial) -> str | None:
     return trial.user_attrs.get(WORKER)
+
+
+def gpu_memory(trial: Trial) -> dict[str, float] | None:
+    """``{"peak_mb", "total_mb"}`` of a trial that ran on a GPU, else None."""
+    value = trial.user_attrs.get(GPU_MEMORY)
+    return value if isinstance(value, dict) else None
 
 
 def violations_of(trial: Trial) -> dict[str, dict[str, Any]]:

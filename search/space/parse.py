@@ -16,6 +16,7 @@ import yaml
 
 from search.space.constraints import parse_constraints
 from search.data.datasets import BUILTIN_DATASETS
+from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue
 from search.core.errors import SpaceError
@@ -252,7 +253,7 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
     if isinstance(raw, str):
         raw = {"name": raw} if raw in BUILTIN_DATASETS else {"path": raw}
     keys = ("name", "path", "csv", "root", "val_fraction", "test_fraction", "split_seed", "limit",
-            "cache_max_side")
+            "cache_max_side", "cache", "cache_quality")
     raw = c.mapping(raw, "dataset", keys)
     name, path, csv, root = raw.get("name"), raw.get("path"), raw.get("csv"), raw.get("root")
     if sum(v is not None for v in (name, path, csv)) != 1:
@@ -287,8 +288,12 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
     if limit is not None:
         c.number(limit, "dataset.limit", integer=True, low=10)
     side = c.number(raw.get("cache_max_side", 256), "dataset.cache_max_side", integer=True, low=8, high=4096)
+    cache_format = raw.get("cache", "auto")
+    c.one_of(cache_format, "dataset.cache", list(CACHE_FORMATS))
+    quality = c.number(raw.get("cache_quality", 90), "dataset.cache_quality", integer=True, low=50, high=100)
     return DatasetSpec(name=name, path=path, val_fraction=float(val), test_fraction=float(test),
-                       split_seed=split_seed, limit=limit, cache_max_side=side, csv=csv, root=root)
+                       split_seed=split_seed, limit=limit, cache_max_side=side, csv=csv, root=root,
+                       cache=cache_format, cache_quality=quality)
 
 
 def _parse_objectives(c: _Checker, raw: Any) -> tuple[ObjectiveSpec, ...]:

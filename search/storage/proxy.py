@@ -112,7 +112,7 @@ class ProxyBackend(OwnedTrialsStorage):
             if study_id not in self._locks:
                 # On the proxy's own pool: the lock's connection stays checked out while it is held.
                 self._locks[study_id] = TrialLock(self._url, self.get_study_name_from_id(study_id),
-                                                  engine=self.engine)
+                                                  engine=self.engine, policy=self.retry)
             return self._locks[study_id]
 
     def fail_stale_everywhere(self) -> int:

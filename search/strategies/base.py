@@ -145,6 +145,11 @@ class TrainHooks:
     def start(self, model: "nn.Module") -> None:
         """Called once the model is built and on its device."""
 
+    def train_forward(self, model: "nn.Module") -> "nn.Module":
+        """What the training steps call instead of ``model`` (e.g. a compiled wrapper sharing its
+        weights); evaluation, the kept weights and exports use the plain model."""
+        return model
+
     def after_step(self, model: "nn.Module", step: int) -> None:
         """Called after every optimizer step."""
 

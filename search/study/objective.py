@@ -21,6 +21,7 @@ from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 from search.storage import internals
+from search.study.packing import read_gpu_memory
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Objective:
         judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
         on_model = functools.partial(self._judge_architecture, trial) if judge else None
 
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # this trial's peak, for --per-gpu auto
         try:
             result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
                                  on_epoch=on_epoch, on_model=on_model, label=f"trial {trial.number}")
@@ -103,6 +106,9 @@ class Objective:
             raise
         records.record_result(trial, result)
         records.record_device(trial, device_label(self.device))  # latency was measured here
+        memory = read_gpu_memory(self.device) if self.device.type == "cuda" else None
+        if memory is not None:
+            records.record_gpu_memory(trial, memory.peak_bytes, memory.total_bytes)
         found = violations(self.space.constraints, trial.user_attrs)
         if found:
             records.record_violations(trial, found)

@@ -40,12 +40,14 @@ from search import records
 from search.algorithms.pruners import create_pruner
 from search.algorithms.samplers import create_sampler, grid_size
 from search.study import stopping
+from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
 from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
 from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.retry import Outage
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     engine = rdb.engine if rdb is not None else None
     # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
     lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
-                                                                 engine=engine)
+                                                                 engine=engine, policy=getattr(rdb, "retry", None))
     heartbeat = interval_of(storage)
     stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
@@ -165,6 +167,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             stop = stopping.check(study, space)
             if stop is not None:
                 log.info(stopping.format_stop(stop))
+                break
+            if drain_requested():
+                log.info("the launcher lowered this GPU's workers (a trial ran out of memory): stopping here")
                 break
             trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
             if trial is None:
@@ -384,6 +389,8 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
         values = objective(trial)
     except optuna.TrialPruned:
         return {"state": TrialState.PRUNED}, None
+    except Outage:
+        raise  # the database stayed away past --connect-timeout: not the trial's fault; it goes stale
     except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
         log.debug("trial %d raised", trial.number, exc_info=True)
         return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

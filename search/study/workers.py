@@ -8,6 +8,7 @@ Workers on other machines join the same study with the same command and storage 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,14 +16,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from search.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT = 130
+AUTO = "auto"  # --per-gpu auto
+OOM_POLL = 10.0  # seconds between the launcher's looks for out-of-memory trials (--per-gpu auto)
+PROBE_TIMEOUT = 600.0
 _GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z-]+)$")
 
 
@@ -62,6 +69,8 @@ class LaunchReport:
     workers: list[WorkerResult]
     study_counts: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    packing: dict[str, dict[str, Any]] = field(default_factory=dict)  # --per-gpu auto: GPU -> decision
+    lowered: list[dict[str, Any]] = field(default_factory=list)  # --per-gpu auto: counts lowered on OOM
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +85,11 @@ class LaunchReport:
         from search.records import format_counts
 
         lines = [f"{len(self.workers)} worker(s) for study {self.study!r}:"]
+        for gpu, d in self.packing.items():
+            lines.append(f"  GPU {gpu}: --per-gpu auto chose {d['workers']} ({d['reason']})")
+        for low in self.lowered:
+            lines.append(f"  GPU {low['gpu']}: trial {low['trial']} ran out of memory; lowered to {low['workers']} "
+                         f"({low['drained']} stopped after its trial)")
         for w in self.workers:
             pinned = w.spec.env.get("CUDA_VISIBLE_DEVICES")
             where = f"CUDA_VISIBLE_DEVICES={pinned}" if pinned is not None else w.spec.device
@@ -105,35 +119,60 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def plan_workers(*, gpus: str | None = None, per_gpu: int = 1, processes: int | None = None,
+def parse_per_gpu(value: str | int) -> int | str:
+    """``--per-gpu``: a number of workers (1 or more) or ``auto``."""
+    text = str(value).strip().lower()
+    if text == AUTO:
+        return AUTO
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1 or isinstance(value, bool):
+        raise UserError(f"--per-gpu must be a number of workers (1 or more) or 'auto', got {value!r}")
+    return k
+
+
+def plan_workers(*, gpus: str | None = None, per_gpu: int | str = 1, processes: int | None = None,
                  available: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerSpec]:
-    """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K]`` or ``--processes N``.
+    """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K|auto]`` or ``--processes N``.
 
     ``available`` is the list of usable GPU ids (default: :func:`visible_gpus`). Each worker
     gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set.
+    With ``per_gpu="auto"`` the plan has one worker per GPU; :func:`pack` then probes each GPU
+    and plans the count that fits (:mod:`search.study.packing`).
     """
     if gpus is not None and processes is not None:
         raise UserError("use either --gpus (one worker per GPU) or --processes (CPU workers), not both")
-    if per_gpu < 1:
-        raise UserError(f"--per-gpu must be at least 1, got {per_gpu}")
+    per_gpu = parse_per_gpu(per_gpu)
     if gpus is None and per_gpu != 1:
         raise UserError("--per-gpu needs --gpus")
     if gpus is not None:
         chosen = _choose_gpus(gpus, visible_gpus() if available is None else available)
-        specs = [WorkerSpec(label=f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""), device="cuda",
-                            env={"CUDA_VISIBLE_DEVICES": g})
-                 for g in chosen for k in range(per_gpu)]
+        counts = {g: 1 if per_gpu == AUTO else int(per_gpu) for g in chosen}
+        return gpu_specs(counts, cpu_count, dotted=per_gpu == AUTO or int(per_gpu) > 1)
     elif processes is not None:
         if processes < 1:
             raise UserError(f"--processes must be at least 1, got {processes}")
         specs = [WorkerSpec(label=f"cpu{i}", device="cpu") for i in range(processes)]
     else:
         raise UserError("give --gpus all|0,1,3 or --processes N to start several workers")
-    if "OMP_NUM_THREADS" not in os.environ:
-        # N workers each using every core would oversubscribe the CPU (data loading, CPU training).
-        threads = str(max(1, (cpu_count or os.cpu_count() or 1) // len(specs)))
-        specs = [WorkerSpec(s.label, s.device, {**s.env, "OMP_NUM_THREADS": threads}) for s in specs]
-    return specs
+    return _share_cores(specs, cpu_count)
+
+
+def gpu_specs(counts: dict[str, int], cpu_count: int | None = None, dotted: bool = True) -> list[WorkerSpec]:
+    """``counts[gpu]`` workers pinned to each GPU (labels ``gpu1.0``, ``gpu1.1``, ... when ``dotted``)."""
+    specs = [WorkerSpec(label=f"gpu{g}" + (f".{k}" if dotted else ""), device="cuda", env={"CUDA_VISIBLE_DEVICES": g})
+             for g, n in counts.items() for k in range(n)]
+    return _share_cores(specs, cpu_count)
+
+
+def _share_cores(specs: list[WorkerSpec], cpu_count: int | None) -> list[WorkerSpec]:
+    if "OMP_NUM_THREADS" in os.environ or not specs:
+        return specs
+    # N workers each using every core would oversubscribe the CPU (data loading, CPU training).
+    threads = str(max(1, (cpu_count or os.cpu_count() or 1) // len(specs)))
+    return [WorkerSpec(s.label, s.device, {**s.env, "OMP_NUM_THREADS": threads}) for s in specs]
 
 
 def _choose_gpus(gpus: str, available: list[str]) -> list[str]:
@@ -199,13 +238,28 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child between fork
 
 
 def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
-           options: dict[str, Any] | None = None) -> LaunchReport:
+           options: dict[str, Any] | None = None, packing: dict[str, Any] | None = None) -> LaunchReport:
     """Run one ``strategy-search worker STUDY`` process per spec, forward signals, wait, report.
 
     The storage URL goes to the workers through the environment, never on their command line
     (where ``ps`` would show its password). ``options`` are worker options (``n_trials``,
-    ``timeout``, ``heartbeat``, ...); ``None`` values are left out.
+    ``timeout``, ``heartbeat``, ...); ``None`` values are left out. ``packing`` (``--per-gpu
+    auto``: GPU -> :class:`~search.study.packing.Decision`) makes the launcher watch the study for
+    trials that run out of GPU memory and lower that GPU's count (:class:`~search.study.packing.OomWatch`).
     """
+    if packing is None:
+        return _launch(study, specs, storage=storage, options=options)
+    from search.study.packing import DRAIN_ENV
+
+    with tempfile.TemporaryDirectory(prefix="strategy-search-drain-") as tmp:
+        specs = [WorkerSpec(s.label, s.device, {**s.env, DRAIN_ENV: os.path.join(tmp, s.label)}) for s in specs]
+        report = _launch(study, specs, storage=storage, options=options, watch=True)
+    report.packing = {g: d.to_dict() for g, d in packing.items()}
+    return report
+
+
+def _launch(study: str, specs: list[WorkerSpec], *, storage: str | None, options: dict[str, Any] | None,
+            watch: bool = False) -> LaunchReport:
     from search.study.runner import WORKER_LABEL_ENV
     from search.storage.backend import STORAGE_ENV, resolve_url, storage_label
 
@@ -245,15 +299,126 @@ def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
                      storage_label(url))
             if signals:
                 break
+        lowered: list[dict[str, Any]] = []
+        if watch:
+            lowered = _wait(procs, study, url)
         for _, proc in procs:
             proc.wait()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     results = [WorkerResult(spec, proc.pid, proc.returncode) for spec, proc in procs]
-    report = LaunchReport(study=study, workers=results, interrupted=bool(signals))
+    report = LaunchReport(study=study, workers=results, interrupted=bool(signals), lowered=lowered)
     _count_trials(report, url)
     return report
+
+
+def _wait(procs: list[tuple[WorkerSpec, "subprocess.Popen[bytes]"]], study: str, url: str) -> list[dict[str, Any]]:
+    """Wait for the workers, lowering a GPU's count when one of its trials runs out of memory."""
+    from search.study.packing import DRAIN_ENV, OomWatch
+
+    live: dict[str, list[str]] = {}
+    for spec, _ in procs:
+        live.setdefault(spec.env.get("CUDA_VISIBLE_DEVICES", ""), []).append(spec.label)
+    drains = {spec.label: spec.env[DRAIN_ENV] for spec, _ in procs if DRAIN_ENV in spec.env}
+    watch = OomWatch(live, lambda label: Path(drains[label]).touch())
+    since = time.time()
+    last = 0.0
+    while any(p.poll() is None for _, p in procs):
+        for spec, p in procs:
+            if p.poll() is not None:
+                watch.exited(spec.label)
+        if time.monotonic() - last >= OOM_POLL:
+            last = time.monotonic()
+            watch.check(_failed_trials(study, url, since))
+        time.sleep(0.5)
+    return watch.lowered
+
+
+def _failed_trials(study: str, url: str, since: float) -> list[tuple[int, str | None, str | None]]:
+    """(number, fail reason, launcher label) of the study's FAILed trials that ended after ``since``."""
+    import optuna
+
+    from search import records
+    from search.storage.backend import open_storage
+
+    try:
+        handle = optuna.load_study(study_name=study, storage=open_storage(url, heartbeat=False, connect_timeout=10))
+        trials = handle.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop the launcher; look again later
+        log.debug("could not read the study's failed trials: %s", exc)
+        return []
+    out = []
+    for t in trials:
+        if t.datetime_complete is not None and t.datetime_complete.timestamp() < since - 1:
+            continue
+        who = records.worker(t)
+        out.append((t.number, records.fail_reason(t), who.rsplit(" ", 1)[-1] if isinstance(who, str) else None))
+    return out
+
+
+def pack(study: str, specs: list[WorkerSpec], *, storage: str | None, steps: int | None = None,
+         device: str = "cuda", cpu_count: int | None = None,
+         probe: Callable[[str, int], Any] | None = None) -> tuple[list[WorkerSpec], dict[str, Any]]:
+    """``--per-gpu auto``: probe every GPU of ``specs`` at once and plan the workers that fit.
+
+    Returns the worker specs and, per GPU, its :class:`~search.study.packing.Decision`.
+    ``probe(gpu, k)`` runs k probes at once on that GPU (default :func:`probe_gpu`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search.study.packing import decide
+
+    from search.storage.backend import resolve_url
+
+    url = resolve_url(storage)
+    gpus = list(dict.fromkeys(s.env["CUDA_VISIBLE_DEVICES"] for s in specs))
+    run = probe or (lambda gpu, k: probe_gpu(study, gpu, k, url=url, steps=steps, device=device))
+    log.info("--per-gpu auto: probing %d GPU(s) with the study's trial (memory, then 1, 2, 4... workers at once)",
+             len(gpus))
+    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+        decisions = dict(zip(gpus, pool.map(lambda g: decide(lambda k: run(g, k)), gpus)))
+    for g, d in decisions.items():
+        log.info("GPU %s: %d worker(s) (%s)", g, d.workers, d.reason)
+    return gpu_specs({g: d.workers for g, d in decisions.items()}, cpu_count), decisions
+
+
+def probe_gpu(study: str, gpu: str, k: int, *, url: str, steps: int | None = None, device: str = "cuda") -> Any:
+    """Run ``k`` probes (:mod:`search.study.probe`) at once on one GPU; their aggregate images/s."""
+    from search.storage.backend import STORAGE_ENV
+    from search.study.packing import MemoryReading, ProbeResult
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, STORAGE_ENV: url, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory(prefix="strategy-search-probe-") as tmp:
+        go = os.path.join(tmp, "go")
+        cmd = [sys.executable, "-m", "search.study.probe", study, "--go", go, "--device", device,
+               *(["--steps", str(steps)] if steps else [])]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) for _ in range(k)]
+        try:
+            ready = [(p.stdout.readline() if p.stdout else "").strip() == "ready" for p in procs]
+            Path(go).touch()
+            outs = [p.communicate(timeout=PROBE_TIMEOUT) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    results = []
+    for ok, (out, err) in zip(ready, outs):
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if not ok or not lines:
+            if "OutOfMemoryError" in err or "out of memory" in err:
+                return ProbeResult(k, float("nan"), out_of_memory=True)
+            raise UserError(f"--per-gpu auto: the probe on GPU {gpu} failed: "
+                            f"{(err.strip().splitlines() or ['no output'])[-1]}")
+        results.append(json.loads(lines[-1]))
+    if any(r.get("out_of_memory") for r in results):
+        return ProbeResult(k, float("nan"), out_of_memory=True)
+    first = results[0]
+    memory = (MemoryReading(first["peak_bytes"], first["other_bytes"], first["total_bytes"])
+              if "peak_bytes" in first else None)
+    return ProbeResult(k, sum(r["images_per_s"] for r in results), memory)
 
 
 def _verbosity_flags() -> list[str]:
