@@ -635,7 +635,7 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
         record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
                         device=device, weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
     click.echo(format_ablation(record))
     click.echo(f"\nstored in study {study_name!r}; chart it: "
@@ -664,7 +664,7 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
         record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
                          weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
     click.echo(format_confirmation(record))
     note = winner_model_note(study, spec, record)

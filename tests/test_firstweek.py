@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,11 @@ def test_ablate_resumes_after_an_interrupt_and_says_how_long(workdir: Path, monk
     assert len(calls) == 3  # only the missing runs
     assert "3 done before (stored with the study), 3 to go" in out
     record = records.ablation(optuna.load_study(study_name="abl", storage=STORAGE))
-    assert record["resumed_runs"] == 3 and {r["param"] for r in record["rows"]} == {"dropout", "weight_decay"}
+    assert record is not None and record.resumed_runs == 3
+    assert {r.param for r in record.rows} == {"dropout", "weight_decay"}
     # The first runs' values are the stored ones; a fresh command trains nothing more.
     stored = records.reruns(study)
-    assert record["reference"]["values"] == [e["value"] for e in stored.values() if e["label"] == "best config"]
+    assert list(record.reference.values) == [e.value for e in stored.values() if e.label == "best config"]
     calls.clear()
     assert "nothing left to train" in _invoke("ablate", "abl", "--seeds", "2", "--device", "cpu")
     assert calls == []
@@ -90,15 +92,18 @@ def test_seed_advice_when_intervals_are_too_wide() -> None:
     variant = [0.77, 0.80]
     need = seeds_needed(variant, reference, -0.03)
     assert need is not None and 2 < need <= 30
-    record = {"seeds": [10000, 10001], "reference": {"values": reference},
-              "rows": [{"param": "dropout", "values": variant, "delta": -0.03, "ci95": [-0.3, 0.24],
-                        "verdict": "noise"},
-                       {"param": "color", "values": [0.8, 0.83], "delta": 0.0, "ci95": [-0.2, 0.2],
-                        "verdict": "noise"}]}
+    dropout = records.AblationRow(param="dropout", best=0.1, switched_to=0.0, values=tuple(variant), diverged=0,
+                                  delta=-0.03, ci95=(-0.3, 0.24), verdict="noise")
+    color = records.AblationRow(param="color", best="rgb", switched_to="gray", values=(0.8, 0.83), diverged=0,
+                                delta=0.0, ci95=(-0.2, 0.2), verdict="noise")
+    record = records.AblationRecord(trial=0, objective="accuracy", direction="maximize", seeds=(10000, 10001),
+                                    epochs=1, reference=records.AblationReference(tuple(reference), 0, 0.815, 0.02),
+                                    rows=(dropout, color), seconds=1.0)
     advice = seed_advice(record)
-    assert advice["undecided"] == ["dropout"] and advice["suggested_seeds"] == need and "color" in advice["tiny"]
-    assert f"--seeds {need}" in advice["message"]
-    record["rows"][0]["verdict"] = "mattered"
+    assert advice is not None
+    assert advice.undecided == ("dropout",) and advice.suggested_seeds == need and "color" in advice.tiny
+    assert f"--seeds {need}" in advice.message
+    record = replace(record, rows=(replace(dropout, verdict="mattered"), color))
     assert seed_advice(record) is None
 
 
@@ -164,10 +169,12 @@ def test_report_marks_a_stale_ablation_and_shows_the_leaderboard(workdir: Path) 
     space = parse_space(_doctor_space("stale"))
     study = create_study(space, STORAGE)
     _add(study, 0.70, [[40, 10], [20, 30]], [0.7])
-    records.record_ablation(study, {"trial": 0, "objective": "accuracy", "seeds": [1, 2], "epochs": 1,
-                                    "trial_epochs": 3, "confidence": 0.95, "interval": "Welch",
-                                    "rows": [{"param": "dropout", "best": 0.123456, "switched_to": 0.0,
-                                              "delta": -0.01, "ci95": [-0.05, 0.03], "verdict": "noise"}]})
+    records.record_ablation(study, records.AblationRecord(
+        trial=0, objective="accuracy", direction="maximize", seeds=(1, 2), epochs=1, trial_epochs=3,
+        confidence=0.95, interval="Welch", reference=records.AblationReference((0.7, 0.7), 0, 0.7, 0.0),
+        rows=(records.AblationRow(param="dropout", best=0.123456, switched_to=0.0, values=(0.69, 0.69), diverged=0,
+                                  mean=0.69, std=0.0, delta=-0.01, ci95=(-0.05, 0.03), verdict="noise"),),
+        seconds=1.0))
     _add(study, 0.90, [[45, 5], [5, 45]], [0.9])
     _invoke("report", "stale", "-o", "r.html", "--no-png")
     page = (workdir / "r.html").read_text()

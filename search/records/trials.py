@@ -6,20 +6,23 @@ so a key is spelled once (``tests/test_records.py`` fails on an attribute key wr
 literal anywhere else). Ranking lives here too: the best trial(s) on the first objective with the
 constraints respected, the top k, and the seed-confirmed winner of ``strategy-search confirm``.
 
-A plain module: it imports Optuna, the plain config type and ``search.space.constraints`` (feasibility
-is Optuna's constraint values, read there) and nothing above them.
+A plain module: it imports Optuna, the plain config type, ``search.space.constraints`` (feasibility
+is Optuna's constraint values, read there) and the typed records of ``ablate`` and ``confirm``
+(:mod:`search.records.retraining`), and nothing above them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core.config import TrialConfig
+from search.records.retraining import AblationRecord, ConfirmationRecord, RerunEntry
 from search.space.constraints import all_hold, is_feasible
 
 __all__ = [
@@ -183,6 +186,8 @@ REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
 # Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
 # files in the artifact store stay the source study's (a copy must never remove them).
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER, ARTIFACTS, ARTIFACT_ERROR, CHECKPOINT)
+
+log = logging.getLogger(__name__)
 
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
 
@@ -455,33 +460,56 @@ def study_uid(study: optuna.Study) -> str | None:
     return uid if isinstance(uid, str) else None
 
 
-def confirmed(study: optuna.Study) -> dict[str, Any] | None:
+_R = TypeVar("_R")
+
+
+def _read(from_dict: Callable[[Any], _R], stored: Any, key: str) -> _R | None:
+    """A stored record read back typed; one this version cannot read is ignored, with a warning."""
+    if not stored:
+        return None
+    try:
+        return from_dict(stored)
+    except (ValueError, TypeError, LookupError) as exc:
+        log.warning("ignoring the study's %r record, which this version cannot read: %s", key, exc)
+        return None
+
+
+def confirmed(study: optuna.Study) -> ConfirmationRecord | None:
     """The record ``strategy-search confirm`` stored (rows, winner, seeds, ...), if any."""
-    return study.user_attrs.get(CONFIRMED) or None
+    return _read(ConfirmationRecord.from_dict, study.user_attrs.get(CONFIRMED), CONFIRMED)
 
 
-def record_confirmed(study: optuna.Study, record: Mapping[str, Any]) -> None:
-    study.set_user_attr(CONFIRMED, dict(record))
+def record_confirmed(study: optuna.Study, record: ConfirmationRecord) -> None:
+    study.set_user_attr(CONFIRMED, record.to_dict())
 
 
-def ablation(study: optuna.Study) -> dict[str, Any] | None:
+def ablation(study: optuna.Study) -> AblationRecord | None:
     """The record ``strategy-search ablate`` stored, if any."""
-    return study.user_attrs.get(ABLATION) or None
+    return _read(AblationRecord.from_dict, study.user_attrs.get(ABLATION), ABLATION)
 
 
-def record_ablation(study: optuna.Study, record: Mapping[str, Any]) -> None:
-    study.set_user_attr(ABLATION, dict(record))
+def record_ablation(study: optuna.Study, record: AblationRecord) -> None:
+    study.set_user_attr(ABLATION, record.to_dict())
 
 
-def reruns(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    """Finished re-training runs of ``ablate`` and ``confirm``, by run key (config, seed, data, device)."""
+def _stored_reruns(study: optuna.Study) -> dict[str, Any]:
     found = study.user_attrs.get(RERUNS)
     return dict(found) if isinstance(found, dict) else {}
 
 
-def record_rerun(study: optuna.Study, key: str, entry: Mapping[str, Any]) -> None:
+def reruns(study: optuna.Study) -> dict[str, RerunEntry]:
+    """Finished re-training runs of ``ablate`` and ``confirm``, by run key (config, seed, data, device)."""
+    out = {}
+    for key, stored in _stored_reruns(study).items():
+        entry = _read(RerunEntry.from_dict, stored, f"{RERUNS}.{key}")
+        if entry is not None:
+            out[key] = entry
+    return out
+
+
+def record_rerun(study: optuna.Study, key: str, entry: RerunEntry) -> None:
     """Add one finished run (read back first, so runs another process stored meanwhile stay)."""
-    study.set_user_attr(RERUNS, {**reruns(study), key: dict(entry)})
+    study.set_user_attr(RERUNS, {**_stored_reruns(study), key: entry.to_dict()})
 
 
 def restored_epoch(trial: Trial) -> int | None:
@@ -550,13 +578,12 @@ def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
         return None
     complete = {t.number: t for t in study.get_trials(deepcopy=False)
                 if t.state == TrialState.COMPLETE and is_feasible(t)}
-    winner = complete.get(record.get("winner"))
+    winner = complete.get(record.winner)
     if winner is None:
         return None
     sign = 1 if maximizes(study) else -1
-    candidates = {r["trial"] for r in record["rows"]}
-    bar = max(sign * r["original"] for r in record["rows"])
-    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in candidates):
+    bar = max(sign * r.original for r in record.rows)
+    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in record.candidates):
         return None  # stale: a new single-run best has not been confirmed yet
     return winner
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,30 +66,32 @@ def variants(config: TrialConfig, space: SearchSpace, only: Sequence[str] | None
 # ----------------------------------------------------------------------------- ablation
 
 
-def _row(values: list[float | None], reference: list[float | None], sign: int) -> dict[str, Any]:
+def _row(param: str, best: Any, off: Any, values: list[float | None], reference: list[float | None],
+         sign: int) -> records.AblationRow:
     """Statistics of one config's values against the best config's (same seeds)."""
     ok = [v for v in values if v is not None]
     ref = [v for v in reference if v is not None]
-    row: dict[str, Any] = {"values": values, "diverged": len(values) - len(ok)}
-    if ok:
-        row["mean"], row["std"] = mean_std(ok)
+    diverged = len(values) - len(ok)
+    mean, std = mean_std(ok) if ok else (None, None)
+    delta, ci95 = None, None
     if len(ok) >= 2 and len(ref) >= 2:
         delta, lo, hi = welch_interval(ok, ref)
-        row.update(delta=delta, ci95=[lo, hi])
+        ci95 = (lo, hi)
         if lo > 0 or hi < 0:
-            row["verdict"] = "mattered" if sign * delta < 0 else "hurt"
+            verdict = "mattered" if sign * delta < 0 else "hurt"
         else:
-            row["verdict"] = "noise"
-    elif row["diverged"] * 2 >= len(values):
-        row["verdict"] = "mattered"  # without it training diverges
+            verdict = "noise"
+    elif diverged * 2 >= len(values):
+        verdict = "mattered"  # without it training diverges
     else:
-        row["verdict"] = "unknown"
-    return row
+        verdict = "unknown"
+    return records.AblationRow(param=param, best=best, switched_to=off, values=tuple(values), diverged=diverged,
+                               verdict=verdict, mean=mean, std=std, delta=delta, ci95=ci95)
 
 
 def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_epochs: int | None = None,
            trial: FrozenTrial | None = None, only: Sequence[str] | None = None,
-           device: str | torch.device | None = None, weights_dir: str | Path | None = None) -> dict[str, Any]:
+           device: str | torch.device | None = None, weights_dir: str | Path | None = None) -> records.AblationRecord:
     """Ablate the best trial's strategies; returns (and stores in the study) the record.
 
     Every finished run is stored with the study as it ends (:mod:`search.tools.reruns`): after an
@@ -117,30 +120,29 @@ def ablate(study: optuna.Study, space: SearchSpace, *, seeds: int = 3, budget_ep
         reference = runs.values(reference_job)
         rows = []
         for (name, off, _), job in zip(todo, jobs[1:]):
-            values = runs.values(job)
-            row = {"param": name, "best": getattr(config, name), "switched_to": off, **_row(values, reference, sign)}
+            row = _row(name, getattr(config, name), off, runs.values(job), reference, sign)
             rows.append(row)
-            log.info("%s %s -> %s: %s", name, value_label(row["best"]), value_label(off), row["verdict"])
+            log.info("%s %s -> %s: %s", name, value_label(row.best), value_label(off), row.verdict)
     finally:
         runs.close()
     ref_ok = [v for v in reference if v is not None]
-    record = {
-        "trial": trial.number,
-        "objective": space.objectives[0].name,
-        "direction": space.objectives[0].direction,
-        "split": "validation",
-        "seeds": seed_list,
-        "epochs": int(config.epochs or 1),
-        "trial_epochs": trial_epochs,
-        "confidence": CONFIDENCE,
-        "interval": "Welch t-interval of the difference of means (variant - best config)",
-        "reference": {"values": reference, "diverged": len(reference) - len(ref_ok),
-                      **dict(zip(("mean", "std"), mean_std(ref_ok) if ref_ok else (None, None)))},
-        "rows": rows,
-        "resumed_runs": plan["done"],
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    record["advice"] = seed_advice(record)
+    ref_mean, ref_std = mean_std(ref_ok) if ref_ok else (None, None)
+    record = records.AblationRecord(
+        trial=trial.number,
+        objective=space.objectives[0].name,
+        direction=space.objectives[0].direction,
+        split="validation",
+        seeds=tuple(seed_list),
+        epochs=int(config.epochs or 1),
+        trial_epochs=trial_epochs,
+        confidence=CONFIDENCE,
+        reference=records.AblationReference(values=tuple(reference), diverged=len(reference) - len(ref_ok),
+                                            mean=ref_mean, std=ref_std),
+        rows=tuple(rows),
+        resumed_runs=plan["done"],
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    record = replace(record, advice=seed_advice(record))
     records.record_ablation(study, record)
     return record
 
@@ -162,7 +164,7 @@ def seeds_needed(values: Sequence[float | None], reference: Sequence[float | Non
     return max(2, math.ceil(2 * (POWER_Z * sd / abs(delta)) ** 2))
 
 
-def seed_advice(record: dict[str, Any]) -> dict[str, Any] | None:
+def seed_advice(record: records.AblationRecord) -> records.AblationAdvice | None:
     """When intervals are too wide to decide: which rows, and the seed count that would decide them.
 
     A row is undecided when its interval includes 0 but its observed change would be significant
@@ -170,28 +172,29 @@ def seed_advice(record: dict[str, Any]) -> dict[str, Any] | None:
     most MAX_SUGGESTED_SEEDS. The suggestion is the largest such count; rows that would need more are
     called tiny (their change is small against the seed-to-seed spread: noise for practical purposes).
     """
-    seeds = len(record["seeds"])
+    seeds = len(record.seeds)
     wide, tiny, widths = [], [], []
-    for r in record["rows"]:
-        ci = r.get("ci95")
-        if not ci or r.get("verdict") != "noise":
+    for r in record.rows:
+        ci = r.ci95
+        if not ci or r.verdict != "noise" or r.delta is None:
             continue
         half = (ci[1] - ci[0]) / 2
         widths.append(half)
-        need = seeds_needed(r["values"], record["reference"]["values"], r["delta"])
+        need = seeds_needed(r.values, record.reference.values, r.delta)
         if need is None or need > MAX_SUGGESTED_SEEDS:
-            tiny.append(r["param"])
+            tiny.append(r.param)
         elif need > seeds:
-            wide.append((r["param"], need))
+            wide.append((r.param, need))
     if not wide:
         return None
     suggested = max(n for _, n in wide)
-    return {"undecided": [p for p, _ in wide], "suggested_seeds": suggested, "tiny": tiny,
-            "median_half_width": sorted(widths)[len(widths) // 2],
-            "message": (f"{len(wide)} verdict(s) undecided with {seeds} seeds: "
-                        f"{', '.join(p for p, _ in wide)} moved the objective, but the 95% intervals "
-                        f"(about +-{sorted(widths)[len(widths) // 2]:.3g}) are too wide to tell it from noise; "
-                        f"about {suggested} seeds would decide them (80% power): --seeds {suggested}")}
+    return records.AblationAdvice(
+        undecided=tuple(p for p, _ in wide), suggested_seeds=suggested, tiny=tuple(tiny),
+        median_half_width=sorted(widths)[len(widths) // 2],
+        message=(f"{len(wide)} verdict(s) undecided with {seeds} seeds: "
+                 f"{', '.join(p for p, _ in wide)} moved the objective, but the 95% intervals "
+                 f"(about +-{sorted(widths)[len(widths) // 2]:.3g}) are too wide to tell it from noise; "
+                 f"about {suggested} seeds would decide them (80% power): --seeds {suggested}"))
 
 
 def value_label(v: Any) -> str:
@@ -199,45 +202,49 @@ def value_label(v: Any) -> str:
     return readable(choice_label(v))
 
 
-def epochs_note(record: dict[str, Any]) -> str:
+def epochs_note(record: records.AblationRecord) -> str:
     """``4 epochs per run (trial 7 trained 23: --budget-epochs)`` or ``23 epochs per run, as trial 7``."""
-    epochs, original = record["epochs"], record.get("trial_epochs")
+    epochs, original = record.epochs, record.trial_epochs
     if original is None or original == epochs:
-        return f"{epochs} epochs per run, as trial {record['trial']} trained"
-    return f"{epochs} epochs per run (trial {record['trial']} trained {original}: --budget-epochs)"
+        return f"{epochs} epochs per run, as trial {record.trial} trained"
+    return f"{epochs} epochs per run (trial {record.trial} trained {original}: --budget-epochs)"
 
 
-def format_ablation(record: dict[str, Any], width: int = 24) -> str:
+def row_label(row: records.AblationRow) -> str:
+    """``color: rgb -> gray``: the strategy, its value in the best config and what it was switched to."""
+    return f"{row.param}: {value_label(row.best)} -> {value_label(row.switched_to)}"
+
+
+def format_ablation(record: records.AblationRecord, width: int = 24) -> str:
     """A table with a bar per strategy: how much the objective moves when it is switched off."""
-    ref = record["reference"]
-    seeds = record["seeds"]
-    rows = [(f"{r['param']}: {value_label(r['best'])} -> {value_label(r['switched_to'])}", r) for r in record["rows"]]
+    ref = record.reference
+    seeds = record.seeds
+    rows = [(row_label(r), r) for r in record.rows]
     w = max([len("strategy switched off")] + [len(what) for what, _ in rows])
     lines = [
-        f"ablation of trial {record['trial']}: {record['objective']} on the validation split, "
+        f"ablation of trial {record.trial}: {record.objective} on the validation split, "
         f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}, the same for every row), {epochs_note(record)}",
-        f"best config re-trained: mean {_num(ref.get('mean'))}, sd {_num(ref.get('std'))} over the seeds"
-        + (f"  ({ref['diverged']} diverged)" if ref["diverged"] else ""),
+        f"best config re-trained: mean {_num(ref.mean)}, sd {_num(ref.std)} over the seeds"
+        + (f"  ({ref.diverged} diverged)" if ref.diverged else ""),
         "",
         f"  {'strategy switched off':<{w}} {'mean':>6} {'delta':>7}  {'95% CI':<17} verdict",
     ]
-    deltas = [abs(r["delta"]) for r in record["rows"] if r.get("delta") is not None]
+    deltas = [abs(r.delta) for r in record.rows if r.delta is not None]
     scale = max(deltas) if deltas and max(deltas) > 0 else 1.0
     for what, r in rows:
-        ci = r.get("ci95")
+        ci = r.ci95
         ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
-        delta = r.get("delta")
+        delta = r.delta
         bar = ""
         if delta is not None:
             bar = ("-" if delta < 0 else "+") * max(1, round(width * abs(delta) / scale)) if delta else ""
-        note = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-        lines.append(f"  {what:<{w}} {_num(r.get('mean')):>6} {_signed(delta):>7}  {ci_text:<17} "
-                     f"{r['verdict']:<8} {bar}{note}")
+        note = f" ({r.diverged} diverged)" if r.diverged else ""
+        lines.append(f"  {what:<{w}} {_num(r.mean):>6} {_signed(delta):>7}  {ci_text:<17} "
+                     f"{r.verdict:<8} {bar}{note}")
     lines += ["", "delta: variant minus best config. mattered: switching it off makes the objective worse and the "
               "95% interval excludes 0; hurt: switching it off helps; noise: the interval includes 0."]
-    advice = record.get("advice")
-    if advice:
-        lines += ["", f"warning: {advice['message']}"]
+    if record.advice is not None:
+        lines += ["", f"warning: {record.advice.message}"]
     return "\n".join(lines)
 
 

@@ -93,9 +93,9 @@ class Reruns:
         epochs = [int(j.config.epochs or 1) for j, _ in todo]
         # Best evidence first: this study's earlier re-training runs (their whole time per epoch), else
         # the trials the jobs come from (their time per epoch plus the rest of their duration).
-        earlier = [e for e in self.stored.values() if e.get("seconds") and e.get("epochs")]
+        earlier = [e for e in self.stored.values() if e.seconds and e.epochs]
         if earlier:
-            per_epoch = sum(e["seconds"] for e in earlier) / sum(e["epochs"] for e in earlier)
+            per_epoch = sum(e.seconds for e in earlier) / sum(e.epochs for e in earlier)
             seconds: float | None = per_epoch * sum(epochs)
             basis = f"{per_epoch:.2g} s per epoch as measured in {len(earlier)} earlier run(s) of this study"
         else:
@@ -142,7 +142,7 @@ class Reruns:
         for seed in self.seeds:
             key = self.key(job.config, seed)
             if key in self.stored:
-                out.append(self.stored[key]["value"])
+                out.append(self.stored[key].value)
                 continue
             epochs = int(job.config.epochs or 1)
             start = time.perf_counter()
@@ -161,8 +161,8 @@ class Reruns:
             self.epochs_left -= max(0, skipped)
             if self.bar is not None and skipped > 0:
                 self.bar.update(skipped)
-            entry = {"value": value, "label": job.label, "seed": seed, "epochs": epochs,
-                     "seconds": round(time.perf_counter() - start, 2)}
+            entry = records.RerunEntry(value=value, label=job.label, seed=seed, epochs=epochs,
+                                       seconds=round(time.perf_counter() - start, 2))
             self.stored[key] = entry
             records.record_rerun(self.study, key, entry)  # stored now: an interrupt loses only the run in progress
             out.append(value)

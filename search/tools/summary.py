@@ -100,9 +100,10 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
             summary["closest_infeasible"] = {**trial_record(near, names), "broken": broken_bounds(near)}
     summary["stopped"] = stop_reason(study)
     confirmed = records.confirmed(study)
-    if confirmed:
+    if confirmed is not None:
         winner = records.confirmed_winner(study)
-        summary["confirmed"] = {**confirmed, "current": winner is not None and winner.number == confirmed["winner"]}
+        summary["confirmed"] = {**confirmed.to_dict(),
+                                "current": winner is not None and winner.number == confirmed.winner}
     return summary
 
 
@@ -203,13 +204,13 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
             lines.append(f"  measured on {rec['device']}: latency on another machine differs")
         if details and rec.get("validation"):
             lines.extend(_details(rec))
-    confirmed = summary.get("confirmed")
-    if confirmed:
-        top = confirmed["rows"][0]
+    if summary.get("confirmed"):
+        confirmed = records.ConfirmationRecord.from_dict(summary["confirmed"])
+        top = confirmed.rows[0]
         lines.append("")
-        if confirmed["current"]:
-            lines.append(f"confirmed winner: trial {confirmed['winner']}, mean {top['mean']:.4f} (sd {top['std']:.4f}) "
-                         f"over {len(confirmed['seeds'])} fresh seeds (strategy-search confirm)")
+        if summary["confirmed"]["current"]:
+            lines.append(f"confirmed winner: trial {confirmed.winner}, mean {top.mean:.4f} (sd {top.std:.4f}) "
+                         f"over {len(confirmed.seeds)} fresh seeds (strategy-search confirm)")
         else:
             lines.append("a trial finished after `strategy-search confirm` beats every confirmed candidate: "
                          "run confirm again")

@@ -109,7 +109,7 @@ def run_facts(s: StudyView) -> dict[str, Any]:
     trial_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in finished)
     wall = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds() \
         if finished else 0.0
-    reruns = sum(float(e.get("seconds") or 0.0) for e in records.reruns(s.study).values())
+    reruns = sum(float(e.seconds or 0.0) for e in records.reruns(s.study).values())
     devices = sorted({d for d in (t.user_attrs.get(records.DEVICE) for t in finished) if d})
     return {"planned": planned, "used": used, "why": why, "trial_seconds": trial_seconds, "wall_seconds": wall,
             "rerun_seconds": reruns, "devices": devices,
@@ -144,11 +144,11 @@ def next_steps(s: StudyView, base: Baseline | None, gain: tuple[float, float] | 
                        f"({se:.3f} on {n_val} validation images) of the best, so the ranking may be luck: "
                        f"strategy-search confirm {name} --top {top}")
     ablation = records.ablation(s.study)
-    if ablation is None or ablation.get("trial") != best.number:
+    if ablation is None or ablation.trial != best.number:
         out.append(f"learn which strategies mattered: strategy-search ablate {name} --seeds 5"
                    + (" (the stored ablation is of another trial)" if ablation else ""))
-    elif ablation.get("advice"):
-        out.append(f"ablate with {ablation['advice']['suggested_seeds']} seeds: {ablation['advice']['message']}")
+    elif ablation.advice is not None:
+        out.append(f"ablate with {ablation.advice.suggested_seeds} seeds: {ablation.advice.message}")
     per_class = val.get("per_class") or {}
     if per_class:
         recalls = {c: m["recall"] for c, m in per_class.items() if isinstance(m.get("recall"), (int, float))}
