@@ -65,10 +65,25 @@ PRUNERS.add("successive_halving", PrunerDef(
 PRUNERS.add("none", PrunerDef(lambda space, o: optuna.pruners.NopPruner()))
 
 
+class SparingEnqueued(BasePruner):
+    """Never prunes a trial enqueued from the space (``enqueue:``: the doctor's recipe and portfolio,
+    a user's known configurations): they run whole, so the search never ends worse than them. Other
+    trials are judged by ``pruner`` as before."""
+
+    def __init__(self, pruner: BasePruner) -> None:
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if "enqueued" in trial.user_attrs:  # search.records.ENQUEUED (records sits above this layer)
+            return False
+        return self.pruner.prune(study, trial)
+
+
 def create_pruner(space: SearchSpace) -> BasePruner:
     if space.multi_objective:
         # Optuna cannot prune multi-objective trials; intermediate values are not reported.
         return optuna.pruners.NopPruner()
     pruner = PRUNERS.get(space.pruner.name)
     options = {k: int(space.pruner.options.get(k, o.default)) for k, o in pruner.options.items()}
-    return pruner.create(space, options)
+    made = pruner.create(space, options)
+    return SparingEnqueued(made) if space.enqueue else made
