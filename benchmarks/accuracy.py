@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
 import os
 import sys
 import time
@@ -152,6 +153,8 @@ def search(space: Any, budget: float, cpu0: float, one_trial: bool = False) -> l
                         "value": frozen.value if frozen.state.name == "COMPLETE" else None,
                         "test": test.get("accuracy"), "cpu": round(time.process_time() - cpu0, 2),
                         "epochs": len(records.history(frozen)), "enqueued": records.ENQUEUED in frozen.user_attrs,
+                        "curve": [round(h["value"], 4) for h in records.history(frozen)],
+                        "planned_epochs": (records.config_dict(frozen) or {}).get("epochs"),
                         "params": frozen.params})
             if one_trial:
                 break
@@ -329,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(t, a, s, TASKS[t].budget_cpu_s * scale, str(args.root)) for s in range(seeds) for t in tasks
             for a in arms if f"{t}/{a}/{s}" not in cells]
     print(f"{len(jobs)} cell(s) to run ({len(cells)} already in {path})", flush=True)
-    runner = map if args.jobs <= 1 else mp.get_context("spawn").Pool(args.jobs).imap_unordered
+    # Workers of a ProcessPoolExecutor are not daemons: a cache build inside one may start its own pool.
+    pool = ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else None
+    runner = map if pool is None else (lambda fn, items: (f.result() for f in as_completed(
+        [pool.submit(fn, item) for item in items])))
     for cell in runner(run_cell, jobs):
         key = f"{cell['task']}/{cell['arm']}/{cell['seed']}"
         cells[key] = cell

@@ -59,6 +59,7 @@ def baseline_config(data: ImageSet, epochs: int | None = None, overrides: Mappin
     values = TrialConfig(seed=0, input_size=size).to_dict()
     values.update(recipe(len(data.train), size, "none"))
     values["epochs"] = epochs or max(8, values["epochs"] // 2)
+    values["warmup_epochs"] = max(1, round(values["epochs"] / 15))
     for name, value in (overrides or {}).items():
         if name not in PARAMS:
             raise UserError(f"baseline override {name!r}: unknown param; allowed: {', '.join(PARAMS)}")
