@@ -328,9 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     info = saved.get("machine") or machine()
     for t in tasks:  # written once, before any worker (no two processes write one task)
         build(t, args.root)
-    # Seeds outermost, arms interleaved: a run stopped early has whole seeds of every arm.
-    jobs = [(t, a, s, TASKS[t].budget_cpu_s * scale, str(args.root)) for s in range(seeds) for t in tasks
-            for a in arms if f"{t}/{a}/{s}" not in cells]
+    # Seeds outermost; within a seed every task's doctor, expert and plain-Optuna cells before the random
+    # ones: a run stopped early has whole seeds of the arms the goals compare.
+    jobs = [(t, a, s, TASKS[t].budget_cpu_s * scale, str(args.root)) for s in range(seeds)
+            for last in (False, True) for t in tasks for a in arms
+            if (a == "random") == last and f"{t}/{a}/{s}" not in cells]
     print(f"{len(jobs)} cell(s) to run ({len(cells)} already in {path})", flush=True)
     # Workers of a ProcessPoolExecutor are not daemons: a cache build inside one may start its own pool.
     pool = ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else None

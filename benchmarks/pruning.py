@@ -71,17 +71,31 @@ def replay(trials: list[dict[str, Any]], name: str) -> dict[str, Any]:
             "survived": len(survived)}
 
 
+def _synthetic() -> dict[str, Any]:
+    """--tiny: 8 made-up curves (no training): fast starters that level off, and one slow starter
+    with a longer schedule that ends best, as cosine + EMA runs do."""
+    trials = []
+    for i in range(8):
+        n = 10 if i != 5 else 20
+        top = 0.6 + 0.02 * i
+        curve = [round(top * (1 - 0.5 ** (e + 1)), 4) for e in range(n)]
+        if i == 5:  # slow starter: low for half its schedule, best at the end
+            curve = [round(0.1 + 0.8 * (e / (n - 1)) ** 3, 4) for e in range(n)]
+        trials.append({"number": i, "value": curve[-1], "curve": curve, "planned_epochs": n})
+    return {"arm": "random", "trials": trials}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", type=Path, default=RESULTS / "accuracy.json")
+    p.add_argument("--arms", default="random", help="replay the complete trials of these arms' searches (random: "
+                                                     "unpruned, unbiased; optuna's survived its median pruner)")
     args = p.parse_args(argv)
     source = args.source
-    if args.tiny:
-        source = Path(__file__).resolve().parent / "results" / "accuracy-tiny-pruning-sample.json"
-    saved = json.loads(source.read_text())
+    saved = {"cells": {"synthetic/random/0": _synthetic()}} if args.tiny else json.loads(source.read_text())
     searches = []
     for key, cell in sorted(saved["cells"].items()):
-        if cell.get("arm") != "random" or "trials" not in cell:
+        if cell.get("arm") not in args.arms.split(",") or "trials" not in cell:
             continue
         # Complete trials with their whole curve (a trial cut by the budget is not a finished run).
         trials = [t for t in cell["trials"] if t["value"] is not None and t.get("curve")

@@ -115,3 +115,31 @@ def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -
     assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
     assert result["raw_read"]["cold_mb_per_s"] > 0
     assert "Dataset cache at scale" in out
+
+
+def test_accuracy_suite_runs_its_smallest_case(tmp_path: Path) -> None:
+    """benchmarks.accuracy --tiny: the smallest task, the expert recipe and doctor -> run, CPU budget."""
+    out, result = _run("accuracy", tmp_path, "--root", str(tmp_path / "tasks"))
+    cells = result["cells"]
+    assert set(cells) == {"cells-imbalanced/expert/0", "cells-imbalanced/doctor/0"}, out
+    for cell in cells.values():
+        assert cell["cpu_s"] <= cell["budget_cpu_s"] * 1.5 and cell["trials"], cell
+        done = [t for t in cell["trials"] if t["value"] is not None]
+        assert done and all(t["cpu"] <= cell["budget_cpu_s"] for t in done)
+    doctor = cells["cells-imbalanced/doctor/0"]
+    assert doctor["doctor_cpu"] > 0 and "no_orientation" in doctor["findings"]  # cells come in any orientation
+    assert doctor["trials"][0]["enqueued"] and doctor["space"]["budget"]["time"]
+    summary = result["summary"]["per_task"]["cells-imbalanced"]
+    assert summary["expert"]["median_val@1"] > 0.5 and "val@25%" in out
+
+
+def test_pruning_replay_on_recorded_curves(tmp_path: Path) -> None:
+    out, result = _run("pruning", tmp_path)
+    (search,) = result["searches"]
+    # The slow starter (trial 5, a 20-epoch schedule) ends best; comparing at the same epoch prunes it,
+    # and what it costs is the gap to the best surviving trial.
+    assert search["median@epoch"]["best_pruned"]
+    assert search["median@epoch"]["best_kept"] < search["median@epoch"]["best_final"] == 0.9
+    for name in ("median@epoch", "median@progress", "hyperband@progress"):
+        r = search[name]
+        assert r["epochs"] <= r["epochs_unpruned"] and 1 <= r["survived"] <= r["trials"] == 8

@@ -65,7 +65,8 @@ def test_overfitting_setup_is_diagnosed_and_regularization_recommended(workdir: 
     space = load_space("over.yaml")
     for name in ("weight_decay", "dropout", "augment"):
         assert space.param(name).kind != "fixed", name
-    assert space.param("depth").kind == "fixed"  # capacity was not the problem
+    # Capacity was not the problem: the baseline's depth or one stage less, never more.
+    assert max(space.param("depth").choices) == report["baseline"]["config"]["depth"]
     assert "gray" not in space.param("color").choices
     comments = _commented_params(workdir / "over.yaml")
     assert set(comments) == {p.name for p in space.params} and all(comments.values())
@@ -298,8 +299,10 @@ def test_registered_advice_reaches_the_recommended_space_without_touching_the_do
         assert name not in recommend_space(_diagnosis("underfitting"), "s", 10)
     finally:
         strategies.unregister(name)
-    # Registered remedies: drop_path needs residual blocks or a backbone, which the baseline lacks.
-    text = recommend_space(_diagnosis("overfitting"), "s", 10)
-    space = parse_space(yaml.safe_load(text))
+    # Registered remedies: drop_path needs residual blocks or a backbone: the recipe has them, a plain CNN not.
+    d = _diagnosis("overfitting")
+    space = parse_space(yaml.safe_load(recommend_space(d, "s", 10)))
     assert space.param("mix") is not None and space.param("ema_decay") is not None
-    assert space.param("drop_path") is None
+    assert space.param("drop_path") is not None
+    d.baseline["config"]["residual"] = False
+    assert parse_space(yaml.safe_load(recommend_space(d, "s", 10))).param("drop_path") is None
