@@ -250,3 +250,29 @@ def test_the_search_ends_within_its_time_budget(tmp_path, monkeypatch) -> None: 
     tb = runner.TimeBudget(40, 2)
     assert tb.fits(39) and not (tb.add(15, 2) or tb.fits(26)) and "does not fit" in tb.why_stop(26)
     assert math.isclose(tb.next_trial(), 15)
+
+
+def test_exported_torchscript_and_onnx_average_the_eight_views(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import warnings
+
+    from search.artifacts.bundle import EXPORT_TOLERANCE, load_core
+    from test_export import Searched
+
+    s = Searched(tmp_path, "d4", dataset={"name": "digits", "limit": 200}, budget={"n_trials": 1, "max_epochs": 1},
+                 params={"lr": 0.05, "width": 4, "depth": 1, "tta": "dihedral", "input_size": 12})
+    out = tmp_path / "bundle"
+    s.cli("export", "d4", "-o", str(out))
+    bundle = load_core(out)
+    checks = json.loads((out / "model.json").read_text())["export_checks"]["max_abs_logit_diff"]
+    assert set(checks) >= {"torchscript", "onnx"} and max(checks.values()) <= EXPORT_TOLERANCE
+    images = _images(4, 12, seed=3)
+    with torch.no_grad():
+        x = bundle.preprocess(images)
+        averaged = sum(bundle.model(dihedral(x, k)) for k in range(8)) / 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    with torch.no_grad():
+        assert torch.allclose(scripted(images), averaged, atol=1e-5)
+        assert torch.allclose(scripted(dihedral(images, 5)), averaged, atol=1e-4)  # invariant, as exported

@@ -39,10 +39,13 @@ class DihedralTTA(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        total = self.model(x) + self.model(x.flip(-1))
-        for k in (1, 2, 3):
-            turned = torch.rot90(x, k, dims=(2, 3))
-            total = total + self.model(turned) + self.model(turned.flip(-1))
+        # The group as flips of the image and of its transpose (ONNX has no rot90; flips and a
+        # transpose export everywhere): {x, x.T} x {no flip, left-right, upside down, both}.
+        total = torch.zeros(0)
+        for view in (x, x.transpose(2, 3)):
+            for flipped in (view, view.flip(3), view.flip(2), view.flip(2).flip(3)):
+                out = self.model(flipped)
+                total = out if total.numel() == 0 else total + out
         return total / 8
 
 
