@@ -143,3 +143,17 @@ def test_pruning_replay_on_recorded_curves(tmp_path: Path) -> None:
     for name in ("median@epoch", "median@progress", "hyperband@progress"):
         r = search[name]
         assert r["epochs"] <= r["epochs_unpruned"] and 1 <= r["survived"] <= r["trials"] == 8
+
+
+def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path: Path) -> None:
+    from benchmarks.portfolio import greedy
+
+    out, result = _run("portfolio", tmp_path, "--root", str(tmp_path / "tasks"))
+    assert {(r["task"], r["candidate"]) for r in result["runs"]} == {("cells-imbalanced", "recipe"),
+                                                                    ("cells-imbalanced", "shallow-fast")}
+    assert result["chosen"][0] == "recipe" and all(0 <= r["val"] <= 1 for r in result["runs"])
+    # Greedy: an entry is added only for what it adds over the entries before it.
+    scores = {"recipe": {"a": 0.9, "b": 0.5}, "x": {"a": 0.8, "b": 0.9}, "y": {"a": 0.95, "b": 0.5},
+              "z": {"a": 0.5, "b": 0.85}}
+    assert greedy(scores, 3) == ["recipe", "x", "y"]
+    assert greedy(scores, 1) == ["recipe", "x"]
