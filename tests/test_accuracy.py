@@ -106,7 +106,7 @@ def _write_task(root, rotate: bool):  # type: ignore[no-untyped-def]
 
     rng = np.random.default_rng(0)
     for c in range(4):
-        for split, n in (("train", 40), ("val", 40), ("test", 4)):
+        for split, n in (("train", 60), ("val", 60), ("test", 4)):
             d = root / split / f"c{c}"
             d.mkdir(parents=True)
             for i in range(n):
@@ -132,8 +132,7 @@ def test_the_doctor_finds_an_upright_task_and_one_without_orientation(tmp_path, 
     space = parse_space(yaml.safe_load(recommend_space(upright, "u")))
     assert space.param("tta").value == "none" and "light-dihedral" not in space.param("augment").choices
     assert space.enqueue[0]["augment"] == "crop"
-    assert "flips or turns" in space.raw["params"] or True  # the comment is in the text, checked below
-    turned = diagnose(DatasetSpec(path=str(_write_task(tmp_path / "turned", True))), epochs=8,
+    turned = diagnose(DatasetSpec(path=str(_write_task(tmp_path / "turned", True))), epochs=16,
                       probe_color=False, device="cpu")
     assert turned.get("no_orientation") is not None, [f.summary for f in turned.findings]
     text = recommend_space(turned, "t")
