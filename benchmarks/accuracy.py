@@ -17,7 +17,8 @@ best validation accuracy (and the test accuracy of that trial) is read at 25%, 5
 budget from the trials completed by then.
 
 Resumable: every finished (task, arm, seed) cell is written to the JSON at once; a restart skips
-the cells it holds. ``--quick`` runs 2 tasks x 1 seed at 0.35x the budget (~6 CPU-minutes; under 15 minutes of wall time on an idle 2-core machine).
+the cells it holds. ``--quick`` runs 2 tasks x 1 seed at 0.35x the budget (~6 CPU-minutes: under 15
+minutes of wall time on an idle 2-core machine).
 
     python -m benchmarks.accuracy [--jobs 2] [--seeds 3] [--tasks digits,patches-d4] [--arms doctor,optuna]
     python -m benchmarks.accuracy --quick
