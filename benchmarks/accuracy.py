@@ -164,9 +164,10 @@ def search(space: Any, budget: float, cpu0: float, one_trial: bool = False) -> l
     return out
 
 
-def run_cell(job: tuple[str, str, int, float, str]) -> dict[str, Any]:
-    """One (task, arm, seed) search in this process, on one thread, within ``budget`` CPU seconds."""
-    task, arm, seed, budget, root = job
+def run_cell(job: tuple[str, str, int, float, str, bool]) -> dict[str, Any]:
+    """One (task, arm, seed) search in this process, on one thread, within ``budget`` CPU seconds
+    (``tiny``: the doctor's baseline trains 8 epochs and skips the gray probe)."""
+    task, arm, seed, budget, root, tiny = job
     setup_threads(1)
     os.environ["STRATEGY_SEARCH_CACHE"] = str(Path(root) / "cache")
     logging.basicConfig(level=logging.WARNING)
@@ -189,7 +190,8 @@ def run_cell(job: tuple[str, str, int, float, str]) -> dict[str, Any]:
             from search.tools.doctor import diagnose, recommend_space
 
             spec = parse_space({"study": "d", "dataset": {"path": str(path)}, "objective": "accuracy"})
-            d = diagnose(spec.dataset, spec.objectives[0], device="cpu")
+            d = diagnose(spec.dataset, spec.objectives[0], device="cpu", epochs=8 if tiny else None,
+                         probe_color=not tiny)
             spent = time.process_time() - cpu0
             text = recommend_space(d, f"{task}-doctor-{seed}", budget=budget, spent=spent, cpu_clock=True)
             doc = yaml.safe_load(text)
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_threads(1)
     if args.tiny:
-        tasks, seeds, scale, arms = [TINY_TASK], 1, 0.4, ["expert", "doctor"]
+        tasks, seeds, scale, arms = [TINY_TASK], 1, 0.25, ["expert", "doctor"]
     elif args.quick:
         tasks, seeds, scale, arms = list(QUICK_TASKS), 1, QUICK_SCALE, args.arms.split(",")
     else:
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         build(t, args.root)
     # Seeds outermost; within a seed every task's doctor, expert and plain-Optuna cells before the random
     # ones: a run stopped early has whole seeds of the arms the goals compare.
-    jobs = [(t, a, s, TASKS[t].budget_cpu_s * scale, str(args.root)) for s in range(seeds)
+    jobs = [(t, a, s, TASKS[t].budget_cpu_s * scale, str(args.root), args.tiny) for s in range(seeds)
             for last in (False, True) for t in tasks for a in arms
             if (a == "random") == last and f"{t}/{a}/{s}" not in cells]
     print(f"{len(jobs)} cell(s) to run ({len(cells)} already in {path})", flush=True)
