@@ -567,7 +567,11 @@ def report(study_name: str, storage: str | None, output: str, png: bool, artifac
 @click.option("--objective", default=None, metavar="SPEC",
               help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}' "
                    "(default: accuracy).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Baseline epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Baseline epochs (default: half the recipe's for this data, at least 8).")
+@click.option("--budget", default=None, metavar="TIME",
+              help="Time for doctor and search together, e.g. 15m or 1h: the written space's trials, epochs and "
+                   "pruner are sized to it from the baseline's measured epoch time (budget.time).")
 @click.option("--limit", type=click.IntRange(min=10), default=None, help="Use at most this many images.")
 @click.option("--val-fraction", type=float, default=None, help="Validation share (default 0.2).")
 @click.option("--test-fraction", type=float, default=None, help="Test share (default 0.2).")
@@ -584,7 +588,8 @@ def report(study_name: str, storage: str | None, output: str, png: bool, artifac
 @device_option
 @weights_option
 @_user_errors
-def doctor(data: str, objective: str | None, epochs: int, limit: int | None, val_fraction: float | None,
+def doctor(data: str, objective: str | None, epochs: int | None, budget: str | None, limit: int | None,
+           val_fraction: float | None,
            test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
            study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
            weights_dir: str | None) -> None:
@@ -593,7 +598,8 @@ def doctor(data: str, objective: str | None, epochs: int, limit: int | None, val
 
     done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
                       test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
-                      study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
+                      study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir,
+                      budget=budget)
     click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
 
 

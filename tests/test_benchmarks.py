@@ -13,9 +13,9 @@ import torch
 from conftest import ROOT
 
 
-def _run(name: str, out: Path, *extra: str) -> tuple[str, dict[str, Any]]:
+def _run(name: str, out: Path, *extra: str, timeout: float = 300) -> tuple[str, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--tiny", "--out", str(out), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / f"{name}-tiny.json").read_text())
     machine = result["machine"]
@@ -154,3 +154,46 @@ def test_artifacts_times_keeping_and_reading_a_trial(tmp_path: Path) -> None:
     assert row["store"] == "directory" and row["mb_stored"] > 0
     assert row["keep_cpu_s"] > 0 and row["read_wall_s"] > 0 and row["train_cpu_s"] > 0
     assert "Keeping a trial" in out
+
+
+def test_accuracy_suite_runs_its_smallest_case(tmp_path: Path) -> None:
+    """benchmarks.accuracy --tiny: the smallest task, the expert recipe and doctor -> run, CPU budget."""
+    # ~30 CPU-s of training (two budgets of 15 CPU-s): minutes of wall time on a loaded machine.
+    out, result = _run("accuracy", tmp_path, "--root", str(tmp_path / "tasks"), timeout=900)
+    cells = result["cells"]
+    assert set(cells) == {"cells-imbalanced/expert/0", "cells-imbalanced/doctor/0"}, out
+    for cell in cells.values():
+        assert cell["cpu_s"] <= cell["budget_cpu_s"] * 1.5 and cell["trials"], cell
+        done = [t for t in cell["trials"] if t["value"] is not None]
+        assert done and all(t["cpu"] <= cell["budget_cpu_s"] for t in done)
+    doctor = cells["cells-imbalanced/doctor/0"]
+    assert doctor["doctor_cpu"] > 0 and "no_orientation" in doctor["findings"]  # cells come in any orientation
+    assert doctor["trials"][0]["enqueued"] and doctor["space"]["budget"]["time"]
+    summary = result["summary"]["per_task"]["cells-imbalanced"]
+    assert summary["expert"]["median_val@1"] > 0.5 and "val@25%" in out
+
+
+def test_pruning_replay_on_recorded_curves(tmp_path: Path) -> None:
+    out, result = _run("pruning", tmp_path)
+    (search,) = result["searches"]
+    # The slow starter (trial 5, a 20-epoch schedule) ends best; comparing at the same epoch prunes it,
+    # and what it costs is the gap to the best surviving trial.
+    assert search["median@epoch"]["best_pruned"]
+    assert search["median@epoch"]["best_kept"] < search["median@epoch"]["best_final"] == 0.9
+    for name in ("median@epoch", "median@progress", "hyperband@progress"):
+        r = search[name]
+        assert r["epochs"] <= r["epochs_unpruned"] and 1 <= r["survived"] <= r["trials"] == 8
+
+
+def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path: Path) -> None:
+    from benchmarks.portfolio import greedy
+
+    out, result = _run("portfolio", tmp_path, "--root", str(tmp_path / "tasks"))
+    assert {(r["task"], r["candidate"]) for r in result["runs"]} == {("cells-imbalanced", "recipe"),
+                                                                    ("cells-imbalanced", "shallow-fast")}
+    assert result["chosen"][0] == "recipe" and all(0 <= r["val"] <= 1 for r in result["runs"])
+    # Greedy: an entry is added only for what it adds over the entries before it.
+    scores = {"recipe": {"a": 0.9, "b": 0.5}, "x": {"a": 0.8, "b": 0.9}, "y": {"a": 0.95, "b": 0.5},
+              "z": {"a": 0.5, "b": 0.85}}
+    assert greedy(scores, 3) == ["recipe", "x", "y"]
+    assert greedy(scores, 1) == ["recipe", "x"]

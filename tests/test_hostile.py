@@ -342,6 +342,10 @@ CASES: list[Case] = [
     Case("doctor-bad-study-name", ("doctor", "digits", "--study", "../x", "-o", "s.yaml"), says="--study"),
     Case("doctor-over-user-file", ("doctor", "digits", "-o", "mine.yaml"), lambda w: w.text("mine.yaml", "mine"),
          says="add --force", unchanged=("mine.yaml",)),
+    Case("doctor-budget-not-a-duration", ("doctor", "digits", "--budget", "soon", "-o", "s.yaml"),
+         says="--budget: expected a duration"),
+    Case("budget-time-not-a-duration", ("create", "space.yaml"),
+         _space(budget={"time": "-5m", "max_epochs": 1}), says="budget.time"),
     # --- data: images and manifests (issue 10)
     Case("predict-decompression-bomb", ("predict", "bundle", "bomb.png"), _bomb_beside_bundle,
          says="bomb.png: not a readable image (decompression bomb"),

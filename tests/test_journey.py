@@ -67,7 +67,9 @@ def test_doctor_run_report_export_train_predict_on_a_folder(workdir: Path) -> No
     clear_cache()  # as a new process: `run` opens the dataset (and names what it skipped) afresh
     text = cli("run", "space.yaml", "--device", "cpu")
     assert f"1 unreadable image(s) skipped: {broken} (" in text
-    assert "1 trial(s) so far (waiting 1); budget 2: 0 used, 2 left; next: trial 0 (enqueued from the space's enqueue:)" in text
+    queued = len(doc["enqueue"])  # the recipe, then the portfolio's entries that fit
+    assert (f"{queued} trial(s) so far (waiting {queued}); budget 2: 0 used, 2 left; "
+            "next: trial 0 (enqueued from the space's enqueue:)") in text
 
     # report: the result section compares with the doctor's baseline.
     cli("report", "photos", "-o", "report.html", "--no-png")

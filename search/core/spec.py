@@ -66,6 +66,7 @@ class Budget:
     target: float | None = None  # stop rules for the whole study (search.study.stopping)
     patience: int | None = None
     min_delta: float = 0.0
+    time: float | None = None  # seconds for the whole search in this run (``budget: {time: 15m}``)
 
     @property
     def has_stop_rules(self) -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "FEASIBLE",
     "WARM_START",
     "ENQUEUED",
+    "is_enqueued",
     "COMPILE_SECONDS",
     "GPU_MEMORY",
     "SPACE",
@@ -394,6 +395,11 @@ def warm_start_attrs(trial: FrozenTrial, source: str) -> dict[str, Any]:
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_COPIED}
     attrs[WARM_START] = {"study": source, "trial": trial.number}
     return attrs
+
+
+def is_enqueued(trial: Trial) -> bool:
+    """Whether ``trial`` came from the space's ``enqueue:`` list."""
+    return ENQUEUED in trial.user_attrs
 
 
 def enqueued_attrs(index: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from search.data.datasets import BUILTIN_DATASETS
 from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue
+from search.core.duration import parse_duration
 from search.core.errors import SpaceError, UserError
 from search.core.locations import parse_location
 from search.algorithms.pruners import PRUNERS
@@ -228,13 +229,19 @@ def _resolve_path(path: str, base_dir: Path | None) -> str:
 
 
 def _parse_budget(c: _Checker, raw: Any) -> Budget:
-    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs", "target", "patience", "min_delta"))
+    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "time", "max_epochs", "target", "patience", "min_delta"))
     n_trials = raw.get("n_trials")  # None: the grid's size, else unlimited under a timeout, else 20
     if n_trials is not None:
         c.number(n_trials, "budget.n_trials", integer=True, low=1)
     timeout = raw.get("timeout")
     if timeout is not None:
         c.number(timeout, "budget.timeout", low=0, strict_low=True)
+    time_budget = None
+    if raw.get("time") is not None:
+        try:
+            time_budget = parse_duration(raw["time"])
+        except ValueError as exc:
+            raise c.fail("budget.time", str(exc)) from None
     max_epochs = c.number(raw.get("max_epochs", 10), "budget.max_epochs", integer=True, low=1, high=100000)
     target = raw.get("target")
     if target is not None:
@@ -246,7 +253,7 @@ def _parse_budget(c: _Checker, raw: Any) -> Budget:
         raise c.fail("budget.min_delta", "only means something with budget.patience (trials without an improvement)")
     min_delta = c.number(raw.get("min_delta", 0.0), "budget.min_delta", low=0)
     return Budget(n_trials=n_trials, timeout=timeout, max_epochs=max_epochs, target=target, patience=patience,
-                  min_delta=float(min_delta))
+                  min_delta=float(min_delta), time=time_budget)
 
 
 def _check_target(c: _Checker, budget: Budget, objectives: Sequence[ObjectiveSpec]) -> None:

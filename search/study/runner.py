@@ -93,7 +93,7 @@ def budget_of(space: SearchSpace, n_trials: int | None) -> int | None:
         return space.budget.n_trials
     if space.sampler.name == "grid":
         return grid_size(space)
-    return None if space.budget.timeout is not None else DEFAULT_N_TRIALS
+    return None if space.budget.timeout is not None or space.budget.time is not None else DEFAULT_N_TRIALS
 
 
 def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
@@ -130,9 +130,10 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
     study.sampler = create_sampler(space, worker_seed)
-    study.pruner = create_pruner(space)
+    study.pruner = create_pruner(space, records.is_enqueued)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
+    time_budget = TimeBudget(space.budget.time, space.budget.max_epochs) if space.budget.time else None
     rdb = rdb_backend(storage)
     engine = rdb.engine if rdb is not None else None
     # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
@@ -162,6 +163,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if timeout is not None and time.monotonic() - start >= timeout:
                 log.info("timeout reached")
                 break
+            if time_budget is not None and not time_budget.fits(time.monotonic() - start):
+                log.info(time_budget.why_stop(time.monotonic() - start))
+                break
             stop = stopping.check(study, space)
             if stop is not None:
                 log.info(stopping.format_stop(stop))
@@ -182,6 +186,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                 continue
             waiting = False
             frozen, seconds = _run_one(study, storage, trial, objective)
+            if time_budget is not None:
+                time_budget.add(seconds, len(records.history(frozen)))
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
             pace.add(len(records.history(frozen)), seconds)
@@ -263,6 +269,33 @@ class Pace:
         per_epoch, per_trial = seconds / epochs, epochs / trials
         return (f"~{duration(left * per_trial * per_epoch)} left ({left} trials x {per_trial:.1f} epochs x "
                 f"{per_epoch:.2g} s)")
+
+
+class TimeBudget:
+    """``budget.time``: the search in this run ends within it. A trial starts only when a full trial
+    (``max_epochs`` at the median seconds per epoch of the trials run here so far) still fits."""
+
+    def __init__(self, seconds: float, max_epochs: int) -> None:
+        self.seconds = seconds
+        self.max_epochs = max_epochs
+        self.per_epoch: list[float] = []
+
+    def add(self, seconds: float, epochs: int) -> None:
+        if epochs > 0:
+            self.per_epoch.append(seconds / epochs)
+
+    def next_trial(self) -> float:
+        if not self.per_epoch:
+            return 0.0  # nothing measured yet: the first trial measures it
+        ordered = sorted(self.per_epoch)
+        return ordered[len(ordered) // 2] * self.max_epochs
+
+    def fits(self, elapsed: float) -> bool:
+        return elapsed + self.next_trial() <= self.seconds
+
+    def why_stop(self, elapsed: float) -> str:
+        return (f"time budget: {elapsed:.0f}s of {self.seconds:.0f}s used; a full trial takes about "
+                f"{self.next_trial():.0f}s, which does not fit in what is left")
 
 
 def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:

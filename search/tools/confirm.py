@@ -148,15 +148,14 @@ def format_confirmation(record: records.ConfirmationRecord) -> str:
     return "\n".join(lines)
 
 
-
-def winner_model_note(study: optuna.Study, space: SearchSpace, record: dict[str, Any]) -> str | None:
+def winner_model_note(study: optuna.Study, space: SearchSpace, record: records.ConfirmationRecord) -> str | None:
     """A line when the confirmed winner keeps no model, so ``export`` would re-train it (else None)."""
     from search.artifacts.trial_files import TrialFiles
     from search.storage import internals
 
-    winner = study.trials[record["winner"]]
+    winner = study.trials[record.winner]
     files = TrialFiles(None, internals.storage_of(study), internals.study_id(study))
     if space.keep == "none" or files.has_model(winner):
         return None
     return (f"trial {winner.number} keeps no model (keep: {space.keep} kept other trials), so export re-trains it; "
-            f"keep: top_k with keep_top_k: {len(record['rows'])} would have kept every candidate's")
+            f"keep: top_k with keep_top_k: {len(record.rows)} would have kept every candidate's")

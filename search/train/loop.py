@@ -280,7 +280,10 @@ def train(
             stats.after_step(epoch, i)
         totals = stats.finish(epoch)
         seconds = time.perf_counter() - start
-        val = evaluate(inference_model(config, kept()), preprocess, data.val_x, data.val_y, num_classes, device)
+        # Test-time augmentation (2 or 8 passes) only for the last epoch's validation, which is the
+        # trial's result; earlier epochs (learning curve, pruning) validate the kept model alone.
+        evaluated = inference_model(config, kept()) if epoch == epochs else kept()
+        val = evaluate(evaluated, preprocess, data.val_x, data.val_y, num_classes, device)
         value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
         train_loss = totals.loss
         if not math.isfinite(val.loss):
