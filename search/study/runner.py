@@ -41,7 +41,7 @@ from search.algorithms.samplers import create_sampler, grid_size
 from search.study import stopping
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, interval_of, is_lost
 from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
@@ -312,13 +312,12 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
 
 
 def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
-    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    """Record an interrupted trial FAIL and queue it again, in one step (unless it was already finished)."""
     if storage.get_trial(internals.trial_id(trial)).state.is_finished():
         return
-    _set_reason(trial, "interrupted")
-    frozen = _tell(study, trial, state=TrialState.FAIL)
-    if frozen.state == TrialState.FAIL and not is_lost(frozen):
-        requeue(study, frozen)
+    _set_reason(trial, "interrupted")  # unless the objective gave a reason first
+    # Read back after the reason: its params and retry history make the retry.
+    fail_and_retry(study, storage.get_trial(internals.trial_id(trial)), None, retry=True)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
