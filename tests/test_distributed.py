@@ -148,12 +148,12 @@ def _launch_four(workdir: Path, storage: str, prefix: str, n_trials: int) -> tup
     _assert_exact(trials, n_trials)
     counts = _report_counts(result.stdout)
     assert len(counts) == 4 and sum(counts.values()) == n_trials, result.stdout
-    # The report agrees with the study: each worker's trials carry its pid.
-    by_pid: dict[str, int] = {}
+    # The report agrees with the study for every worker, those that ran nothing included: each
+    # worker's trials carry its pid, and no trial carries another pid.
+    by_pid = {key.split()[1]: 0 for key in counts}
     for t in trials:
-        pid = t.user_attrs["worker"].split(":")[1].split()[0]
-        by_pid[pid] = by_pid.get(pid, 0) + 1
-    assert by_pid == {key.split()[1]: n for key, n in counts.items() if n}
+        by_pid[t.user_attrs["worker"].split(":")[1].split()[0]] += 1
+    assert by_pid == {key.split()[1]: n for key, n in counts.items()}
     assert time.monotonic() - started < 200
     return study, output
 
