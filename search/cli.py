@@ -135,6 +135,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     from search.study.create import create_study
     from search.storage.backend import storage_label
     from search.study.warmstart import warm_start
+    from search.study.workers import stop_on_sigterm
 
     if warm_storage is not None and warm_from is None:
         raise UserError("--warm-storage needs --warm-start STUDY")
@@ -145,6 +146,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     study = create_study(spec, storage)
     if warm_from is not None:
         click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
+    stop_on_sigterm()  # `docker stop`, a scheduler's preemption: stop like Ctrl-C, not mid-write
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
                              weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
