@@ -242,8 +242,9 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
            checkpoints: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
-    from search.study.workers import launch, plan_workers, require_study
+    from search.study.workers import follow_launcher, launch, plan_workers, require_study
 
+    follow_launcher()  # a worker that a launcher started ends with it
     several = gpus is not None or processes is not None
     if several and device is not None:
         raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")

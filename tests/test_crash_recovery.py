@@ -5,7 +5,9 @@
 * SIGTERM (``docker stop``) stops a single ``run`` like Ctrl-C: exit 130, the trial FAIL
   (interrupted) and queued again;
 * a second Ctrl-C to a launcher kills its workers at once; nothing is lost: the next run fails
-  their trials after the grace and retries them.
+  their trials after the grace and retries them;
+* a launcher killed outright takes its workers with it: each is sent SIGTERM and stops like Ctrl-C
+  (no orphan keeps training).
 
 (SIGKILL of one worker of a launcher, and Ctrl-C / SIGTERM to a launcher, on SQLite and
 PostgreSQL: tests/test_distributed.py.)
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,82 @@ def test_a_second_ctrl_c_kills_the_workers_and_the_next_run_retries_their_trials
     reasons = {records.fail_reason(t) for t in trials if t.state == TrialState.FAIL}
     assert "worker lost: no heartbeat for 3 s" in reasons and reasons <= {"worker lost: no heartbeat for 3 s",
                                                                          "interrupted"}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not reaped
+    except OSError:
+        return True
+
+
+def test_workers_stop_like_ctrl_c_when_their_launcher_is_killed(workdir: Path) -> None:
+    storage = f"sqlite:///{workdir}/studies.db"
+    study = _study_name("orphan")
+    create_study(load_space(_space(workdir, study, 3, max_epochs=25, params=PARAMS)), storage)
+    launcher = subprocess.Popen([*CLI, "worker", study, "--storage", storage, "--processes", "2", *FAST_HEARTBEAT],
+                                cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        running = running_trial(study, storage, launcher, max_epochs=8, claimed=True)  # type: ignore[arg-type]
+        workers = _children(launcher.pid)
+        assert len(workers) == 2, workers
+        launcher.kill()  # SIGKILL: the launcher cannot forward anything
+        launcher.wait(timeout=30)
+        deadline = time.monotonic() + 120
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(_gone(pid) for pid in workers), "workers outlived their launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in _children(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
+    trials = {t.number: t for t in _trials(study, storage)}
+    assert trials[running.number].state == TrialState.FAIL
+    assert records.fail_reason(trials[running.number]) == "interrupted"  # recorded by the worker itself
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    queued = [t for t in trials.values() if t.state == TrialState.WAITING]
+    assert running.params in [t.params for t in queued]
+
+
+def test_the_launcher_runs_no_python_code_between_fork_and_exec(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher holds the gRPC client's threads when its storage is a proxy. A ``preexec_fn``
+    (Python code in the forked child before exec) then aborted about 1 worker start in 60 with
+    SIGABRT (gRPC's poller in the forked child found its epoll fd closed: 17 of 1,000 starts in a
+    process holding a proxy client, 0 of 1,000 without it). A worker that never started left the
+    dead worker's retry to nobody: the proxy kill test's flake. The workers set their parent-death
+    signal themselves (``follow_launcher``, tested above)."""
+    from search.study import workers
+
+    seen: list[dict] = []
+
+    class Recorded:
+        pid, returncode = 4242, 0
+
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            seen.append(kwargs)
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(workers, "_count_trials", lambda report, url: None)
+    workers.launch("any", workers.plan_workers(processes=2), storage=f"sqlite:///{workdir}/s.db")
+    assert len(seen) == 2
+    assert all(kw.get("preexec_fn") is None and kw.get("start_new_session") for kw in seen), seen
+    assert all(kw["env"][workers.LAUNCHER_PID_ENV] == str(os.getpid()) for kw in seen)  # type: ignore[index]

@@ -5,7 +5,8 @@ The storage proxy fails a dead worker's trial itself; the workers behind it only
 worker leaves when it finds the budget used up and nothing running. A failed trial that is not yet
 retried uses budget and does not run, so if anyone ever saw the trial failed before its retry was
 queued, a waiting worker could leave right then and the retry, queued a moment later, waited for a
-worker that never came (the flake behind tests/test_scaling.py's proxy kill test, once rerun).
+worker that never came (one of two causes of tests/test_scaling.py's proxy kill test flake; the
+other: tests/test_crash_recovery.py, a worker aborted at its start).
 
 The gap between the two writes was milliseconds; these tests make it long on purpose, at the
 database: after a transaction that sets a trial FAIL commits, the failing connection's next

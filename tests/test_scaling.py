@@ -202,8 +202,9 @@ def test_workers_through_the_proxy_run_exactly_the_budget(workdir: Path, proxy: 
     _assert_exact(_trials(study, db), 24)
 
 
-# Once a flake: the proxy failed the trial and queued its retry in two writes, and a worker that
-# looked in between left (tests/test_lost_trials.py stretches that gap; it is one transaction now).
+# Once a flake (a rerun hid it), two causes, both fixed: the surviving worker never started (the
+# launcher's preexec_fn aborted it under gRPC: tests/test_crash_recovery.py), or it looked between
+# the proxy failing the trial and queueing its retry, and left (tests/test_lost_trials.py).
 def test_killed_worker_behind_the_proxy_is_failed_with_reason_and_retried(workdir: Path,
                                                                           proxy: tuple[str, str]) -> None:
     url, db = proxy
