@@ -53,6 +53,7 @@ __all__ = [
     "RETRY_HISTORY",
     "FAILED_TRIAL",
     "HEARTBEAT",
+    "FAIL_AND_RETRY",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -148,6 +149,8 @@ WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
+# A request through the storage proxy, never stored: fail this trial and queue its retry in one step.
+FAIL_AND_RETRY = "strategy_search:fail-and-retry"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another.
 NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)

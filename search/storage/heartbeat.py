@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 BEAT_ATTR = records.HEARTBEAT
 # Through a storage proxy, a trial system attr of this key asks the proxy to fail the trial and
 # queue its retry in one transaction (value: {"reason": str | None, "retry": bool}); never stored.
-FAIL_ATTR = "strategy_search:fail-and-retry"
+FAIL_ATTR = records.FAIL_AND_RETRY
 LOST_PREFIX = "worker lost"
 MAX_RETRY = 1
 
