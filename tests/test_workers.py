@@ -21,12 +21,12 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_create_then_two_workers_on_sqlite(workdir: Path) -> None:
-    # Trials of ~2 s (25 epochs at 32 px, width 16): a worker could miss out only if the other ran 3
-    # whole trials before it asked for its first, i.e. started 6+ s later than a process launched
-    # at the same moment. (With 0.2 s trials one worker sometimes ran all 6.)
-    doc = tiny_space("shared", budget={"n_trials": 4, "max_epochs": 25}, sampler="tpe", pruner="none",
+    # Trials of ~1.5 s (15 epochs at 32 px, width 16; longer when the two share the cores): a worker
+    # could miss out only if the other ran 3 whole trials before it asked for its first, i.e. started
+    # 4+ s after a process launched at the same moment. (With 0.2 s trials one sometimes ran all 6.)
+    doc = tiny_space("shared", budget={"n_trials": 4, "max_epochs": 15}, sampler="tpe", pruner="none",
                      params={"lr": {"float": [0.001, 0.05], "log": True}, "width": 16, "input_size": 32,
-                             "depth": 2, "epochs": 25})
+                             "depth": 2, "epochs": 15})
     space = write_space(workdir / "space.yaml", doc)
     created = _cli("create", str(space), cwd=workdir)
     assert created.returncode == 0, created.stderr
