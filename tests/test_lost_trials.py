@@ -32,9 +32,13 @@ from search.space.parse import load_space
 from search.storage import internals
 from search.storage.backend import open_storage, rdb_backend
 from search.storage.budget import running_with_worker, usage
-from search.storage.heartbeat import fail_stale
+from search.storage.heartbeat import fail_and_retry, fail_stale
 from search.storage.proxy import ProxyBackend
+from search.study import runner
 from search.study.create import create_study
+from search.study.load import load_study
+from search.study.objective import Objective
+from benchmarks.worker_scaling import sleep_objective
 from test_distributed import _study_name, pg_url  # noqa: F401 - pg_url is a fixture
 
 STALL = 1.5  # seconds the failing connection waits after committing a FAIL (a loaded machine, exaggerated)
@@ -63,15 +67,16 @@ def _stall_after_fail_commit(engine: Any, seconds: float) -> None:
     event.listen(engine, "commit", commit)
 
 
-def _dead_workers_trial(study_name: str, url: str) -> int:
-    """A RUNNING trial claimed by a worker that has since died: its last heartbeat a minute ago."""
+def _dead_workers_trial(study_name: str, url: str, beat_ago: int = 60) -> int:
+    """A RUNNING trial claimed by a worker that has since died: its last heartbeat ``beat_ago`` s ago."""
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
     study = optuna.load_study(study_name=study_name, storage=storage)
     trial = study.ask()
     trial.suggest_float("lr", 0.001, 0.05, log=True)
     records.record_worker(trial, "elsewhere:4242")
     storage.record_heartbeat(internals.trial_id(trial))
-    old = "now() - interval '60 seconds'" if url.startswith("postgresql") else "datetime('now', '-60 seconds')"
+    old = (f"now() - interval '{beat_ago} seconds'" if url.startswith("postgresql")
+           else f"datetime('now', '-{beat_ago} seconds')")
     with storage.engine.begin() as conn:
         conn.execute(text(f"UPDATE trial_heartbeats SET heartbeat = {old} WHERE trial_id = :t"), {"t": internals.trial_id(trial)})
     storage.engine.dispose()
@@ -91,8 +96,10 @@ def proxy_backend(db: str) -> Iterator[ProxyBackend]:
 def test_a_worker_waiting_behind_the_proxy_gets_the_dead_workers_retry(workdir: Path, db: str,
                                                                         proxy_backend: ProxyBackend) -> None:
     """The whole budget (1 trial) is a dead worker's RUNNING trial; one worker waits for it. The
-    proxy's stale check fails it (slowly). The waiting worker must end up claiming the retry: at no
-    moment may it see "budget used up" together with "nothing running" (it would leave)."""
+    proxy's stale check fails it (slowly). The waiting worker must end up claiming the retry, never
+    leave: "budget used up", then "nothing running", then "nothing to claim" must not happen while
+    a retry is due. (The claim after "nothing running" closes the case where the trial was failed
+    and its retry queued between the first claim and the count: seen once in a full suite run.)"""
     name = _study_name("lost")
     create_study(load_space(write_space(workdir / "lost.yaml", tiny_space(name, budget={"n_trials": 1}))), db)
     dead = _dead_workers_trial(name, db)
@@ -108,14 +115,19 @@ def test_a_worker_waiting_behind_the_proxy_gets_the_dead_workers_retry(workdir: 
     deadline = time.monotonic() + 20
     try:
         while time.monotonic() < deadline:
-            # What a waiting worker does twice a second: claim through the proxy; if nothing comes,
-            # count the other workers' running trials, and leave when there are none.
+            # What a waiting worker does twice a second (search.study.runner.run_trials): claim through
+            # the proxy; if nothing comes, count the other workers' running trials; when there are
+            # none, claim once more (a trial may have stopped in between) and leave if that finds
+            # nothing either.
             claimed = proxy_backend._claim(study_id, 1)
             if claimed is not None:
                 break
             running = running_with_worker(observer)
             seen.append((*usage(observer), running))
-            assert running > 0, f"a waiting worker would leave here, the retry of trial {dead} unrun: {seen}"
+            if running == 0:
+                claimed = proxy_backend._claim(study_id, 1)
+                assert claimed is not None, f"a waiting worker would leave here, the retry of trial {dead} unrun: {seen}"
+                break
             time.sleep(0.02)
     finally:
         checker.join()
@@ -169,3 +181,31 @@ def test_two_workers_failing_the_same_stale_trial_queue_one_retry(workdir: Path,
     retries = [t for t in trials if records.retry_history(t) == [dead]]
     assert sorted(failed) == [0, 1], failed
     assert len(retries) == 1 and retries[0].state == TrialState.WAITING, [(t.number, t.state.name) for t in trials]
+
+
+def test_a_worker_that_sees_nothing_running_claims_once_more_before_it_leaves(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker loop's own order: a claim finds the budget used up (a dead worker's trial still
+    RUNNING), then the count of running trials finds none, because in between the trial was failed
+    and its retry queued (in one step). Leaving then would strand the retry; the worker claims once
+    more and runs it. The moment is forced: the count itself fails the trial first."""
+    url = f"sqlite:///{workdir}/lost.db"
+    name = _study_name("between")
+    create_study(load_space(write_space(workdir / "b.yaml", tiny_space(name, budget={"n_trials": 1}))), url)
+    dead = _dead_workers_trial(name, url, beat_ago=0)  # not stale yet for the worker's own check
+    monkeypatch.setattr(runner, "Objective", sleep_objective(Objective, 0.3))
+    count = runner.running_with_worker
+
+    def count_after_the_trial_stopped(study: optuna.Study) -> int:
+        [trial] = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or [None]
+        if trial is not None:
+            assert fail_and_retry(study, trial, "worker lost: no heartbeat for 2 s")
+        return count(study)
+
+    monkeypatch.setattr(runner, "running_with_worker", count_after_the_trial_stopped)
+    study, space = load_study(name, url)
+    summary = runner.run_trials(study, space, storage_url=url)
+    assert summary.total == 1, summary  # it ran the retry instead of leaving
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    [retry] = [t for t in trials if records.retry_history(t) == [dead]]
+    assert retry.state == TrialState.COMPLETE and len(trials) == 2

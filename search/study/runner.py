@@ -167,7 +167,13 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if trial is None:
                 others = running_with_worker(study) if heartbeat else 0
                 if not others:
-                    break
+                    # Nothing runs now, but a trial may have stopped since the claim above: failed as
+                    # lost (its retry queued in the same step) or interrupted. A claim made after this
+                    # look finds any such retry, so leave only if it finds nothing either.
+                    trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+                    if trial is None:
+                        break
+            if trial is None:
                 if not waiting:
                     log.info("budget used up; waiting for %d running trial(s) of other workers "
                              "(a trial whose worker died is retried here)", others)
