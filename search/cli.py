@@ -161,6 +161,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     from search.study.artifact_store import open_artifacts
     from search.storage.backend import storage_label
     from search.study.warmstart import warm_start
+    from search.study.workers import stop_on_sigterm
 
     if warm_storage is not None and warm_from is None:
         raise UserError("--warm-storage needs --warm-start STUDY")
@@ -172,6 +173,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     study = create_study(spec, storage)
     if warm_from is not None:
         click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
+    stop_on_sigterm()  # `docker stop`, a scheduler's preemption: stop like Ctrl-C, not mid-write
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
                              weights_dir=weights_dir, worker_seed=spec.seed, artifacts=files)
@@ -268,8 +270,10 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
            artifacts: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
-    from search.study.workers import AUTO, check_artifacts, launch, pack, parse_per_gpu, plan_workers, require_study
+    from search.study.workers import (AUTO, check_artifacts, follow_launcher, launch, pack, parse_per_gpu, plan_workers,
+                                      require_study)
 
+    follow_launcher()  # a worker that a launcher started ends with it
     several = gpus is not None or processes is not None
     if several and device is not None:
         raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")

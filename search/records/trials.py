@@ -66,6 +66,7 @@ __all__ = [
     "NOTE_VERSION",
     "NOTE_TEXT",
     "OPTUNA_ARTIFACT",
+    "FAIL_AND_RETRY",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -183,6 +184,8 @@ OPTUNA_ARTIFACT = "artifacts:"  # Optuna's own prefix of an artifact's meta on a
 # Study system attr per artifact the keep policy removed: REMOVED_ARTIFACT + id -> the trial's number. A
 # finished trial's attrs cannot change, so removals are recorded on the study (one key each: no lost update).
 REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
+# A request through the storage proxy, never stored: fail this trial and queue its retry in one step.
+FAIL_AND_RETRY = "strategy_search:fail-and-retry"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
 # files in the artifact store stay the source study's (a copy must never remove them).

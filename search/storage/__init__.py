@@ -18,6 +18,9 @@ Optuna internal                                  used in          why
 ``RDBStorage._get_stale_trial_ids``              ``internals``    stale trials without failing them
 ``RDBStorage._create_new_trial`` (override)      ``owned``        keep the worker's own trial in memory
 ``RDBStorage._get_trials`` (override)            ``owned``        Optuna's cache reads through it: retried
+``RDBStorage._get_prepared_new_trial``           ``owned``        fail a trial and create its retry in
+                                                                 one transaction (``fail_running``)
+``RDBStorage._set_trial_attr_without_commit``    ``owned``        the fail reason, in that transaction
 ``RDBStorage._version_manager``                  ``backend``      schema check without a second engine
 ``_CachedStorage._backend``                      ``backend``      the RDB storage behind Optuna's cache
 ``optuna.storages._rdb.models``                  ``owned``,       one-statement writes, counted creation

@@ -241,14 +241,28 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: stop the worker (gracefully) if the launcher itself dies, so no orphan keeps a GPU.
+LAUNCHER_PID_ENV = "STRATEGY_SEARCH_LAUNCHER_PID"
+
+
+def follow_launcher() -> None:
+    """In a worker that a launcher started (Linux): be sent SIGTERM when the launcher dies, so no
+    orphan keeps training (or holds a GPU), and stop at once if it died already.
+
+    Set by the worker itself, first thing, not between fork and exec (``preexec_fn``): Python code
+    there is unsafe in a process with threads, and the launcher has the gRPC client's when its
+    storage is a proxy: about 1 start in 60 aborted (SIGABRT), which left a study's retry to nobody.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != int(launcher):  # the launcher died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
@@ -301,12 +315,13 @@ def _launch(study: str, specs: list[WorkerSpec], *, storage: str | None, options
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
-            env = {**os.environ, **spec.env, STORAGE_ENV: url, WORKER_LABEL_ENV: spec.label}
+            env = {**os.environ, **spec.env, STORAGE_ENV: url, WORKER_LABEL_ENV: spec.label,
+                   LAUNCHER_PID_ENV: str(os.getpid())}
             cmd = [sys.executable, "-m", "search.cli", *verbosity, "worker", study, "--device", spec.device,
                    *args]
-            # Own session: a terminal Ctrl-C reaches the launcher only, which forwards it once.
-            proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                                    preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+            # Own session: a terminal Ctrl-C reaches the launcher only, which forwards it once. No
+            # preexec_fn (see follow_launcher): the child runs no Python code before exec.
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True)
             procs.append((spec, proc))
             log.info("started worker %s (pid %d) on %s for %s", spec.label, proc.pid,
                      f"GPU {spec.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in spec.env else "cpu",
