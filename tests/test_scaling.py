@@ -127,6 +127,7 @@ def test_budget_counted_by_query_matches_the_trials(workdir: Path) -> None:
     """The aggregate count agrees with counting loaded trials, retried failures included."""
     from search.storage.budget import counted_trials, used_budget
     from search.storage.heartbeat import requeue
+    from search.storage.resolved import StudyStorage
 
     storage = f"sqlite:///{workdir}/studies.db"
     study = optuna.create_study(study_name="count", storage=storage)
@@ -139,9 +140,9 @@ def test_budget_counted_by_query_matches_the_trials(workdir: Path) -> None:
     assert retry.number == 4
     study.tell(retry, state=TrialState.FAIL)
     study.ask()  # 5, running
-    assert used_budget(study) == counted_trials(study.get_trials(deepcopy=False)) == 5
+    assert used_budget(StudyStorage.of(study)) == counted_trials(study.get_trials(deepcopy=False)) == 5
     requeue(study, study.trials[4])  # 6 WAITING: now 4 is retried too
-    assert used_budget(study) == counted_trials(study.get_trials(deepcopy=False)) == 4
+    assert used_budget(StudyStorage.of(study)) == counted_trials(study.get_trials(deepcopy=False)) == 4
 
 
 # ----------------------------------------------------------------------------- idle workers, storage errors
@@ -157,7 +158,7 @@ def test_idle_worker_notices_promptly_that_the_last_trial_ended(workdir: Path, s
     other.set_user_attr("worker", "elsewhere:1")
     handle._storage.record_heartbeat(other._trial_id)
     done: list[float] = []
-    waiter = threading.Thread(target=lambda: (run_trials(*load_study(study_name, storage), storage_url=storage),
+    waiter = threading.Thread(target=lambda: (run_trials(*load_study(study_name, storage)),
                                               done.append(time.monotonic())))
     waiter.start()
     time.sleep(2.0)

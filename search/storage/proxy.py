@@ -33,6 +33,7 @@ from search.storage.heartbeat import BEAT_ATTR, FAIL_ATTR, carry_out_fail_reques
 from search.storage.budget import NotCounted, create_counted, rdb_usage
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.resolved import StudyStorage
 from search.storage.backend import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
 )
@@ -125,7 +126,7 @@ class ProxyBackend(OwnedTrialsStorage):
         failed = 0
         for summary in self.get_all_studies():
             if internals.stale_trial_ids(self, summary):
-                failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
+                failed += fail_stale(StudyStorage.of(optuna.load_study(study_name=summary.study_name, storage=self)))
         return failed
 
 
