@@ -91,6 +91,14 @@ def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
     """``strategy-search storage-proxy`` on 127.0.0.1 in front of a SQLite file or PostgreSQL (where
     it claims trials in one counted transaction): (grpc URL, database URL)."""
     db = f"sqlite:///{workdir}/behind-proxy.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    with serving_proxy(db, workdir) as url:
+        yield url, db
+
+
+@contextlib.contextmanager
+def serving_proxy(db: str, workdir: Path) -> Iterator[str]:
+    """``strategy-search storage-proxy`` in front of ``db`` on a free loopback port, until the block
+    ends: its grpc URL, once it answers."""
     port = free_port()
     proc = subprocess.Popen([*CLI, "storage-proxy", "--storage", db, "--port", str(port), "--heartbeat", "1",
                              "--grace", "3"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,7 +107,7 @@ def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
         from search.storage.backend import open_storage
 
         open_storage(url, connect_timeout=60)  # waits until it answers
-        yield url, db
+        yield url
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
