@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postgres-url", default=os.environ.get("STRATEGY_SEARCH_PG_URL"),
                    help="PostgreSQL to use (default: $STRATEGY_SEARCH_PG_URL, else a throwaway server)")
     p.add_argument("--tag", default="", help="suffix of the result's name (e.g. before)")
+    p.add_argument("--code", default=None, help="the code measured, when not this checkout's HEAD (e.g. a commit)")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     kinds = ["sqlite"] if args.tiny else args.kinds.split(",")
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[kind, f"{r['worker_per_trial_total']:g}", ", ".join(f"{k} {v:g}" for k, v in r["worker_per_trial"].items()),
              str(r["export"].get("chosen_config", 0))] for kind, r in results.items()]
     print(table(["storage", "derivations per trial", "per function", "export: chosen_config"], rows))
-    payload = {"trials": list(sizes), "wrapped": wrapped, "results": results,
+    payload = {"code": args.code or info["git_commit"], "trials": list(sizes), "wrapped": wrapped, "results": results,
                "note": "worker_per_trial_total: calls per trial of the functions that derive the study's storage "
                        "(the artifact store's label, once per kept trial's upload, is listed apart)"}
     path = write_result(args.out, "storage_calls" + (f"-{args.tag}" if args.tag else ""), info, payload, args.tiny)
