@@ -197,3 +197,11 @@ def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path
               "z": {"a": 0.5, "b": 0.85}}
     assert greedy(scores, 3) == ["recipe", "x", "y"]
     assert greedy(scores, 1) == ["recipe", "x"]
+
+
+def test_storage_calls_counts_the_derivations_per_trial(tmp_path: Path) -> None:
+    out, result = _run("storage_calls", tmp_path)
+    sqlite = result["results"]["sqlite"]
+    assert result["trials"] == [1, 2] and "search.storage.resolved.StudyStorage.of" in result["wrapped"]
+    assert sqlite["worker_per_trial_total"] == 0 and sqlite["runs"]["2"]["worker"]["StudyStorage.of"] == 1
+    assert sqlite["export"]["chosen_config"] == 1 and "derivations per trial" in out
