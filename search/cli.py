@@ -104,7 +104,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.version_option(__version__, prog_name="strategy-search")
 @click.option("-v", "--verbose", count=True, help="Debug logging, with other libraries' log lines and warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=click.Path(), default=None,  # (a file there: our own one-line error)
               help="Dataset cache folder for this command (default $STRATEGY_SEARCH_CACHE, else "
                    "~/.cache/strategy-search/data).")
 def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
@@ -613,13 +613,17 @@ def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> No
               help="Input sizes to build (default: the images' own square size, else 64).")
 @click.option("--aspect", "aspects", default="stretch", show_default=True, metavar="stretch|pad[,...]",
               help="Aspect modes to build.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=click.Path(), default=None,
               help="Cache folder (default $STRATEGY_SEARCH_CACHE, else ~/.cache/strategy-search/data).")
+@click.option("--verify", is_flag=True,
+              help="Also decode every image again and compare its pixels with the cache (catches an image "
+                   "changed behind a restored size and mtime); rebuild what differs.")
 @click.option("--list", "list_", is_flag=True, help="Show what is stored, with the size on disk per dataset.")
-@click.option("--clear", is_flag=True, help="Delete the stored entries: all, or DATA's only.")
+@click.option("--clear", is_flag=True, help="Delete the stored entries: all, or DATA's only (only files the "
+                                            "cache wrote, in folders it made).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
-def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, list_: bool,
+def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, verify: bool, list_: bool,
               clear: bool, as_json: bool) -> None:
     """Build (or check) the dataset cache for DATA ahead of a run; --list / --clear manage it."""
     from search.data.datasets import dataset_doc
@@ -636,13 +640,15 @@ def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str 
         return
     if dataset is None:
         raise UserError("cache: give DATA (a built-in name, image folder or .csv manifest), or --list / --clear")
-    rows = build_or_check(dataset, sizes, aspects, cache_dir)
+    rows = build_or_check(dataset, sizes, aspects, cache_dir, verify=verify)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['state']:>7}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
-                   f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped, {r['seconds']:.1f}s  {r['path']}")
+        changed = f", {r['changed']} changed image(s)" if r["changed"] else ""
+        click.echo(f"{r['state']:>8}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
+                   f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped{changed}, {r['seconds']:.1f}s  "
+                   f"{r['path']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

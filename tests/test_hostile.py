@@ -6,7 +6,11 @@ starting with ``error:`` (no traceback); no secret appears in any output; the li
 are byte-for-byte unchanged. To cover a new command or option, add rows to ``CASES`` (a setup
 function gets a :class:`World`: the row's directory, monkeypatch, and a finished study and an
 exported bundle to copy in). Rows run in process with click's CliRunner (fast); set
-``subprocess=True`` where the real interpreter's stderr matters.
+``subprocess=True`` where the real interpreter's stderr matters, or where today's code could hang
+or die of a signal (a row must fail, not take the test session down, on the code before its fix).
+A row whose command must succeed (``exit_code=0``) checks that ``says`` is in its output, that
+nothing listed in ``unchanged`` changed and runs its ``after`` check; ``root=True`` rows mount small
+tmpfs file systems (read-only, or full) and are skipped when not run as root.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class World:
     monkeypatch: pytest.MonkeyPatch
     finished: Finished
     held: list[Any] = field(default_factory=list)  # objects to keep alive while the command runs
+    cleanups: list[Callable[[], Any]] = field(default_factory=list)  # run after the row, last first
 
     def space(self, name: str = "space.yaml", **overrides: Any) -> Path:
         return write_space(self.tmp / name, tiny_space(**overrides))
@@ -110,6 +115,26 @@ class World:
         doc = change(doc) or doc
         path.write_text(json.dumps(doc))
 
+    def mount(self, name: str, size: str = "2m") -> Path:
+        """A fresh tmpfs of ``size`` at ``name`` (unmounted after the row); the row is skipped where
+        mounting is not allowed."""
+        where = self.tmp / name
+        where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        self.cleanups.append(lambda: subprocess.run(["umount", "-l", str(where)], capture_output=True))
+        return where
+
+    def read_only(self, where: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+
+    def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+        self.cleanups.clear()
+
 
 # ----------------------------------------------------------------------------- the table
 
@@ -127,6 +152,9 @@ class Case:
     one_line: bool = True  # stderr is exactly the error line; False: only the last line is checked (warnings before)
     env: tuple[tuple[str, str], ...] = ()
     subprocess: bool = False
+    root: bool = False  # mounts a tmpfs: skipped unless run as root (CI is)
+    after: Callable[[World, str], Any] | None = None  # more checks, given the row's stdout + stderr
+    timeout: float = 120  # seconds (subprocess rows): a command that hangs fails its row
 
 
 def _space(**overrides: Any) -> Callable[[World], Any]:
@@ -177,13 +205,13 @@ def _broken_model(change: Callable[[dict], Any], file: str = "model.json") -> Ca
     return setup
 
 
-def _png() -> bytes:
+def _png(side: int = 8, color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
     from io import BytesIO
 
     from PIL import Image
 
     buf = BytesIO()
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    Image.new("RGB", (side, side), color).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -230,6 +258,163 @@ def _failing_training(w: World) -> None:
 
     w.monkeypatch.setattr("search.study.objective.train_space", boom)
     w.space(budget={"n_trials": 2, "max_epochs": 1})
+
+
+# --- helpers of issue 23's rows (the dataset cache, exports, reports, the proxy)
+
+
+def _user_project(w: World) -> None:
+    """A folder of the user's that is not a dataset cache (a wrong --cache-dir or $STRATEGY_SEARCH_CACHE)."""
+    w.text("myproject/src/main.py", "print('mine')\n")
+    w.text("myproject/photos/a.png", _png())
+    w.text("myproject/notes.txt", "mine")
+
+
+def _build_cache(w: World, where: str = "cache", data: str = "digits", size: str | None = None) -> Path:
+    """A real cache entry (built the way `cache DATA` builds it) in the row's folder ``where``."""
+    from search.data.datasets import clear_cache, dataset_doc
+    from search.tools.dataset_cache import build_or_check
+
+    build_or_check(dataset_doc(data), size, "stretch", str(w.tmp / where))
+    clear_cache()
+    return w.tmp / where
+
+
+def _dataset_folder(w: World) -> Path:
+    return next(p for p in (w.tmp / "cache").iterdir() if p.is_dir())
+
+
+def _cache_with_user_files(w: World) -> None:
+    _build_cache(w)
+    folder = _dataset_folder(w)
+    w.text(f"cache/{folder.name}/notes.txt", "mine")
+    w.text(f"cache/{folder.name}/mine/photo.png", _png())
+
+
+def _cache_cleared(w: World, output: str) -> None:
+    left = [p.name for p in (w.tmp / "cache").rglob("*") if p.suffix in (".npy", ".npz", ".json")]
+    assert not left, left  # the cache's own entries are gone
+
+
+def _user_files_stay(w: World, output: str) -> None:
+    folders = [p for p in (w.tmp / "cache").iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders  # the dataset folder stays: it holds the user's files
+    assert (folders[0] / "notes.txt").read_text() == "mine" and (folders[0] / "mine" / "photo.png").is_file()
+
+
+def _cache_with_link(w: World) -> None:
+    _build_cache(w)
+    w.text("precious/notes.txt", "mine")
+    w.text("precious/photos/a.png", _png())
+    (w.tmp / "cache" / "linked").symlink_to(w.tmp / "precious", target_is_directory=True)
+
+
+def _linked_dataset_folder(w: World) -> None:
+    """The dataset's own folder in the cache is a link to the user's folder."""
+    w.text("precious/notes.txt", "mine")
+    w.text("precious/s8-stretch-v1-0123456789abcdef.npy", "mine")
+    (w.tmp / "cache").mkdir()
+    (w.tmp / "cache" / "builtin-digits").symlink_to(w.tmp / "precious", target_is_directory=True)
+
+
+def _cache_with_stray_json(w: World) -> None:
+    _build_cache(w)
+    folder = _dataset_folder(w)
+    for name, text in (("a.json", "{}"), ("b.json", "[1, 2]"), ("c.json", "null"),
+                       ("s8-stretch-v1-0123456789abcdef.json", '{"version": 1, "fingerprint": "x"}'),
+                       ("s9-stretch-v1-0123456789abcdef.json", "[" * 5000)):
+        w.text(f"cache/{folder.name}/{name}", text)
+
+
+def _lists_no_user_folder(w: World, output: str) -> None:
+    assert "photos" not in output and "src" not in output, output
+
+
+def _read_only_mount(w: World) -> None:
+    w.read_only(w.mount("ro"))
+    w.space(params={**tiny_space()["params"], "input_size": 16})
+
+
+def _read_only_cache(w: World) -> None:
+    where = w.mount("ro", "4m")
+    _build_cache(w, "ro")
+    w.read_only(where)
+
+
+def _full_disk(w: World) -> None:
+    w.mount("full", "2m")
+    w.space(params={**tiny_space()["params"], "input_size": 64})
+
+
+def _no_temporary_files(folder: str) -> Callable[[World, str], None]:
+    def check(w: World, output: str) -> None:
+        left = [str(p) for p in (w.tmp / folder).rglob("*.tmp-*")]
+        assert not left, left
+    return check
+
+
+def _images(w: World, n: int = 4, suffix: str = "png") -> Path:
+    """images/{cat,dog}/N.png: tiny valid images."""
+    for label in ("cat", "dog"):
+        for i in range(n):
+            w.text(f"images/{label}/{i}.{suffix}", _png() if suffix == "png" else _ppm((40 * i, 10, 10)))
+    return w.tmp / "images"
+
+
+def _ppm(color: tuple[int, int, int], side: int = 8) -> bytes:
+    """An uncompressed image: other pixels, same file size."""
+    return f"P6 {side} {side} 255\n".encode() + bytes(color) * side * side
+
+
+def _full_disk_folder(w: World) -> None:
+    w.mount("full", "2m")
+    _images(w, n=20)
+
+
+def _broken_links(w: World) -> None:
+    _images(w)
+    (w.tmp / "images" / "cat" / "dangling.png").symlink_to(w.tmp / "nowhere.png")
+    (w.tmp / "images" / "dog" / "loop.png").symlink_to(w.tmp / "images" / "dog" / "loop.png")
+
+
+def _fifo(w: World) -> None:
+    _images(w)
+    os.mkfifo(w.tmp / "images" / "cat" / "pipe.png")
+
+
+def _fifo_beside_bundle(w: World) -> None:
+    w.copy_bundle()
+    os.mkfifo(w.tmp / "pipe.png")
+
+
+def _edited_behind_mtime(w: World) -> None:
+    """An image edited after the cache was built, its size and mtime restored (as cp -p, rsync -a, tar do)."""
+    _images(w, suffix="ppm")
+    _build_cache(w, "cache", "images", "8")
+    path = w.tmp / "images" / "cat" / "1.ppm"
+    st = path.stat()
+    path.write_bytes(_ppm((10, 250, 10)))
+    assert path.stat().st_size == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _class_folders(counts: dict[str, int], side: int = 8) -> Callable[[World], Any]:
+    """images/<class>/<i>.png with ``counts`` images per class, and a space on that folder."""
+    def setup(w: World) -> None:
+        for c, (label, n) in enumerate(counts.items()):
+            for i in range(n):
+                w.text(f"images/{label}/{i}.png", _png(side, (10 * c % 256, 3 * i % 256, 90)))
+        w.space(dataset={"path": "images"})
+    return setup
+
+
+def _cached_at_most(n: int) -> Callable[[World, str], None]:
+    def check(w: World, output: str) -> None:
+        from search.data.cache import list_entries
+
+        images = [e["images"] for d in list_entries(w.tmp / "cache") for e in d["entries"]]
+        assert images and max(images) <= n, images
+    return check
 
 
 CASES: list[Case] = [
@@ -379,6 +564,62 @@ CASES: list[Case] = [
     Case("tta-unknown", ("create", "space.yaml"), _params(tta="vertical"), says="allowed: none, flip"),
     Case("predict-tta-forged", ("predict", "bundle", "img.png"), _broken_model(_set("architecture.config.tta", "rot")),
          says="architecture.config.tta"),
+    # --- dataset cache (issue 23 items 1, 2, 16, 20): clearing and listing touch only what the cache wrote
+    Case("cache-clear-wrong-cache-dir", ("--cache-dir", "myproject", "cache", "--clear"), _user_project, exit_code=0,
+         unchanged=("myproject",)),
+    Case("cache-clear-wrong-env", ("cache", "--clear"), _user_project, exit_code=0, unchanged=("myproject",),
+         env=(("STRATEGY_SEARCH_CACHE", "myproject"),)),
+    Case("cache-list-wrong-cache-dir", ("--cache-dir", "myproject", "cache", "--list"), _user_project, exit_code=0,
+         says="empty", after=_lists_no_user_folder),
+    Case("cache-clear-keeps-foreign-files", ("--cache-dir", "cache", "cache", "--clear"), _cache_with_user_files,
+         exit_code=0, says="freed", after=_cache_cleared),
+    Case("cache-clear-keeps-foreign-files-unchanged", ("--cache-dir", "cache", "cache", "--clear"),
+         lambda w: (_cache_with_user_files(w), w.text("cache/keep.txt", "mine")), exit_code=0,
+         unchanged=("cache/keep.txt",), after=_user_files_stay),
+    Case("cache-clear-through-a-link", ("--cache-dir", "cache", "cache", "--clear"), _cache_with_link, exit_code=0,
+         unchanged=("precious",)),
+    Case("cache-clear-dataset-folder-is-a-link", ("--cache-dir", "cache", "cache", "--clear", "digits"),
+         _linked_dataset_folder, exit_code=0, unchanged=("precious",)),
+    Case("cache-list-stray-json", ("--cache-dir", "cache", "cache", "--list"), _cache_with_stray_json, exit_code=0,
+         says="built-in:digits"),
+    Case("cache-env-is-a-file", ("cache", "digits"), lambda w: w.text("afile", "mine"), says="is a file, not a folder",
+         unchanged=("afile",), env=(("STRATEGY_SEARCH_CACHE", "afile"),)),
+    Case("cache-dir-is-a-file", ("--cache-dir", "afile", "cache", "digits"), lambda w: w.text("afile", "mine"),
+         says="is a file, not a folder", unchanged=("afile",)),
+    Case("create-cache-env-is-a-file", ("create", "space.yaml"), lambda w: (w.space(), w.text("afile", "mine")),
+         says="is a file, not a folder", unchanged=("afile",), env=(("STRATEGY_SEARCH_CACHE", "afile"),)),
+    # --- dataset cache (items 12, 13, 21): a folder that cannot take a build is one line, nothing left behind
+    Case("cache-read-only", ("--cache-dir", "ro", "cache", "digits"), _read_only_mount, says="--cache-dir",
+         root=True),
+    Case("create-cache-read-only", ("create", "space.yaml"), _read_only_mount, says="read-only file system",
+         env=(("STRATEGY_SEARCH_CACHE", "ro"),), root=True),
+    Case("cache-clear-read-only", ("--cache-dir", "ro", "cache", "--clear"), _read_only_cache, says="cannot write",
+         unchanged=("ro",), root=True),
+    Case("cache-full-disk-builtin", ("--cache-dir", "full", "cache", "digits", "--input-size", "64"), _full_disk,
+         says="only", root=True, subprocess=True, after=_no_temporary_files("full")),
+    Case("cache-full-disk-folder", ("--cache-dir", "full", "cache", "images", "--input-size", "256"),
+         _full_disk_folder, says="only", root=True, subprocess=True, after=_no_temporary_files("full")),
+    Case("create-full-disk", ("create", "space.yaml"), _full_disk, says="free", root=True, subprocess=True,
+         env=(("STRATEGY_SEARCH_CACHE", "full"),), after=_no_temporary_files("full")),
+    Case("cache-input-size-too-large", ("cache", "digits", "--input-size", "4096"), says="between 4 and 1024",
+         subprocess=True),
+    # --- dataset cache (items 9, 11, 14, 15): odd files are skipped and counted; --verify sees edits
+    Case("cache-broken-links", ("cache", "images"), _broken_links, exit_code=0, says="2 unreadable skipped"),
+    Case("cache-fifo", ("cache", "images"), _fifo, exit_code=0, says="1 unreadable skipped", subprocess=True,
+         timeout=60),
+    Case("predict-fifo", ("predict", "bundle", "pipe.png"), _fifo_beside_bundle, says="not a regular file",
+         subprocess=True, timeout=60),
+    Case("cache-verify-restored-mtime", ("--cache-dir", "cache", "cache", "images", "--input-size", "8", "--verify"),
+         _edited_behind_mtime, exit_code=0, says="1 changed image(s)"),
+    Case("limit-limits-the-cache", ("create", "space.yaml"), _space(dataset={"name": "digits", "limit": 40}),
+         exit_code=0, env=(("STRATEGY_SEARCH_CACHE", "cache"),), after=_cached_at_most(60)),
+    # --- data too small to split or to train on (item 27)
+    Case("every-class-too-small", ("create", "space.yaml"), _class_folders({f"c{i}": 1 for i in range(12)}),
+         says="every class has fewer than 3 images"),
+    Case("a-class-missing-from-validation", ("create", "space.yaml"),
+         _class_folders({"cat": 8, "dog": 8, "rare": 1}), exit_code=0, says="no validation image"),
+    Case("one-pixel-images", ("create", "space.yaml"), _class_folders({"cat": 6, "dog": 6}, side=1), exit_code=0,
+         says="enlarged to 4 px"),
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),
@@ -397,10 +638,20 @@ def _snapshot(paths: list[Path]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if case.root and os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs (read-only or full disk): needs root, as CI runs")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STRATEGY_SEARCH_STORAGE", raising=False)
     monkeypatch.delenv("STRATEGY_SEARCH_CHECKPOINTS", raising=False)
     world = World(tmp_path, monkeypatch, finished)
+    try:
+        _check_row(case, world)
+    finally:
+        world.close()
+
+
+def _check_row(case: Case, world: World) -> None:
+    tmp_path, monkeypatch = world.tmp, world.monkeypatch
     if case.setup is not None:
         case.setup(world)
     watched = [tmp_path / name for name in case.unchanged]
@@ -412,7 +663,7 @@ def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: py
     try:
         if case.subprocess:
             run = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=120)
+                                 env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=case.timeout)
             code, stdout, stderr = run.returncode, run.stdout, run.stderr
         else:
             for k, v in env.items():
@@ -425,6 +676,13 @@ def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: py
     shown = f"exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     assert code == case.exit_code, shown
     assert "Traceback" not in stderr and "Traceback" not in stdout, shown
+    assert SECRET not in stdout + stderr, shown
+    if case.after is not None:
+        case.after(world, stdout + stderr)
+    if case.exit_code == 0:
+        assert case.says.lower() in (stdout + stderr).lower(), shown
+        assert _snapshot(watched) == before, "a user file changed"
+        return
     lines = stderr.strip().splitlines()
     assert lines, shown
     if case.one_line:
@@ -609,3 +867,91 @@ def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
     with pytest.raises(UserError, match="weights do not fit"):
         load_core(bundle)
     assert built_on == ["meta"]  # only the shape check's skeleton, which holds no memory
+
+
+# ----------------------------------------------------------------------------- issue 23: scenarios
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real command in a fresh interpreter (a signal that kills it fails the test, not the session)."""
+    return subprocess.run([sys.executable, "-m", "search.cli", "-q", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+
+
+def _mounted(where: Path, size: str) -> Callable[[], None]:
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs: needs root, as CI runs")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    return lambda: subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_disk_that_fills_during_the_build_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 23 item 12: the free-space check passes, then dropping unreadable rows needs a second file
+    the disk cannot hold. It was SIGBUS (exit 135, no message) with a full-size *.tmp-PID left."""
+    from search.data.cache import FREE_MARGIN
+
+    side, n = 256, 100
+    for i in range(n):
+        (tmp_path / "images" / ("cat" if i % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / ("cat" if i % 2 else "dog") / f"{i}.png").write_bytes(_png())
+    (tmp_path / "images" / "cat" / "broken.png").write_bytes(b"not a png")
+    first = (n + 1) * 3 * side * side
+    # Room for the first file and the check's margin, not for the compacted copy beside it.
+    size_mb = math.ceil((first + FREE_MARGIN + 2 * 64 * (n + 1)) / 2**20) + 1
+    assert size_mb * 2**20 < 2 * first
+    unmount = _mounted(tmp_path / "full", f"{size_mb}m")
+    try:
+        done = _cli("--cache-dir", str(tmp_path / "full"), "cache", str(tmp_path / "images"), "--input-size",
+                    str(side))
+        left = [p.name for p in (tmp_path / "full").rglob("*.tmp-*")]
+    finally:
+        unmount()
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    last = done.stderr.strip().splitlines()[-1]  # (after the warning about the unreadable file)
+    assert last.startswith("error: ") and "disk is full" in last and "--cache-dir" in last, done.stderr
+    assert "Traceback" not in done.stderr and not left, (done.stderr, left)
+
+
+TRUNCATE_SCRIPT = """
+import os, sys
+import optuna, torch
+from search.core.errors import DataError
+from search.data.datasets import load_dataset, prepare
+from search.space.parse import parse_space
+from search.study import objective as objective_module
+from search.study.create import create_study
+from search.study.runner import run_trials
+
+space = parse_space({"study": "trunc", "dataset": {"name": "digits", "limit": 200},
+                     "budget": {"n_trials": 1, "max_epochs": 1}, "sampler": "random", "pruner": "none",
+                     "params": {"width": 4, "depth": 1, "input_size": 12}})
+path = load_dataset(space.dataset, 12, "stretch").info["cache"]
+real = objective_module.train_space
+
+def truncated_then_trained(*args, **kwargs):
+    os.truncate(path, 4096)  # another process (or a user) cuts the file the run has mapped
+    return real(*args, **kwargs)
+
+objective_module.train_space = truncated_then_trained
+study = create_study(space, optuna.storages.InMemoryStorage())
+run_trials(study, space, device="cpu")
+trial = study.trials[0]
+print("STATE", trial.state.name)
+print("REASON", trial.user_attrs.get("fail_reason"))
+print("REBUILT", load_dataset(space.dataset, 12, "stretch").info["cache_built"])
+"""
+
+
+def test_a_cache_file_truncated_under_a_run_fails_the_trial_with_its_reason(tmp_path: Path) -> None:
+    """Issue 23 item 17: it was SIGBUS (exit 135) and the trial stayed RUNNING until the heartbeat grace."""
+    done = subprocess.run([sys.executable, "-c", TRUNCATE_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                             "STRATEGY_SEARCH_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "STATE FAIL" in done.stdout, done.stdout
+    assert "truncated while in use" in done.stdout, done.stdout
+    assert "REBUILT True" in done.stdout, done.stdout

@@ -8,6 +8,8 @@ target size, then resized with PIL's antialiasing filter.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -26,10 +28,28 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an image file without opening it (a FIFO would block forever,
+    a dangling or looping link fails): None for a regular file (links to one are followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return _why(exc)
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    return f"not a regular file: {kind}"
+
+
 def read_header(path: str | Path) -> tuple[int, int, str]:
     """(width, height, "") from the file header without decoding pixels; (-1, -1, reason) if unreadable."""
     from PIL import Image
 
+    why = not_regular(path)
+    if why is not None:
+        return -1, -1, why
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -47,6 +67,9 @@ def decode_fit(path: str | Path, size: int, aspect: str) -> tuple[np.ndarray | N
 
     if aspect not in ASPECTS:
         raise ValueError(f"unknown aspect {aspect!r}; allowed: {', '.join(ASPECTS)}")
+    why = not_regular(path)
+    if why is not None:
+        return None, why, (-1, -1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -99,3 +122,13 @@ def decode_job(job: tuple[str, int, Sequence[str], int, str]) -> list[tuple[bool
     arr.flush()
     del arr
     return results
+
+
+def digest_job(job: tuple[Sequence[str], int, str]) -> list[int]:
+    """Each file's pixel digest at ``size`` and ``aspect`` (-1 when unreadable): ``cache --verify``."""
+    files, size, aspect = job
+    out = []
+    for f in files:
+        img, _, _ = decode_fit(f, size, aspect)
+        out.append(-1 if img is None else image_stats(img)[1])
+    return out
