@@ -473,16 +473,20 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str
 @main.command()
 @click.argument("study_name", metavar="STUDY")
 @storage_option
-@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(),
+              help="The HTML file (a directory is refused with a one-line error).")
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write PNGs into <name>_png/.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report file and PNGs of the same names.")
 @_user_errors
-def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
+def report(study_name: str, storage: str | None, output: str, png: bool, force: bool) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
     from search.tools.report import write_report
+    from search.tools.report.build import check_outputs
     from search.study.load import load_study
 
+    check_outputs(output, png, force)  # before the study is even read: a refused file fails at once
     study, spec = load_study(study_name, storage)
-    done = write_report(study, spec, output, png=png)
+    done = write_report(study, spec, output, png=png, force=force)
     size = done.html.stat().st_size / 1e6
     click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:

@@ -408,6 +408,18 @@ def _class_folders(counts: dict[str, int], side: int = 8) -> Callable[[World], A
     return setup
 
 
+def _forged_bundle(extra: bool) -> Callable[[World], Any]:
+    """A folder of the user's with a bundle.json that lists the user's own file and folder."""
+    def setup(w: World) -> None:
+        w.copy_study()
+        w.text("target/notes.txt", "mine")
+        w.text("target/photos/a.png", _png())
+        if extra:
+            w.text("target/other.txt", "mine too")
+        w.text("target/bundle.json", json.dumps({"format": "strategy-search-bundle", "files": ["notes.txt", "photos"]}))
+    return setup
+
+
 def _cached_at_most(n: int) -> Callable[[World, str], None]:
     def check(w: World, output: str) -> None:
         from search.data.cache import list_entries
@@ -613,6 +625,20 @@ CASES: list[Case] = [
          _edited_behind_mtime, exit_code=0, says="1 changed image(s)"),
     Case("limit-limits-the-cache", ("create", "space.yaml"), _space(dataset={"name": "digits", "limit": 40}),
          exit_code=0, env=(("STRATEGY_SEARCH_CACHE", "cache"),), after=_cached_at_most(60)),
+    # --- outputs never replace the user's files (items 3, 4, 18, 29)
+    Case("report-over-a-user-file", ("report", "done", "-o", "space.yaml", "--no-png"),
+         _with_study(lambda w: w.space()), says="add --force", unchanged=("space.yaml",)),
+    Case("report-png-folder-of-the-user", ("report", "done", "-o", "report.html"),
+         _with_study(lambda w: w.text("report_png/history.png", "mine")), says="--force", unchanged=("report_png",)),
+    Case("report-into-a-directory", ("report", "done", "-o", "out"), _with_study(lambda w: (w.tmp / "out").mkdir()),
+         says="is a directory"),
+    Case("export-forged-bundle-json", ("export", "done", "-o", "target", "--no-onnx", "--force"),
+         _forged_bundle(extra=False), exit_code=0, unchanged=("target/notes.txt", "target/photos")),
+    Case("export-forged-bundle-json-merge", ("export", "done", "-o", "target", "--no-onnx", "--force"),
+         _forged_bundle(extra=True), exit_code=0, unchanged=("target/notes.txt", "target/photos", "target/other.txt")),
+    Case("export-nested-bundle-json", ("export", "done", "-o", "target", "--no-onnx"),
+         _with_study(lambda w: w.text("target/bundle.json", "[" * 100_000 + "]" * 100_000)),
+         says="not an exported bundle", unchanged=("target",)),
     # --- data too small to split or to train on (item 27)
     Case("every-class-too-small", ("create", "space.yaml"), _class_folders({f"c{i}": 1 for i in range(12)}),
          says="every class has fewer than 3 images"),
