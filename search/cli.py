@@ -131,23 +131,28 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
         weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space.parse import load_space
-    from search.study.runner import WorkerInterrupted, run_trials
-    from search.study.create import create_study
+    from search.study.runner import WorkerInterrupted, run_trials, worker_seed_for
+    from search.study.create import create_or_resume
     from search.storage.backend import storage_label
-    from search.study.warmstart import warm_start
+    from search.study.warmstart import check_warm_source, warm_start
 
     if warm_storage is not None and warm_from is None:
         raise UserError("--warm-storage needs --warm-start STUDY")
     spec = load_space(space)
     if warm_from == spec.study and warm_storage is None:
         raise UserError(f"--warm-start {warm_from!r} is this study itself; name another study (or --warm-storage)")
+    # Before the new study exists: a refused warm start leaves nothing behind.
+    warm = check_warm_source(spec, warm_from, warm_storage or storage) if warm_from is not None else None
     log.info("study %r in %s", spec.study, storage_label(storage))
-    study = create_study(spec, storage)
+    study, created = create_or_resume(spec, storage)
     if warm_from is not None:
-        click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
+        click.echo(warm_start(study, spec, warm_from, warm_storage or storage, checked=warm).format())
+    # A fresh study replays from the space's seed; a resumed one (or one another process created) draws
+    # from a state of its own, so no two trials of a study come from the same sampler state.
+    seed = spec.seed if created else worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
+                             weights_dir=weights_dir, worker_seed=seed, checkpoints=checkpoints)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
@@ -382,8 +387,21 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> 
 @main.command("storage-proxy")
 @click.option("--storage", envvar="STRATEGY_SEARCH_STORAGE", default=None, metavar="URL",
               help="The database behind the proxy (env STRATEGY_SEARCH_STORAGE).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; a non-loopback one needs --allow-remote.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on (not one in use).")
+@click.option("--allow-remote", is_flag=True,
+              help="Listen on a non-loopback --host, reachable from other machines: needs a token (and TLS on a "
+                   "network you do not trust).")
+@click.option("--token-file", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Shared secret workers must send (else $STRATEGY_SEARCH_PROXY_TOKEN or the file named by "
+                   "$STRATEGY_SEARCH_PROXY_TOKEN_FILE; never on the command line). Workers send it from "
+                   "$STRATEGY_SEARCH_PROXY_TOKEN.")
+@click.option("--tls-cert", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Serve TLS with this PEM certificate (with --tls-key); workers trust it through "
+                   "$STRATEGY_SEARCH_PROXY_CA.")
+@click.option("--tls-key", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="The PEM private key of --tls-cert.")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Workers' heartbeat interval (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
 @click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
@@ -391,12 +409,14 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> 
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT", help="Keep retrying an unreachable database for S seconds.")
 @_user_errors
-def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | None, grace: int | None,
+def storage_proxy(storage: str | None, host: str, port: int, allow_remote: bool, token_file: str | None,
+                  tls_cert: str | None, tls_key: str | None, heartbeat: int | None, grace: int | None,
                   connect_timeout: float | None) -> None:
     """Serve the storage to workers at grpc://HOST:PORT (they need no database credentials)."""
     from search.storage.proxy import serve
 
-    serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
+    serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout,
+          allow_remote=allow_remote, token_file=token_file, tls_cert=tls_cert, tls_key=tls_key)
 
 
 @main.command("train")

@@ -528,9 +528,17 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
                 assert (ROOT / source).exists(), (name, volume)
         if name in ("worker", "gpu-worker"):
             # Workers go through the proxy: no database credentials in their environment.
-            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000"}, name
+            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000",
+                                              "STRATEGY_SEARCH_PROXY_TOKEN": "${PROXY_TOKEN:?set PROXY_TOKEN in .env "
+                                                                             "(openssl rand -hex 32)}"}, name
             proxy = services["storage-proxy"]
             assert proxy["command"][proxy["command"].index("--port") + 1] == "13000"
+            # It listens on the compose network: only with a token, the same one the workers send.
+            assert "--allow-remote" in proxy["command"]
+            assert proxy["environment"]["STRATEGY_SEARCH_PROXY_TOKEN"] == service["environment"][
+                "STRATEGY_SEARCH_PROXY_TOKEN"]
+            with pytest.raises(KeyError, match="PROXY_TOKEN"):
+                _interpolate(proxy["environment"]["STRATEGY_SEARCH_PROXY_TOKEN"], {})
         elif name != "postgres":
             url = _interpolate(service["environment"]["STRATEGY_SEARCH_STORAGE"], env)
             assert make_url(url).drivername == "postgresql+psycopg" and make_url(url).host == "postgres"

@@ -36,7 +36,7 @@ import yaml
 from click.testing import CliRunner
 
 from search.cli import main
-from conftest import ROOT, tiny_space, write_space
+from conftest import ROOT, free_port, tiny_space, write_space
 
 SECRET = "s3cretPW"  # planted in storage URLs; must never be printed
 
@@ -177,6 +177,21 @@ def _dotdot_study(w: World) -> None:
     w.text("trial-1/important.txt", "user data")
     w.space(study="..")
 
+
+DEEP = "study: deep\nparams:\n  augment: " + "[" * 600 + "]" * 600 + "\n"
+DEEP_BLOCK = "study: deep\nsource:\n" + "".join("  " * i + "k:\n" for i in range(1, 600))
+YAML11_NUMBERS = """study: numbers
+dataset: {name: digits, limit: 200}
+budget: {n_trials: 1, max_epochs: 1}
+sampler: random
+pruner: none
+params:
+  lr: {float: [1e-4, 1e-1], log: true}
+  weight_decay: 5e-4
+  width: 4
+  depth: 1
+constraints: {latency_ms: {max: 1e3}}
+"""
 
 ALIAS_BOMB = "study: bomb\nsource:\n" + "".join(
     f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'x, x, x, x, x, x, x, x, x'}]\n" for i in range(9))
@@ -420,6 +435,61 @@ def _forged_bundle(extra: bool) -> Callable[[World], Any]:
     return setup
 
 
+def _stored_params(w: World, expected: dict[str, Any]) -> None:
+    from search.study.load import load_study
+
+    _, space = load_study("numbers", f"sqlite:///{w.tmp / 'studies.db'}")
+    for name, value in expected.items():
+        assert space.param(name).value == value, space.param(name)
+    assert space.param("lr").low == 1e-4 and space.param("lr").high == 0.1
+
+
+def _only_study_done(w: World, output: str) -> None:
+    assert optuna.get_all_study_names(f"sqlite:///{w.tmp / 'studies.db'}") == ["done"]
+
+
+class _Process:
+    """A background command, stopped after the row (``World.held``)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_proxy(db: Path, port: int, env: dict[str, str] | None = None, *extra: str) -> _Process:
+    """`strategy-search storage-proxy` on 127.0.0.1:``port`` in front of SQLite ``db``, once it answers."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "-q", "storage-proxy", "--storage", f"sqlite:///{db}",
+                             "--port", str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return _Process(proc)
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the storage proxy did not start")
+
+
+def _proxy_on_port(w: World) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    w.text("port", str(port))
+    w.held.append(start_proxy(w.tmp / "first.db", port))
+
+
 def _cached_at_most(n: int) -> Callable[[World, str], None]:
     def check(w: World, output: str) -> None:
         from search.data.cache import list_entries
@@ -456,6 +526,16 @@ CASES: list[Case] = [
     Case("fixed-inf", ("run", "space.yaml"), _params(lr=math.inf), says="finite"),
     Case("nan-choice", ("create", "space.yaml"), _params(dropout={"choices": [0.1, math.nan]}), says="finite"),
     Case("malformed-yaml", ("create", "space.yaml"), _raw_space("study: [x\n"), says="not valid YAML"),
+    # (issue 23 items 10, 18, 25)
+    Case("yaml-nested-600-levels", ("create", "space.yaml"), _raw_space(DEEP), says="nested more than 64 levels"),
+    Case("yaml-nested-600-levels-run", ("run", "space.yaml"), _raw_space(DEEP_BLOCK), says="nested more than"),
+    Case("yaml-nested-600-levels-train", ("train", "space.yaml"), _raw_space(DEEP), says="nested more than"),
+    Case("yaml-1.1-exponent-numbers", ("create", "space.yaml"), _raw_space(YAML11_NUMBERS), exit_code=0,
+         says="ready", after=lambda w, out: _stored_params(w, {"weight_decay": 0.0005})),
+    Case("constraint-min-above-metric-range", ("create", "space.yaml"), _space(constraints={"accuracy": {"min": 1.5}}),
+         says="constraints.accuracy.min: accuracy lies in 0..1"),
+    Case("constraint-max-below-metric-range", ("create", "space.yaml"), _space(constraints={"f1": {"max": -0.1}}),
+         says="constraints.f1.max"),
     Case("python-tag", ("create", "space.yaml"), _raw_space("study: !!python/object:os.system x\n"),
          says="not valid YAML"),
     Case("unknown-top-key", ("create", "space.yaml"), _space(stdy="x"), says="unknown key"),
@@ -556,6 +636,8 @@ CASES: list[Case] = [
     Case("warm-storage-alone", ("run", "space.yaml", "--warm-storage", "sqlite:///x.db"), _space(),
          says="--warm-storage needs --warm-start"),
     Case("warm-start-unknown-study", ("run", "space.yaml", "--warm-start", "nope"), _space(), says="nope"),
+    Case("warm-start-refused-creates-nothing", ("run", "space.yaml", "--warm-start", "done"),
+         _with_study(lambda w: w.space()), says="other settings", after=_only_study_done),
     # --- weights fetch (issue 12): checked before anything is downloaded; never over a file without --force
     Case("weights-fetch-unknown-name", ("weights", "fetch", "no_such_model", "-o", "w"), says="not a timm model"),
     Case("weights-fetch-unknown-tag", ("weights", "fetch", "resnet18.bogus", "-o", "w"),
@@ -639,6 +721,17 @@ CASES: list[Case] = [
     Case("export-nested-bundle-json", ("export", "done", "-o", "target", "--no-onnx"),
          _with_study(lambda w: w.text("target/bundle.json", "[" * 100_000 + "]" * 100_000)),
          says="not an exported bundle", unchanged=("target",)),
+    # --- the storage proxy (items 6, 23): one per port, loopback unless asked, and then with a token
+    Case("proxy-port-of-another-proxy", ("storage-proxy", "--storage", "sqlite:///second.db", "--port", "{port}"),
+         _proxy_on_port, says="cannot listen", subprocess=True, timeout=60),
+    Case("proxy-remote-host", ("storage-proxy", "--storage", "sqlite:///p.db", "--host", "192.0.2.1", "--port",
+                               "13000"), says="not a loopback address", subprocess=True, timeout=60),
+    Case("proxy-remote-without-token", ("storage-proxy", "--storage", "sqlite:///p.db", "--host", "192.0.2.1",
+                                        "--port", "13000", "--allow-remote"), says="needs a shared-secret token",
+         subprocess=True, timeout=60),
+    Case("proxy-short-token", ("storage-proxy", "--storage", "sqlite:///p.db", "--port", "{port}"),
+         lambda w: w.text("port", str(free_port())), env=(("STRATEGY_SEARCH_PROXY_TOKEN", "short"),),
+         says="at least 16", subprocess=True, timeout=60),
     # --- data too small to split or to train on (item 27)
     Case("every-class-too-small", ("create", "space.yaml"), _class_folders({f"c{i}": 1 for i in range(12)}),
          says="every class has fewer than 3 images"),
@@ -981,3 +1074,200 @@ def test_a_cache_file_truncated_under_a_run_fails_the_trial_with_its_reason(tmp_
     assert "STATE FAIL" in done.stdout, done.stdout
     assert "truncated while in use" in done.stdout, done.stdout
     assert "REBUILT True" in done.stdout, done.stdout
+
+
+def _params_of(storage: str, study: str) -> list[tuple[Any, ...]]:
+    trials = sorted(optuna.load_study(study_name=study, storage=storage).trials, key=lambda t: t.number)
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_resuming_a_study_never_repeats_its_trials(sampler: str, workdir: Path) -> None:
+    """Issue 23 item 5: `run` seeded its sampler with the space's seed on every start, so a resumed study
+    drew its first trials' params again (random and TPE start-up alike)."""
+    doc = tiny_space("resume", budget={"n_trials": 2, "max_epochs": 1}, sampler=sampler,
+                     params={"lr": {"float": [0.001, 0.05], "log": True}, "batch_size": {"choices": [32, 64]},
+                             "width": 4, "depth": 1})
+    write_space(workdir / "space.yaml", doc)
+    _ok(CliRunner().invoke(main, ["-q", "run", "space.yaml", "--device", "cpu"]))
+    _ok(CliRunner().invoke(main, ["-q", "run", "space.yaml", "--device", "cpu", "--n-trials", "4"]))
+    params = _params_of("sqlite:///studies.db", "resume")
+    assert len(params) == 4 and len(set(params)) == 4, params
+    # A single fresh run stays reproducible: the same space in a new storage draws the same first trials.
+    _ok(CliRunner().invoke(main, ["-q", "run", "space.yaml", "--device", "cpu", "--storage", "sqlite:///again.db"]))
+    assert _params_of("sqlite:///again.db", "resume") == params[:2]
+
+
+def test_two_concurrent_runs_of_one_study_draw_different_trials(workdir: Path) -> None:
+    """Issue 23 item 5: two `run`s started together on one SQLite file trained the same configs twice."""
+    doc = tiny_space("together", budget={"n_trials": 4, "max_epochs": 1},
+                     params={"lr": {"float": [0.001, 0.05], "log": True}, "width": 4, "depth": 1})
+    write_space(workdir / "space.yaml", doc)
+    optuna.create_study(storage="sqlite:///studies.db", study_name="warm-up-the-schema")
+    procs = [subprocess.Popen([sys.executable, "-m", "search.cli", "-q", "run", "space.yaml", "--device", "cpu"],
+                              cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    params = _params_of("sqlite:///studies.db", "together")
+    assert len(params) == 4 and len(set(params)) == 4, params
+
+
+KILL_AT_FIRST_STEP = """
+import os, sys
+import optuna
+from search import records
+
+def die_after(fn):
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        os._exit(137)  # killed right after the first step of creating the study, whichever that is
+    return wrapper
+
+records.init_study = die_after(records.init_study)
+optuna.Study.enqueue_trial = die_after(optuna.Study.enqueue_trial)
+from search.cli import main
+main(["-q", "create", "space.yaml"])
+"""
+
+
+def test_a_kill_while_creating_a_study_loses_no_enqueued_trial(workdir: Path) -> None:
+    """Issue 23 item 7: a kill between storing the space and enqueueing its `enqueue:` list lost the
+    enqueued trials (the doctor's baseline among them) for good."""
+    doc = tiny_space("queued", params={"lr": {"float": [0.001, 0.05], "log": True}, "width": 4, "depth": 1},
+                     enqueue=[{"lr": 0.002}, {"lr": 0.02}])
+    write_space(workdir / "space.yaml", doc)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_FIRST_STEP], cwd=workdir, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    _ok(CliRunner().invoke(main, ["-q", "create", "space.yaml"]))  # the next command finishes the creation
+    study = optuna.load_study(study_name="queued", storage="sqlite:///studies.db")
+    waiting = sorted(t.system_attrs["fixed_params"]["lr"] for t in study.trials
+                     if t.state == optuna.trial.TrialState.WAITING)
+    assert waiting == [0.002, 0.02], [(t.state, t.system_attrs) for t in study.trials]
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM), made here (no network, no openssl binary needed)."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        pytest.skip("the cryptography package makes the test certificate")
+    import datetime
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "proxy.pem", folder / "proxy.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _best(url: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    for k in ("STRATEGY_SEARCH_PROXY_TOKEN", "STRATEGY_SEARCH_PROXY_TOKEN_FILE", "STRATEGY_SEARCH_PROXY_CA"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return CliRunner().invoke(main, ["-q", "best", "kept", "--storage", url, "--json"])
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_the_storage_proxy_serves_only_clients_with_its_token(tls: bool, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 item 23: any client that reached the port could delete studies through the proxy."""
+    import grpc
+
+    from conftest import free_port
+
+    from search.space.parse import parse_space
+    from search.study.create import create_study
+
+    create_study(parse_space(tiny_space("kept")), f"sqlite:///{tmp_path / 'p.db'}")
+    (tmp_path / "proxy.token").write_text(TOKEN + "\n")
+    port = free_port()
+    extra = ["--token-file", str(tmp_path / "proxy.token")]
+    if tls:
+        cert, key = _self_signed(tmp_path)
+        extra += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    proxy = start_proxy(tmp_path / "p.db", port, None, *extra)
+    url = f"grpc://127.0.0.1:{port}"
+    monkeypatch.setenv("STRATEGY_SEARCH_CONNECT_TIMEOUT", "5")
+    try:
+        if not tls:
+            # Optuna's own client, without the token: every call is refused, deleting a study too.
+            bare = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+            for call in (lambda: optuna.get_all_study_names(bare), lambda: optuna.delete_study(
+                    study_name="kept", storage=bare)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            bare.close()
+        ca = {"STRATEGY_SEARCH_PROXY_CA": str(tmp_path / "proxy.pem")} if tls else {}
+        for given, why in ((None, "(no token)"), ("f" * 32, "(a wrong token)")):
+            env = {**ca, **({"STRATEGY_SEARCH_PROXY_TOKEN": given} if given else {})}
+            result = _best(url, monkeypatch, **env)
+            lines = result.stderr.strip().splitlines()
+            assert result.exit_code == 2 and len(lines) == 1, (result.exit_code, result.output)
+            assert lines[0].startswith("error: ") and "refused this worker " + why in lines[0], lines
+            assert "f" * 32 not in result.output
+        ok = _best(url, monkeypatch, STRATEGY_SEARCH_PROXY_TOKEN_FILE=str(tmp_path / "proxy.token"), **ca)
+        assert ok.exit_code == 0, ok.output
+        assert json.loads(ok.stdout)["study"] == "kept"
+        if tls:  # a worker that does not trust the proxy's certificate never talks to it
+            plain = _best(url, monkeypatch, STRATEGY_SEARCH_PROXY_TOKEN=TOKEN)
+            assert plain.exit_code == 2 and "unreachable" in plain.stderr, plain.output
+    finally:
+        proxy.close()
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'p.db'}") == ["kept"]
+
+
+@pytest.mark.parametrize("content", ["garbage", "zip", "code", "empty"])
+def test_a_malformed_pt_file_fails_its_trial_saying_what_is_wrong(content: str, tmp_path: Path) -> None:
+    """Issue 23 item 26: the fail_reason was PyTorch's message cut mid-sentence, reading like advice to set
+    weights_only=False (which would run the file's code)."""
+    import torch
+
+    from search.space.parse import parse_space
+    from search.study.create import create_study
+    from search.study.runner import run_trials
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (os.system, ("echo pwned",))
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    target = weights / "test_resnet.pt"
+    if content == "code":
+        torch.save({"conv1.weight": Evil()}, target)
+    else:
+        target.write_bytes({"garbage": b"garbage" * 10, "zip": b"PK\x03\x04" + b"x" * 100, "empty": b""}[content])
+    doc = tiny_space("pt", budget={"n_trials": 1, "max_epochs": 1}, dataset={"name": "digits", "limit": 100},
+                     params={"backbone": "test_resnet", "pretrained": True, "input_size": 32})
+    doc["weights_dir"] = str(weights)
+    space = parse_space(doc)
+    study = create_study(space, optuna.storages.InMemoryStorage())
+    run_trials(study, space, device="cpu")
+    reason = study.trials[0].user_attrs["fail_reason"]
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert str(target) in reason and "nothing in it was unpickled" in reason, reason
+    assert "weights_only` set to `False" not in reason and "Re-running" not in reason, reason
+    assert {"garbage": "not a PyTorch weights file", "zip": "corrupted zip archive",
+            "code": "Python objects beyond tensors (posix.system)", "empty": "empty or cut short"}[content] in reason

@@ -302,6 +302,7 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     study, spec = load_study(study_name, store)
     label_logs()
     stop_on_sigterm()
+    seed = worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
     summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), checkpoints=checkpoints)
+                         weights_dir=weights_dir, worker_seed=seed, checkpoints=checkpoints)
     return summary, state_counts(study.get_trials(deepcopy=False))
