@@ -16,6 +16,7 @@ from search import __version__
 
 from search.core import redact
 from search.core.errors import UserError
+from search.core.terminal import TerminalFilter, printable
 
 log = logging.getLogger("search")
 INTERRUPTED_EXIT = 130  # after Ctrl-C, as shells expect (search.study.workers uses the same for its launcher)
@@ -37,6 +38,12 @@ checkpoints_option = click.option(
 ALL_TRIALS_FAILED_EXIT = 3  # run: every trial this process ran failed
 
 
+def echo(message: Any = None, err: bool = False, **kwargs: Any) -> None:
+    """``click.echo`` with control characters escaped: class names, file names and trial data come from
+    users' files and databases, and an escape sequence among them must be shown, not obeyed."""
+    click.echo(None if message is None else printable(str(message)), err=err, **kwargs)
+
+
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into one line on stderr and exit code 2; keep secrets out of any output."""
 
@@ -46,17 +53,17 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo("error: " + redact.scrub(str(exc)).replace("\n", " "), err=True)
+            echo("error: " + redact.scrub(str(exc)).replace("\n", " "), err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # not click's "Aborted!": nothing failed, the user stopped it
             label = _launcher_label()
-            click.echo(f"[{label}] interrupted before its first trial" if label else
+            echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:  # a bug: show the traceback, but never a password in it
-            click.echo(redact.scrub(traceback.format_exc()).rstrip(), err=True)
+            echo(redact.scrub(traceback.format_exc()).rstrip(), err=True)
             sys.exit(1)
 
     return wrapper
@@ -74,13 +81,13 @@ def _print_interrupted(summary: Any) -> None:
     label = _launcher_label()  # a worker the launcher started: the launcher sums up for all
     tag = f"[{label}] " if label else ""
     counts = format_counts((k, v) for k, v in summary.counts.items() if v)
-    click.echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
+    echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
                f"{summary.total} trial(s)" + (f" ({counts})" if counts else ""), err=True)
     for number in summary.requeued:
-        click.echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
+        echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
                    "it runs first when the study resumes", err=True)
     if not label:
-        click.echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
+        echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
                    err=True)
 
 
@@ -95,6 +102,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact.RedactFilter())
+        handler.addFilter(TerminalFilter())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -146,7 +154,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     log.info("study %r in %s", spec.study, storage_label(storage))
     study, created = create_or_resume(spec, storage)
     if warm_from is not None:
-        click.echo(warm_start(study, spec, warm_from, warm_storage or storage, checked=warm).format())
+        echo(warm_start(study, spec, warm_from, warm_storage or storage, checked=warm).format())
     # A fresh study replays from the space's seed; a resumed one (or one another process created) draws
     # from a state of its own, so no two trials of a study come from the same sampler state.
     seed = spec.seed if created else worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
@@ -159,7 +167,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     _print_done(study, spec, summary, storage)
     failed = summary.counts.get("FAIL", 0)
     if summary.total and failed == summary.total:
-        click.echo(f"error: all {failed} trial(s) this process ran failed (see fail_reason above)", err=True)
+        echo(f"error: all {failed} trial(s) this process ran failed (see fail_reason above)", err=True)
         sys.exit(ALL_TRIALS_FAILED_EXIT)
 
 
@@ -176,13 +184,13 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
     from search.records import format_counts
 
     counts = format_counts(summary.counts.items())
-    click.echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
-    click.echo(format_summary(study_summary(study, spec)))
+    echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
+    echo(format_summary(study_summary(study, spec)))
     shown = storage_label(storage)
-    click.echo(f"\nwatch it:   strategy-search dashboard --storage '{shown}'   (then open http://127.0.0.1:8080)")
-    click.echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml"
+    echo(f"\nwatch it:   strategy-search dashboard --storage '{shown}'   (then open http://127.0.0.1:8080)")
+    echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml"
                "   (or -o best/ for weights, TorchScript and ONNX)")
-    click.echo(f"report:     strategy-search report {study.study_name} --storage '{shown}' -o report.html")
+    echo(f"report:     strategy-search report {study.study_name} --storage '{shown}' -o report.html")
 
 
 @main.command()
@@ -192,7 +200,7 @@ def strategies(markdown: bool) -> None:
     """The strategy catalogue: every param a space file can search, its values and what it does."""
     from search.tools.catalogue import catalogue, format_catalogue
 
-    click.echo(format_catalogue(catalogue(), markdown=markdown))
+    echo(format_catalogue(catalogue(), markdown=markdown))
 
 
 @main.command()
@@ -210,11 +218,11 @@ def create(space: str, storage: str | None) -> None:
     Objective(spec, device="cpu").check_ready()
     study = create_study(spec, storage)
     existing = len(study.get_trials(deepcopy=False))
-    click.echo(f"study {spec.study!r} ready in {storage_label(storage)}"
+    echo(f"study {spec.study!r} ready in {storage_label(storage)}"
                + (f" (it already has {existing} trial(s); workers resume it)" if existing else ""))
-    click.echo(f"start workers with: strategy-search worker {spec.study}{_storage_arg(storage)}   "
+    echo(f"start workers with: strategy-search worker {spec.study}{_storage_arg(storage)}   "
                "(--processes N or --gpus all for several; the same command on other machines)")
-    click.echo(f"watch it:           strategy-search dashboard{_storage_arg(storage)}")
+    echo(f"watch it:           strategy-search dashboard{_storage_arg(storage)}")
 
 
 @main.command()
@@ -228,7 +236,8 @@ def create(space: str, storage: str | None) -> None:
               help="Start one worker process per GPU, each pinned with CUDA_VISIBLE_DEVICES.")
 @click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes per GPU (with --gpus).")
-@click.option("--processes", type=click.IntRange(min=1), default=None, help="Start N worker processes on the CPU.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Start N worker processes on the CPU (at most one per core unless --force).")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Heartbeat interval of running trials (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
 @click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
@@ -238,11 +247,12 @@ def create(space: str, storage: str | None) -> None:
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT",
               help="Keep retrying an unreachable database for S seconds (default 30).")
 @checkpoints_option
+@click.option("--force", is_flag=True, help="Start more worker processes than CPU cores.")
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: int, processes: int | None,
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
-           checkpoints: str | None) -> None:
+           checkpoints: str | None, force: bool) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
     from search.study.workers import launch, plan_workers, require_study
@@ -250,7 +260,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     several = gpus is not None or processes is not None
     if several and device is not None:
         raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")
-    specs = plan_workers(gpus=gpus, per_gpu=per_gpu, processes=processes) if several else []
+    specs = plan_workers(gpus=gpus, per_gpu=per_gpu, processes=processes, force=force) if several else []
     # Connect before importing torch (seconds): an unreachable database is reported sooner.
     store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
     if several:
@@ -258,7 +268,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         report = launch(study_name, specs, storage=storage, options={
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
             "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints})
-        click.echo(report.format())
+        echo(report.format())
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
         sys.exit(report.exit_code)
@@ -272,16 +282,16 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
-    click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {format_counts(summary.counts.items())}")
-    click.echo(f"study {study_name!r} now: {format_counts(sorted(study_counts.items()))}")
+    echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {format_counts(summary.counts.items())}")
+    echo(f"study {study_name!r} now: {format_counts(sorted(study_counts.items()))}")
     if not _launcher_label():  # else the launcher that started this worker says it
         _print_next_after_workers(study_name, storage)
 
 
 def _print_next_after_workers(study_name: str, storage: str | None) -> None:
     where = _storage_arg(storage)
-    click.echo(f"see the best:  strategy-search best {study_name}{where}")
-    click.echo(f"report:        strategy-search report {study_name}{where} -o report.html")
+    echo(f"see the best:  strategy-search best {study_name}{where}")
+    echo(f"report:        strategy-search report {study_name}{where} -o report.html")
 
 
 @main.command()
@@ -298,16 +308,16 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
     study, spec = load_study(study_name, storage)
     summary = study_summary(study, spec)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo(json.dumps(summary, indent=2))
         return
-    click.echo(format_summary(summary, details=details))
+    echo(format_summary(summary, details=details))
     where = _storage_arg(storage)
     if not summary["best"]:
-        click.echo(f"\nrun trials: strategy-search worker {study_name}{where}")
+        echo(f"\nrun trials: strategy-search worker {study_name}{where}")
         return
-    click.echo(f"\nexport it:  strategy-search export {study_name}{where} -o best/   "
+    echo(f"\nexport it:  strategy-search export {study_name}{where} -o best/   "
                "(weights, TorchScript, ONNX; or -o best.yaml for the config only)")
-    click.echo(f"check it:   strategy-search confirm {study_name}{where}   (re-trains the top trials on fresh seeds)")
+    echo(f"check it:   strategy-search confirm {study_name}{where}   (re-trains the top trials on fresh seeds)")
 
 
 @main.command()
@@ -335,8 +345,8 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
     trial = get_trial(study, trial_number) if trial_number is not None else None
     if output.lower().endswith((".yaml", ".yml")):
         path = write_config(export_config(study, spec, trial), output, force=force)
-        click.echo(f"wrote {path}")
-        click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
+        echo(f"wrote {path}")
+        echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
                    "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
     _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx, force)
@@ -351,16 +361,16 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
     store = CheckpointStore(checkpoint_root(storage, checkpoints))
     done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
                          onnx=onnx, force=force)
-    click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
-    click.echo(f"  weights: {done.reason}")
+    echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
+    echo(f"  weights: {done.reason}")
     if done.value_diff is not None:
-        click.echo(f"  re-trained {spec.objectives[0].name} differs from the recorded value by {done.value_diff:.2e}")
-    click.echo("  files: " + ", ".join(done.files))
+        echo(f"  re-trained {spec.objectives[0].name} differs from the recorded value by {done.value_diff:.2e}")
+    echo("  files: " + ", ".join(done.files))
     for name, diff in done.checks.items():
-        click.echo(f"  {name}: max |logit diff| vs PyTorch {diff:.2e}")
+        echo(f"  {name}: max |logit diff| vs PyTorch {diff:.2e}")
     for note in done.notes:
-        click.echo(f"  note: {note}")
-    click.echo(f"predict with: strategy-search predict {done.directory} IMAGES...")
+        echo(f"  note: {note}")
+    echo(f"predict with: strategy-search predict {done.directory} IMAGES...")
 
 
 @main.command()
@@ -377,11 +387,11 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> 
 
     def ready(label: str) -> None:
         mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
-        click.echo(f"optuna-dashboard for {label}, {mode}: open http://{host}:{port} in a browser "
+        echo(f"optuna-dashboard for {label}, {mode}: open http://{host}:{port} in a browser "
                    "(Ctrl-C stops it)")
 
     serve(storage, host, port, allow_writes=allow_writes, on_ready=ready)  # until Ctrl-C
-    click.echo("dashboard stopped; the studies are unchanged", err=True)
+    echo("dashboard stopped; the studies are unchanged", err=True)
 
 
 @main.command("storage-proxy")
@@ -441,31 +451,31 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
     space, result = done.space, done.result
     source = dict(space.raw.get("source") or {})
     origin = f" (trial {source['trial']} of study {source['study']})" if "trial" in source else ""
-    click.echo(f"trained {space.study}{origin} on {done.device} in {done.seconds:.2f}s")
+    echo(f"trained {space.study}{origin} on {done.device} in {done.seconds:.2f}s")
     values = "  ".join(f"{o.name} {v:.6f}" for o, v in zip(space.objectives, result.values))
     held = "NOT held out: --full trained on it" if full else "held out"
-    click.echo(f"validation ({held}): {values}")
+    echo(f"validation ({held}): {values}")
     for c in done.comparisons:
         verdict = "timing, not compared" if c.matches is None else (
             f"reproduced within {c.tolerance:g}" if c.matches else f"DIFFERS by more than {c.tolerance:g}")
-        click.echo(f"  {c.name}: source trial {c.source:.6f}, this run {c.value:.6f}, diff {c.diff:.2e} ({verdict})")
+        echo(f"  {c.name}: source trial {c.source:.6f}, this run {c.value:.6f}, diff {c.diff:.2e} ({verdict})")
     if result.test is not None:
         t = result.test
-        click.echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
+        echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
                    "test set only)")
     if done.written is not None:
         written = done.written
-        click.echo(f"wrote {output}/: " + ", ".join(written["files"]))
+        echo(f"wrote {output}/: " + ", ".join(written["files"]))
         for note in written["notes"]:
-            click.echo(f"  note: {note}")
+            echo(f"  note: {note}")
     if done.reproduced is False:
-        click.echo("not reproduced: the re-trained values differ from the source trial's beyond the tolerance "
+        echo("not reproduced: the re-trained values differ from the source trial's beyond the tolerance "
                    "(a different device or library version can do this); exit code 1", err=True)
         sys.exit(1)
     if output:
-        click.echo(f"predict with: strategy-search predict {output} IMAGES...")
+        echo(f"predict with: strategy-search predict {output} IMAGES...")
     else:
-        click.echo(f"keep the model: strategy-search train {config} -o DIR/   (weights, TorchScript, ONNX)")
+        echo(f"keep the model: strategy-search train {config} -o DIR/   (weights, TorchScript, ONNX)")
 
 
 @main.command()
@@ -483,11 +493,11 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str
     bundle = load_core(export_dir)
     results = predict_files(bundle, images, resolve_device(device))
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     width = max(len(r.path) for r in results)
     for r in results:
-        click.echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
+        echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
 
 
 @main.command()
@@ -508,12 +518,12 @@ def report(study_name: str, storage: str | None, output: str, png: bool, force: 
     study, spec = load_study(study_name, storage)
     done = write_report(study, spec, output, png=png, force=force)
     size = done.html.stat().st_size / 1e6
-    click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
+    echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:
-        click.echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
+        echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
     for note in done.notes:
-        click.echo(f"note: {note}")
-    click.echo(f"open it in a browser (works offline): {done.html.resolve().as_uri()}")
+        echo(f"note: {note}")
+    echo(f"open it in a browser (works offline): {done.html.resolve().as_uri()}")
 
 
 @main.command()
@@ -547,7 +557,7 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
     done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
                       test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
                       study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
-    click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
+    echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
 
 
 @main.command("ablate")
@@ -576,10 +586,10 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
     record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
                     device=device, weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        echo(json.dumps(record, indent=2, default=str))
         return
-    click.echo(format_ablation(record))
-    click.echo(f"\nstored in study {study_name!r}; chart it: "
+    echo(format_ablation(record))
+    echo(f"\nstored in study {study_name!r}; chart it: "
                f"strategy-search report {study_name}{_storage_arg(storage)} -o report.html")
 
 
@@ -604,10 +614,10 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
     record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
                      weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        echo(json.dumps(record, indent=2, default=str))
         return
-    click.echo(format_confirmation(record))
-    click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
+    echo(format_confirmation(record))
+    echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 
 
@@ -628,7 +638,7 @@ def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> No
     from search.tools.weights import fetch_weights
 
     for path in fetch_weights(names, output, force=force):
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
 
 
 @main.command("cache")
@@ -655,22 +665,22 @@ def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str 
 
     if list_:
         rows = listing(cache_dir)
-        click.echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
+        echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
         return
     dataset = dataset_doc(data) if data else None
     if clear:
         freed, where = clear_entries(cache_dir, dataset)
-        click.echo(f"freed {freed / 1e6:.1f} MB ({where})")
+        echo(f"freed {freed / 1e6:.1f} MB ({where})")
         return
     if dataset is None:
         raise UserError("cache: give DATA (a built-in name, image folder or .csv manifest), or --list / --clear")
     rows = build_or_check(dataset, sizes, aspects, cache_dir, verify=verify)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         changed = f", {r['changed']} changed image(s)" if r["changed"] else ""
-        click.echo(f"{r['state']:>8}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
+        echo(f"{r['state']:>8}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
                    f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped{changed}, {r['seconds']:.1f}s  "
                    f"{r['path']}")
 

@@ -141,7 +141,8 @@ def _launch_four(workdir: Path, storage: str, prefix: str, n_trials: int) -> tup
     study = _study_name(prefix)
     _create(_space(workdir, study, n_trials, sampler="tpe", pruner="median"), storage, workdir)
     started = time.monotonic()
-    result = _cli("worker", study, "--storage", storage, "--processes", "4", *FAST_HEARTBEAT, cwd=workdir)
+    result = _cli("worker", study, "--storage", storage, "--processes", "4", "--force",  # (more than 2 cores)
+                  *FAST_HEARTBEAT, cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     trials = _trials(study, storage)

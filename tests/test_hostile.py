@@ -490,6 +490,28 @@ def _proxy_on_port(w: World) -> None:
     w.held.append(start_proxy(w.tmp / "first.db", port))
 
 
+ESCAPE = "\x1b]0;PWNED\x07\x1b[2J"  # retitles the terminal window, then clears the screen
+
+
+def _escape_class_study(w: World) -> None:
+    """A finished study whose class names (from a CSV label) hold terminal escape sequences."""
+    lines = ["path,label"]
+    for label in ("cat" + ESCAPE, "dog"):
+        for i in range(6):
+            name = f"{label[:3]}{i}.png"
+            w.text(f"images/{name}", _png(8, (200 if label == "dog" else 10, 40 * i, 90)))
+            lines.append(f"{name},{label}")
+    w.text("labels.csv", "\n".join(lines) + "\n")
+    w.space(dataset={"csv": "labels.csv", "root": "images"}, budget={"n_trials": 1, "max_epochs": 1},
+            params={"width": 4, "depth": 1})
+    _ok(CliRunner().invoke(main, ["-q", "run", "space.yaml", "--device", "cpu"]))
+
+
+def _escaped(w: World, output: str) -> None:
+    assert "\x1b" not in output and "\x07" not in output, repr(output)
+    assert "\\x1b]0;PWNED\\x07" in output, output  # shown, as text
+
+
 def _cached_at_most(n: int) -> Callable[[World, str], None]:
     def check(w: World, output: str) -> None:
         from search.data.cache import list_entries
@@ -647,6 +669,10 @@ CASES: list[Case] = [
          unchanged=("w/test_resnet.safetensors",)),
     Case("weights-fetch-into-a-file", ("weights", "fetch", "test_resnet", "-o", "w"), lambda w: w.text("w", "mine"),
          says="is a file", unchanged=("w",)),
+    Case("weights-fetch-read-only-folder", ("weights", "fetch", "test_resnet", "-o", "ro"),
+         lambda w: w.read_only(w.mount("ro")), says="cannot write to", root=True),
+    Case("weights-fetch-under-a-file", ("weights", "fetch", "test_resnet", "-o", "afile/w"),
+         lambda w: w.text("afile", "mine"), says="cannot write to", unchanged=("afile",)),
     Case("weights-fetch-offline", ("weights", "fetch", "test_resnet", "-o", "w"),
          lambda w: w.monkeypatch.setenv("HF_HOME", str(w.tmp / "hf")), says="HF_HUB_OFFLINE is set",
          env=(("HF_HUB_OFFLINE", "1"),), subprocess=True),
@@ -697,6 +723,9 @@ CASES: list[Case] = [
          env=(("STRATEGY_SEARCH_CACHE", "full"),), after=_no_temporary_files("full")),
     Case("cache-input-size-too-large", ("cache", "digits", "--input-size", "4096"), says="between 4 and 1024",
          subprocess=True),
+    Case("cache-resize-beyond-free-memory", ("--cache-dir", "cache", "cache", "digits", "--input-size", "64"),
+         lambda w: w.monkeypatch.setattr("search.data.cache.available_memory", lambda: 50 << 20),
+         says="GB of memory but only"),
     # --- dataset cache (items 9, 11, 14, 15): odd files are skipped and counted; --verify sees edits
     Case("cache-broken-links", ("cache", "images"), _broken_links, exit_code=0, says="2 unreadable skipped"),
     Case("cache-fifo", ("cache", "images"), _fifo, exit_code=0, says="1 unreadable skipped", subprocess=True,
@@ -732,6 +761,20 @@ CASES: list[Case] = [
     Case("proxy-short-token", ("storage-proxy", "--storage", "sqlite:///p.db", "--port", "{port}"),
          lambda w: w.text("port", str(free_port())), env=(("STRATEGY_SEARCH_PROXY_TOKEN", "short"),),
          says="at least 16", subprocess=True, timeout=60),
+    # --- a checkpoint that cannot be written leaves nothing behind (item 28); too many workers (item 22)
+    Case("checkpoint-full-disk", ("run", "space.yaml", "--device", "cpu", "--checkpoints", "full"),
+         lambda w: (w.mount("full", "4k"), w.space(budget={"n_trials": 1, "max_epochs": 1})), exit_code=0,
+         says="could not write its checkpoint", root=True, after=_no_temporary_files("full")),
+    # (an unknown study: the code before the fix refuses it instead of starting 10,000 processes)
+    Case("worker-processes-beyond-cores", ("worker", "nope", "--processes", "10000"),
+         says="more worker processes than this machine's"),
+    # --- terminal escapes in what is printed are shown, not obeyed (item 24)
+    Case("best-details-escape-in-class-name", ("best", "tiny", "--details"), _escape_class_study, exit_code=0,
+         after=_escaped),
+    Case("predict-escape-in-file-name", ("predict", "bundle", f"img{ESCAPE}.png"),
+         lambda w: (w.copy_bundle(), w.text(f"img{ESCAPE}.png", _png())), exit_code=0, after=_escaped),
+    Case("error-line-escape-in-file-name", ("create", f"space{ESCAPE}.yaml"), says="\\x1b]0;pwned\\x07",
+         after=_escaped),
     # --- data too small to split or to train on (item 27)
     Case("every-class-too-small", ("create", "space.yaml"), _class_folders({f"c{i}": 1 for i in range(12)}),
          says="every class has fewer than 3 images"),

@@ -125,9 +125,12 @@ class CheckpointStore:
             raise OSError(f"{final} exists and was not written for this trial; left alone")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_core(bundle, tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            save_core(bundle, tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:  # a failed write (a full disk) leaves nothing half-written behind
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def remove(self, study: StudyRef, number: int) -> None:

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any, Iterable, TypeVar
 
+from search.core.terminal import printable
+
 T = TypeVar("T")
 
 PROGRESS_ENV = "STRATEGY_SEARCH_PROGRESS"
@@ -32,6 +34,8 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
 
     kwargs.setdefault("leave", False)
     kwargs.setdefault("dynamic_ncols", True)
+    if isinstance(kwargs.get("desc"), str):  # a dataset's or study's name, from the user's files
+        kwargs["desc"] = printable(kwargs["desc"])
     return tqdm(iterable, **kwargs)
 
 
@@ -48,8 +52,8 @@ class TrialBar:
 
         self._redirect = logging_redirect_tqdm()
         self._redirect.__enter__()
-        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=f"study {study}", unit="trial",
-                         dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=printable(f"study {study}"),
+                         unit="trial", dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:

@@ -105,12 +105,22 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, SLURM, containers)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def plan_workers(*, gpus: str | None = None, per_gpu: int = 1, processes: int | None = None,
-                 available: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerSpec]:
+                 available: list[str] | None = None, cpu_count: int | None = None,
+                 force: bool = False) -> list[WorkerSpec]:
     """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K]`` or ``--processes N``.
 
     ``available`` is the list of usable GPU ids (default: :func:`visible_gpus`). Each worker
-    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set.
+    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set. More
+    worker processes than cores (each one a Python process training with torch) need ``force``.
     """
     if gpus is not None and processes is not None:
         raise UserError("use either --gpus (one worker per GPU) or --processes (CPU workers), not both")
@@ -129,6 +139,12 @@ def plan_workers(*, gpus: str | None = None, per_gpu: int = 1, processes: int | 
         specs = [WorkerSpec(label=f"cpu{i}", device="cpu") for i in range(processes)]
     else:
         raise UserError("give --gpus all|0,1,3 or --processes N to start several workers")
+    cores = cpu_count or usable_cores()
+    if len(specs) > cores and not force:
+        what = f"--processes {processes}" if processes is not None else f"{len(specs)} GPU worker processes"
+        raise UserError(f"{what}: more worker processes than this machine's {cores} CPU core(s); each trains with "
+                        f"its own torch threads and memory, so more than {cores} only compete; use at most {cores}, "
+                        "or add --force")
     if "OMP_NUM_THREADS" not in os.environ:
         # N workers each using every core would oversubscribe the CPU (data loading, CPU training).
         threads = str(max(1, (cpu_count or os.cpu_count() or 1) // len(specs)))
