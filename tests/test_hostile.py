@@ -713,13 +713,15 @@ CASES: list[Case] = [
          root=True),
     Case("create-cache-read-only", ("create", "space.yaml"), _read_only_mount, says="read-only file system",
          env=(("STRATEGY_SEARCH_CACHE", "ro"),), root=True),
+    Case("run-cache-read-only", ("run", "space.yaml", "--device", "cpu"), _read_only_mount,
+         says="give a writable folder with --cache-dir", env=(("STRATEGY_SEARCH_CACHE", "ro"),), root=True),
     Case("cache-clear-read-only", ("--cache-dir", "ro", "cache", "--clear"), _read_only_cache, says="cannot write",
          unchanged=("ro",), root=True),
     Case("cache-full-disk-builtin", ("--cache-dir", "full", "cache", "digits", "--input-size", "64"), _full_disk,
          says="only", root=True, subprocess=True, after=_no_temporary_files("full")),
     Case("cache-full-disk-folder", ("--cache-dir", "full", "cache", "images", "--input-size", "256"),
          _full_disk_folder, says="only", root=True, subprocess=True, after=_no_temporary_files("full")),
-    Case("create-full-disk", ("create", "space.yaml"), _full_disk, says="free", root=True, subprocess=True,
+    Case("run-full-disk", ("run", "space.yaml", "--device", "cpu"), _full_disk, says="free", root=True, subprocess=True,
          env=(("STRATEGY_SEARCH_CACHE", "full"),), after=_no_temporary_files("full")),
     Case("cache-input-size-too-large", ("cache", "digits", "--input-size", "4096"), says="between 4 and 1024",
          subprocess=True),
@@ -1223,12 +1225,12 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def _best(url: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+def _best(url: str, monkeypatch: pytest.MonkeyPatch, command: str = "best", **env: str) -> Any:
     for k in ("STRATEGY_SEARCH_PROXY_TOKEN", "STRATEGY_SEARCH_PROXY_TOKEN_FILE", "STRATEGY_SEARCH_PROXY_CA"):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    return CliRunner().invoke(main, ["-q", "best", "kept", "--storage", url, "--json"])
+    return CliRunner().invoke(main, ["-q", command, "kept", "--storage", url, *(["--json"] if command == "best" else [])])
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
@@ -1265,7 +1267,7 @@ def test_the_storage_proxy_serves_only_clients_with_its_token(tls: bool, tmp_pat
         ca = {"STRATEGY_SEARCH_PROXY_CA": str(tmp_path / "proxy.pem")} if tls else {}
         for given, why in ((None, "(no token)"), ("f" * 32, "(a wrong token)")):
             env = {**ca, **({"STRATEGY_SEARCH_PROXY_TOKEN": given} if given else {})}
-            result = _best(url, monkeypatch, **env)
+            result = _best(url, monkeypatch, "worker", **env)  # a worker stops at once, with one line
             lines = result.stderr.strip().splitlines()
             assert result.exit_code == 2 and len(lines) == 1, (result.exit_code, result.output)
             assert lines[0].startswith("error: ") and "refused this worker " + why in lines[0], lines

@@ -5,16 +5,24 @@ One entry per (dataset fingerprint, input size, aspect mode, format version), in
 
 - ``<stem>.npy``: uint8 images (N, 3, S, S), a plain NumPy file (``np.load(path, mmap_mode="r")``);
 - ``<stem>.meta.npz``: per image ``labels``, ``parts`` (0 train, 1 val, 2 test, -1 unassigned),
-  original ``width``/``height``, ``gray`` and a pixel ``digest`` (for the doctor's facts);
+  original ``width``/``height``, ``gray``, a pixel ``digest`` (the doctor's facts, ``verify``) and
+  its ``source_index`` (the file it came from);
 - ``<stem>.json``: the manifest (shape, classes, file-list fingerprint, byte sizes, checksums,
   skipped files, build time). It is written last: no manifest, no entry.
+
+Each dataset folder holds a ``.strategy-search-cache`` marker: listing and clearing look only at
+such folders (or, for folders made before the marker, ones holding a manifest), never follow
+links, and delete only regular files named as the cache names them.
 
 The fingerprint covers every file's relative path, label, split, size and mtime, and the decoding
 settings, so an added, removed or edited image gives a new entry and nothing else does. Builds run
 under an exclusive ``fcntl.flock`` (one builder; the others wait, then map the result), decode in a
 process pool that writes straight into a ``*.tmp-<pid>`` file, and ``os.replace`` it when complete.
 Opening checks the file size and a CRC-32 over 64 sampled 64 KiB blocks (first and last included);
-``check`` (``strategy-search cache``) verifies the full-file CRC-32 computed at build time.
+``check`` (``strategy-search cache``) verifies the full-file CRC-32 computed at build time, and
+:func:`verify` (``cache --verify``) decodes every image again against its recorded digest. A build
+checks the free space first and allocates the file's blocks before writing it, so a full disk is
+an error rather than a SIGBUS, and a failed build removes its temporary files.
 """
 
 from __future__ import annotations
@@ -456,9 +464,11 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
     try:
         _build_files(source, stem, aspect, d)
     except BaseException:
-        for tmp in d.glob(f"*.tmp-{os.getpid()}*"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        mine = re.compile(rf".*\.tmp-{os.getpid()}c?")  # this process's temporaries only
+        for tmp in d.glob("*.tmp-*"):
+            if mine.fullmatch(tmp.name):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         raise
 
 

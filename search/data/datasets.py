@@ -9,7 +9,6 @@ so no process holds a copy of the dataset (sets small enough still go to the GPU
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
