@@ -1274,6 +1274,11 @@ def test_the_storage_proxy_serves_only_clients_with_its_token(tls: bool, tmp_pat
         ok = _best(url, monkeypatch, STRATEGY_SEARCH_PROXY_TOKEN_FILE=str(tmp_path / "proxy.token"), **ca)
         assert ok.exit_code == 0, ok.output
         assert json.loads(ok.stdout)["study"] == "kept"
+        from search.storage.backend import is_proxy, open_storage
+
+        client = open_storage(url)  # (the token from the environment above)
+        assert is_proxy(client)  # the runner sends heartbeats and claims through it, as through Optuna's client
+        client.close()
         if tls:  # a worker that does not trust the proxy's certificate never talks to it
             plain = _best(url, monkeypatch, STRATEGY_SEARCH_PROXY_TOKEN=TOKEN)
             assert plain.exit_code == 2 and "unreachable" in plain.stderr, plain.output

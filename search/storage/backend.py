@@ -342,8 +342,10 @@ def _check_rdb_url(url: str, shown: str) -> None:
 
 
 def is_proxy(storage: BaseStorage) -> bool:
-    """Whether ``storage`` is a client of a storage proxy (``grpc://``)."""
-    return type(storage).__name__ == "GrpcStorageProxy"
+    """Whether ``storage`` is a client of a storage proxy (``grpc://``; ours sends the token: a subclass)."""
+    from optuna.storages import GrpcStorageProxy
+
+    return isinstance(storage, GrpcStorageProxy)
 
 
 # A trial claim through a storage proxy (search.storage.proxy) rides on Optuna's
