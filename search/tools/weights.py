@@ -27,10 +27,15 @@ LIST_HINT = ("list the models with weights: python -c "
 
 
 def _check_writable(root: Path) -> None:
-    """Create ``root`` and write a file in it, or say why not (one line)."""
+    """Say (one line) why ``root`` cannot be written, trying a file in it or, while it does not exist yet,
+    in its nearest existing parent (which must then take the new folder); nothing stays behind."""
+    where = root
+    while not where.exists() and where != where.parent:
+        where = where.parent
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+        if not where.is_dir():
+            raise NotADirectoryError(20, f"{where} is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check-"):
             pass
     except OSError as exc:
         raise UserError(f"weights fetch: cannot write to {root} ({exc.strerror or exc}); choose another -o DIR") \
@@ -75,6 +80,7 @@ def fetch_weights(names: Sequence[str], output: str | Path | None = None, *, for
         state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
         partial = target.with_name(f".{target.name}.partial")
         try:
+            root.mkdir(parents=True, exist_ok=True)
             save_file(state, str(partial), metadata={"timm_model": name})
             os.replace(partial, target)  # a crash never leaves a half-written NAME.safetensors
         except OSError as exc:
