@@ -446,12 +446,13 @@ def failed_trial(system_attrs: Mapping[str, Any]) -> int | None:
 
 def init_study(study: optuna.Study, *, uid: str, space: Any, source: str, objective_names: list[str],
                created_with: str) -> None:
-    """Store what a new study is: its own id, its space document and where it came from."""
+    """Store what a new study is: its own id, its space document and where it came from. The space goes
+    last: it marks the study as created (a kill before it leaves a study the next command finishes)."""
     study.set_user_attr(STUDY_UID, uid)
-    set_space(study, space)
     study.set_user_attr(SPACE_SOURCE, source)
     study.set_user_attr(OBJECTIVE_NAMES, objective_names)
     study.set_user_attr(CREATED_WITH, created_with)
+    set_space(study, space)
 
 
 def set_space(study: optuna.Study, space: Any) -> None:

@@ -31,7 +31,10 @@ Optuna internal                                  used in          why
 ``TrialModel._datetime_start_utc`` (presence)    ``owned``        5.0+ store trial times as naive UTC
 ``optuna.storages._rdb.storage._create_scoped_session``  ``owned``  Optuna's session/rollback handling
 ``optuna.storages._cached_storage._CachedStorage``  ``proxy``      the cache Optuna puts before RDB storages
-``optuna.storages._grpc.server.make_server``     ``proxy``        a gRPC server around our storage
+``optuna.storages._grpc.servicer``,              ``grpc_auth``    Optuna's storage service on our own gRPC
+``optuna.storages._grpc.auto_generated``                          server (token check, exclusive port, TLS)
+``GrpcStorageProxy._setup`` (override),          ``grpc_auth``    the proxy client on a channel that sends
+``optuna.storages._grpc.client.GrpcClientCache``                  the token and speaks TLS
 SQLAlchemy ``pool._max_overflow``                ``backend``      a single-connection pool for SQLite
 ===============================================  ===============  ==========================================
 """

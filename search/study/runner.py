@@ -469,6 +469,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
     return frozen
 
 
-def worker_seed_for(space: SearchSpace) -> int:
-    """Distinct sampler seeds per worker process so parallel workers do not draw the same startups."""
-    return (space.seed * 1_000_003 + os.getpid()) % (2**31 - 1)
+def worker_seed_for(space: SearchSpace, n_trials: int = 0) -> int:
+    """A sampler seed of its own for each worker process and each point of the study (``n_trials``: the
+    trials already in it), so neither parallel workers nor a process that resumes the study draw
+    from the sampler state an earlier one drew from (which repeated its trials' params)."""
+    return (space.seed * 1_000_003 + n_trials * 7_919 + os.getpid()) % (2**31 - 1)
