@@ -21,6 +21,7 @@ from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 from search.storage import internals
+from search.study.intermediate import TrialJudge
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,23 @@ class Objective:
             records.record_retry_of(trial, original)
         records.record_config(trial, config)
         history: list[dict[str, float]] = []
+        # Per-objective values per step, MO-ASHA and quality constraints (search.study.intermediate).
+        judge = TrialJudge(self.space, trial, int(config.epochs or 1))
 
         def on_epoch(entry: EpochLog) -> None:
             history.append(entry.to_dict())
-            if self.space.multi_objective:
-                return
-            trial.report(entry.value, entry.epoch)
-            if trial.should_prune():
+            if not self.space.multi_objective:
+                trial.report(entry.value, entry.epoch)
+            why = judge.epoch(entry)
+            if why is None and not self.space.multi_objective and trial.should_prune():
+                why = f"pruned at epoch {entry.epoch} ({entry.value:.4f})"
+            if why is not None:
                 records.record_pruned(trial, history, entry.epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
+                raise optuna.TrialPruned(why)
 
-        judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
-        on_model = functools.partial(self._judge_architecture, trial) if judge else None
+        architecture = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
+        costs = self.space.multi_objective and any(o.metric in ARCHITECTURE_METRICS for o in self.space.objectives)
+        on_model = functools.partial(self._on_model, trial, judge, architecture) if architecture or costs else None
 
         try:
             result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
@@ -112,6 +118,12 @@ class Objective:
         if any(not math.isfinite(v) for v in values):
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
+
+    def _on_model(self, trial: optuna.Trial, judge: TrialJudge, architecture: bool, costs: Mapping[str, float]) -> None:
+        """The built model's costs, before its first step: recorded as step 0, then judged."""
+        judge.costs(costs)
+        if architecture:
+            self._judge_architecture(trial, costs)
 
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
         """Prune the trial before its first step when the built model's size or latency breaks a

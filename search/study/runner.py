@@ -103,10 +103,19 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
         last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
         reason = records.fail_reason(trial)
         at = f"at epoch {records.pruned_at_epoch(trial)}" if reason is None else reason
-        values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
+        shown = f"{names[0]}={last:.4f}" if last is not None else _last_values(trial, names)
+        values = f"{at}" + (f" ({shown})" if shown else "")
     else:
         values = records.fail_reason(trial, "failed")
     return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
+
+
+def _last_values(trial: FrozenTrial, names: list[str]) -> str:
+    """``accuracy=0.6100 params=1234`` at the last step recorded per objective (several objectives)."""
+    columns = records.intermediate(trial)
+    steps = columns.get("step") or []
+    last = records.intermediate_at(columns, steps[-1], names) if steps else None
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last)) if last else ""
 
 
 def _fmt(v: Any) -> str:

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -57,9 +57,14 @@ class EpochLog:
     lr: float
     seconds: float
     grad_norm_max: float
+    # Every objective at this epoch (a cost as measured before training, when ``on_model`` was
+    # given), and this epoch's validation metrics: what pruners and constraint judges read; neither
+    # is part of the stored history entry.
+    values: tuple[float, ...] = field(default=(), repr=False)
+    metrics: Metrics | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("values", "metrics")}
 
 
 @dataclass
@@ -194,9 +199,11 @@ def train(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    known: dict[str, float] | None = None
     if on_model is not None:
         # Size and speed depend on the architecture only: known (and judged) before any training.
-        on_model(architecture_costs(config, model, preprocess, data.val_x, device))
+        known = architecture_costs(config, model, preprocess, data.val_x, device)
+        on_model(known)
     for h in hooks:
         h.start(model)
     groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
@@ -270,19 +277,20 @@ def train(
             seen += len(yb)
         seconds = time.perf_counter() - start
         val = evaluate(inference_model(config, kept()), preprocess, data.val_x, data.val_y, num_classes, device)
-        value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
+        costs = known or {"latency_ms": math.nan, "params": count_params(model)}
+        values = tuple(objective_value(o, val, classes, costs) for o in objectives)
         train_loss = float(total_loss) / max(1, seen)
         if not math.isfinite(train_loss) or not math.isfinite(val.loss) or not math.isfinite(float(grad_max)):
             raise NonFiniteLoss(f"loss or gradient became non-finite at epoch {epoch}")
-        entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
-                         optimizer.param_groups[-1]["lr"], seconds, float(grad_max))
+        entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, values[0],
+                         optimizer.param_groups[-1]["lr"], seconds, float(grad_max), values, val)
         history.append(entry)
         # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
         level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
         if level == logging.INFO:
             last_progress = time.monotonic()
         log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs)", label, epoch, epochs,
-                train_loss, val.loss, objectives[0].name, value, seconds)
+                train_loss, val.loss, objectives[0].name, values[0], seconds)
         if on_epoch is not None:
             on_epoch(entry)
 
