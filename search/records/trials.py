@@ -76,6 +76,7 @@ __all__ = [
     "history",
     "intermediate",
     "intermediate_at",
+    "last_intermediate",
     "pruned_at_epoch",
     "fail_reason",
     "retry_of",
@@ -305,6 +306,15 @@ def intermediate_at(columns: Mapping[str, Sequence[Any]], step: int, names: Sequ
             return None
         out.append(float(column[i]))
     return out
+
+
+def last_intermediate(columns: Mapping[str, Sequence[Any]], names: Sequence[str]) -> tuple[int, list[float]] | None:
+    """The last step at which every one of ``names`` was recorded, and their values there (None: no such step)."""
+    for step in reversed(list(columns.get("step") or [])):
+        values = intermediate_at(columns, step, names)
+        if values is not None:
+            return int(step), values
+    return None
 
 
 def pruned_at_epoch(trial: Trial) -> int | None:

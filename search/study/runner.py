@@ -112,10 +112,8 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
 
 def _last_values(trial: FrozenTrial, names: list[str]) -> str:
     """``accuracy=0.6100 params=1234`` at the last step recorded per objective (several objectives)."""
-    columns = records.intermediate(trial)
-    steps = columns.get("step") or []
-    last = records.intermediate_at(columns, steps[-1], names) if steps else None
-    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last)) if last else ""
+    last = records.last_intermediate(records.intermediate(trial), names)
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last[1])) if last else ""
 
 
 def _fmt(v: Any) -> str:
