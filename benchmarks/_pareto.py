@@ -4,10 +4,11 @@ Used by ``benchmarks.search_efficiency --pareto``. A run is the dict ``search_ef
 returns: its trials in order, each with its state, its values (completed trials), the epochs it
 trained and its per-step values (``intermediate``, as the study recorded them).
 
-* Hypervolume: of the completed trials' points (1 - accuracy, log10 params), both minimized, against
-  the reference point (1, log10 of the largest model any run of the dataset built + 0.1), so every
-  completed trial counts and a model 26% larger than the largest adds nothing. Parameter counts span
-  orders of magnitude, hence the logarithm.
+* Hypervolume, two ways (both objectives minimized, accuracy as 1 - accuracy with 1 as its reference):
+  ``log``: params as log10, reference log10(largest model any run of the dataset built) + 0.1, so
+  halving a model counts the same at any size (parameter counts span orders of magnitude);
+  ``linear``: params as a fraction of that largest model, reference 1.1: Optuna's convention (raw
+  values), where the few-hundred-parameter models that barely learn count for almost nothing.
 * Epochs to a target: cumulative epochs (pruned trials count the epochs they ran) until the
   hypervolume of the run's completed trials first reaches it.
 * Front kept: each point of a reference front is *kept* by another run when some completed trial of
@@ -24,18 +25,47 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-LOG_MARGIN = 0.1  # the reference point's params: log10(largest model) + this
+LOG_MARGIN = 0.1  # the log measure's reference point: log10(largest model) + this
+LINEAR_MARGIN = 1.1  # the linear measure's: this times the largest model
+
+
+class Measure:
+    """How a trial's values [accuracy, params] become a point, and the reference point, for one dataset."""
+
+    def __init__(self, name: str, largest: float) -> None:
+        if name not in ("log", "linear"):
+            raise ValueError(f"unknown measure {name!r}")
+        self.name = name
+        self.largest = max(1.0, float(largest))
+        self.ref = (1.0, math.log10(self.largest) + LOG_MARGIN) if name == "log" else (1.0, LINEAR_MARGIN)
+
+    def point(self, values: Sequence[float]) -> tuple[float, float]:
+        params = max(1.0, float(values[1]))
+        return 1.0 - float(values[0]), math.log10(params) if self.name == "log" else params / self.largest
+
+    def curve(self, trials: Sequence[dict[str, Any]], alive: Sequence[bool] | None = None,
+              epochs: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """(cumulative epochs, hypervolume of the completed trials so far) after each trial, in order.
+        ``alive`` / ``epochs`` override which trials completed and what each cost (a replay)."""
+        out, total, points = [], 0, []
+        for i, t in enumerate(trials):
+            total += t["epochs"] if epochs is None else epochs[i]
+            done = t["values"] is not None if alive is None else alive[i]
+            if done:
+                points.append(self.point(t["values"]))
+            out.append((total, hypervolume(points, self.ref)))
+        return out
+
+
+def measures(runs: Iterable[dict[str, Any]]) -> list[Measure]:
+    """Both measures for one dataset's runs (the largest model any of them built)."""
+    largest = max((t["values"][1] for r in runs for t in r["trials"] if t["values"]), default=1.0)
+    return [Measure("log", largest), Measure("linear", largest)]
 
 
 def point(values: Sequence[float]) -> tuple[float, float]:
-    """(1 - accuracy, log10 params) of a trial's values [accuracy, params]."""
-    return 1.0 - float(values[0]), math.log10(max(1.0, float(values[1])))
-
-
-def reference(runs: Iterable[dict[str, Any]]) -> tuple[float, float]:
-    """The reference point of one dataset's runs (see the module docstring)."""
-    largest = max((t["values"][1] for r in runs for t in r["trials"] if t["values"]), default=1.0)
-    return 1.0, math.log10(max(1.0, largest)) + LOG_MARGIN
+    """(1 - accuracy, params) of a trial's values [accuracy, params]: how fronts are compared (no scale needed)."""
+    return 1.0 - float(values[0]), float(values[1])
 
 
 def front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -57,20 +87,6 @@ def hypervolume(points: Sequence[tuple[float, float]], ref: tuple[float, float])
     return area
 
 
-def hv_curve(trials: Sequence[dict[str, Any]], ref: tuple[float, float],
-             alive: Sequence[bool] | None = None, epochs: Sequence[int] | None = None) -> list[tuple[int, float]]:
-    """(cumulative epochs, hypervolume of the completed trials so far) after each trial, in order.
-    ``alive`` / ``epochs`` override which trials completed and what each cost (a replay)."""
-    out, total, points = [], 0, []
-    for i, t in enumerate(trials):
-        total += t["epochs"] if epochs is None else epochs[i]
-        done = t["values"] is not None if alive is None else alive[i]
-        if done:
-            points.append(point(t["values"]))
-        out.append((total, hypervolume(points, ref)))
-    return out
-
-
 def epochs_to(curve: Sequence[tuple[int, float]], target: float) -> float:
     return next((float(e) for e, hv in curve if hv >= target - 1e-12), math.inf)
 
@@ -89,7 +105,7 @@ def front_kept(reference_front: Sequence[tuple[float, float]], other: Sequence[t
         cheaper = [q for q in other if q[1] <= p[1] + 1e-12]
         # Accuracy given up at no more parameters (1.0 when the other run has no model that small).
         gap = min((q[0] - p[0] for q in cheaper), default=1.0)
-        lost.append({"accuracy": round(1.0 - p[0], 6), "params": round(10 ** p[1]), "accuracy_short_by": round(gap, 6)})
+        lost.append({"accuracy": round(1.0 - p[0], 6), "params": round(p[1]), "accuracy_short_by": round(gap, 6)})
     return {"points": len(reference_front), "lost": len(lost), "lost_points": lost,
             "max_accuracy_short_by": max((x["accuracy_short_by"] for x in lost), default=0.0)}
 

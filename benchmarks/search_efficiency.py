@@ -82,12 +82,15 @@ PARETO_ARMS: dict[str, dict[str, Any]] = {
     "tpe+mo_asha": {"sampler": {"name": "tpe", "n_startup_trials": 8}, "pruner": "mo_asha"},
     "tpe": {"sampler": {"name": "tpe", "n_startup_trials": 8}, "pruner": "none"},
     "random": {"sampler": "random", "pruner": "none"},
+    # The paper's MO-ASHA exactly (random sampling): pruning's effect without the sampler learning from it.
+    "random+mo_asha": {"sampler": "random", "pruner": "mo_asha"},
 }
 PARETO_BASELINE = "tpe"  # "no pruning": the run whose hypervolume and epochs set the bar
 PARETO_PRUNED = "tpe+mo_asha"
-# The pruned arm runs this many times the trials: its first n trials are exactly a run of n (one
-# worker, the sampler does not know the budget), and the rest show how far its epochs go.
-PARETO_TRIAL_FACTOR = {PARETO_PRUNED: 2}
+SAME_SAMPLER = {"tpe+mo_asha": "tpe", "random+mo_asha": "random"}  # each pruned arm without pruning
+# Pruned arms run this many times the trials: their first n trials are exactly a run of n (one
+# worker, the sampler does not know the budget), and the rest show how far their epochs go.
+PARETO_TRIAL_FACTOR = {"tpe+mo_asha": 2, "random+mo_asha": 2}
 PARETO_GOAL = 0.5  # at most this fraction of the no-pruning run's epochs
 
 
@@ -352,109 +355,142 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per dataset: hypervolume to target, epochs, fronts kept and the replay, per arm and seed."""
+def _pareto_pruner(max_epochs: int) -> Any:
+    """mo_asha with its defaults, as the pruned arms ran it (for the replay)."""
     from search.algorithms.pruners import PRUNERS
     from search.algorithms.mo_asha import MultiObjectiveASHA
 
+    o = {k: opt.default for k, opt in PRUNERS.get("mo_asha").options.items()}
+    return o, MultiObjectiveASHA(["maximize", "minimize"], min_resource=o["min_resource"],
+                                 reduction_factor=o["reduction_factor"], n_startup_trials=o["n_startup_trials"],
+                                 n_warmup_steps=o["n_warmup_steps"], keep_front=bool(o["keep_front"]),
+                                 max_resource=max_epochs)
+
+
+def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset: fronts kept, the replay, and per hypervolume measure the epochs to target per arm and seed."""
     rows = []
     for name in sorted({r["dataset"] for r in runs}):
         mine = [r for r in runs if r["dataset"] == name]
-        ref = _pareto.reference(mine)
         by_arm = {arm: {r["seed"]: r for r in mine if r["arm"] == arm} for arm in PARETO_ARMS
                   if any(r["arm"] == arm for r in mine)}
         base = by_arm[PARETO_BASELINE]
         n_trials = min(len(r["trials"]) for r in base.values())
         max_epochs = max(t["epochs"] for r in base.values() for t in r["trials"])
-        row: dict[str, Any] = {"dataset": name, "reference_point": ref, "trials_per_run": n_trials, "arms": {}}
+        options, pruner = _pareto_pruner(max_epochs)
+        played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
+                  for seed, b in sorted(base.items())}
+        fronts: dict[str, Any] = {}
         for arm, seeds in by_arm.items():
             per_seed = {}
             for seed, r in sorted(seeds.items()):
-                b = base.get(seed)
-                if b is None:
+                if seed not in base:
                     continue
-                b_curve = _pareto.hv_curve(b["trials"], ref)
-                b_hv, b_epochs = b_curve[-1][1], b_curve[-1][0]
-                curve = _pareto.hv_curve(r["trials"], ref)
-                first_n = curve[n_trials - 1] if len(curve) >= n_trials else curve[-1]
-                to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
-                b_front = _pareto.front(_pareto.completed_points(b["trials"]))
-                per_seed[seed] = {
-                    "trials": len(r["trials"]),
-                    "pruned": sum(1 for t in r["trials"] if t["state"] == "PRUNED"),
-                    "epochs": curve[-1][0], "final_hv": curve[-1][1],
-                    "epochs_at_n_trials": first_n[0], "hv_at_n_trials": first_n[1],
-                    "baseline_hv": b_hv, "baseline_epochs": b_epochs,
-                    "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs if b_epochs else math.nan,
-                    "front": _pareto.front(_pareto.completed_points(r["trials"])),
-                    "front_kept_at_n_trials": _pareto.front_kept(b_front,
-                                                                 _pareto.completed_points(r["trials"][:n_trials])),
-                    "front_kept": _pareto.front_kept(b_front, _pareto.completed_points(r["trials"])),
-                }
-            fractions = [v["fraction_of_baseline_epochs"] for v in per_seed.values()]
-            row["arms"][arm] = {
-                "seeds": per_seed,
-                "median_fraction_of_baseline_epochs": _median_inf(fractions),
-                "reached": sum(1 for f in fractions if math.isfinite(f)),
-                "median_epochs": median(v["epochs"] for v in per_seed.values()),
-                "median_final_hv": median(v["final_hv"] for v in per_seed.values()),
-                "median_hv_at_n_trials": median(v["hv_at_n_trials"] for v in per_seed.values()),
-                "front_points_lost": sum(v["front_kept"]["lost"] for v in per_seed.values()),
-                "front_points_lost_at_n_trials": sum(v["front_kept_at_n_trials"]["lost"] for v in per_seed.values()),
-                "front_points": sum(v["front_kept"]["points"] for v in per_seed.values()),
-            }
-        pruned_arm = row["arms"].get(PARETO_PRUNED)
-        if pruned_arm is not None:
-            median_fraction = pruned_arm["median_fraction_of_baseline_epochs"]
-            row["meets_goal"] = median_fraction <= PARETO_GOAL
-        # The replay: the pruner (its defaults, as the arm ran it) on the trials the baseline trained.
-        definition = PRUNERS.get("mo_asha")
-        options = {k: o.default for k, o in definition.options.items()}
-        replays = {}
+                reference = _pareto.front(_pareto.completed_points(base[seed]["trials"]))
+                per_seed[seed] = {"at_n_trials": _pareto.front_kept(
+                    reference, _pareto.completed_points(r["trials"][:n_trials])),
+                    "all_trials": _pareto.front_kept(reference, _pareto.completed_points(r["trials"]))}
+            fronts[arm] = {"seeds": per_seed,
+                           "lost_at_n_trials": sum(v["at_n_trials"]["lost"] for v in per_seed.values()),
+                           "lost": sum(v["all_trials"]["lost"] for v in per_seed.values()),
+                           "points": sum(v["all_trials"]["points"] for v in per_seed.values())}
+        replay_fronts = {}
         for seed, b in sorted(base.items()):
-            pruner = MultiObjectiveASHA(["maximize", "minimize"], min_resource=options["min_resource"],
-                                        reduction_factor=options["reduction_factor"],
-                                        n_startup_trials=options["n_startup_trials"],
-                                        n_warmup_steps=options["n_warmup_steps"], keep_front=bool(options["keep_front"]),
-                                        max_resource=max_epochs)
-            played = _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
-            curve = _pareto.hv_curve(b["trials"], ref, alive=played["alive"], epochs=played["epochs"])
-            full = _pareto.hv_curve(b["trials"], ref)
-            kept_points = [_pareto.point(t["values"]) for t, a in zip(b["trials"], played["alive"]) if a]
-            replays[seed] = {
-                "pruned": played["pruned"], "epochs": curve[-1][0], "baseline_epochs": full[-1][0],
-                "hv": curve[-1][1], "baseline_hv": full[-1][1],
-                "epochs_to_target": _pareto.epochs_to(curve, TARGET_FRACTION * full[-1][1]),
-                "front_kept": _pareto.front_kept(_pareto.front(_pareto.completed_points(b["trials"])), kept_points),
-            }
-        row["replay"] = {"pruner_options": options, "seeds": replays,
-                         "median_epoch_fraction": median(v["epochs"] / v["baseline_epochs"] for v in replays.values()),
-                         "median_hv_fraction": median(v["hv"] / v["baseline_hv"] for v in replays.values()),
-                         "front_points_lost": sum(v["front_kept"]["lost"] for v in replays.values()),
-                         "front_points": sum(v["front_kept"]["points"] for v in replays.values())}
+            kept = [_pareto.point(t["values"]) for t, a in zip(b["trials"], played[seed]["alive"]) if a]
+            replay_fronts[seed] = _pareto.front_kept(_pareto.front(_pareto.completed_points(b["trials"])), kept)
+        row: dict[str, Any] = {
+            "dataset": name, "trials_per_run": n_trials, "max_epochs": max_epochs, "fronts": fronts,
+            "replay": {"pruner_options": options,
+                       "seeds": {seed: {**p, "front_kept": replay_fronts[seed]} for seed, p in played.items()},
+                       "front_points_lost": sum(v["lost"] for v in replay_fronts.values()),
+                       "front_points": sum(v["points"] for v in replay_fronts.values())},
+            "measures": {m.name: _measure_summary(m, by_arm, base, n_trials, played) for m in _pareto.measures(mine)},
+        }
+        row["meets_goal"] = {m: v["meets_goal"] for m, v in row["measures"].items()}
         rows.append(row)
     return rows
+
+
+def _measure_summary(m: Any, by_arm: dict[str, dict[int, dict[str, Any]]], base: dict[int, dict[str, Any]],
+                     n_trials: int, played: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Hypervolume by ``m``: each arm's epochs to 99% of the no-pruning run's final value (same seed,
+    and the median over seeds), and the replay's."""
+    finals = {seed: m.curve(b["trials"])[-1] for seed, b in base.items()}
+    pooled = TARGET_FRACTION * median(hv for _, hv in finals.values())
+    arms: dict[str, Any] = {}
+    for arm, seeds in by_arm.items():
+        per_seed = {}
+        for seed, r in sorted(seeds.items()):
+            if seed not in finals:
+                continue
+            b_epochs, b_hv = finals[seed]
+            curve = m.curve(r["trials"])
+            at_n = curve[min(n_trials, len(curve)) - 1]
+            to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
+            entry = {"trials": len(r["trials"]), "pruned": sum(1 for t in r["trials"] if t["state"] == "PRUNED"),
+                     "epochs": curve[-1][0], "final_hv": curve[-1][1], "epochs_at_n_trials": at_n[0],
+                     "hv_at_n_trials": at_n[1], "baseline_hv": b_hv, "baseline_epochs": b_epochs,
+                     "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs,
+                     "epochs_to_pooled_target": _pareto.epochs_to(curve, pooled)}
+            same = SAME_SAMPLER.get(arm)
+            if same in by_arm and seed in by_arm[same]:
+                s_epochs, s_hv = m.curve(by_arm[same][seed]["trials"])[-1]
+                entry["same_sampler_fraction"] = _pareto.epochs_to(curve, TARGET_FRACTION * s_hv) / s_epochs
+            per_seed[seed] = entry
+        fractions = [v["fraction_of_baseline_epochs"] for v in per_seed.values()]
+        arms[arm] = {
+            "seeds": per_seed,
+            "median_fraction_of_baseline_epochs": _median_inf(fractions),
+            "reached": sum(1 for f in fractions if math.isfinite(f)),
+            "median_epochs_to_pooled_target": _median_inf([v["epochs_to_pooled_target"] for v in per_seed.values()]),
+            "median_epochs": median(v["epochs"] for v in per_seed.values()),
+            "median_final_hv": median(v["final_hv"] for v in per_seed.values()),
+            "median_hv_at_n_trials": median(v["hv_at_n_trials"] for v in per_seed.values()),
+            "median_epochs_at_n_trials": median(v["epochs_at_n_trials"] for v in per_seed.values()),
+        }
+        if arm in SAME_SAMPLER:
+            arms[arm]["median_same_sampler_fraction"] = _median_inf(
+                [v.get("same_sampler_fraction", math.inf) for v in per_seed.values()])
+    replays = {}
+    for seed, b in sorted(base.items()):
+        curve = m.curve(b["trials"], alive=played[seed]["alive"], epochs=played[seed]["epochs"])
+        b_epochs, b_hv = finals[seed]
+        to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
+        replays[seed] = {"epochs": curve[-1][0], "hv": curve[-1][1], "baseline_epochs": b_epochs, "baseline_hv": b_hv,
+                         "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs}
+    pruned = arms.get(PARETO_PRUNED, {})
+    return {"pooled_target": pooled, "arms": arms, "replay": replays,
+            "replay_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in replays.values()]),
+            "replay_median_hv_fraction": median(v["hv"] / v["baseline_hv"] for v in replays.values()),
+            "meets_goal": pruned.get("median_fraction_of_baseline_epochs", math.inf) <= PARETO_GOAL}
 
 
 def report_pareto(rows: list[dict[str, Any]], seeds: int) -> None:
     print(f"\nTwo objectives ({', '.join(PARETO_OBJECTIVES)}; {seeds} seeds per arm; compute = epochs trained; "
           f"target = {TARGET_FRACTION:.0%} of the final hypervolume of the {PARETO_BASELINE} run (no pruning) "
           "with the same seed)")
-    print(table(
-        ["dataset", "arm", "trials/run", "pruned", "median epochs", "median final HV", f"median HV after n trials",
-         "median epochs to target / no-pruning epochs", "reached", "no-pruning front points lost (n trials / all)"],
-        [(r["dataset"], arm, a["seeds"] and max(v["trials"] for v in a["seeds"].values()),
-          sum(v["pruned"] for v in a["seeds"].values()), a["median_epochs"], a["median_final_hv"],
-          a["median_hv_at_n_trials"], a["median_fraction_of_baseline_epochs"], f"{a['reached']}/{len(a['seeds'])}",
-          f"{a['front_points_lost_at_n_trials']} / {a['front_points_lost']} of {a['front_points']}")
-         for r in rows for arm, a in r["arms"].items()]))
-    print(table(["dataset", f"goal: <= {PARETO_GOAL:.0%} of the no-pruning epochs"],
-                [(r["dataset"], "met" if r.get("meets_goal") else "MISSED") for r in rows]))
+    for measure in ("log", "linear"):
+        print(f"\nHypervolume with {measure} params")
+        print(table(
+            ["dataset", "arm", "trials/run", "pruned", "median epochs", "median final HV", "median HV after n trials",
+             "median epochs to target / no-pruning epochs", "reached", "same sampler, unpruned"],
+            [(r["dataset"], arm, max(v["trials"] for v in a["seeds"].values()),
+              sum(v["pruned"] for v in a["seeds"].values()), a["median_epochs"], a["median_final_hv"],
+              a["median_hv_at_n_trials"], a["median_fraction_of_baseline_epochs"],
+              f"{a['reached']}/{len(a['seeds'])}", a.get("median_same_sampler_fraction", float("nan")))
+             for r in rows for arm, a in r["measures"][measure]["arms"].items()]))
+        print(table(["dataset", f"goal: <= {PARETO_GOAL:.0%} of the no-pruning epochs", "replay: epochs to target",
+                     "replay: HV kept"],
+                    [(r["dataset"], "met" if r["meets_goal"][measure] else "MISSED",
+                      r["measures"][measure]["replay_median_fraction"],
+                      r["measures"][measure]["replay_median_hv_fraction"]) for r in rows]))
+    print("\nPoints of the no-pruning run's final front lost (n trials / all trials)")
+    print(table(["dataset", "arm", "lost", "of"],
+                [(r["dataset"], arm, f"{f['lost_at_n_trials']} / {f['lost']}", f["points"])
+                 for r in rows for arm, f in r["fronts"].items()]))
     print("\nReplay: mo_asha's decisions on the no-pruning runs' own trials (same trials, same curves)")
-    print(table(["dataset", "seed", "trials pruned", "epochs / no-pruning", "HV / no-pruning",
-                 "epochs to 99% (no-pruning total)", "front points lost", "max accuracy short by"],
-                [(r["dataset"], seed, len(v["pruned"]), v["epochs"] / v["baseline_epochs"], v["hv"] / v["baseline_hv"],
-                  f"{_epochs(v['epochs_to_target'])} ({v['baseline_epochs']})",
+    print(table(["dataset", "seed", "trials pruned", "epochs", "front points lost", "max accuracy short by"],
+                [(r["dataset"], seed, len(v["pruned"]), sum(v["epochs"]),
                   f"{v['front_kept']['lost']} of {v['front_kept']['points']}", v["front_kept"]["max_accuracy_short_by"])
                  for r in rows for seed, v in r["replay"]["seeds"].items()]))
 
