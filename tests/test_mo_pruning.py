@@ -23,7 +23,7 @@ from search.space.parse import parse_space
 from search.storage.backend import open_storage
 from search.study.create import create_study
 from search.study.intermediate import TrialJudge
-from search.study.runner import run_trials
+from search.study.runner import _describe, run_trials
 from search.tools.report import build_section
 from search.tools.report.data import StudyView
 from search.train.loop import EpochLog
@@ -214,12 +214,13 @@ def test_spaces_with_several_objectives_prune_with_mo_asha(caplog: pytest.LogCap
 @pytest.fixture(scope="module")
 def pruned_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Any, str]:
     """A two-objective study on digits (accuracy vs. params) that prunes: sampled learning rates from
-    hopeless to good, two model sizes, rungs at epochs 1 and 3 of 6."""
+    hopeless to good, three model sizes of which the largest breaks a params bound (never trained),
+    rungs at epochs 1 and 3 of 6."""
     url = f"sqlite:///{tmp_path_factory.mktemp('mo')}/studies.db"
     doc = tiny_space("pareto", objective=["accuracy", "params"], dataset={"name": "digits", "limit": 400},
                      budget={"n_trials": 10, "max_epochs": 6}, sampler="random",
-                     pruner={"name": "mo_asha", "n_startup_trials": 2},
-                     params={"lr": {"float": [0.0003, 0.03], "log": True}, "width": {"choices": [4, 8]},
+                     pruner={"name": "mo_asha", "n_startup_trials": 2}, constraints={"params": {"max": 3000}},
+                     params={"lr": {"float": [0.0003, 0.03], "log": True}, "width": {"choices": [4, 8, 16]},
                              "depth": 2, "optimizer": "adamw"})
     space = parse_space(doc)
     study = create_study(space, open_storage(url))
@@ -231,9 +232,14 @@ def pruned_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study
 def test_a_two_objective_study_on_digits_prunes(pruned_study: tuple[optuna.Study, Any, str]) -> None:
     study, space, _ = pruned_study
     trials = study.get_trials(deepcopy=False)
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    # The pre-training judge first: a model that breaks the params bound never trains, MO-ASHA or not.
+    untrained = [t for t in trials if records.config_dict(t)["width"] == 16]
+    assert untrained and all(t.state == TrialState.PRUNED and not records.history(t) for t in untrained)
+    assert all(records.fail_reason(t).startswith("infeasible before training: params<=3000 broken")
+               and records.intermediate(t)["step"] == [0] for t in untrained)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t not in untrained]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert pruned and complete and len(pruned) + len(complete) == 10
+    assert pruned and complete and len(untrained) + len(pruned) + len(complete) == 10
     for t in pruned:
         epoch = records.pruned_at_epoch(t)
         assert epoch in (1, 3) and len(records.history(t)) == epoch  # stopped at a rung, nothing trained after
@@ -241,6 +247,9 @@ def test_a_two_objective_study_on_digits_prunes(pruned_study: tuple[optuna.Study
         assert columns["step"] == list(range(epoch + 1)) and columns["accuracy"][0] is None
         assert len(set(columns["params"])) == 1 and columns["params"][0] > 0  # known before the first step
         assert t.intermediate_values == {}  # Optuna's own one-number-per-step store stays empty
+        assert records.fail_reason(t) is None  # pruned by MO-ASHA, not by a constraint
+        assert _describe(t, ["accuracy", "params"], 1.0).startswith(
+            f"trial {t.number:>3} PRUNED   at epoch {epoch} (accuracy={columns['accuracy'][-1]:.3g} params=")
     for t in complete:
         columns = records.intermediate(t)
         assert columns["step"] == list(range(7))
@@ -255,7 +264,7 @@ def test_a_two_objective_study_on_digits_prunes(pruned_study: tuple[optuna.Study
 def test_report_and_dashboard_show_a_pruned_trial(pruned_study: tuple[optuna.Study, Any, str], tmp_path: Path) -> None:
     study, space, url = pruned_study
     view = StudyView(study, space)
-    pruned = next(t for t in view.trials if t.state == TrialState.PRUNED)
+    pruned = next(t for t in view.trials if t.state == TrialState.PRUNED and records.pruned_at_epoch(t))
     epoch = records.pruned_at_epoch(pruned)
     columns = records.intermediate(pruned)
 
@@ -265,7 +274,11 @@ def test_report_and_dashboard_show_a_pruned_trial(pruned_study: tuple[optuna.Stu
     assert points[pruned.number].values == [columns["accuracy"][epoch], columns["params"][epoch]]
     assert points[pruned.number].label == f"trial {pruned.number}, pruned at epoch {epoch}"
     assert {n for n, p in points.items() if p.kind == "front"} == {t.number for t in records.best_trials(study)}
+    untrained = sum(1 for t in view.trials if t.state == TrialState.PRUNED and records.pruned_at_epoch(t) is None)
+    assert untrained and points.keys() == {t.number for t in view.trials} - {
+        t.number for t in view.trials if t.state == TrialState.PRUNED and records.pruned_at_epoch(t) is None}
     html = section.to_html()
+    assert f"{untrained} pruned trials stopped before their first epoch are not drawn" in html
     assert 'id="pruned-table"' in html and "pruned (values when stopped)" in html
     drawn = {trace.name: trace for trace in section.figure.data}
     assert pruned.number in [int(t.split()[1].rstrip(",")) for t in drawn["pruned (values when stopped)"].text]
