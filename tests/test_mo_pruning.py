@@ -153,8 +153,8 @@ def test_the_judge_prunes_a_dominated_running_trial_from_the_recorded_values() -
 
 
 def test_a_quality_constraint_out_of_reach_prunes_during_training() -> None:
-    space = parse_space(tiny_space("floor", objective="accuracy", pruner="median", constraints={"accuracy": {"min": 0.9}},
-                                   budget={"n_trials": 10, "max_epochs": 5}))
+    space = parse_space(tiny_space("floor", objective="accuracy", pruner="median",
+                                   constraints={"accuracy": {"min": 0.9}}, budget={"n_trials": 10, "max_epochs": 5}))
     # Completed trials gained at most 0.25 after epoch 1 and 0.05 after epoch 3.
     finished = [(TrialState.COMPLETE, {"step": [1, 2, 3, 4, 5], "accuracy": [a, a + .15, a + .2, a + .22, a + .25]})
                 for a in (0.5, 0.6, 0.7)]
