@@ -312,3 +312,38 @@ def test_report_and_dashboard_show_a_pruned_trial(pruned_study: tuple[optuna.Stu
     assert shown["state"] == "Pruned"
     attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
     assert json.loads(attrs[records.INTERMEDIATE]) == columns
+
+
+def test_tpe_in_a_study_mo_asha_prunes_models_its_completed_trials_only() -> None:
+    from search.algorithms.samplers import SamplerOnView, learning_from
+    from search.storage.internals import without_pruned
+
+    mo = MultiObjectiveASHA(DIRECTIONS)
+    tpe = optuna.samplers.TPESampler(seed=0, n_startup_trials=5)
+    assert isinstance(learning_from(tpe, mo, without_pruned), SamplerOnView)
+    assert learning_from(tpe, optuna.pruners.NopPruner(), without_pruned) is tpe  # not pruned: as it is
+    random = optuna.samplers.RandomSampler(seed=0)
+    assert learning_from(random, mo, without_pruned) is random  # models nothing
+
+    seen: list[set[TrialState]] = []
+
+    class Watched(optuna.samplers.TPESampler):
+        """TPE, noting the states of the trials it models each time it samples."""
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            seen.append({t.state for t in study.get_trials(deepcopy=False)}
+                        | {t.state for t in study._get_trials(deepcopy=False, states=None)})
+            return super().sample_relative(study, trial, search_space)
+
+    study = optuna.create_study(directions=DIRECTIONS, sampler=learning_from(
+        Watched(seed=0, n_startup_trials=5, multivariate=True), mo, without_pruned))
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.IntDistribution(1, 9)}
+    for i in range(20):
+        pruned = i % 3 == 0
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": i / 20, "y": 1 + i % 9}, distributions=dist, state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+            values=None if pruned else [1.0 - abs(i / 20 - 0.3), 1000.0 + 10 * i]))
+    trial = study.ask(dist)
+    assert 0.0 <= trial.params["x"] <= 1.0 and 1 <= trial.params["y"] <= 9
+    assert seen and all(TrialState.PRUNED not in states for states in seen)
+    assert TrialState.PRUNED in {t.state for t in study.trials}  # the study itself keeps them

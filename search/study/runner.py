@@ -37,7 +37,7 @@ from search.storage.budget import (NotCounted, ask, claim_counted, claim_through
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
-from search.algorithms.samplers import create_sampler, grid_size
+from search.algorithms.samplers import create_sampler, grid_size, learning_from
 from search.study import stopping
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
@@ -135,8 +135,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
-    study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space)
+    study.sampler = learning_from(create_sampler(space, worker_seed), study.pruner, internals.without_pruned)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
     rdb = rdb_backend(storage)
