@@ -168,6 +168,7 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     from search.study.create import create_or_resume
     from search.study.artifact_store import open_artifacts
     from search.storage.backend import storage_label
+    from search.storage.resolved import StudyStorage
     from search.study.warmstart import check_warm_source, warm_start
     from search.study.workers import stop_on_sigterm
 
@@ -188,8 +189,9 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     seed = spec.seed if created else worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
     stop_on_sigterm()  # `docker stop`, a scheduler's preemption: stop like Ctrl-C, not mid-write
     try:
-        summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=seed, artifacts=files)
+        summary = run_trials(study, spec, storage=StudyStorage.of(study, storage), n_trials=n_trials,
+                             timeout=timeout, device=device, weights_dir=weights_dir, worker_seed=seed,
+                             artifacts=files)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)

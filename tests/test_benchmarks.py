@@ -225,3 +225,11 @@ def test_search_efficiency_pareto_measures_hypervolume_and_resumes(tmp_path: Pat
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "resuming: 4 run(s)" in again.stdout and "0 to go" in again.stdout
     assert json.loads((tmp_path / "search_efficiency-pareto-tiny.json").read_text())["summary"] == result["summary"]
+
+
+def test_storage_calls_counts_the_derivations_per_trial(tmp_path: Path) -> None:
+    out, result = _run("storage_calls", tmp_path)
+    sqlite = result["results"]["sqlite"]
+    assert result["trials"] == [1, 2] and "search.storage.resolved.StudyStorage.of" in result["wrapped"]
+    assert sqlite["worker_per_trial_total"] == 0 and sqlite["runs"]["2"]["worker"]["StudyStorage.of"] == 1
+    assert sqlite["export"]["chosen_config"] == 1 and "derivations per trial" in out

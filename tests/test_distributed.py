@@ -279,7 +279,7 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path, signum: 
     # Starting again (the worker loop, in this process) finishes the study: 3 trials that count,
     # the interrupted ones re-run first.
     handle, spec = load_study(study, storage)
-    summary = run_trials(handle, spec, storage_url=storage)
+    summary = run_trials(handle, spec)
     assert summary.counts["COMPLETE"] == 3 - sum(t.state == TrialState.COMPLETE for t in trials)
     trials = _trials(study, storage)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -575,7 +575,7 @@ def test_grid_study_ends_cleanly_in_the_worker_loop(workdir: Path) -> None:
         "lr": {"choices": [0.01, 0.02]}, "batch_size": {"choices": [32, 64]}, "width": 4, "depth": 2})
     _create(space, storage, workdir)
     handle, spec = load_study(study, storage)
-    summary = run_trials(handle, spec, storage_url=storage)
+    summary = run_trials(handle, spec)
     assert summary.counts["COMPLETE"] == 4
     trials = _trials(study, storage)
     _assert_exact(trials, 4)

@@ -224,7 +224,7 @@ def pruned_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study
                              "depth": 2, "optimizer": "adamw"})
     space = parse_space(doc)
     study = create_study(space, open_storage(url))
-    run_trials(study, space, storage_url=url, device="cpu", worker_seed=0)
+    run_trials(study, space, device="cpu", worker_seed=0)
     return study, space, url
 
 

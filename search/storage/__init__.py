@@ -1,5 +1,8 @@
 """Study storage engineering: URLs -> storages, owned trials, the gRPC proxy, budget counts, heartbeats.
 
+A worker resolves its study's storage once into a :class:`~search.storage.resolved.StudyStorage`
+(backend, kind, URL, heartbeat, the trial lock) and passes it to ``budget`` and ``heartbeat``.
+
 This package is the only place that touches Optuna's private names (``tests/test_layers.py`` fails
 when a module outside it imports or reads one). Tested with Optuna 4.9.0 and 5.1.0, the ends of the
 range ``setup.cfg`` allows (``>=4.9,<5.2``): ``.ci/run`` runs the storage tests on the lowest too.
@@ -38,4 +41,4 @@ SQLAlchemy ``pool._max_overflow``                ``backend``      a single-conne
 """
 
 # The public modules (``from search.storage import *``); each declares its own names.
-__all__ = ["backend", "budget", "heartbeat", "internals", "owned", "proxy"]
+__all__ = ["backend", "budget", "heartbeat", "internals", "owned", "proxy", "resolved"]

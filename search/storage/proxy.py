@@ -36,6 +36,7 @@ from search.storage.grpc_auth import (
     check_listen, is_loopback, make_server, quiet_grpc, read_token, server_credentials,
 )
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.resolved import StudyStorage
 from search.storage.backend import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
 )
@@ -128,7 +129,7 @@ class ProxyBackend(OwnedTrialsStorage):
         failed = 0
         for summary in self.get_all_studies():
             if internals.stale_trial_ids(self, summary):
-                failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
+                failed += fail_stale(StudyStorage.of(optuna.load_study(study_name=summary.study_name, storage=self)))
         return failed
 
 

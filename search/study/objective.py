@@ -20,6 +20,7 @@ from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 from search.storage import internals
+from search.storage.resolved import StudyStorage
 from search.study.packing import read_gpu_memory
 from search.study.intermediate import TrialJudge
 
@@ -124,7 +125,7 @@ class Objective:
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
 
-    def sweep_kept_files(self, study: optuna.Study) -> None:
+    def sweep_kept_files(self, where: StudyStorage) -> None:
         """Remove the files of finished trials ``keep:`` no longer keeps (a worker does this as it
         leaves: trials that finished at the same time on several workers each kept their files)."""
         if self.artifacts is None:
@@ -132,8 +133,8 @@ class Objective:
         from search.artifacts import trial_files
 
         try:
-            trials = study.get_trials(deepcopy=False)
-            trial_files.sweep(self.artifacts, internals.storage_of(study), internals.study_id(study), trials,
+            trials = where.study.get_trials(deepcopy=False)
+            trial_files.sweep(self.artifacts, where.front, where.study_id, trials,
                               trial_files.kept_numbers(self.space, trials))
         except Exception as exc:  # noqa: BLE001 - the next worker to finish a trial sweeps again
             log.warning("could not remove the files of trials no longer kept: %s", exc)

@@ -506,15 +506,17 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     Raises ``WorkerInterrupted`` (with the summary) after Ctrl-C or SIGTERM.
     """
     from search.records import state_counts
+    from search.storage.resolved import StudyStorage
     from search.study.load import load_study
     from search.study.artifact_store import open_artifacts
     from search.study.runner import run_trials, worker_seed_for
 
     study, spec = load_study(study_name, store)
-    files = open_artifacts(artifacts, spec.artifacts, storage_url, create=True) if spec.keep != "none" else None
+    where = StudyStorage.of(study, storage_url)  # once: the runner, budget, heartbeats and lock get this
+    files = open_artifacts(artifacts, spec.artifacts, where.url, create=True) if spec.keep != "none" else None
     label_logs()
     stop_on_sigterm()
     seed = worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
-    summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
+    summary = run_trials(study, spec, storage=where, n_trials=n_trials, timeout=timeout, device=device,
                          weights_dir=weights_dir, worker_seed=seed, artifacts=files)
     return summary, state_counts(study.get_trials(deepcopy=False))
