@@ -82,6 +82,9 @@ def test_backbone_names_are_timms_read_without_importing_it(monkeypatch: pytest.
         timm_model_names.cache_clear()
     assert backbones.check_backbone("resnet18.a1_in1k") is None
     assert "neither 'none' nor a timm model" in str(backbones.check_backbone("resnet181"))
+    # A name the scan would miss is still accepted: timm is asked before a name is refused.
+    monkeypatch.setattr(backbones, "timm_model_names", lambda: frozenset())
+    assert backbones.check_backbone("resnet18") is None
 
 
 def test_finetune_modes() -> None:

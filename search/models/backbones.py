@@ -54,7 +54,8 @@ _REGISTERED = re.compile(r"^@register_model\s*\n\s*def\s+(\w+)\s*\(", re.MULTILI
 def timm_model_names() -> frozenset[str]:
     """The names ``timm.list_models()`` gives, read from timm's installed source without importing it
     (importing timm imports torch and torchvision: seconds, for a check of a space file's spelling).
-    Falls back to importing timm where its source cannot be read (tests/test_backbones.py compares both)."""
+    Falls back to importing timm where its source cannot be read (tests/test_backbones.py compares both);
+    :func:`check_backbone` asks timm itself before it refuses a name missing here."""
     spec = importlib.util.find_spec("timm")
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     names: set[str] = set()
@@ -66,8 +67,11 @@ def timm_model_names() -> frozenset[str]:
                 continue
             if "@register_model" in text:
                 names.update(_REGISTERED.findall(text))
-    if names:
-        return frozenset(names)
+    return frozenset(names) if names else _listed_by_timm()
+
+
+@functools.lru_cache(maxsize=1)
+def _listed_by_timm() -> frozenset[str]:
     import timm
 
     return frozenset(timm.list_models())
@@ -76,7 +80,10 @@ def timm_model_names() -> frozenset[str]:
 def check_backbone(name: Any) -> str | None:
     if not isinstance(name, str):
         return f"backbone must be a string, got {name!r}"
-    if name == "none" or name.split(".")[0] in timm_model_names():
+    arch = name.split(".")[0]
+    # A name the source scan missed (a timm release registering models another way) is not refused
+    # before timm itself says so: only a wrong name pays for importing timm.
+    if name == "none" or arch in timm_model_names() or arch in _listed_by_timm():
         return None
     return f"backbone {name!r} is neither 'none' nor a timm model (see timm.list_models())"
 
