@@ -36,12 +36,12 @@ from search.storage.budget import (NotCounted, ask, claim_counted, claim_through
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
-from search.algorithms.samplers import create_sampler, grid_size
+from search.algorithms.samplers import create_sampler, grid_size, learning_from
 from search.study import stopping
 from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, interval_of, is_lost
 from search.storage.backend import TrialLock, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
@@ -104,10 +104,17 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
         last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
         reason = records.fail_reason(trial)
         at = f"at epoch {records.pruned_at_epoch(trial)}" if reason is None else reason
-        values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
+        shown = f"{names[0]}={last:.4f}" if last is not None else _last_values(trial, names)
+        values = f"{at}" + (f" ({shown})" if shown else "")
     else:
         values = records.fail_reason(trial, "failed")
     return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
+
+
+def _last_values(trial: FrozenTrial, names: list[str]) -> str:
+    """``accuracy=0.6100 params=1234`` at the last step recorded per objective (several objectives)."""
+    last = records.last_intermediate(records.intermediate(trial), names)
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last[1])) if last else ""
 
 
 def _fmt(v: Any) -> str:
@@ -129,8 +136,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                           artifacts=None if space.keep == "none" else artifacts)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
-    study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space, records.is_enqueued)
+    study.sampler = learning_from(create_sampler(space, worker_seed), study.pruner, internals.without_pruned)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
     time_budget = TimeBudget(space.budget.time, space.budget.max_epochs) if space.budget.time else None
@@ -177,7 +184,13 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if trial is None:
                 others = running_with_worker(study) if heartbeat else 0
                 if not others:
-                    break
+                    # Nothing runs now, but a trial may have stopped since the claim above: failed as
+                    # lost (its retry queued in the same step) or interrupted. A claim made after this
+                    # look finds any such retry, so leave only if it finds nothing either.
+                    trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+                    if trial is None:
+                        break
+            if trial is None:
                 if not waiting:
                     log.info("budget used up; waiting for %d running trial(s) of other workers "
                              "(a trial whose worker died is retried here)", others)
@@ -434,13 +447,12 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
 
 
 def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
-    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    """Record an interrupted trial FAIL and queue it again, in one step (unless it was already finished)."""
     if storage.get_trial(internals.trial_id(trial)).state.is_finished():
         return
-    _set_reason(trial, "interrupted")
-    frozen = _tell(study, trial, state=TrialState.FAIL)
-    if frozen.state == TrialState.FAIL and not is_lost(frozen):
-        requeue(study, frozen)
+    _set_reason(trial, "interrupted")  # unless the objective gave a reason first
+    # Read back after the reason: its params and retry history make the retry.
+    fail_and_retry(study, storage.get_trial(internals.trial_id(trial)), None, retry=True)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
@@ -466,6 +478,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
     return frozen
 
 
-def worker_seed_for(space: SearchSpace) -> int:
-    """Distinct sampler seeds per worker process so parallel workers do not draw the same startups."""
-    return (space.seed * 1_000_003 + os.getpid()) % (2**31 - 1)
+def worker_seed_for(space: SearchSpace, n_trials: int = 0) -> int:
+    """A sampler seed of its own for each worker process and each point of the study (``n_trials``: the
+    trials already in it), so neither parallel workers nor a process that resumes the study draw
+    from the sampler state an earlier one drew from (which repeated its trials' params)."""
+    return (space.seed * 1_000_003 + n_trials * 7_919 + os.getpid()) % (2**31 - 1)
