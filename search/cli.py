@@ -240,13 +240,14 @@ def strategies(markdown: bool) -> None:
 @_user_errors
 def create(space: str, storage: str | None) -> None:
     """Create the study of SPACE (storing the space) so workers can join it."""
+    # Nothing here imports torch (seconds): workers decode the dataset into its cache (search.study.readiness).
     from search.space.parse import load_space
-    from search.study.objective import Objective
+    from search.study.readiness import check_data
     from search.study.create import create_study
     from search.storage.backend import storage_label
 
     spec = load_space(space)
-    Objective(spec, device="cpu").check_ready()
+    check_data(spec)
     study = create_study(spec, storage)
     existing = len(study.get_trials(deepcopy=False))
     echo(f"study {spec.study!r} ready in {storage_label(storage)}"

@@ -199,6 +199,16 @@ def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path
     assert greedy(scores, 1) == ["recipe", "x"]
 
 
+def test_validate_imports_times_validation_and_create_in_fresh_processes(tmp_path: Path) -> None:
+    out, result = _run("validate_imports", tmp_path)
+    cases = {r["case"]: r for r in result["results"]}
+    assert set(cases) == {"validate quickstart.yaml", "create quickstart.yaml"}
+    for r in cases.values():
+        assert r["tree"] == "this" and r["reps"] == 1 and r["median_seconds"] > 0 and r["median_import_seconds"] > 0
+        assert r["heavy_imports"] == []  # this checkout: no torch, torchvision or timm (tests/test_torch_free.py)
+    assert "create quickstart.yaml" in out
+
+
 def test_search_efficiency_pareto_measures_hypervolume_and_resumes(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "benchmarks.search_efficiency", "--pareto", "--tiny", "--out", str(tmp_path),
            "--resume", str(tmp_path / "runs.jsonl")]

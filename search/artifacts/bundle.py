@@ -29,7 +29,8 @@ import yaml
 from torch import Tensor, nn
 
 from search.core.config import TrialConfig
-from search.data.color import COLOR_SPACES, Preprocess, channels_of
+from search.data.color import COLOR_SPACES, build_preprocess, channels_of
+from search.data.preprocess import Preprocess
 from search.data.decode import ASPECTS
 from search.core.errors import UserError
 from search.models.backbones import check_backbone
@@ -190,7 +191,7 @@ def load_core(directory: str | Path) -> Bundle:
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{src / WEIGHTS_FILE}: weights do not fit the architecture in {MODEL_FILE}: "
                         f"{str(exc).splitlines()[0]}") from None
-    preprocess = Preprocess(pre["color"], pre["mean"], pre["std"], whiten=pre["whiten"])
+    preprocess = build_preprocess(pre["color"], pre["mean"], pre["std"], whiten=pre["whiten"])
     meta = {k: v for k, v in doc.items() if k not in ("format", "format_version", "architecture", "classes", "torch")}
     return Bundle(model.eval(), preprocess.eval(), config, classes, input_size, pre["aspect"], pre.get("max_side"),
                   meta)

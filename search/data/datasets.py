@@ -13,17 +13,17 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from search.data import cache, jpeg_cache
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.sources import limit_source, scan, split_indices
 from search.data.transforms import resize_all
 from search.core.errors import DataError
-from search.core.registry import Registry
 from search.core.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -157,72 +157,6 @@ class Prepared:
     test_y: Tensor
     classes: list[str]
     size: int
-
-
-BUILTIN_DATASETS: Registry[Callable[[int], tuple[Tensor, Tensor, list[str]]]] = Registry("built-in dataset")
-builtin = BUILTIN_DATASETS.register
-
-
-@builtin("digits")
-def load_digits(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    gray = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))
-    images = gray.unsqueeze(1).repeat(1, 3, 1, 1).contiguous()
-    return images, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)]
-
-
-# Two colors of (nearly) equal luminance: in gray they look alike, so color-space choices matter.
-_RED = (200.0, 60.0, 60.0)
-_GREEN = (30.0, 145.0, 95.0)
-_SHAPES = ("circle", "square", "triangle")
-
-
-def _render_shapes(n: int, seed: int, size: int = 32) -> tuple[Tensor, Tensor, Tensor]:
-    """n noisy images of a colored shape; returns images, shape ids and color ids."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
-    shape_id = torch.randint(0, 3, (n,), generator=g)
-    color_id = torch.randint(0, 2, (n,), generator=g)
-    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    for i in range(n):
-        r = 5.0 + 5.0 * torch.rand((), generator=g).item()
-        cx = r + (size - 2 * r) * torch.rand((), generator=g).item()
-        cy = r + (size - 2 * r) * torch.rand((), generator=g).item()
-        s = int(shape_id[i])
-        if s == 0:
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        elif s == 1:
-            mask = ((xx - cx).abs() <= r * 0.85) & ((yy - cy).abs() <= r * 0.85)
-        else:
-            mask = (yy - cy <= r * 0.8) & (yy - cy >= -r) & ((xx - cx).abs() <= (yy - cy + r) * 0.55)
-        base = torch.tensor(_RED if color_id[i] == 0 else _GREEN).view(3, 1, 1)
-        base = base + 12.0 * torch.randn((3, 1, 1), generator=g)
-        background = 90.0 + 40.0 * torch.rand((), generator=g).item()
-        img = torch.full((3, size, size), background) + 30.0 * torch.randn((3, size, size), generator=g)
-        img = torch.where(mask.unsqueeze(0), base + 18.0 * torch.randn((3, size, size), generator=g), img)
-        images[i] = img.clamp(0, 255).round().to(torch.uint8)
-    return images, shape_id, color_id
-
-
-@builtin("shapes")
-def load_shapes(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """Generated 32x32 noisy shapes: 6 classes = {circle, square, triangle} x {red, green}."""
-    images, shape_id, color_id = _render_shapes(1800, seed=1000 + seed)
-    labels = shape_id * 2 + color_id
-    classes = [f"{c}_{s}" for s in _SHAPES for c in ("red", "green")]
-    return images, labels, classes
-
-
-@builtin("shapes-rare")
-def load_shapes_rare(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """Imbalanced binary task: is it a green triangle (~1 in 6)? Hard negatives share shape or color."""
-    images, shape_id, color_id = _render_shapes(1800, seed=2000 + seed)
-    labels = ((shape_id == 2) & (color_id == 1)).long()
-    return images, labels, ["other", "target"]
 
 
 def stratified_split(labels: Tensor, val_fraction: float, test_fraction: float, seed: int

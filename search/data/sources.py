@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.cache import Source, fingerprint, slug_for
 from search.data.decode import DECODER, IMAGE_SUFFIXES
 from search.core.errors import DataError
@@ -26,6 +27,15 @@ SHOWN = 5  # problems listed in one error
 
 def scan(spec: DatasetSpec) -> Source:
     return scan_csv(spec) if spec.csv else scan_folder(spec)
+
+
+def dataset_classes(spec: DatasetSpec) -> list[str]:
+    """The dataset's class names, without decoding or generating an image (and without torch): a
+    built-in set's from its registry entry, a folder's or CSV's from a scan (which raises DataError
+    on what the user must fix)."""
+    if spec.name is not None:
+        return list(BUILTIN_DATASETS.get(spec.name).classes)
+    return scan(spec).classes
 
 
 def _files(d: Path) -> list[str]:

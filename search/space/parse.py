@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from search.space.constraints import parse_constraints
-from search.data.datasets import BUILTIN_DATASETS
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue

@@ -15,13 +15,12 @@ from search.core.config import TrialConfig
 from search.space.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
 from search.data.datasets import load_dataset
 from search import records
-from search.models.backbones import check_weights_dir
 from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
-from search.train.metrics import positive_index
 from search.storage import internals
 from search.storage.resolved import StudyStorage
 from search.study.packing import read_gpu_memory
+from search.study.readiness import check_data, param_values
 from search.study.intermediate import TrialJudge
 
 log = logging.getLogger(__name__)
@@ -47,28 +46,15 @@ class Objective:
 
         Opens the dataset cache at every input size and aspect the space names (building what is
         missing, once per machine), so data errors show before the first trial and no trial pays
-        for decoding.
+        for decoding; then the checks ``create`` made without torch (:func:`readiness.check_data`).
         """
         default = TrialConfig()
-        sizes = self._values("input_size", default.input_size)
+        sizes = param_values(self.space, "input_size", default.input_size)
         sizes = [s if isinstance(s, int) or s is None else None for s in sizes]
         for size in dict.fromkeys(sizes):
-            for aspect in dict.fromkeys(self._values("aspect", default.aspect)):
+            for aspect in dict.fromkeys(param_values(self.space, "aspect", default.aspect)):
                 data = load_dataset(self.space.dataset, size, aspect)
-        for spec in self.space.objectives:
-            positive_index(spec, data.classes)
-        # Weights are not required up front: a backbone without a local file loads through timm in
-        # its trial (which fails with both ways out if that cannot work either).
-        if True in self._values("pretrained", False) and set(self._values("backbone", "none")) - {"none"}:
-            warning = check_weights_dir(self.weights_dir)
-            if warning:
-                log.warning(warning)
-
-    def _values(self, name: str, default: Any) -> list[Any]:
-        p = self.space.param(name)
-        if p is None:
-            return [default]
-        return list(p.choices) if p.kind == "choices" else [p.value]
+        check_data(self.space, self.weights_dir, data.classes)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config = self.space.sample(trial)

@@ -17,7 +17,7 @@ from typing import Sequence
 from safetensors.torch import save_file
 
 from search.core.errors import UserError, WeightsError
-from search.models.backbones import HUB_ERRORS, check_backbone, hub_failure, timm_pretrained_source, weights_root
+from search.models.backbones import check_backbone, hub_errors, hub_failure, timm_pretrained_source, weights_root
 from search.core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def fetch_weights(names: Sequence[str], output: str | Path | None = None, *, for
         log.info("fetching %s through timm", name)
         try:
             model = timm.create_model(name, pretrained=True)
-        except HUB_ERRORS as exc:
+        except hub_errors() as exc:
             log.debug("timm could not load %s", name, exc_info=True)
             raise WeightsError(f"weights fetch {name}: timm could not load its weights: {hub_failure(exc)} "
                                "(run this on a machine online, with HF_HUB_OFFLINE unset)") from None

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from search.core.config import TrialConfig
-from search.data.color import Preprocess, make_preprocess
+from search.data.color import make_preprocess
 from search.data.datasets import Prepared, prepare
+from search.data.preprocess import Preprocess
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
