@@ -159,11 +159,28 @@ def test_a_config_built_before_the_registry_refuses_unknown_params() -> None:
 
 
 def _private_imports(source: str) -> list[str]:
+    """Another module's private names, imported (``from search.x import _y``) or read through the
+    module (``from search.data import cache`` then ``cache._locked``)."""
     import ast
 
-    return [f"from {n.module} import {a.name}" for n in ast.walk(ast.parse(source))
+    tree = ast.parse(source)
+    private = lambda name: name.startswith("_") and not name.startswith("__")  # noqa: E731
+    hits = [f"from {n.module} import {a.name}" for n in ast.walk(tree)
             if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "search"
-            for a in n.names if a.name.startswith("_") and not a.name.startswith("__")]
+            for a in n.names if private(a.name)]
+    ours = {a.asname or a.name for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "search" for a in n.names}
+    ours |= {a.asname or a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names if a.name.split(".")[0] == "search"}
+    hits += [f"{n.value.id}.{n.attr}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+             and isinstance(n.value, ast.Name) and n.value.id in ours and private(n.attr)]
+    return hits
+
+
+def test_the_private_names_check_sees_imports_and_module_attributes() -> None:
+    assert _private_imports("from search.data.cache import _locked") == ["from search.data.cache import _locked"]
+    assert _private_imports("from search.data import cache\nwith cache._locked(d): pass") == ["cache._locked"]
+    assert _private_imports("from search.data import cache\ncache.locked(d)\nself._x = os._exit") == []
 
 
 def test_no_module_imports_another_modules_private_names() -> None:
