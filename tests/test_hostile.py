@@ -714,13 +714,11 @@ CASES: list[Case] = [
          unchanged=("afile",), env=(("STRATEGY_SEARCH_CACHE", "afile"),)),
     Case("cache-dir-is-a-file", ("--cache-dir", "afile", "cache", "digits"), lambda w: w.text("afile", "mine"),
          says="is a file, not a folder", unchanged=("afile",)),
-    Case("create-cache-env-is-a-file", ("create", "space.yaml"), lambda w: (w.space(), w.text("afile", "mine")),
+    Case("run-cache-env-is-a-file", ("run", "space.yaml", "--device", "cpu"), lambda w: (w.space(), w.text("afile", "mine")),
          says="is a file, not a folder", unchanged=("afile",), env=(("STRATEGY_SEARCH_CACHE", "afile"),)),
     # --- dataset cache (items 12, 13, 21): a folder that cannot take a build is one line, nothing left behind
     Case("cache-read-only", ("--cache-dir", "ro", "cache", "digits"), _read_only_mount, says="--cache-dir",
          root=True),
-    Case("create-cache-read-only", ("create", "space.yaml"), _read_only_mount, says="read-only file system",
-         env=(("STRATEGY_SEARCH_CACHE", "ro"),), root=True),
     Case("run-cache-read-only", ("run", "space.yaml", "--device", "cpu"), _read_only_mount,
          says="give a writable folder with --cache-dir", env=(("STRATEGY_SEARCH_CACHE", "ro"),), root=True),
     Case("cache-clear-read-only", ("--cache-dir", "ro", "cache", "--clear"), _read_only_cache, says="cannot write",
@@ -744,7 +742,7 @@ CASES: list[Case] = [
          subprocess=True, timeout=60),
     Case("cache-verify-restored-mtime", ("--cache-dir", "cache", "cache", "images", "--input-size", "8", "--verify"),
          _edited_behind_mtime, exit_code=0, says="1 changed image(s)"),
-    Case("limit-limits-the-cache", ("create", "space.yaml"), _space(dataset={"name": "digits", "limit": 40}),
+    Case("limit-limits-the-cache", ("run", "space.yaml", "--device", "cpu"), _space(dataset={"name": "digits", "limit": 40}),
          exit_code=0, env=(("STRATEGY_SEARCH_CACHE", "cache"),), after=_cached_at_most(60)),
     # --- outputs never replace the user's files (items 3, 4, 18, 29)
     Case("report-over-a-user-file", ("report", "done", "-o", "space.yaml", "--no-png"),
@@ -787,11 +785,11 @@ CASES: list[Case] = [
     Case("error-line-escape-in-file-name", ("create", f"space{ESCAPE}.yaml"), says="\\x1b]0;pwned\\x07",
          after=_escaped),
     # --- data too small to split or to train on (item 27)
-    Case("every-class-too-small", ("create", "space.yaml"), _class_folders({f"c{i}": 1 for i in range(12)}),
+    Case("every-class-too-small", ("run", "space.yaml", "--device", "cpu"), _class_folders({f"c{i}": 1 for i in range(12)}),
          says="every class has fewer than 3 images"),
-    Case("a-class-missing-from-validation", ("create", "space.yaml"),
+    Case("a-class-missing-from-validation", ("run", "space.yaml", "--device", "cpu"),
          _class_folders({"cat": 8, "dog": 8, "rare": 1}), exit_code=0, says="no validation image"),
-    Case("one-pixel-images", ("create", "space.yaml"), _class_folders({"cat": 6, "dog": 6}, side=1), exit_code=0,
+    Case("one-pixel-images", ("run", "space.yaml", "--device", "cpu"), _class_folders({"cat": 6, "dog": 6}, side=1), exit_code=0,
          says="enlarged to 4 px"),
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,

@@ -150,6 +150,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _unreadable(exc: BaseException) -> str:
     """What was wrong with a weights file, in a few words. (PyTorch's own message for a refused pickle
     suggests ``weights_only=False``: never ours to give, it would run the file's code.)"""
+    from safetensors import SafetensorError  # imported where used: validating a space imports no torch
+
     text = str(exc)
     if isinstance(exc, OSError) and not isinstance(exc, EOFError):
         return f"cannot read it ({exc.strerror or text})"
