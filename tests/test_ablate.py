@@ -54,7 +54,6 @@ def test_bootstrap_interval_of_accuracy_is_close_to_the_normal_one() -> None:
     assert lo < 0.85 < hi and hi - lo < 0.12
 
 
-@pytest.mark.slow
 def test_ablation_finds_color_matters_and_label_smoothing_is_noise(workdir: Path) -> None:
     # `shapes`: red vs green of equal luminance is half the label, so gray must hurt.
     doc = tiny_space(

@@ -236,9 +236,12 @@ def test_confirm_warns_when_its_winner_keeps_no_model(kept: Kept) -> None:
 
     study = kept.study()
     space = parse_space(records.stored_space(study))
-    rows = [{"trial": n} for n in range(3)]
-    assert winner_model_note(study, space, {"winner": 1, "rows": rows}) is None  # the best keeps its model
-    note = winner_model_note(study, space, {"winner": 0, "rows": rows})  # its files were removed
+    from types import SimpleNamespace
+
+    rows = [{"trial": n} for n in range(3)]  # (only their count is read)
+    # A confirmation record's winner and rows (records.ConfirmationRecord reads the same two).
+    assert winner_model_note(study, space, SimpleNamespace(winner=1, rows=rows)) is None  # the best keeps its model
+    note = winner_model_note(study, space, SimpleNamespace(winner=0, rows=rows))  # its files were removed
     assert note == ("trial 0 keeps no model (keep: best kept other trials), so export re-trains it; "
                     "keep: top_k with keep_top_k: 3 would have kept every candidate's")
 

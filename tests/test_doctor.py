@@ -49,7 +49,6 @@ def _commented_params(path: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.slow
 def test_overfitting_setup_is_diagnosed_and_regularization_recommended(workdir: Path) -> None:
     # Tiny training split (96 images, 6 classes), a large CNN, no regularization, many epochs.
     report = _doctor("shapes", "--limit", "200", "--val-fraction", "0.4", "--epochs", "15",
@@ -75,7 +74,6 @@ def test_overfitting_setup_is_diagnosed_and_regularization_recommended(workdir: 
     assert "overfitting" in comments["weight_decay"]
 
 
-@pytest.mark.slow
 def test_underfitting_setup_is_diagnosed_and_capacity_recommended(workdir: Path) -> None:
     report = _doctor("shapes", "--limit", "600", "--epochs", "2", *NO_REGULARIZATION, "--set", "width=2", "--set", "depth=1",
                      "--no-probe", "-o", "under.yaml")
@@ -93,7 +91,6 @@ def test_underfitting_setup_is_diagnosed_and_capacity_recommended(workdir: Path)
         assert space.param("dropout").value == 0.0  # regularization would only hurt
 
 
-@pytest.mark.slow
 def test_imbalance_is_flagged_and_the_written_space_runs(workdir: Path) -> None:
     report = _doctor("shapes-rare", "--limit", "600", "--epochs", "2", *NO_REGULARIZATION, "--set", "width=4", "--no-probe",
                      "-o", "rare.yaml", "--n-trials", "1", "--study", "rare")

@@ -3,7 +3,6 @@ non-finite check's guarantees kept (caught at the latest at the epoch's end, nam
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import optuna

@@ -4,13 +4,12 @@ the probe process itself runs on the CPU."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 import pytest

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import logging
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -95,9 +96,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read weights {path}: {first[:200]} (use .safetensors, or a plain "
-                           "state dict saved with torch.save)") from None
+        raise WeightsError(f"cannot read weights {path}: {_unreadable(exc)}; nothing in it was unpickled "
+                           "(use .safetensors, or a plain state dict saved with torch.save(model.state_dict()))") \
+            from None
     if isinstance(state, dict):
         nested = next((state[k] for k in _NESTED if isinstance(state.get(k), dict)), None)
         state = nested if nested is not None else state
@@ -105,6 +106,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise WeightsError(f"weights {path} hold no state dict (a mapping of parameter names to tensors)")
     return {_strip_prefixes(k): v for k, v in state.items()}
+
+
+def _unreadable(exc: BaseException) -> str:
+    """What was wrong with a weights file, in a few words. (PyTorch's own message for a refused pickle
+    suggests ``weights_only=False``: never ours to give, it would run the file's code.)"""
+    text = str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, EOFError):
+        return f"cannot read it ({exc.strerror or text})"
+    if isinstance(exc, EOFError) or not text.strip():
+        return "the file is empty or cut short"
+    if isinstance(exc, SafetensorError):
+        return f"not a valid safetensors file ({text.strip().splitlines()[0][:150]})"
+    detail = re.search(r"(?:unsupported GLOBAL|Unsupported global:?)\s*(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if detail:
+        return f"it holds Python objects beyond tensors ({detail.group(1)}), which would run code when loaded"
+    operand = re.search(r"Unsupported operand [^\n.]*", text)
+    if operand or "Weights only load failed" in text:
+        why = operand.group(0) if operand else "unreadable pickle data"
+        return f"not a PyTorch weights file, or a damaged one ({why})"
+    if "zip archive" in text or "PytorchStreamReader" in text:
+        return "not a PyTorch weights file, or a damaged one (a truncated or corrupted zip archive)"
+    return f"not a weights file ({text.strip().splitlines()[0][:150]})"
 
 
 def _strip_prefixes(key: str) -> str:

@@ -66,6 +66,7 @@ __all__ = [
     "NOTE_VERSION",
     "NOTE_TEXT",
     "OPTUNA_ARTIFACT",
+    "FAIL_AND_RETRY",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -183,6 +184,8 @@ OPTUNA_ARTIFACT = "artifacts:"  # Optuna's own prefix of an artifact's meta on a
 # Study system attr per artifact the keep policy removed: REMOVED_ARTIFACT + id -> the trial's number. A
 # finished trial's attrs cannot change, so removals are recorded on the study (one key each: no lost update).
 REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
+# A request through the storage proxy, never stored: fail this trial and queue its retry in one step.
+FAIL_AND_RETRY = "strategy_search:fail-and-retry"
 
 # Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
 # files in the artifact store stay the source study's (a copy must never remove them).
@@ -443,12 +446,13 @@ def failed_trial(system_attrs: Mapping[str, Any]) -> int | None:
 
 def init_study(study: optuna.Study, *, uid: str, space: Any, source: str, objective_names: list[str],
                created_with: str) -> None:
-    """Store what a new study is: its own id, its space document and where it came from."""
+    """Store what a new study is: its own id, its space document and where it came from. The space goes
+    last: it marks the study as created (a kill before it leaves a study the next command finishes)."""
     study.set_user_attr(STUDY_UID, uid)
-    set_space(study, space)
     study.set_user_attr(SPACE_SOURCE, source)
     study.set_user_attr(OBJECTIVE_NAMES, objective_names)
     study.set_user_attr(CREATED_WITH, created_with)
+    set_space(study, space)
 
 
 def set_space(study: optuna.Study, space: Any) -> None:

@@ -18,6 +18,9 @@ Optuna internal                                  used in          why
 ``RDBStorage._get_stale_trial_ids``              ``internals``    stale trials without failing them
 ``RDBStorage._create_new_trial`` (override)      ``owned``        keep the worker's own trial in memory
 ``RDBStorage._get_trials`` (override)            ``owned``        Optuna's cache reads through it: retried
+``RDBStorage._get_prepared_new_trial``           ``owned``        fail a trial and create its retry in
+                                                                 one transaction (``fail_running``)
+``RDBStorage._set_trial_attr_without_commit``    ``owned``        the fail reason, in that transaction
 ``RDBStorage._version_manager``                  ``backend``      schema check without a second engine
 ``_CachedStorage._backend``                      ``backend``      the RDB storage behind Optuna's cache
 ``optuna.storages._rdb.models``                  ``owned``,       one-statement writes, counted creation
@@ -25,7 +28,10 @@ Optuna internal                                  used in          why
 ``TrialModel._datetime_start_utc`` (presence)    ``owned``        5.0+ store trial times as naive UTC
 ``optuna.storages._rdb.storage._create_scoped_session``  ``owned``  Optuna's session/rollback handling
 ``optuna.storages._cached_storage._CachedStorage``  ``proxy``      the cache Optuna puts before RDB storages
-``optuna.storages._grpc.server.make_server``     ``proxy``        a gRPC server around our storage
+``optuna.storages._grpc.servicer``,              ``grpc_auth``    Optuna's storage service on our own gRPC
+``optuna.storages._grpc.auto_generated``                          server (token check, exclusive port, TLS)
+``GrpcStorageProxy._setup`` (override),          ``grpc_auth``    the proxy client on a channel that sends
+``optuna.storages._grpc.client.GrpcClientCache``                  the token and speaks TLS
 SQLAlchemy ``pool._max_overflow``                ``backend``      a single-connection pool for SQLite
 ===============================================  ===============  ==========================================
 """

@@ -20,6 +20,9 @@ A lost connection (a database restart, ``pg_terminate_backend``) does not fail t
 call here is retried on a fresh connection until ``--connect-timeout`` (:mod:`search.storage.retry`).
 The writes are upserts, so a retry of one that was committed before the connection died writes the
 same row again; a trial's final state and a counted creation are looked up before they are retried.
+
+:meth:`OwnedTrialsStorage.fail_running` fails a running trial and queues its retry in one
+transaction (any trial, owned or not: a stale one, an interrupted one).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import exists, func, insert, literal, select, text
+from sqlalchemy import exists, func, insert, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from search.storage import retry
@@ -147,6 +150,52 @@ class OwnedTrialsStorage(RDBStorage):
                 number=number, study_id=study_id, state=TrialState.RUNNING, datetime_start=_stored_time(start),
             ).returning(trial.trial_id)).scalar_one()
         return _new_frozen(number, start, trial_id)
+
+    def fail_running(self, trial_id: int, user_attrs: dict[str, Any], retry: FrozenTrial | None) -> bool:
+        """:meth:`_fail_running`, retried on a lost connection. A retry after a commit whose reply was
+        lost finds the trial no longer RUNNING and returns False: the retry it queued stays the one."""
+        return self.retry(lambda: self._fail_running(trial_id, user_attrs, retry), "failing a trial")
+
+    def _fail_running(self, trial_id: int, user_attrs: dict[str, Any], retry: FrozenTrial | None) -> bool:
+        """Set a RUNNING trial FAIL with ``user_attrs`` (its reason) and create ``retry`` (a WAITING
+        template: its retry), all in one transaction. False, with nothing written, when the trial is
+        no longer RUNNING (its worker finished it, or another worker failed it first).
+
+        One transaction, because a trial seen FAIL before its retry exists looks like a used-up
+        budget with nothing left running: a worker waiting for it then leaves, and the retry,
+        queued a moment later, waits for a worker that never comes. And the state changes only
+        where it still is RUNNING (compare and set): two workers failing the same stale trial at
+        once queue one retry, not two (the one whose update finds it RUNNING).
+        """
+        trial = models.TrialModel
+        try:
+            with _create_scoped_session(self.scoped_session) as session:
+                study_id = session.execute(select(trial.study_id).where(trial.trial_id == trial_id)).scalar()
+                if study_id is None:
+                    raise KeyError(f"no trial with trial_id {trial_id}")
+                # The lock order of every trial creation (Optuna's, counted_creation): the study's row
+                # first (PostgreSQL; SQLite takes its one write lock at the first write below).
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                try:
+                    for key, value in user_attrs.items():
+                        self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id,
+                                                            key, value)
+                except UpdateFinishedTrialError:
+                    raise _NotRunning from None
+                changed = session.execute(update(trial).where(
+                    trial.trial_id == trial_id, trial.state == TrialState.RUNNING,
+                ).values(state=TrialState.FAIL, datetime_complete=datetime.datetime.now())
+                    .execution_options(synchronize_session=False)).rowcount
+                if changed != 1:
+                    raise _NotRunning
+                if retry is not None:
+                    # Optuna's own preparation of a trial from a template (params, attrs, number),
+                    # in this transaction instead of one of its own.
+                    self._get_prepared_new_trial(study_id, retry, session)
+        except _NotRunning:
+            return False
+        self._forget(trial_id)  # a copy this process kept is stale now
+        return True
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._owned_lock:
@@ -312,6 +361,10 @@ class OwnedTrialsStorage(RDBStorage):
     def _forget(self, trial_id: int) -> None:
         with self._owned_lock:
             self._owned.pop(trial_id, None)
+
+
+class _NotRunning(Exception):
+    """The trial :meth:`OwnedTrialsStorage.fail_running` was to fail is no longer running."""
 
 
 class _OwnedWrite:

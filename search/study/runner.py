@@ -41,7 +41,7 @@ from search.study import stopping
 from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, interval_of, is_lost
 from search.storage.backend import TrialLock, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
@@ -177,7 +177,13 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if trial is None:
                 others = running_with_worker(study) if heartbeat else 0
                 if not others:
-                    break
+                    # Nothing runs now, but a trial may have stopped since the claim above: failed as
+                    # lost (its retry queued in the same step) or interrupted. A claim made after this
+                    # look finds any such retry, so leave only if it finds nothing either.
+                    trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+                    if trial is None:
+                        break
+            if trial is None:
                 if not waiting:
                     log.info("budget used up; waiting for %d running trial(s) of other workers "
                              "(a trial whose worker died is retried here)", others)
@@ -434,13 +440,12 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
 
 
 def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
-    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    """Record an interrupted trial FAIL and queue it again, in one step (unless it was already finished)."""
     if storage.get_trial(internals.trial_id(trial)).state.is_finished():
         return
-    _set_reason(trial, "interrupted")
-    frozen = _tell(study, trial, state=TrialState.FAIL)
-    if frozen.state == TrialState.FAIL and not is_lost(frozen):
-        requeue(study, frozen)
+    _set_reason(trial, "interrupted")  # unless the objective gave a reason first
+    # Read back after the reason: its params and retry history make the retry.
+    fail_and_retry(study, storage.get_trial(internals.trial_id(trial)), None, retry=True)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
@@ -466,6 +471,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
     return frozen
 
 
-def worker_seed_for(space: SearchSpace) -> int:
-    """Distinct sampler seeds per worker process so parallel workers do not draw the same startups."""
-    return (space.seed * 1_000_003 + os.getpid()) % (2**31 - 1)
+def worker_seed_for(space: SearchSpace, n_trials: int = 0) -> int:
+    """A sampler seed of its own for each worker process and each point of the study (``n_trials``: the
+    trials already in it), so neither parallel workers nor a process that resumes the study draw
+    from the sampler state an earlier one drew from (which repeated its trials' params)."""
+    return (space.seed * 1_000_003 + n_trials * 7_919 + os.getpid()) % (2**31 - 1)

@@ -133,12 +133,22 @@ def parse_per_gpu(value: str | int) -> int | str:
     return k
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, SLURM, containers)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def plan_workers(*, gpus: str | None = None, per_gpu: int | str = 1, processes: int | None = None,
-                 available: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerSpec]:
+                 available: list[str] | None = None, cpu_count: int | None = None,
+                 force: bool = False) -> list[WorkerSpec]:
     """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K|auto]`` or ``--processes N``.
 
     ``available`` is the list of usable GPU ids (default: :func:`visible_gpus`). Each worker
-    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set.
+    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set. More
+    worker processes than cores (each one a Python process training with torch) need ``force``.
     With ``per_gpu="auto"`` the plan has one worker per GPU; :func:`pack` then probes each GPU
     and plans the count that fits (:mod:`search.study.packing`).
     """
@@ -157,6 +167,12 @@ def plan_workers(*, gpus: str | None = None, per_gpu: int | str = 1, processes: 
         specs = [WorkerSpec(label=f"cpu{i}", device="cpu") for i in range(processes)]
     else:
         raise UserError("give --gpus all|0,1,3 or --processes N to start several workers")
+    cores = cpu_count or usable_cores()
+    if len(specs) > cores and not force:
+        what = f"--processes {processes}" if processes is not None else f"{len(specs)} GPU worker processes"
+        raise UserError(f"{what}: more worker processes than this machine's {cores} CPU core(s); each trains with "
+                        f"its own torch threads and memory, so more than {cores} only compete; use at most {cores}, "
+                        "or add --force")
     return _share_cores(specs, cpu_count)
 
 
@@ -241,14 +257,28 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: stop the worker (gracefully) if the launcher itself dies, so no orphan keeps a GPU.
+LAUNCHER_PID_ENV = "STRATEGY_SEARCH_LAUNCHER_PID"
+
+
+def follow_launcher() -> None:
+    """In a worker that a launcher started (Linux): be sent SIGTERM when the launcher dies, so no
+    orphan keeps training (or holds a GPU), and stop at once if it died already.
+
+    Set by the worker itself, first thing, not between fork and exec (``preexec_fn``): Python code
+    there is unsafe in a process with threads, and the launcher has the gRPC client's when its
+    storage is a proxy: about 1 start in 60 aborted (SIGABRT), which left a study's retry to nobody.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != int(launcher):  # the launcher died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def launch(study: str, specs: list[WorkerSpec], *, storage: str | None,
@@ -301,12 +331,13 @@ def _launch(study: str, specs: list[WorkerSpec], *, storage: str | None, options
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
-            env = {**os.environ, **spec.env, STORAGE_ENV: url, WORKER_LABEL_ENV: spec.label}
+            env = {**os.environ, **spec.env, STORAGE_ENV: url, WORKER_LABEL_ENV: spec.label,
+                   LAUNCHER_PID_ENV: str(os.getpid())}
             cmd = [sys.executable, "-m", "search.cli", *verbosity, "worker", study, "--device", spec.device,
                    *args]
-            # Own session: a terminal Ctrl-C reaches the launcher only, which forwards it once.
-            proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                                    preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+            # Own session: a terminal Ctrl-C reaches the launcher only, which forwards it once. No
+            # preexec_fn (see follow_launcher): the child runs no Python code before exec.
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True)
             procs.append((spec, proc))
             log.info("started worker %s (pid %d) on %s for %s", spec.label, proc.pid,
                      f"GPU {spec.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in spec.env else "cpu",
@@ -483,6 +514,7 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     files = open_artifacts(artifacts, spec.artifacts, storage_url, create=True) if spec.keep != "none" else None
     label_logs()
     stop_on_sigterm()
+    seed = worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
     summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), artifacts=files)
+                         weights_dir=weights_dir, worker_seed=seed, artifacts=files)
     return summary, state_counts(study.get_trials(deepcopy=False))
