@@ -286,11 +286,12 @@ def report(summary: dict[str, Any]) -> str:
     rows = []
     for task, r in summary["per_task"].items():
         for arm, e in r.items():
+            per_seed = " / ".join("-" if v is None else f"{v:.3f}" for v in e["val@1"])
             rows.append([task, arm, len(e["seeds"]), *(e[f"median_val@{f:g}"] for f in FRACTIONS),
                          e["median_test@1"], median(v for v in e["first_complete"] if v is not None),
-                         median(e["trials"])])
-    return table(["task", "arm", "seeds", "val@25%", "val@50%", "val@100%", "test@100%", "first trial", "trials"],
-                 rows)
+                         median(e["trials"]), per_seed])
+    return table(["task", "arm", "seeds", "val@25%", "val@50%", "val@100%", "test@100%", "first complete trial",
+                  "trials", "val@100% per seed"], rows)
 
 
 def _save(path: Path, info: dict[str, Any], cells: dict[str, Any], args: Any) -> None:
