@@ -119,7 +119,6 @@ def _write_task(root, rotate: bool):  # type: ignore[no-untyped-def]
     return root
 
 
-@pytest.mark.slow
 def test_the_doctor_finds_an_upright_task_and_one_without_orientation(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from search.space.parse import DatasetSpec
     from search.tools.doctor import diagnose, recommend_space

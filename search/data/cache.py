@@ -291,9 +291,9 @@ def open_entry(source: Source, size: int | None, aspect: str, cache_dir: str | P
 
 def _open_locked(source: Source, size: int | None, aspect: str, d: Path, stem: str | None, problem: str | None,
                  full_check: bool) -> Entry:
-    with _locked(d):
+    with locked(d):
         if stem is None:
-            stem = _stem(source, _native_size(source, d), aspect, d)
+            stem = _stem(source, native_size(source, d), aspect, d)
         entry, again = _load(d, stem, source, full_check)
         if entry is not None:
             return entry  # another process built it while we waited for the lock
@@ -326,9 +326,9 @@ def _load(d: Path, stem: str, source: Source, full_check: bool) -> tuple[Entry |
         actual = npy.stat().st_size if npy.exists() else 0
         if actual != man["bytes"]:
             return None, f"truncated or wrong size ({actual} of {man['bytes']} bytes)"
-        if meta_path.stat().st_size != man["meta_bytes"] or _crc_file(meta_path) != man["meta_crc32"]:
+        if meta_path.stat().st_size != man["meta_bytes"] or crc_file(meta_path) != man["meta_crc32"]:
             return None, "its label file is damaged"
-        if (_crc_file(npy) if full_check else _crc_sample(npy)) != man["crc32" if full_check else "sample_crc32"]:
+        if (crc_file(npy) if full_check else crc_sample(npy)) != man["crc32" if full_check else "sample_crc32"]:
             return None, "checksum mismatch (corrupted)"
         images = np.load(npy, mmap_mode="c")
         if list(images.shape) != man["shape"] or images.dtype != np.uint8:
@@ -351,7 +351,7 @@ def _make_dir(d: Path) -> None:
 
 
 @contextmanager
-def _locked(d: Path) -> Iterator[None]:
+def locked(d: Path) -> Iterator[None]:
     """An exclusive lock on the dataset's cache folder (released by the OS if the holder dies)."""
     _make_dir(d)
     fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
@@ -378,7 +378,7 @@ def _pool(n_files: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list:
+def run_jobs(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list:
     pool = _pool(n_files)
     try:
         results = pool.map(fn, jobs) if pool else map(fn, jobs)
@@ -394,11 +394,11 @@ def _run(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list
             pool.shutdown(cancel_futures=True)
 
 
-def _chunks(files: list[str]) -> list[list[str]]:
+def chunks(files: list[str]) -> list[list[str]]:
     return [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
 
 
-def _native_size(source: Source, d: Path) -> int | None:
+def native_size(source: Source, d: Path) -> int | None:
     """Builtins: None (their own size). Files: their common square side (capped) or DEFAULT_SIZE."""
     if source.kind == "builtin":
         return None
@@ -427,7 +427,7 @@ def _square_side(source: Source, d: Path) -> int | None:
     try:
         sizes = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
-        rows = _run(headers_job, _chunks(source.files), len(source.files), f"reading {source.label} headers")
+        rows = run_jobs(headers_job, chunks(source.files), len(source.files), f"reading {source.label} headers")
         sizes = np.asarray([(w, h) for w, h, _ in rows], dtype=np.int32).reshape(-1, 2)
         tmp = d / f"{path.name}.tmp-{os.getpid()}"
         try:
@@ -504,8 +504,8 @@ def _build_files(source: Source, stem: str, aspect: str, d: Path) -> None:
         check_room(d, n * 3 * size * size + 64 * n, f"caching {n} images of {source.label} at {size}px")
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size)).flush()
         _reserve(tmp, tmp.stat().st_size)
-        jobs = [(str(tmp), i * CHUNK, chunk, size, aspect) for i, chunk in enumerate(_chunks(files))]
-        rows = _run(decode_job, jobs, n, f"caching {source.label} at {size}px")
+        jobs = [(str(tmp), i * CHUNK, chunk, size, aspect) for i, chunk in enumerate(chunks(files))]
+        rows = run_jobs(decode_job, jobs, n, f"caching {source.label} at {size}px")
         ok = np.asarray([r[0] for r in rows], bool)
         skipped = [(files[i], rows[i][1]) for i in np.flatnonzero(~ok).tolist()]
         for path, why in skipped[:20]:
@@ -525,7 +525,7 @@ def _build_files(source: Source, stem: str, aspect: str, d: Path) -> None:
         uniform_square = len(sizes) == 1 and next(iter(sizes))[0] == next(iter(sizes))[1] == size
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
-    crc, sample = _crc_file(tmp), _crc_sample(tmp)
+    crc, sample = crc_file(tmp), crc_sample(tmp)
     nbytes = tmp.stat().st_size
     shape = list(np.load(tmp, mmap_mode="r").shape)
     os.replace(tmp, d / f"{stem}.npy")
@@ -538,7 +538,7 @@ def _build_files(source: Source, stem: str, aspect: str, d: Path) -> None:
         "version": FORMAT_VERSION, "source": source.label, "kind": source.kind, "fingerprint": source.fingerprint,
         "shape": shape, "dtype": "uint8", "size": size, "aspect": aspect, "classes": list(classes),
         "uniform_square": uniform_square, "bytes": nbytes, "crc32": crc, "sample_crc32": sample,
-        "meta_bytes": (d / f"{stem}.meta.npz").stat().st_size, "meta_crc32": _crc_file(d / f"{stem}.meta.npz"),
+        "meta_bytes": (d / f"{stem}.meta.npz").stat().st_size, "meta_crc32": crc_file(d / f"{stem}.meta.npz"),
         "n_files": len(source.files) if source.generate is None else shape[0],
         "skipped": len(skipped), "skipped_files": [list(s) for s in skipped[:SKIPPED_LISTED]],
         "build_seconds": round(seconds, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -579,8 +579,8 @@ def verify(entry: Entry, source: Source) -> list[str]:
     rows = _file_rows(entry, len(files))
     if rows is None:
         return list(files)
-    jobs = [(chunk, entry.size, str(entry.manifest.get("aspect", "stretch"))) for chunk in _chunks(files)]
-    digests = np.asarray(_run(digest_job, jobs, len(files), f"verifying {source.label}"), np.int64)
+    jobs = [(chunk, entry.size, str(entry.manifest.get("aspect", "stretch"))) for chunk in chunks(files)]
+    digests = np.asarray(run_jobs(digest_job, jobs, len(files), f"verifying {source.label}"), np.int64)
     stored = np.where(rows >= 0, entry.meta["digest"][np.maximum(rows, 0)], -1)
     return [files[i] for i in np.flatnonzero(digests != stored).tolist()]
 
@@ -589,7 +589,7 @@ def discard(entry: Entry) -> None:
     """Make ``entry`` invalid (its manifest goes first), so the next open rebuilds it."""
     d = entry.path.parent
     try:
-        with _locked(d):
+        with locked(d):
             entry.path.with_suffix(".json").unlink(missing_ok=True)
     except OSError as exc:
         raise _write_error(d, exc) from None
@@ -610,7 +610,7 @@ def _compact(tmp: Path, ok: np.ndarray, size: int) -> Path:
     return out_path
 
 
-def _crc_file(path: Path, chunk: int = 1 << 24) -> int:
+def crc_file(path: Path, chunk: int = 1 << 24) -> int:
     crc = 0
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -618,7 +618,7 @@ def _crc_file(path: Path, chunk: int = 1 << 24) -> int:
     return crc
 
 
-def _crc_sample(path: Path) -> int:
+def crc_sample(path: Path) -> int:
     """CRC-32 of SAMPLE_BLOCKS blocks spread evenly over the file, first and last included."""
     size = path.stat().st_size
     crc = zlib.crc32(str(size).encode())
@@ -719,7 +719,7 @@ def clear(cache_dir: str | Path | None = None, slug: str | None = None) -> int:
     freed = 0
     for d in ours:
         try:
-            with _locked(d):  # never pull files from under a build in progress
+            with locked(d):  # never pull files from under a build in progress
                 for f in _own_files(d):
                     if f.name not in (LOCK_FILE, MARKER_FILE):
                         freed += f.stat(follow_symlinks=False).st_size

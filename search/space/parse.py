@@ -22,7 +22,7 @@ from search.space.enqueue import parse_enqueue
 from search.core.duration import parse_duration
 from search.core.errors import SpaceError, UserError
 from search.core.locations import parse_location
-from search.algorithms.pruners import PRUNERS
+from search.algorithms.pruners import PRUNERS, default_pruner
 from search.algorithms.samplers import SAMPLERS
 from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
     AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
@@ -241,10 +241,13 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
     sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLERS)
-    pruner = _parse_component(c, doc.get("pruner", "median"), "pruner", PRUNERS)
+    pruner = _parse_component(c, doc.get("pruner", default_pruner(len(objectives))), "pruner", PRUNERS)
     misfit = SAMPLERS.get(sampler.name).fits(params, len(objectives))
     if misfit:
         raise c.fail(*misfit)
+    if len(objectives) == 1 and not PRUNERS.get(pruner.name).fits(1):
+        raise c.fail("pruner", f"{pruner.name} compares several objectives; this study has one "
+                               "(successive_halving is the same rule on one objective)")
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "expected a string")

@@ -16,6 +16,7 @@ Optuna internal                                  used in          why
                                                  ``owned``
 ``Study._thread_local.cached_all_trials``        ``internals``    dropped before creating a trial, as ask()
 ``RDBStorage._get_stale_trial_ids``              ``internals``    stale trials without failing them
+``Study._get_trials`` (filtered)                 ``internals``    TPE lists trials through it (WithoutPruned)
 ``RDBStorage._create_new_trial`` (override)      ``owned``        keep the worker's own trial in memory
 ``RDBStorage._get_trials`` (override)            ``owned``        Optuna's cache reads through it: retried
 ``RDBStorage._get_prepared_new_trial``           ``owned``        fail a trial and create its retry in

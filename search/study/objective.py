@@ -21,6 +21,7 @@ from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_devi
 from search.train.metrics import positive_index
 from search.storage import internals
 from search.study.packing import read_gpu_memory
+from search.study.intermediate import TrialJudge
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,23 @@ class Objective:
             records.record_retry_of(trial, original)
         records.record_config(trial, config)
         history: list[dict[str, float]] = []
+        # Per-objective values per step, MO-ASHA and quality constraints (search.study.intermediate).
+        judge = TrialJudge(self.space, trial, int(config.epochs or 1))
 
         def on_epoch(entry: EpochLog) -> None:
             history.append(entry.to_dict())
-            if self.space.multi_objective:
-                return
-            trial.report(entry.value, entry.epoch)
-            if trial.should_prune():
+            if not self.space.multi_objective:
+                trial.report(entry.value, entry.epoch)
+            why = judge.epoch(entry)
+            if why is None and not self.space.multi_objective and trial.should_prune():
+                why = f"pruned at epoch {entry.epoch} ({entry.value:.4f})"
+            if why is not None:
                 records.record_pruned(trial, history, entry.epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
+                raise optuna.TrialPruned(why)
 
-        judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
-        on_model = functools.partial(self._judge_architecture, trial) if judge else None
+        architecture = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
+        costs = self.space.multi_objective and any(o.metric in ARCHITECTURE_METRICS for o in self.space.objectives)
+        on_model = functools.partial(self._on_model, trial, judge, architecture) if architecture or costs else None
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # this trial's peak, for --per-gpu auto
@@ -131,6 +137,12 @@ class Objective:
                               trial_files.kept_numbers(self.space, trials))
         except Exception as exc:  # noqa: BLE001 - the next worker to finish a trial sweeps again
             log.warning("could not remove the files of trials no longer kept: %s", exc)
+
+    def _on_model(self, trial: optuna.Trial, judge: TrialJudge, architecture: bool, costs: Mapping[str, float]) -> None:
+        """The built model's costs, before its first step: recorded as step 0, then judged."""
+        judge.costs(costs)
+        if architecture:
+            self._judge_architecture(trial, costs)
 
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
         """Prune the trial before its first step when the built model's size or latency breaks a

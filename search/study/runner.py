@@ -36,7 +36,7 @@ from search.storage.budget import (NotCounted, ask, claim_counted, claim_through
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
-from search.algorithms.samplers import create_sampler, grid_size
+from search.algorithms.samplers import create_sampler, grid_size, learning_from
 from search.study import stopping
 from search.study.packing import drain_requested
 from search.study.create import name_objectives
@@ -104,10 +104,17 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
         last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
         reason = records.fail_reason(trial)
         at = f"at epoch {records.pruned_at_epoch(trial)}" if reason is None else reason
-        values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
+        shown = f"{names[0]}={last:.4f}" if last is not None else _last_values(trial, names)
+        values = f"{at}" + (f" ({shown})" if shown else "")
     else:
         values = records.fail_reason(trial, "failed")
     return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
+
+
+def _last_values(trial: FrozenTrial, names: list[str]) -> str:
+    """``accuracy=0.6100 params=1234`` at the last step recorded per objective (several objectives)."""
+    last = records.last_intermediate(records.intermediate(trial), names)
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last[1])) if last else ""
 
 
 def _fmt(v: Any) -> str:
@@ -129,8 +136,8 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                           artifacts=None if space.keep == "none" else artifacts)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
-    study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space, records.is_enqueued)
+    study.sampler = learning_from(create_sampler(space, worker_seed), study.pruner, internals.without_pruned)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
     time_budget = TimeBudget(space.budget.time, space.budget.max_epochs) if space.budget.time else None
