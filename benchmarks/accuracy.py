@@ -239,7 +239,9 @@ def analyze(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 entry[f"median_val@{f:g}"] = median(v for v, _ in vals if v is not None)
                 entry[f"median_test@{f:g}"] = median(t for _, t in vals if t is not None)
             entry["first_complete"] = [first_complete(c) for c in mine]
-            entry["trials"] = [len(c["trials"]) for c in mine]
+            # Trials that ended (complete or pruned); the one the budget cut short is not counted.
+            entry["trials"] = [sum(t["state"] in ("COMPLETE", "PRUNED") for t in c["trials"]) for c in mine]
+            entry["complete"] = [sum(t["state"] == "COMPLETE" for t in c["trials"]) for c in mine]
             row[arm] = entry
         per_task[task] = row
     goals: dict[str, Any] = {}
@@ -248,7 +250,11 @@ def analyze(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         beats_half = [t for t in both if _gt(per_task[t]["doctor"]["median_val@0.5"], per_task[t]["optuna"]["median_val@0.5"])]
         diffs = [per_task[t]["doctor"]["median_val@1"] - per_task[t]["optuna"]["median_val@1"] for t in both
                  if _num(per_task[t]["doctor"]["median_val@1"]) and _num(per_task[t]["optuna"]["median_val@1"])]
-        goals["beats_optuna_at_half"] = {"tasks": beats_half, "count": len(beats_half), "of": len(both)}
+        ties = [t for t in both if _num(per_task[t]["doctor"]["median_val@0.5"])
+                and per_task[t]["doctor"]["median_val@0.5"] == per_task[t]["optuna"]["median_val@0.5"]]
+        goals["beats_optuna_at_half"] = {"tasks": beats_half, "count": len(beats_half), "of": len(both),
+                                         "ties": ties}  # a tie (e.g. both at 1.000) does not beat
+        goals["gain_over_optuna_at_full"] = dict(zip(both, diffs)) if len(diffs) == len(both) else diffs
         goals["median_gain_over_optuna_at_full"] = median(diffs) if diffs else None
     with_expert = [t for t, r in per_task.items() if "doctor" in r and "expert" in r]
     if with_expert:
@@ -280,9 +286,12 @@ def report(summary: dict[str, Any]) -> str:
     rows = []
     for task, r in summary["per_task"].items():
         for arm, e in r.items():
+            per_seed = " / ".join("-" if v is None else f"{v:.3f}" for v in e["val@1"])
             rows.append([task, arm, len(e["seeds"]), *(e[f"median_val@{f:g}"] for f in FRACTIONS),
-                         e["median_test@1"], median(v for v in e["first_complete"] if v is not None)])
-    return table(["task", "arm", "seeds", "val@25%", "val@50%", "val@100%", "test@100%", "first trial"], rows)
+                         e["median_test@1"], median(v for v in e["first_complete"] if v is not None),
+                         median(e["trials"]), per_seed])
+    return table(["task", "arm", "seeds", "val@25%", "val@50%", "val@100%", "test@100%", "first complete trial",
+                  "trials", "val@100% per seed"], rows)
 
 
 def _save(path: Path, info: dict[str, Any], cells: dict[str, Any], args: Any) -> None:
@@ -329,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(path.read_text()) if path.exists() else {}
     cells: dict[str, Any] = {k: v for k, v in saved.get("cells", {}).items() if "trials" in v}
     info = saved.get("machine") or machine()
+    # A resumed run may be at another commit than the first launch: every launch and cell says its own.
+    launch = {k: v for k, v in machine().items() if k in ("date", "git_commit", "command", "loadavg_start")}
+    info.setdefault("launches", []).append(launch)
     for t in tasks:  # written once, before any worker (no two processes write one task)
         build(t, args.root)
     # Seeds outermost; within a seed every task's doctor, expert and plain-Optuna cells before the random
@@ -343,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         [pool.submit(fn, item) for item in items])))
     for cell in runner(run_cell, jobs):
         key = f"{cell['task']}/{cell['arm']}/{cell['seed']}"
+        cell["git_commit"] = launch["git_commit"]
         cells[key] = cell
         status = "error" if "error" in cell else (f"best {max([t['value'] for t in cell['trials'] if t['value'] is not None] or [float('nan')]):.3f}"
                                                   f", {len(cell['trials'])} trials, {cell['cpu_s']:.0f} CPU-s / {cell['wall_s']:.0f} s")

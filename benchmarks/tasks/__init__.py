@@ -304,17 +304,17 @@ def mixed_sizes(seed: int) -> dict[str, Split]:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("patches-d4", "few images per class, rotation/mirror invariant photo patches", patches_d4, 90,
+    Task("patches-d4", "few images per class, rotation/mirror invariant photo patches", patches_d4, 240,
          flags=("d4",)),
-    Task("digits", "canonical orientation: flips change the label", digits, 60, flags=("canonical",)),
-    Task("color-shapes", "color that matters", color_shapes, 60, flags=("color",)),
-    Task("textures-gray", "fine texture, color that does not matter", textures_gray, 60, flags=("texture",)),
-    Task("regions-40", "many classes (40), 12 images each", regions_40, 90, flags=("many",)),
-    Task("cells-imbalanced", "microscopy-like, any orientation, imbalanced 8:1", cells_imbalanced, 60,
+    Task("digits", "canonical orientation: flips change the label", digits, 180, flags=("canonical",)),
+    Task("color-shapes", "color that matters", color_shapes, 180, flags=("color",)),
+    Task("textures-gray", "fine texture, color that does not matter", textures_gray, 180, flags=("texture",)),
+    Task("regions-40", "many classes (40), 12 images each", regions_40, 240, flags=("many",)),
+    Task("cells-imbalanced", "microscopy-like, any orientation, imbalanced 8:1", cells_imbalanced, 180,
          flags=("d4", "imbalance")),
-    Task("glyphs-noisy", "upright glyphs (vertical flips hurt), 25% wrong training labels", glyphs_noisy, 60,
+    Task("glyphs-noisy", "upright glyphs (vertical flips hurt), 25% wrong training labels", glyphs_noisy, 180,
          flags=("canonical", "noisy")),
-    Task("mixed-sizes", "photo crops of many sizes and aspect ratios", mixed_sizes, 60, flags=("sizes",)),
+    Task("mixed-sizes", "photo crops of many sizes and aspect ratios", mixed_sizes, 180, flags=("sizes",)),
 ]}
 
 

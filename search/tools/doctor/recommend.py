@@ -56,10 +56,7 @@ def recommend_space(d: Diagnosis, study: str, n_trials: int = 30, *, keep_confli
     The text is checked with :func:`search.space.parse.parse_space`.
     """
     b = d.baseline
-    orientation = verdict(next((f for f in d.findings if f.kind in ORIENTATION_KINDS), None))
-    base = TrialConfig.from_dict(b["config"])
-    n_train = int(b.get("n_train") or sum(d.facts.get("train_per_class", {}).values()) or 1)
-    full = recipe(n_train, int(base.input_size or d.facts["sizes"]["baseline_input"]), orientation or "none")
+    orientation, full = _recipe_for(d)
     epochs = int(full["epochs"])
     entries = [] if not (enqueue_baseline and use_portfolio) else portfolio()
     plan = None
@@ -161,6 +158,23 @@ def doctor_record(d: Diagnosis, why: Mapping[str, str]) -> dict[str, Any]:
 
 
 ORIENTATION_KINDS = ("no_orientation", "mirror_free", "orientation")
+
+
+def _recipe_for(d: Diagnosis) -> tuple[str | None, dict[str, Any]]:
+    """The orientation probe's verdict and the full recipe for the diagnosed data (its epochs, its flips)."""
+    orientation = verdict(next((f for f in d.findings if f.kind in ORIENTATION_KINDS), None))
+    base = TrialConfig.from_dict(d.baseline["config"])
+    n_train = int(d.baseline.get("n_train") or sum(d.facts.get("train_per_class", {}).values()) or 1)
+    return orientation, recipe(n_train, int(base.input_size or d.facts["sizes"]["baseline_input"]),
+                               orientation or "none")
+
+
+def first_trial_config(d: Diagnosis, epochs: int | None = None) -> dict[str, Any]:
+    """The complete config of the study's first trial as :func:`recommend_space` enqueues it: the
+    diagnosed recipe run whole (``epochs``, default the recipe's for the data) with the flips or
+    quarter turns the orientation probe allows. The portfolio's entries are changes to it."""
+    _, full = _recipe_for(d)
+    return _first_config(d, full, int(epochs or full["epochs"]))
 
 
 def _first_config(d: Diagnosis, full: Mapping[str, Any], epochs: int) -> dict[str, Any]:
