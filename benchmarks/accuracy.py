@@ -336,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     name = "accuracy" + ("-tiny" if args.tiny else "-quick" if args.quick else "")
     path = args.out / f"{name}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    cells: dict[str, Any] = {k: v for k, v in saved.get("cells", {}).items() if "trials" in v}
+    # A cell run at another budget (the 60-90 CPU-s cells RESULTS 9 cites) is not resumed from: it runs again.
+    cells: dict[str, Any] = {k: v for k, v in saved.get("cells", {}).items() if "trials" in v
+                             and v.get("task") in TASKS and v.get("budget_cpu_s") == TASKS[v["task"]].budget_cpu_s * scale}
     info = saved.get("machine") or machine()
     # A resumed run may be at another commit than the first launch: every launch and cell says its own.
     launch = {k: v for k, v in machine().items() if k in ("date", "git_commit", "command", "loadavg_start")}
