@@ -4,23 +4,19 @@ This package is the only place that touches Optuna's private names (``tests/test
 when a module outside it imports or reads one). Tested with Optuna 5.1 (the range ``setup.cfg``
 allows); an Optuna release that renames one of these breaks this package alone.
 
-===============================================  ===============  ==========================================
-Optuna internal                                  used in          why
-===============================================  ===============  ==========================================
-``Study._storage``                               ``internals``    no public accessor for a study's storage
-``Study._study_id``, ``FrozenStudy._study_id``   ``internals``    the key of BaseStorage's study methods
-``Trial._trial_id``, ``FrozenTrial._trial_id``   ``internals``,   the key of BaseStorage's trial methods
-                                                 ``owned``
-``Study._thread_local.cached_all_trials``        ``internals``    dropped before creating a trial, as ask()
-``RDBStorage._get_stale_trial_ids``              ``internals``    stale trials without failing them
-``RDBStorage._create_new_trial`` (override)      ``owned``        keep the worker's own trial in memory
-``RDBStorage._version_manager``                  ``backend``      schema check without a second engine
-``_CachedStorage._backend``                      ``backend``      the RDB storage behind Optuna's cache
-``optuna.storages._rdb.models``                  ``owned``,       one-statement writes, counted creation
-                                                 ``budget``
-``optuna.storages._rdb.storage._create_scoped_session``  ``owned``  Optuna's session/rollback handling
-``optuna.storages._cached_storage._CachedStorage``  ``proxy``      the cache Optuna puts before RDB storages
-``optuna.storages._grpc.server.make_server``     ``proxy``        a gRPC server around our storage
-SQLAlchemy ``pool._max_overflow``                ``backend``      a single-connection pool for SQLite
-===============================================  ===============  ==========================================
+| Optuna internal | used in | why |
+| --- | --- | --- |
+| `Study._storage` | `internals` | no public accessor for a study's storage |
+| `Study._study_id`, `FrozenStudy._study_id` | `internals` | the key of BaseStorage's study methods |
+| `Trial._trial_id`, `FrozenTrial._trial_id` | `internals`, `owned` | the key of BaseStorage's trial methods |
+| `Study._thread_local.cached_all_trials` | `internals` | dropped before creating a trial, as `ask()` does |
+| `RDBStorage._get_stale_trial_ids` | `internals` | stale trials without failing them |
+| `RDBStorage._create_new_trial` (overridden) | `owned` | keep the worker's own trial in memory |
+| `RDBStorage._version_manager` | `backend` | the schema check without a second engine |
+| `_CachedStorage._backend` | `backend` | the RDB storage behind Optuna's cache |
+| `optuna.storages._rdb.models` | `owned`, `budget` | one-statement writes, the counted creation |
+| `optuna.storages._rdb.storage._create_scoped_session` | `owned` | Optuna's session and rollback handling |
+| `optuna.storages._cached_storage._CachedStorage` | `proxy` | the cache Optuna puts in front of RDB storages |
+| `optuna.storages._grpc.server.make_server` | `proxy` | a gRPC server around our storage |
+| SQLAlchemy `pool._max_overflow` | `backend` | a single-connection pool for SQLite |
 """
