@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +127,60 @@ def test_optuna_internals_only_in_the_storage_package() -> None:
 def test_the_internals_check_catches_each_form(line: str) -> None:
     assert _optuna_private_uses(line), line
     assert not _optuna_private_uses("x = self._storage\nfrom optuna.storages import RDBStorage")
+
+
+def _annotation(param: Any) -> str:
+    kind = param.kind.__name__
+    if param.list_ok:
+        kind = f"{kind} | list[Any]"
+    return f"{kind} | None" if param.nullable else kind
+
+
+def test_trial_config_declares_every_registered_param_statically() -> None:
+    """TrialConfig's annotated fields are the registry's params, in order, with their types, so type
+    checkers and readers see them; the message is the block to paste when a strategy is added."""
+    from search.core.config import TrialConfig
+    from search.strategies import PARAMS
+
+    declared = {n: t for n, t in TrialConfig.__annotations__.items() if not n.startswith("_")}
+    expected = {name: _annotation(param) for name, param in PARAMS.items()}
+    assert list(declared.items()) == list(expected.items()), \
+        "search/core/config.py's fields are stale; paste:\n" + "\n".join(f"    {n}: {t}" for n, t in expected.items())
+
+
+def test_a_config_built_before_the_registry_refuses_unknown_params() -> None:
+    code = ("import sys\nfrom search.core.config import TrialConfig\n"
+            "assert 'search.strategies' not in sys.modules\n"
+            "TrialConfig(lr=0.1)\n"
+            "try:\n    TrialConfig(learning_rate=0.1)\nexcept TypeError as e:\n    print('refused', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused unknown params learning_rate")
+
+
+def _private_imports(source: str) -> list[str]:
+    import ast
+
+    return [f"from {n.module} import {a.name}" for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "search"
+            for a in n.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = {p.relative_to(ROOT).as_posix(): hits for p in sorted((ROOT / "search").rglob("*.py"))
+             if (hits := _private_imports(p.read_text(encoding="utf-8")))}
+    assert found == {}, f"private names imported across modules: {found}"
+
+
+def test_every_package_declares_its_public_api() -> None:
+    import ast
+
+    missing = []
+    for init in sorted((ROOT / "search").rglob("__init__.py")):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        names = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        imported_all = any(isinstance(n, ast.ImportFrom) and any(a.name == "__all__" for a in n.names) for n in tree.body)
+        if "__all__" not in names and not imported_all:
+            missing.append(init.relative_to(ROOT).as_posix())
+    assert missing == [], f"packages without __all__: {missing}"

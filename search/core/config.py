@@ -18,13 +18,54 @@ class TrialConfig:
     the registry finished loading still reads every default.
     """
 
+    # The params of the built-in strategies, declared here so that readers and type checkers see
+    # them (annotations only: values come from the registry's defaults, looked up when read).
+    # tests/test_layers.py checks this block against the registry: names, order and types.
+    # Registration order (search/strategies/__init__.py):
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: int
+    batch_size: int
+    epochs: int | None
+    label_smoothing: float
+    grad_clip: float
+    seed: int | None
+    augment: str | list[Any]
+    input_size: int | None
+    aspect: str
+    color: str
+    normalize: str
+    backbone: str
+    pretrained: bool
+    finetune: str
+    depth: int
+    width: int
+    residual: bool
+    norm: str
+    lrn_size: int
+    dropout: float
+    drop_path: float
+    mix: str
+    mix_alpha: float
+    imbalance: str
+    policy: str
+    policy_ops: int
+    policy_magnitude: int
+    autoaugment_policy: str
+    ema_decay: float
+    tta: str
+
     _defaults: ClassVar[dict[str, Any]] = {}
     __slots__ = ("_values",)
 
     def __init__(self, **values: Any) -> None:
-        unknown = [k for k in values if self._defaults and k not in self._defaults]
+        known = self.known()
+        unknown = [k for k in values if k not in known]
         if unknown:
-            raise TypeError(f"unknown params {', '.join(unknown)}; known: {', '.join(self._defaults)}")
+            raise TypeError(f"unknown params {', '.join(unknown)}; known: {', '.join(known)}")
         object.__setattr__(self, "_values", {k: _plain(v) for k, v in values.items()})
 
     @classmethod
@@ -43,6 +84,12 @@ class TrialConfig:
     @classmethod
     def names(cls) -> list[str]:
         return list(cls._defaults)
+
+    @classmethod
+    def known(cls) -> list[str]:
+        """The params a config may hold: the declared fields above, and any a plugin strategy declared."""
+        fields = [name for name in cls.__annotations__ if not name.startswith("_")]
+        return list(dict.fromkeys([*fields, *cls._defaults]))
 
     def __getattr__(self, name: str) -> Any:
         values = object.__getattribute__(self, "_values")

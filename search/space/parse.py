@@ -23,7 +23,7 @@ from search.algorithms.pruners import PRUNERS
 from search.algorithms.samplers import SAMPLERS
 from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
     AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
-    ParamSpec, SearchSpace, _label, choice_label,
+    ParamSpec, SearchSpace, choice_label,
 )
 from search.strategies import PARAMS, check_value
 
@@ -377,7 +377,7 @@ def _parse_params(c: _Checker, raw: Any, budget: Budget, extra_sets: Sequence[st
                     problem = check_value(name, choice, extra_sets)
                     if problem:
                         raise c.fail(f"{key}.choices[{i}]", problem)
-                labels = [_label(v) for v in choices]
+                labels = [choice_label(v) for v in choices]
                 if len(set(map(str, labels))) != len(labels):
                     raise c.fail(f"{key}.choices", "duplicate choices")
                 specs.append(ParamSpec(name, "choices", choices=tuple(choices), when=when))
@@ -459,9 +459,9 @@ def _parse_when(c: _Checker, raw: Any, key: str, above: Sequence[ParamSpec]) -> 
 def _check_when_values(c: _Checker, key: str, parent: ParamSpec, values: Sequence[Any]) -> None:
     """Each value must be one the parent can take, or the condition silently never (or always) holds."""
     if parent.kind == "choices":
-        allowed = [_label(v) for v in parent.choices]
+        allowed = [choice_label(v) for v in parent.choices]
     elif parent.kind == "fixed":
-        allowed = [_label(parent.value)]
+        allowed = [choice_label(parent.value)]
     elif parent.kind == "int":
         step = int(parent.step or 1)
         allowed = None
@@ -474,7 +474,7 @@ def _check_when_values(c: _Checker, key: str, parent: ParamSpec, values: Sequenc
     else:
         raise c.fail(key, f"{parent.name} is a float range; a condition needs a param with choices or an int range")
     for v in values:
-        if _label(v) not in allowed:
+        if choice_label(v) not in allowed:
             raise c.fail(key, f"{v!r} is not one of {parent.name}'s values; allowed: {', '.join(map(str, allowed))}")
 
 

@@ -20,3 +20,6 @@ allows); an Optuna release that renames one of these breaks this package alone.
 | `optuna.storages._grpc.server.make_server` | `proxy` | a gRPC server around our storage |
 | SQLAlchemy `pool._max_overflow` | `backend` | a single-connection pool for SQLite |
 """
+
+# The public modules (``from search.storage import *``); each declares its own names.
+__all__ = ["backend", "budget", "heartbeat", "internals", "owned", "proxy"]

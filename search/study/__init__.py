@@ -9,3 +9,6 @@ import optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # We drive trials with ask/tell and our own heartbeat thread (search.storage.heartbeat.HeartbeatThread).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+# The public modules (``from search.study import *``); each declares its own names.
+__all__ = ["create", "load", "objective", "runner", "signals", "stopping", "warmstart", "workers"]
