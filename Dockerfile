@@ -19,13 +19,15 @@ WORKDIR /src
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1
 COPY setup.py setup.cfg README.md ./
 COPY search ./search
-RUN pip install ".[postgres,grpc]" && useradd --create-home --uid 1000 search
+RUN pip install ".[postgres,grpc,s3]" && useradd --create-home --uid 1000 search
 
 # The working directory: spaces/ (docker-compose.yml mounts yours over it) and whatever the
 # commands write (exports, sqlite:///studies.db when used without PostgreSQL).
 WORKDIR /work
 COPY --chown=search spaces ./spaces
-RUN chown search /work
+# /artifacts: the kept trials' files when docker-compose.yml mounts its "artifacts" volume there
+# (a new named volume takes the owner of the folder it is mounted over).
+RUN chown search /work && mkdir /artifacts && chown search /artifacts
 USER search
 ENTRYPOINT ["strategy-search"]
 CMD ["--help"]

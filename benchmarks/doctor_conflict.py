@@ -67,7 +67,7 @@ def make_data(root: Path, per_class: int, seed: int) -> Path:
     return root
 
 
-def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
+def run_space(text: str, seed: int, trials: int, epochs: int | None = None) -> dict[str, Any]:
     import optuna
     import yaml
 
@@ -78,6 +78,10 @@ def run_space(text: str, seed: int, trials: int) -> dict[str, Any]:
     doc = yaml.safe_load(text)
     doc.update(seed=seed, study=f"{doc['study']}-{seed}")
     doc["budget"]["n_trials"] = trials
+    if epochs is not None:  # every trial of both spaces trains these epochs (the doctor fixes them)
+        doc["budget"]["max_epochs"] = epochs
+        doc["params"]["epochs"] = epochs
+        doc["pruner"] = {**doc["pruner"], "min_resource": 1} if isinstance(doc["pruner"], dict) else doc["pruner"]
     space = parse_space(doc, source="doctor space")
     study = create_study(space, optuna.storages.InMemoryStorage())
     start = time.perf_counter()
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--trial-epochs", type=int, default=None, help="epochs of every trial (default: the doctor's)")
     p.add_argument("--per-class", type=int, default=60, help="images per class (half of them train)")
     p.add_argument("--baseline-epochs", type=int, default=3, help="the doctor's baseline epochs (the space's "
                                                                   "epochs go up to 3x this when it underfits)")
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
         for s in range(args.first_seed, args.first_seed + seeds):
             for arm, text in arms.items():
-                runs[arm].append(run_space(text, s, trials))
+                runs[arm].append(run_space(text, s, trials, 2 if args.tiny else args.trial_epochs))
                 r = runs[arm][-1]
                 print(f"{arm} seed {s}: best {r['best']:.3f} ({r['best_params'].get('augment', 'none (fixed)')}), "
                       f"{r['epochs']} epochs, {r['seconds']:.0f}s", flush=True)

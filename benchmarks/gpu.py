@@ -10,9 +10,12 @@ them. The saturation test starts 1, 2, 4, 8 worker processes that each run ``tra
 same GPU at once, and reports aggregate training images/s.
 
 Without CUDA it prints why and exits 0 (GPU figures are then pending a GPU session).
+``--all`` runs every GPU figure of issue 28 instead (:mod:`benchmarks.gpu_all`, one JSON,
+under 8 minutes); without CUDA it runs that script's CPU smoke and marks the figures pending.
 
     python -m benchmarks.gpu
     python -m benchmarks.gpu --tiny
+    python -m benchmarks.gpu --all
 """
 
 from __future__ import annotations
@@ -223,10 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="*", default=None, help="worker counts (default 1 2 4 8)")
     p.add_argument("--force-cpu", action="store_true",
                    help="exercise this script's code on the CPU (a check of the script; the figures mean nothing)")
+    p.add_argument("--all", action="store_true",
+                   help="every GPU figure of issue 28 in one run (benchmarks/gpu_all.py); without CUDA or with "
+                        "--tiny: a CPU smoke of the script, figures pending")
+    p.add_argument("--budget", type=float, default=None, help="--all: seconds after which no section starts")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     info = machine()
+    if args.all:
+        return run_all_main(args, info)
     if not torch.cuda.is_available() and not args.force_cpu:
         print(NO_CUDA)
         path = write_result(args.out, "gpu", info, {"skipped": NO_CUDA}, args.tiny)
@@ -255,6 +264,27 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(args.out, "gpu", info, {"images": n, "epochs": epochs, "batch": args.batch,
                                                 "precision": prec, "saturation": sat, "saturated_at": saturated_at,
                                                 "saturation_model": arch, "device": str(device)}, args.tiny)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def run_all_main(args: Any, info: dict[str, Any]) -> int:
+    from benchmarks.gpu_all import BUDGET_S, run_all
+
+    cuda = torch.cuda.is_available()
+    smoke = args.tiny or not cuda
+    device = torch.device("cuda" if cuda and not args.tiny else "cpu")
+    if not cuda:
+        print(NO_CUDA + "; running the CPU smoke of --all")
+    result = run_all(device, smoke, args.budget or BUDGET_S)
+    where = info["cuda"] if device.type == "cuda" else "the CPU (smoke: figures pending a GPU)"
+    print(f"\nIssue 28's GPU figures on {where}, {result['seconds']:.0f} s")
+    print(table(["goal", "figure", "bar", "status"],
+                [(k, v["value"] if v["value"] is not None else float("nan"), v["goal"], v["status"])
+                 for k, v in result["goals"].items()]))
+    for name, body in result["sections"].items():
+        print(f"{name}: {json.dumps(body, default=str)[:600]}")
+    path = write_result(args.out, "gpu-all", info, result, smoke)
     print(f"\nwrote {path}")
     return 0
 

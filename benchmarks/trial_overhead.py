@@ -22,7 +22,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def cases(tiny: bool) -> list[Case]:
     return [
         Case("digits 8x8, w16, 10 ep", DatasetSpec(name="digits"), base),
         Case("shapes 32x32, w16, 10 ep", DatasetSpec(name="shapes"), base),
-        Case("shapes 32x32, w16, 10 ep, crop+flip", DatasetSpec(name="shapes"), replace(base, augment="light")),
+        Case("shapes 32x32, w16, 10 ep, crop+flip", DatasetSpec(name="shapes"), base.replace(augment="light")),
     ]
 
 

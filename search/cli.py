@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -27,10 +28,11 @@ storage_option = click.option(
 device_option = click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 weights_option = click.option("--weights-dir", default=None, type=click.Path(file_okay=True),
                               help="Local directory with pretrained backbone weights.")
-checkpoints_option = click.option(
-    "--checkpoints", envvar="STRATEGY_SEARCH_CHECKPOINTS", default=None, metavar="DIR",
-    help="Trial checkpoints (default: checkpoints/ beside a SQLite file; env STRATEGY_SEARCH_CHECKPOINTS). "
-         "Use one shared directory for workers on several machines.",
+artifacts_option = click.option(
+    "--artifacts", envvar="STRATEGY_SEARCH_ARTIFACTS", default=None, metavar="URL",
+    help="Artifact store of the kept trials' files: file:///path, s3://bucket/prefix or gs://bucket/prefix "
+         "(default: the space's artifacts:, else artifacts/ beside a SQLite file; env STRATEGY_SEARCH_ARTIFACTS). "
+         "S3 endpoint and credentials come from the AWS environment variables or config, never the URL.",
 )
 
 
@@ -43,6 +45,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         redact.remember_url(kwargs.get("storage") or os.environ.get("STRATEGY_SEARCH_STORAGE"))
+        redact.remember_environment()
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
@@ -53,6 +56,8 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
+        except BrokenPipeError:
+            _closed_pipe()
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:  # a bug: show the traceback, but never a password in it
@@ -60,6 +65,23 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+BROKEN_PIPE_EXIT = 128 + 13  # what a shell reports for a Unix tool killed by SIGPIPE
+
+
+def _closed_pipe() -> None:
+    """The reader went away (``predict ... | head``): stop quietly, as Unix tools do on SIGPIPE.
+
+    Output still buffered for the closed pipe would fail again when Python flushes it at exit, so
+    stdout is pointed at /dev/null first (Python's documented recipe for SIGPIPE).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (an in-process runner): nothing to flush
+        pass
+    sys.exit(BROKEN_PIPE_EXIT)
 
 
 def _launcher_label() -> str | None:
@@ -93,6 +115,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("search").setLevel(level)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # The S3 client's debug lines carry signed request headers (the access key id): never shown.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact.RedactFilter())
     import optuna
@@ -122,19 +147,21 @@ def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after S seconds.")
 @device_option
 @weights_option
-@checkpoints_option
+@artifacts_option
 @click.option("--warm-start", "warm_from", default=None, metavar="STUDY",
               help="Copy STUDY's finished trials that fit this space into the new study before sampling (once).")
 @click.option("--warm-storage", default=None, metavar="URL", help="Storage of the --warm-start study (default: --storage).")
 @_user_errors
 def run(space: str, storage: str | None, n_trials: int | None, timeout: float | None, device: str | None,
-        weights_dir: str | None, checkpoints: str | None, warm_from: str | None, warm_storage: str | None) -> None:
+        weights_dir: str | None, artifacts: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space.parse import load_space
     from search.study.runner import WorkerInterrupted, run_trials
     from search.study.create import create_study
+    from search.study.artifact_store import open_artifacts
     from search.storage.backend import storage_label
     from search.study.warmstart import warm_start
+    from search.study.workers import stop_on_sigterm
 
     if warm_storage is not None and warm_from is None:
         raise UserError("--warm-storage needs --warm-start STUDY")
@@ -142,12 +169,14 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     if warm_from == spec.study and warm_storage is None:
         raise UserError(f"--warm-start {warm_from!r} is this study itself; name another study (or --warm-storage)")
     log.info("study %r in %s", spec.study, storage_label(storage))
+    files = open_artifacts(artifacts, spec.artifacts, storage, create=True) if spec.keep != "none" else None
     study = create_study(spec, storage)
     if warm_from is not None:
         click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
+    stop_on_sigterm()  # `docker stop`, a scheduler's preemption: stop like Ctrl-C, not mid-write
     try:
         summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=spec.seed, checkpoints=checkpoints)
+                             weights_dir=weights_dir, worker_seed=spec.seed, artifacts=files)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
@@ -221,8 +250,9 @@ def create(space: str, storage: str | None) -> None:
 @weights_option
 @click.option("--gpus", default=None, metavar="all|0,1,3",
               help="Start one worker process per GPU, each pinned with CUDA_VISIBLE_DEVICES.")
-@click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes per GPU (with --gpus).")
+@click.option("--per-gpu", default="1", show_default=True, metavar="K|auto",
+              help="Worker processes per GPU (with --gpus); auto: as many as fit in memory, up to where "
+                   "throughput stops rising (probed first).")
 @click.option("--processes", type=click.IntRange(min=1), default=None, help="Start N worker processes on the CPU.")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Heartbeat interval of running trials (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
@@ -232,16 +262,18 @@ def create(space: str, storage: str | None) -> None:
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT",
               help="Keep retrying an unreachable database for S seconds (default 30).")
-@checkpoints_option
+@artifacts_option
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
-           device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: int, processes: int | None,
+           device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: str, processes: int | None,
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
-           checkpoints: str | None) -> None:
+           artifacts: str | None) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
-    from search.study.workers import launch, plan_workers, require_study
+    from search.study.workers import (AUTO, check_artifacts, follow_launcher, launch, pack, parse_per_gpu, plan_workers,
+                                      require_study)
 
+    follow_launcher()  # a worker that a launcher started ends with it
     several = gpus is not None or processes is not None
     if several and device is not None:
         raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")
@@ -250,9 +282,13 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
     if several:
         require_study(study_name, store)  # once here, not once per worker
+        check_artifacts(study_name, store, artifacts, storage)
+        packing = None
+        if gpus is not None and parse_per_gpu(per_gpu) == AUTO:
+            specs, packing = pack(study_name, specs, storage=storage)
         report = launch(study_name, specs, storage=storage, options={
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
-            "grace": grace, "connect_timeout": connect_timeout, "checkpoints": checkpoints})
+            "grace": grace, "connect_timeout": connect_timeout, "artifacts": artifacts}, packing=packing)
         click.echo(report.format())
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
@@ -263,7 +299,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
 
     try:
         summary, study_counts = run_worker(study_name, store, storage_url=storage, n_trials=n_trials, timeout=timeout,
-                                           device=device, weights_dir=weights_dir, checkpoints=checkpoints)
+                                           device=device, weights_dir=weights_dir, artifacts=artifacts)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
@@ -284,18 +320,25 @@ def _print_next_after_workers(study_name: str, storage: str | None) -> None:
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--details", is_flag=True, help="Per-class metrics and confusion matrices.")
+@click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also a leaderboard of the N best completed trials.")
 @_user_errors
-def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> None:
+def best(study_name: str, storage: str | None, as_json: bool, details: bool, top: int | None) -> None:
     """Show the best trial of STUDY (the Pareto front for several objectives)."""
     from search.study.load import load_study
-    from search.tools.summary import format_summary, study_summary
+    from search.tools.summary import format_leaderboard, format_summary, leaderboard, study_summary
 
     study, spec = load_study(study_name, storage)
     summary = study_summary(study, spec)
+    if top is not None:
+        summary["leaderboard"] = leaderboard(study, spec, top)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(format_summary(summary, details=details))
+    if top is not None:
+        click.echo(f"\ntop {top} (validation split; test accuracy holds for this test set only):")
+        click.echo(format_leaderboard(summary["leaderboard"]))
     where = _storage_arg(storage)
     if not summary["best"]:
         click.echo(f"\nrun trials: strategy-search worker {study_name}{where}")
@@ -311,15 +354,18 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool) -> 
 @click.option("-o", "--output", default="best.yaml", show_default=True, type=click.Path(),
               help="A .yaml/.yml file (the config only) or a directory (config, weights, TorchScript, ONNX).")
 @click.option("--trial", "trial_number", type=int, default=None, help="Export this trial instead of the best.")
-@checkpoints_option
+@artifacts_option
+@click.option("--checkpoints", envvar="STRATEGY_SEARCH_CHECKPOINTS", default=None, metavar="DIR",
+              help="Also read models kept by versions before the artifact store (default: checkpoints/ beside a "
+                   "SQLite file; env STRATEGY_SEARCH_CHECKPOINTS).")
 @device_option
 @weights_option
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also write model.onnx.")
 @click.option("--force", is_flag=True, help="Replace an existing config file or bundle, or write into a non-empty "
                                              "directory.")
 @_user_errors
-def export(study_name: str, storage: str | None, output: str, trial_number: int | None, checkpoints: str | None,
-           device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
+def export(study_name: str, storage: str | None, output: str, trial_number: int | None, artifacts: str | None,
+           checkpoints: str | None, device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
     """Write the best trial of STUDY as a runnable space file, or as a production bundle in a directory."""
     from search.tools.export import export_config
     from search.artifacts.bundle import write_config
@@ -334,18 +380,21 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
         click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
                    "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
-    _export_bundle(study, spec, trial, output, storage, checkpoints, device, weights_dir, onnx, force)
+    _export_bundle(study, spec, trial, output, storage, artifacts, checkpoints, device, weights_dir, onnx, force)
 
 
-def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, checkpoints: str | None,
-                   device: str | None, weights_dir: str | None, onnx: bool, force: bool) -> None:
-    from search.artifacts.checkpoints import CheckpointStore
+def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str | None, artifacts: str | None,
+                   checkpoints: str | None, device: str | None, weights_dir: str | None, onnx: bool,
+                   force: bool) -> None:
     from search.storage.backend import checkpoint_root
+    from search.study.artifact_store import open_artifacts
     from search.tools.export import export_bundle
 
-    store = CheckpointStore(checkpoint_root(storage, checkpoints))
-    done = export_bundle(study, spec, output, trial, checkpoints=store, device=device, weights_dir=weights_dir,
-                         onnx=onnx, force=force)
+    files = open_artifacts(artifacts, spec.artifacts, storage)
+    # Without --artifacts (or its env), each trial's files come from the store its worker recorded.
+    done = export_bundle(study, spec, output, trial, artifacts=files, follow_records=artifacts is None,
+                         legacy_checkpoints=checkpoint_root(storage, checkpoints), device=device,
+                         weights_dir=weights_dir, onnx=onnx, force=force)
     click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
     click.echo(f"  weights: {done.reason}")
     if done.value_diff is not None:
@@ -365,17 +414,18 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
 @click.option("--allow-writes", is_flag=True,
               help="Let the dashboard change the storage (notes, trial states, deleting studies); "
                    "without it, it is read-only.")
+@artifacts_option
 @_user_errors
-def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> None:
-    """Serve optuna-dashboard on the same storage (read-only unless --allow-writes)."""
+def dashboard(storage: str | None, host: str, port: int, allow_writes: bool, artifacts: str | None) -> None:
+    """Serve optuna-dashboard on the same storage (read-only unless --allow-writes), with the trials' files."""
     from search.tools.dashboard import serve
 
-    def ready(label: str) -> None:
+    def ready(label: str, files: str) -> None:
         mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
-        click.echo(f"optuna-dashboard for {label}, {mode}: open http://{host}:{port} in a browser "
-                   "(Ctrl-C stops it)")
+        click.echo(f"optuna-dashboard for {label} (trial files: {files}), {mode}: open http://{host}:{port} "
+                   "in a browser (Ctrl-C stops it)")
 
-    serve(storage, host, port, allow_writes=allow_writes, on_ready=ready)  # until Ctrl-C
+    serve(storage, host, port, allow_writes=allow_writes, artifacts=artifacts, on_ready=ready)  # until Ctrl-C
     click.echo("dashboard stopped; the studies are unchanged", err=True)
 
 
@@ -452,22 +502,43 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (all class probabilities).")
+@click.option("--strict", is_flag=True, help="Stop with exit code 2 at the first unreadable image "
+                                             "(default: skip it, name it on stderr, go on).")
 @device_option
 @_user_errors
-def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str | None) -> None:
-    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR."""
+def predict(export_dir: str, images: tuple[str, ...], as_json: bool, strict: bool, device: str | None) -> None:
+    """Classify IMAGES (files or folders) with the model exported to EXPORT_DIR.
+
+    Unreadable images are skipped and named on stderr; the exit code is 2 only when none could be
+    read (or, with --strict, when any could not).
+    """
     from search.artifacts.bundle import load_core
-    from search.tools.predict import predict_files
+    from search.tools.predict import Unreadable, image_files, iter_predictions, nothing_readable
     from search.train.loop import resolve_device
 
     bundle = load_core(export_dir)
-    results = predict_files(bundle, images, resolve_device(device))
+    files = image_files(images)
+    found, skipped = [], []
+    width = max(len(str(f)) for f in files)
+    for item in iter_predictions(bundle, files, resolve_device(device), strict=strict):
+        if isinstance(item, Unreadable):
+            skipped.append(item)
+            if found:  # (before the first prediction they wait: if none comes, one error line says it)
+                click.echo(f"skipped {item.path}: not a readable image ({item.why})", err=True)
+            continue
+        if not found:
+            for early in skipped:
+                click.echo(f"skipped {early.path}: not a readable image ({early.why})", err=True)
+        found.append(item)
+        if not as_json:
+            click.echo(f"{item.path:<{width}}  {item.label}  {item.probability:.4f}")  # as it comes: pipes see it
+    if not found:
+        raise nothing_readable(skipped)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    width = max(len(r.path) for r in results)
-    for r in results:
-        click.echo(f"{r.path:<{width}}  {r.label}  {r.probability:.4f}")
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+    if skipped:
+        click.echo(f"{len(skipped)} of {len(files)} image(s) unreadable and skipped (named above; --strict stops "
+                   "at the first)", err=True)
 
 
 @main.command()
@@ -475,14 +546,17 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, device: str
 @storage_option
 @click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write PNGs into <name>_png/.")
+@artifacts_option
 @_user_errors
-def report(study_name: str, storage: str | None, output: str, png: bool) -> None:
+def report(study_name: str, storage: str | None, output: str, png: bool, artifacts: str | None) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
     from search.tools.report import write_report
     from search.study.load import load_study
+    from search.study.artifact_store import open_artifacts
 
     study, spec = load_study(study_name, storage)
-    done = write_report(study, spec, output, png=png)
+    done = write_report(study, spec, output, png=png, artifacts=open_artifacts(artifacts, spec.artifacts, storage),
+                        follow_records=artifacts is None)
     size = done.html.stat().st_size / 1e6
     click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:
@@ -494,9 +568,14 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 
 @main.command()
 @click.argument("data")
-@click.option("--objective", default="accuracy", show_default=True, metavar="SPEC",
-              help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}'.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Baseline epochs.")
+@click.option("--objective", default=None, metavar="SPEC",
+              help="As in a space file: a metric, or YAML like '{metric: f1, average: binary, positive_class: x}' "
+                   "(default: accuracy).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Baseline epochs (default: half the recipe's for this data, at least 8).")
+@click.option("--budget", default=None, metavar="TIME",
+              help="Time for doctor and search together, e.g. 15m or 1h: the written space's trials, epochs and "
+                   "pruner are sized to it from the baseline's measured epoch time (budget.time).")
 @click.option("--limit", type=click.IntRange(min=10), default=None, help="Use at most this many images.")
 @click.option("--val-fraction", type=float, default=None, help="Validation share (default 0.2).")
 @click.option("--test-fraction", type=float, default=None, help="Test share (default 0.2).")
@@ -513,7 +592,8 @@ def report(study_name: str, storage: str | None, output: str, png: bool) -> None
 @device_option
 @weights_option
 @_user_errors
-def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fraction: float | None,
+def doctor(data: str, objective: str | None, epochs: int | None, budget: str | None, limit: int | None,
+           val_fraction: float | None,
            test_fraction: float | None, overrides: tuple[str, ...], no_probe: bool, output: str | None,
            study_name: str | None, n_trials: int, force: bool, as_json: bool, device: str | None,
            weights_dir: str | None) -> None:
@@ -522,8 +602,20 @@ def doctor(data: str, objective: str, epochs: int, limit: int | None, val_fracti
 
     done = run_doctor(data, objective=objective, epochs=epochs, limit=limit, val_fraction=val_fraction,
                       test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
-                      study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir)
+                      study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir,
+                      budget=budget)
     click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
+
+
+@contextlib.contextmanager
+def _resumable(study_name: str) -> Iterator[None]:
+    """Ctrl-C during ablate/confirm: say that the finished runs are kept and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every finished run is stored with study {study_name!r}; run the same command "
+                   "again to resume (only the missing runs train)", err=True)
+        sys.exit(INTERRUPTED_EXIT)
 
 
 @main.command("ablate")
@@ -549,10 +641,11 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
     study, spec = load_study(study_name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else None
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
-                    device=device, weights_dir=weights_dir)
+    with _resumable(study_name):
+        record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
+                        device=device, weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
     click.echo(format_ablation(record))
     click.echo(f"\nstored in study {study_name!r}; chart it: "
@@ -573,16 +666,20 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
 def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, budget_epochs: int | None,
                     as_json: bool, device: str | None, weights_dir: str | None) -> None:
     """Retrain the top trials of STUDY with fresh seeds and rank them by mean, not by luck."""
-    from search.tools.confirm import confirm, format_confirmation
+    from search.tools.confirm import confirm, format_confirmation, winner_model_note
     from search.study.load import load_study
 
     study, spec = load_study(study_name, storage)
-    record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
-                     weights_dir=weights_dir)
+    with _resumable(study_name):
+        record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
+                         weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
     click.echo(format_confirmation(record))
+    note = winner_model_note(study, spec, record)
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 

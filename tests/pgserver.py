@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server on 127.0.0.1 for the tests and ``.ci/run`` (stdlib only).
 
     python3 tests/pgserver.py start DIR   # prints the postgresql+psycopg:// URL (keep it out of logs)
+    python3 tests/pgserver.py restart DIR [SECONDS]   # down for SECONDS (default 0), then up again
     python3 tests/pgserver.py stop DIR
 
 DIR must be a new or empty directory; the cluster, its log and its socket live there and
@@ -18,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 USER = "strategy"
@@ -82,7 +84,7 @@ def start(base: str | Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     if any(base.iterdir()):
         raise ServerError(f"{base} is not empty")
-    data, log, pwfile = base / "data", base / "server.log", base / "pw"
+    data, pwfile = base / "data", base / "pw"
     password = secrets.token_hex(12)
     pwfile.write_text(password + "\n", encoding="utf-8")
     pwfile.chmod(0o600)
@@ -97,15 +99,31 @@ def start(base: str | Path) -> str:
     port = _free_port()
     # Loopback only; the socket stays inside the throwaway directory; durability is not needed.
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=200"
+    (base / "options").write_text(options, encoding="utf-8")  # for restart
+    _start_server(base)
+    env = {**os.environ, "PGPASSWORD": password}
+    _run([find_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE], env=env)
+    return f"postgresql+psycopg://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
+
+
+def _start_server(base: Path) -> None:
+    data, log = base / "data", base / "server.log"
+    options = (base / "options").read_text(encoding="utf-8")
     try:
         _run(_as_server_user([find_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
                               "-o", options, "start"]))
     except ServerError as exc:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise ServerError(f"{exc}\n{tail}") from None
-    env = {**os.environ, "PGPASSWORD": password}
-    _run([find_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE], env=env)
-    return f"postgresql+psycopg://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
+
+
+def restart(base: str | Path, down: float = 0.0) -> None:
+    """Restart the server under ``base`` as an administrator would (``pg_ctl stop -m fast``: every
+    session is terminated), keep it down for ``down`` seconds, and start it again on the same port."""
+    base = Path(base).resolve()
+    _run(_as_server_user([find_bin("pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"]))
+    time.sleep(down)
+    _start_server(base)
 
 
 def stop(base: str | Path) -> None:
@@ -119,15 +137,18 @@ def stop(base: str | Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("start", "stop"):
+    if not (len(argv) == 3 and argv[1] in ("start", "stop", "restart")
+            or len(argv) == 4 and argv[1] == "restart"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
         if argv[1] == "start":
             print(start(argv[2]))
+        elif argv[1] == "restart":
+            restart(argv[2], float(argv[3]) if len(argv) == 4 else 0.0)
         else:
             stop(argv[2])
-    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+    except (ServerError, OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"pgserver: {exc}", file=sys.stderr)
         return 1
     return 0

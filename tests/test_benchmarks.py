@@ -13,9 +13,9 @@ import torch
 from conftest import ROOT
 
 
-def _run(name: str, out: Path, *extra: str) -> tuple[str, dict[str, Any]]:
+def _run(name: str, out: Path, *extra: str, timeout: float = 300) -> tuple[str, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--tiny", "--out", str(out), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / f"{name}-tiny.json").read_text())
     machine = result["machine"]
@@ -115,3 +115,85 @@ def test_data_scale_measures_build_start_memory_and_throughput(tmp_path: Path) -
     assert set(rates) == {"map", "in-RAM tensor", "map, pages dropped every batch"} and min(rates.values()) > 0
     assert result["raw_read"]["cold_mb_per_s"] > 0
     assert "Dataset cache at scale" in out
+
+
+def test_gpu_all_runs_its_cpu_smoke_and_says_the_gpu_figures_are_pending(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--all", "--tiny", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "gpu-all-tiny.json").read_text())
+    assert result["smoke"] and "not yet measured on a GPU" in result["pending"]
+    sections = result["sections"]
+    assert set(sections) == {"overhead_32px", "kernel_profile", "augmentation", "photo_folder", "photos_224",
+                             "jpeg_decode", "workers_per_gpu"}
+    assert not [name for name, body in sections.items() if isinstance(body, dict) and "error" in body]
+    assert all(r["library_images_per_s"] > 0 and r["bare_images_per_s"] > 0 for r in sections["overhead_32px"])
+    assert [r["arm"] for r in sections["augmentation"]][:3] == ["none", "light", "standard"]
+    assert {r["arm"] for r in sections["photos_224"]["arms"]} == {"map + prefetch thread", "GPU-resident",
+                                                                  "JPEG cache decoded per batch"}
+    assert sections["workers_per_gpu"]["auto"]["workers"] == 1  # no GPU memory reading on the CPU
+    assert {g["status"] for g in result["goals"].values()} == {"pending (CPU smoke)"}
+    assert "figures pending a GPU" in proc.stdout
+
+
+def test_large_photos_compares_the_raw_and_jpeg_caches(tmp_path: Path) -> None:
+    out, result = _run("large_photos", tmp_path)
+    builds = result["builds"]
+    assert builds["raw"]["format"] == "raw" and builds["jpeg"]["format"] == "jpeg"
+    assert 3 * 224 * 224 <= builds["raw"]["bytes_per_image"] < 3 * 224 * 224 + 2  # + the .npy header
+    assert 0 < builds["jpeg"]["bytes_per_image"] < builds["raw"]["bytes_per_image"] / 4
+    assert result["library_jpeg_psnr_db"] > 30
+    assert all(v > 0 for v in result["per_core_images_per_s"].values())
+    assert result["study_1e6"]["raw_cache_gb"] > 150 and "not yet measured on a GPU" in result["gpu_decode"]
+    assert "10^6 images at 224 px" in out
+
+
+def test_artifacts_times_keeping_and_reading_a_trial(tmp_path: Path) -> None:
+    out, result = _run("artifacts", tmp_path)
+    (row,) = result["summary"]
+    assert row["store"] == "directory" and row["mb_stored"] > 0
+    assert row["keep_cpu_s"] > 0 and row["read_wall_s"] > 0 and row["train_cpu_s"] > 0
+    assert "Keeping a trial" in out
+
+
+def test_accuracy_suite_runs_its_smallest_case(tmp_path: Path) -> None:
+    """benchmarks.accuracy --tiny: the smallest task, the expert recipe and doctor -> run, CPU budget."""
+    # ~30 CPU-s of training (two budgets of 15 CPU-s): minutes of wall time on a loaded machine.
+    out, result = _run("accuracy", tmp_path, "--root", str(tmp_path / "tasks"), timeout=900)
+    cells = result["cells"]
+    assert set(cells) == {"cells-imbalanced/expert/0", "cells-imbalanced/doctor/0"}, out
+    for cell in cells.values():
+        assert cell["cpu_s"] <= cell["budget_cpu_s"] * 1.5 and cell["trials"], cell
+        done = [t for t in cell["trials"] if t["value"] is not None]
+        assert done and all(t["cpu"] <= cell["budget_cpu_s"] for t in done)
+    doctor = cells["cells-imbalanced/doctor/0"]
+    assert doctor["doctor_cpu"] > 0 and "no_orientation" in doctor["findings"]  # cells come in any orientation
+    assert doctor["trials"][0]["enqueued"] and doctor["space"]["budget"]["time"]
+    summary = result["summary"]["per_task"]["cells-imbalanced"]
+    assert summary["expert"]["median_val@1"] > 0.5 and "val@25%" in out
+
+
+def test_pruning_replay_on_recorded_curves(tmp_path: Path) -> None:
+    out, result = _run("pruning", tmp_path)
+    (search,) = result["searches"]
+    # The slow starter (trial 5, a 20-epoch schedule) ends best; comparing at the same epoch prunes it,
+    # and what it costs is the gap to the best surviving trial.
+    assert search["median@epoch"]["best_pruned"]
+    assert search["median@epoch"]["best_kept"] < search["median@epoch"]["best_final"] == 0.9
+    for name in ("median@epoch", "median@progress", "hyperband@progress"):
+        r = search[name]
+        assert r["epochs"] <= r["epochs_unpruned"] and 1 <= r["survived"] <= r["trials"] == 8
+
+
+def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path: Path) -> None:
+    from benchmarks.portfolio import greedy
+
+    out, result = _run("portfolio", tmp_path, "--root", str(tmp_path / "tasks"))
+    assert {(r["task"], r["candidate"]) for r in result["runs"]} == {("cells-imbalanced", "recipe"),
+                                                                    ("cells-imbalanced", "shallow-fast")}
+    assert result["chosen"][0] == "recipe" and all(0 <= r["val"] <= 1 for r in result["runs"])
+    # Greedy: an entry is added only for what it adds over the entries before it.
+    scores = {"recipe": {"a": 0.9, "b": 0.5}, "x": {"a": 0.8, "b": 0.9}, "y": {"a": 0.95, "b": 0.5},
+              "z": {"a": 0.5, "b": 0.85}}
+    assert greedy(scores, 3) == ["recipe", "x", "y"]
+    assert greedy(scores, 1) == ["recipe", "x"]

@@ -148,12 +148,12 @@ def _launch_four(workdir: Path, storage: str, prefix: str, n_trials: int) -> tup
     _assert_exact(trials, n_trials)
     counts = _report_counts(result.stdout)
     assert len(counts) == 4 and sum(counts.values()) == n_trials, result.stdout
-    # The report agrees with the study: each worker's trials carry its pid.
-    by_pid: dict[str, int] = {}
+    # The report agrees with the study for every worker, those that ran nothing included: each
+    # worker's trials carry its pid, and no trial carries another pid.
+    by_pid = {key.split()[1]: 0 for key in counts}
     for t in trials:
-        pid = t.user_attrs["worker"].split(":")[1].split()[0]
-        by_pid[pid] = by_pid.get(pid, 0) + 1
-    assert by_pid == {key.split()[1]: n for key, n in counts.items() if n}
+        by_pid[t.user_attrs["worker"].split(":")[1].split()[0]] += 1
+    assert by_pid == {key.split()[1]: n for key, n in counts.items()}
     assert time.monotonic() - started < 200
     return study, output
 
@@ -205,18 +205,26 @@ def _get_json(url: str, proc: subprocess.Popen[str]) -> Any:
 # ----------------------------------------------------------------------------- fault tolerance
 
 
-def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Path, pg_url: str) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(workdir: Path, request: pytest.FixtureRequest) -> str:
+    """The default storage (a SQLite file) and PostgreSQL."""
+    return f"sqlite:///{workdir}/studies.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Path, db_url: str) -> None:
+    """SIGKILL (the OOM killer, a lost machine) mid-trial: after the grace the trial is failed with
+    its reason and retried, with the same params, by the worker still running."""
     study = _study_name("kill")
     space = _space(workdir, study, 3, max_epochs=25, params={
         "lr": {"float": [0.001, 0.05], "log": True}, "batch_size": {"choices": [32, 64]}, **LONG_TRIAL})
-    _create(space, pg_url, workdir)
-    launcher = subprocess.Popen([*CLI, "worker", study, "--storage", pg_url, "--processes", "2", *FAST_HEARTBEAT],
+    _create(space, db_url, workdir)
+    launcher = subprocess.Popen([*CLI, "worker", study, "--storage", db_url, "--processes", "2", *FAST_HEARTBEAT],
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        victim = running_trial(study, pg_url, launcher, max_epochs=8, claimed=True)
+        victim = running_trial(study, db_url, launcher, max_epochs=8, claimed=True)
         pid = int(victim.user_attrs["worker"].split(":")[1].split()[0])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        assert _password(pg_url) is None or _password(pg_url) not in cmdline  # URL goes by environment
+        assert _password(db_url) is None or _password(db_url) not in cmdline  # URL goes by environment
         os.kill(pid, signal.SIGKILL)
         output = launcher.communicate(timeout=200)[0]
     finally:
@@ -224,7 +232,7 @@ def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Pat
             launcher.kill()
     assert launcher.returncode == 1, output  # a worker died: the launcher says so
     assert "killed by SIGKILL" in output
-    trials = sorted(_trials(study, pg_url), key=lambda t: t.number)
+    trials = sorted(_trials(study, db_url), key=lambda t: t.number)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [victim.number], [(t.number, t.state.name) for t in trials]
     assert failed[0].user_attrs["fail_reason"] == "worker lost: no heartbeat for 3 s"
@@ -240,7 +248,10 @@ def test_killed_worker_trial_is_failed_and_retried_with_same_params(workdir: Pat
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
-def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path, signum: int) -> None:
+    """Ctrl-C in the launcher's terminal, or SIGTERM (what ``docker stop`` sends), stops every worker:
+    each records its running trial FAIL (interrupted) and queues it; the launcher exits 130."""
     study = _study_name("stop")
     storage = f"sqlite:///{workdir}/studies.db"
     _create(_space(workdir, study, 3, max_epochs=25, params={
@@ -249,7 +260,7 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path) -> None:
                                 cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         running = running_trial(study, storage, launcher, max_epochs=8, claimed=True)
-        launcher.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
+        launcher.send_signal(signum)
         output = launcher.communicate(timeout=120)[0]
     finally:
         if launcher.poll() is None:
@@ -528,7 +539,8 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
                 assert (ROOT / source).exists(), (name, volume)
         if name in ("worker", "gpu-worker"):
             # Workers go through the proxy: no database credentials in their environment.
-            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000"}, name
+            assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000",
+                                              "STRATEGY_SEARCH_ARTIFACTS": "${ARTIFACTS:-file:///artifacts}"}, name
             proxy = services["storage-proxy"]
             assert proxy["command"][proxy["command"].index("--port") + 1] == "13000"
         elif name != "postgres":

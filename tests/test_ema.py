@@ -11,7 +11,6 @@ from torch import nn
 
 from search.tools.ablate import variants
 from search.artifacts.bundle import EXPORT_TOLERANCE, load_core
-from search.artifacts.checkpoints import CheckpointStore
 from search.core.config import TrialConfig
 from search.data.datasets import prepare
 from search.space.parse import parse_space
@@ -105,8 +104,8 @@ def test_training_evaluates_keeps_and_exports_the_average(tmp_path: Path, monkey
     assert abs(on_raw.loss - on_average.loss) > 1e-4
     assert trial.user_attrs["val"]["confusion"] == on_average.confusion
 
-    # The checkpoint and the exported bundle hold the average; the bundle round-trips it.
-    checkpoint = load_core(CheckpointStore(s.checkpoints).path(s.study, trial.number))
+    # The kept model and the exported bundle hold the average; the bundle round-trips it.
+    checkpoint = s.kept_model(trial.number, tmp_path / "kept")
     for k, v in checkpoint.model.state_dict().items():
         assert torch.allclose(v, kept[k], atol=1e-6), k
     out = tmp_path / "bundle"
@@ -120,3 +119,37 @@ def test_training_evaluates_keeps_and_exports_the_average(tmp_path: Path, monkey
     with torch.no_grad():
         expected = loop.predict(result.model, result.preprocess, data.val_x, CPU)
     assert torch.allclose(bundle.probabilities(data.val_x), expected.softmax(1), atol=1e-5)
+
+
+def test_the_fused_update_equals_timms_model_ema_v3_with_warmup() -> None:
+    """The foreach average matches timm's ModelEmaV3 (warm-up, floating buffers averaged, integer
+    buffers copied) step by step, in two fused ops per step instead of a state-dict walk."""
+    from timm.utils import ModelEmaV3
+
+    from benchmarks.op_count import OpCounter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    [hooks] = _ema_hooks(TrialConfig(ema_decay=0.9))
+    hooks.start(model)
+    reference = ModelEmaV3(model, decay=0.9, use_warmup=True, warmup_power=WARMUP_POWER)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    model.train()
+    for step in range(1, 41):
+        loss = nn.functional.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 3, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        counter = OpCounter()
+        with counter:
+            hooks.after_step(model, step)
+        assert counter.count == 2  # _foreach_lerp_ + _foreach_copy_
+        reference.update(model, step=step)
+        assert hooks.ema.decay_at(step) == reference.get_decay(step)
+        ours, theirs = hooks.eval_model(model).state_dict(), reference.module.state_dict()
+        assert list(ours) == list(theirs)
+        for k, v in theirs.items():
+            assert torch.allclose(ours[k], v, rtol=1e-5, atol=1e-6), (step, k)
+    assert reference.get_decay(40) == 0.9  # warm-up done: the cap holds
+    assert int(ours["1.num_batches_tracked"]) == 40
+    assert not torch.allclose(ours["1.running_var"], model[1].running_var)  # averaged, not copied

@@ -1,4 +1,4 @@
-"""From best trial to production: checkpoints per keep policy, export bundle, train, predict."""
+"""From best trial to production: kept trials' files per keep policy, export bundle, train, predict."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from conftest import bomb_png, tiny_space, write_space
-from search.artifacts.bundle import load_core
-from search.artifacts.checkpoints import CheckpointStore
+from search.artifacts.bundle import CORE_FILES, Bundle, load_core
+from search.artifacts.store import open_store
+from search.artifacts.trial_files import TrialFiles
+from search.core.locations import parse_location
+from search.storage import internals
 from search.cli import main
 from search.data.datasets import load_dataset, prepare
 from search.space.parse import load_space
@@ -38,21 +41,37 @@ def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 class Searched:
-    """A finished tiny study, its storage and its checkpoint directory."""
+    """A finished tiny study, its storage and its artifact store (a directory)."""
 
     def __init__(self, root: Path, name: str, **overrides: Any) -> None:
         self.root = root
         self.name = name
         self.storage = f"sqlite:///{root}/studies.db"
-        self.checkpoints = root / "ckpt"
+        self.artifacts = root / "store"
         self.space_file = write_space(root / f"{name}.yaml", tiny_space(name, **overrides))
-        _invoke("run", str(self.space_file), "--storage", self.storage, "--checkpoints", str(self.checkpoints),
+        _invoke("run", str(self.space_file), "--storage", self.storage, "--artifacts", str(self.artifacts),
                 "--device", "cpu")
         self.study = optuna.load_study(study_name=name, storage=self.storage)
         self.space = load_space(self.space_file)
 
     def cli(self, command: str, *args: str, code: int = 0) -> str:
-        return _invoke(command, *args, "--storage", self.storage, "--checkpoints", str(self.checkpoints), code=code)
+        return _invoke(command, *args, "--storage", self.storage, "--artifacts", str(self.artifacts), code=code)
+
+    def files(self) -> TrialFiles:
+        """The study's kept files, read back as any command does."""
+        study = optuna.load_study(study_name=self.name, storage=self.storage)
+        return TrialFiles(open_store(parse_location(str(self.artifacts))), internals.storage_of(study),
+                          internals.study_id(study))
+
+    def kept(self) -> list[int]:
+        """Numbers of the trials that keep a model."""
+        files = self.files()
+        return [t.number for t in self.study.get_trials(deepcopy=False) if files.has_model(t)]
+
+    def kept_model(self, number: int, folder: Path) -> Bundle:
+        """Trial ``number``'s kept model, downloaded into ``folder``."""
+        self.files().download(self.study.trials[number], CORE_FILES, folder)
+        return load_core(folder)
 
 
 @pytest.fixture(scope="module")
@@ -85,26 +104,26 @@ def _exported_trial(searched: Searched, out: Path) -> optuna.trial.FrozenTrial:
     return trial
 
 
-def test_checkpoints_are_kept_for_the_top_k_trials_only(searched: Searched) -> None:
-    store = CheckpointStore(searched.checkpoints)
+def test_models_are_kept_for_the_top_k_trials_only(searched: Searched) -> None:
     ranked = _ranked(searched.study)
     assert len(ranked) == 4
-    assert store.numbers(searched.study) == sorted(t.number for t in ranked[:2])
-    # A checkpoint is the trial's model: it scores the recorded validation metrics again.
+    assert searched.kept() == sorted(t.number for t in ranked[:2])
+    # A kept model is the trial's model: it scores the recorded validation metrics again.
     data = load_dataset(searched.space.dataset)
     for t in ranked[:2]:
-        bundle = load_core(store.path(searched.study, t.number))
+        bundle = searched.kept_model(t.number, searched.root / f"kept-{t.number}")
         prepared = prepare(searched.space.dataset, bundle.input_size, bundle.aspect, torch.device("cpu"))
         metrics = evaluate(bundle.model, bundle.preprocess, prepared.val_x, prepared.val_y, len(data.classes),
                            torch.device("cpu"))
         assert metrics.confusion == t.user_attrs["val"]["confusion"]
-        assert t.user_attrs["checkpoint"] == str(store.path(searched.study, t.number).relative_to(searched.checkpoints))
+        assert set(t.user_attrs["artifacts"]["files"]) == {"model.safetensors", "model.json", "preprocessing.json",
+                                                           "learning_curve.png", "confusion_matrix.png", "metrics.json"}
 
 
 def test_export_writes_a_complete_bundle(searched: Searched, exported: tuple[Path, str]) -> None:
     out, text = exported
     best = _exported_trial(searched, out)
-    assert f"exported trial {best.number}" in text and "weights: checkpoint" in text
+    assert f"exported trial {best.number}" in text and f"weights: kept model of trial {best.number}" in text
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "model.safetensors", "model.json", "preprocessing.json", "model.torchscript.pt",
             "model.onnx"} <= names
@@ -174,9 +193,9 @@ def test_predict_on_image_files_matches_the_in_process_model(searched: Searched,
 
     rows = json.loads(_invoke("predict", str(out), str(folder), "--json"))
     assert len(rows) == len(labels)
-    # In process: the trial's checkpoint on the validation split exactly as training prepared it.
+    # In process: the trial's kept model on the validation split exactly as training prepared it.
     best = _exported_trial(searched, out)
-    bundle = load_core(CheckpointStore(searched.checkpoints).path(searched.study, best.number))
+    bundle = searched.kept_model(best.number, searched.root / "kept-for-predict")
     prepared = prepare(searched.space.dataset, 12, "stretch", torch.device("cpu"))
     expected = bundle.probabilities(prepared.val_x)
     order = sorted(range(len(labels)), key=lambda i: f"{int(labels[i])}/{i:03d}")  # predict's folder order
@@ -225,7 +244,7 @@ def test_train_refuses_a_space_that_still_searches(searched: Searched) -> None:
 def test_keep_none_saves_nothing_and_export_retrains(tmp_path: Path) -> None:
     s = Searched(tmp_path, "none", keep="none", budget={"n_trials": 2, "max_epochs": 1},
                  dataset={"name": "digits", "limit": 300})
-    assert not (s.checkpoints / "none").exists()
+    assert not s.artifacts.exists() and all("artifacts" not in t.user_attrs for t in s.study.trials)
     text = s.cli("export", "none", "-o", str(tmp_path / "out"), "--no-onnx", "--device", "cpu")
     assert "re-trained on cpu (keep: none)" in text
     assert "differs from the recorded value by 0.00e+00" in text
@@ -233,9 +252,9 @@ def test_keep_none_saves_nothing_and_export_retrains(tmp_path: Path) -> None:
     assert load_core(tmp_path / "out").meta["values"]["accuracy"] == s.study.best_value
 
 
-def test_keep_best_keeps_one_checkpoint_and_yaml_export_is_unchanged(tmp_path: Path) -> None:
+def test_keep_best_keeps_one_model_and_yaml_export_is_unchanged(tmp_path: Path) -> None:
     s = Searched(tmp_path, "best1", budget={"n_trials": 3, "max_epochs": 1}, dataset={"name": "digits", "limit": 300})
-    assert CheckpointStore(s.checkpoints).numbers(s.study) == [_ranked(s.study)[0].number]
+    assert s.kept() == [_ranked(s.study)[0].number]
     s.cli("export", "best1", "-o", str(tmp_path / "best.yaml"))
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["source"]["trial"] == s.study.best_trial.number
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("best")) == ["best.yaml", "best1.yaml"]

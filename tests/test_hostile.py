@@ -42,7 +42,7 @@ SECRET = "s3cretPW"  # planted in storage URLs; must never be printed
 
 @dataclass
 class Finished:
-    """A finished 2-trial study (SQLite + checkpoints) and an exported bundle, built once per module."""
+    """A finished 2-trial study (SQLite + its artifact store) and an exported bundle, built once per module."""
 
     root: Path
     study: str = "done"
@@ -100,7 +100,7 @@ class World:
 
     def copy_study(self) -> None:
         copy_db(self.finished.root / "studies.db", self.tmp / "studies.db")
-        shutil.copytree(self.finished.root / "checkpoints", self.tmp / "checkpoints")
+        shutil.copytree(self.finished.root / "artifacts", self.tmp / "artifacts")
 
     def copy_bundle(self, name: str = "bundle") -> Path:
         return Path(shutil.copytree(self.finished.bundle, self.tmp / name))
@@ -342,6 +342,10 @@ CASES: list[Case] = [
     Case("doctor-bad-study-name", ("doctor", "digits", "--study", "../x", "-o", "s.yaml"), says="--study"),
     Case("doctor-over-user-file", ("doctor", "digits", "-o", "mine.yaml"), lambda w: w.text("mine.yaml", "mine"),
          says="add --force", unchanged=("mine.yaml",)),
+    Case("doctor-budget-not-a-duration", ("doctor", "digits", "--budget", "soon", "-o", "s.yaml"),
+         says="--budget: expected a duration"),
+    Case("budget-time-not-a-duration", ("create", "space.yaml"),
+         _space(budget={"time": "-5m", "max_epochs": 1}), says="budget.time"),
     # --- data: images and manifests (issue 10)
     Case("predict-decompression-bomb", ("predict", "bundle", "bomb.png"), _bomb_beside_bundle,
          says="bomb.png: not a readable image (decompression bomb"),
@@ -382,6 +386,18 @@ CASES: list[Case] = [
     # --- run: every trial of its own failed
     Case("run-all-trials-failed", ("run", "space.yaml", "--device", "cpu"), _failing_training, exit_code=3,
          says="all 2 trial(s) this process ran failed"),
+    # --- worker --per-gpu K|auto, compile
+    Case("per-gpu-zero", ("worker", "s", "--gpus", "0", "--per-gpu", "0"), says="--per-gpu must be a number of workers",
+         env=(("CUDA_VISIBLE_DEVICES", "0"),)),
+    Case("per-gpu-word", ("worker", "s", "--gpus", "0", "--per-gpu", "many"), says="or 'auto', got 'many'",
+         env=(("CUDA_VISIBLE_DEVICES", "0"),)),
+    Case("per-gpu-auto-without-gpus", ("worker", "s", "--per-gpu", "auto", "--processes", "2"),
+         says="--per-gpu needs --gpus"),
+    Case("compile-not-bool", ("create", "space.yaml"), _params(compile="yes"), says="compile must be true or false"),
+    Case("dataset-cache-format", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache": "png"}),
+         says="dataset.cache: unknown value 'png'; allowed: auto, raw, jpeg"),
+    Case("dataset-cache-quality", ("create", "space.yaml"), _space(dataset={"name": "digits", "cache_quality": 101}),
+         says="dataset.cache_quality"),
 ]
 
 
@@ -400,6 +416,7 @@ def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STRATEGY_SEARCH_STORAGE", raising=False)
     monkeypatch.delenv("STRATEGY_SEARCH_CHECKPOINTS", raising=False)
+    monkeypatch.delenv("STRATEGY_SEARCH_ARTIFACTS", raising=False)
     world = World(tmp_path, monkeypatch, finished)
     if case.setup is not None:
         case.setup(world)
@@ -438,41 +455,32 @@ def test_hostile(case: Case, finished: Finished, tmp_path: Path, monkeypatch: py
 # ----------------------------------------------------------------------------- beyond one command
 
 
-def test_checkpoint_folder_of_a_bad_name_stays_inside_the_root(tmp_path: Path) -> None:
-    """Defence in depth: even a name the validator would refuse maps to one folder under the root."""
-    from search.artifacts.checkpoints import CheckpointStore
+def test_the_file_store_never_writes_outside_its_directory(tmp_path: Path) -> None:
+    """Defence in depth: an artifact id that is a path (ours are UUIDs) is refused."""
+    from io import BytesIO
 
-    store = CheckpointStore(tmp_path / "checkpoints")
-    for name in ("..", ".", "../x", "a/../../b", "x\0y", "\\..\\", ""):
-        folder = store.path(name, 1).parent
-        assert folder.parent == store.root and folder.name not in (".", ".."), name
-        assert store.path(name, 1).resolve().is_relative_to(store.root.resolve())
+    from search.artifacts.store import open_store
+    from search.core.locations import parse_location
 
-
-def test_a_folder_we_did_not_write_is_never_deleted_or_replaced(tmp_path: Path) -> None:
-    from search.artifacts.checkpoints import CheckpointStore
-
-    store = CheckpointStore(tmp_path)
-    theirs = store.path("s", 3)
-    theirs.mkdir(parents=True)
-    (theirs / "important.txt").write_text("user data")
-    store.remove("s", 3)
-    assert (theirs / "important.txt").read_text() == "user data"
-    with pytest.raises(OSError, match="not written for this trial"):
-        store.save("s", 3, None)  # type: ignore[arg-type]  (refused before the bundle is touched)
+    store = open_store(parse_location(str(tmp_path / "artifacts")), create=True)
+    for bad in ("..", ".", "../x", "a/../../b", "\\..\\", ""):
+        with pytest.raises(ValueError):
+            store.write(bad, BytesIO(b"x"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"] and not any((tmp_path / "artifacts").iterdir())
 
 
 def test_export_never_ships_another_studys_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 11, item 2: two SQLite files in one folder, one study name, different architectures."""
+    """Issue 11, item 2: two SQLite files in one folder (one artifact store), one study name, different architectures."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("STRATEGY_SEARCH_CHECKPOINTS", raising=False)
+    monkeypatch.delenv("STRATEGY_SEARCH_ARTIFACTS", raising=False)
     for db, width, depth in (("a.db", 8, 2), ("b.db", 4, 1)):
         doc = tiny_space("same", budget={"n_trials": 1, "max_epochs": 1}, dataset={"name": "digits", "limit": 200},
                          params={"lr": 0.01, "width": width, "depth": depth})
         write_space(tmp_path / f"{db}.yaml", doc)
         _ok(CliRunner().invoke(main, ["-q", "run", f"{db}.yaml", "--storage", f"sqlite:///{db}", "--device", "cpu"]))
-    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert len(folders) == 2 and all(f.startswith("same.") for f in folders)  # one per study, not shared
+    studies = {db: optuna.load_study(study_name="same", storage=f"sqlite:///{db}") for db in ("a.db", "b.db")}
+    kept = {db: s.trials[0].user_attrs["artifacts"]["files"] for db, s in studies.items()}
+    assert not set(kept["a.db"].values()) & set(kept["b.db"].values())  # one store, no file shared
     result = CliRunner().invoke(main, ["-q", "export", "same", "--storage", "sqlite:///b.db", "-o", "out",
                                        "--no-onnx", "--device", "cpu"])
     _ok(result)
@@ -480,21 +488,16 @@ def test_export_never_ships_another_studys_weights(tmp_path: Path, monkeypatch: 
     config = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert model["architecture"]["config"]["width"] == config["params"]["width"] == 4
     assert model["architecture"]["config"]["depth"] == config["params"]["depth"] == 1
-    assert "weights: checkpoint" in result.stdout
+    assert "weights: kept model of trial 0" in result.stdout
 
-    # A checkpoint planted from the other study (same folder name, e.g. an older version's layout)
-    # is recognized by its recorded identity: export re-trains instead of shipping it.
-    study_b = optuna.load_study(study_name="same", storage="sqlite:///b.db")
-    from search.artifacts.checkpoints import CheckpointStore
-
-    store = CheckpointStore(tmp_path / "checkpoints")
-    study_a = optuna.load_study(study_name="same", storage="sqlite:///a.db")
-    shutil.rmtree(store.path(study_b, 0))
-    shutil.copytree(store.path(study_a, 0), store.path(study_b, 0))
+    # Model files planted from the other study (its files copied over this study's in the store)
+    # are recognized by their recorded identity: export re-trains instead of shipping them.
+    for name in ("model.safetensors", "model.json", "preprocessing.json"):
+        shutil.copyfile(tmp_path / "artifacts" / kept["a.db"][name], tmp_path / "artifacts" / kept["b.db"][name])
     result = CliRunner().invoke(main, ["-q", "export", "same", "--storage", "sqlite:///b.db", "-o", "out2",
                                        "--no-onnx", "--device", "cpu"])
     _ok(result)
-    assert "is not this trial's: its study_uid" in result.stdout
+    assert "is not this trial's: its study_uid" in result.stdout and "re-trained on cpu" in result.stdout
     assert json.loads((tmp_path / "out2" / "model.json").read_text())["architecture"]["config"]["width"] == 4
 
 
@@ -503,7 +506,7 @@ def test_reexport_with_force_replaces_the_whole_bundle(finished: Finished, tmp_p
     """--no-onnx over a bundle with model.onnx leaves no stale model.onnx; the user's own files stay."""
     monkeypatch.chdir(tmp_path)
     copy_db(finished.root / "studies.db", tmp_path / "studies.db")
-    shutil.copytree(finished.root / "checkpoints", tmp_path / "checkpoints")
+    shutil.copytree(finished.root / "artifacts", tmp_path / "artifacts")
     shutil.copytree(finished.bundle, tmp_path / "bundle")
     (tmp_path / "bundle" / "model.onnx").write_text("a different model")
     listed = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
@@ -609,3 +612,106 @@ def test_a_forged_architecture_is_refused_before_real_memory_is_allocated(
     with pytest.raises(UserError, match="weights do not fit"):
         load_core(bundle)
     assert built_on == ["meta"]  # only the shape check's skeleton, which holds no memory
+
+
+# ----------------------------------------------------------------------------- issue 24 (firstweek): predict's exit rule
+# (Rows of their own test function: CASES above is read when test_hostile is parametrized.)
+
+
+def _images(*names: str, good: int = 1) -> Callable[[World], Any]:
+    """The bundle, ``good`` readable images and the unreadable files ``names`` in ``imgs/``."""
+    def setup(w: World) -> None:
+        from PIL import Image
+
+        w.copy_bundle()
+        for i in range(good):
+            (w.tmp / "imgs").mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), (i * 40, 90, 200)).save(w.tmp / "imgs" / f"ok{i}.png")
+        for name in names:
+            w.text(f"imgs/{name}", b"not an image")
+    return setup
+
+
+FIRSTWEEK_CASES = [
+    Case("predict-folder-nothing-readable", ("predict", "bundle", "imgs"), _images("a.png", "b.jpg", good=0),
+         says="none of the 2 images could be read (first:"),
+    Case("predict-strict-stops-at-an-unreadable-one", ("predict", "bundle", "imgs", "--strict"),
+         _images("bad.png", good=2), says="bad.png: not a readable image"),
+]
+
+
+@pytest.mark.parametrize("case", FIRSTWEEK_CASES, ids=[c.id for c in FIRSTWEEK_CASES])
+def test_hostile_firstweek(case: Case, finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    test_hostile(case, finished, tmp_path, monkeypatch)
+
+
+# ----------------------------------------------------------------------------- artifact store (issue 27, items 1-2)
+# Rows for --artifacts / $STRATEGY_SEARCH_ARTIFACTS / the space's artifacts: key. S3 rows talk to a real
+# S3 protocol server (moto's, tests/s3server.py) started by the row's setup and stopped after it.
+
+
+def _aws(w: World, endpoint: str, **overrides: str | None) -> None:
+    """This row's AWS environment: ``endpoint``, the planted SECRET as the secret key, nothing of ~/.aws."""
+    from s3server import client_env
+
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        w.monkeypatch.delenv(name)
+    for name, value in {**client_env(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET, **overrides}.items():
+        if value is None:
+            w.monkeypatch.delenv(name, raising=False)
+        else:
+            w.monkeypatch.setenv(name, value)
+
+
+def _s3(extra: Callable[[World], Any] | None = None, **overrides: str | None) -> Callable[[World], Any]:
+    """Setup: a moto S3 server (no bucket in it), the finished study, and ``extra``."""
+    def setup(w: World) -> None:
+        from s3server import S3Server
+
+        server = S3Server.start()
+        w.held.append(server)
+        _aws(w, server.endpoint, **overrides)
+        w.copy_study()
+        if extra is not None:
+            extra(w)
+    return setup
+
+
+def _unreachable_s3(w: World) -> None:
+    _aws(w, "http://127.0.0.1:1")
+    w.copy_study()
+
+
+ARTIFACT_CASES: list[Case] = [
+    Case("artifacts-bad-scheme", ("run", "space.yaml", "--artifacts", "ftp://host/x"), _space(),
+         says="--artifacts: ftp:// is not a supported scheme"),
+    Case("artifacts-credentials-in-url", ("run", "space.yaml", "--artifacts", f"s3://AKIAX:{SECRET}@models/x"),
+         _space(), says="credentials do not belong in the artifacts url"),
+    Case("artifacts-bad-bucket-name", ("export", "done", "-o", "out", "--artifacts", "s3://Bad_Bucket/x"),
+         _with_study(), says="'Bad_Bucket' is not a valid bucket name"),
+    Case("artifacts-bad-env", ("export", "done", "-o", "out"), _with_study(), says="not a valid bucket name",
+         env=(("STRATEGY_SEARCH_ARTIFACTS", "s3://"),)),
+    Case("artifacts-space-key-bad", ("create", "space.yaml"), _space(artifacts="http://host/x"),
+         says="space.yaml: artifacts: http:// is not a supported scheme"),
+    Case("artifacts-space-key-credentials", ("create", "space.yaml"), _space(artifacts=f"s3://k:{SECRET}@models"),
+         says="space.yaml: artifacts: credentials do not belong"),
+    Case("artifacts-store-is-a-file", ("export", "done", "-o", "out", "--artifacts", "afile"),
+         _with_study(lambda w: w.text("afile", "mine")), says="is a file, not a directory", unchanged=("afile",)),
+    Case("artifacts-workers-bad-url", ("worker", "done", "--processes", "2", "--artifacts", "ftp://x/y"),
+         _with_study(), says="ftp:// is not a supported scheme"),
+    Case("artifacts-missing-bucket-run", ("run", "space.yaml", "--artifacts", "s3://no-such-bucket/p"),
+         _s3(lambda w: w.space()), says="bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-missing-bucket-export", ("export", "done", "-o", "out", "--artifacts", "s3://no-such-bucket/p"),
+         _s3(), says="artifacts s3://no-such-bucket/p: bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-missing-bucket-dashboard", ("dashboard", "--port", "0", "--artifacts", "s3://no-such-bucket"),
+         _s3(), says="bucket 'no-such-bucket' does not exist"),
+    Case("artifacts-no-credentials", ("report", "done", "--artifacts", "s3://models/p"),
+         _s3(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None), says="no AWS credentials found"),
+    Case("artifacts-endpoint-unreachable", ("export", "done", "-o", "out", "--artifacts", "s3://models/p"),
+         _unreachable_s3, says="cannot reach the S3 endpoint"),
+]
+
+
+@pytest.mark.parametrize("case", ARTIFACT_CASES, ids=[c.id for c in ARTIFACT_CASES])
+def test_hostile_artifacts(case: Case, finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    test_hostile(case, finished, tmp_path, monkeypatch)

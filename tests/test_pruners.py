@@ -53,3 +53,28 @@ def test_shared_hyperband_prunes_as_optunas_but_its_sampler_sees_every_trial() -
 def test_an_unknown_hyperband_option_names_the_allowed_ones() -> None:
     with pytest.raises(SpaceError, match="sampler_per_bracket"):
         _pruner(per_bracket=0)
+
+
+def test_trials_enqueued_from_the_space_are_never_pruned() -> None:
+    """The doctor's recipe and portfolio (and a user's enqueued configs) run whole: the median pruner
+    that stops a poor new trial at epoch 2 leaves the same curve alone when the trial was enqueued."""
+    from search import records
+
+    doc = tiny_space("spare", pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                     enqueue=[{"lr": 0.01}])
+    space = parse_space(doc)
+    pruner = create_pruner(space, records.is_enqueued)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(3):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, intermediate_values={1: 0.8, 2: 0.9}))
+    decisions = {}
+    for enqueued in (False, True):
+        trial = study.ask()
+        if enqueued:
+            for key, value in records.enqueued_attrs(0).items():
+                trial.set_user_attr(key, value)
+        trial.report(0.1, 1)
+        trial.report(0.1, 2)
+        decisions[enqueued] = trial.should_prune()
+    assert decisions == {False: True, True: False}
+    assert not isinstance(create_pruner(space), type(pruner))  # no predicate: the plain pruner

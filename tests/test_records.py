@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -62,8 +64,9 @@ def test_records_imports_only_optuna_and_the_plain_layers() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
         {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     ours = {m for m in imported if m and m.split(".")[0] == "search"}
-    assert ours <= {"search.core.config", "search.space.constraints"}, ours
-    assert {m.split(".")[0] for m in imported if m} <= {"__future__", "collections", "math", "typing", "optuna", "search"}
+    assert ours <= {"search.core.config", "search.space.constraints", "search.records.retraining"}, ours
+    assert {m.split(".")[0] for m in imported if m} <= {"__future__", "collections", "logging", "math", "typing",
+                                                        "optuna", "search"}
 
 
 def _study(values: list[float | None], *, direction: str = "maximize",
@@ -91,8 +94,7 @@ def test_ranking_by_the_first_objective_skips_infeasible_and_failed_trials(direc
 
 def test_confirmed_winner_is_preferred_until_a_new_trial_beats_every_candidate() -> None:
     study = _study([0.5, 0.9, 0.8])
-    records.record_confirmed(study, {"winner": 2, "rows": [{"trial": 1, "original": 0.9},
-                                                          {"trial": 2, "original": 0.8}]})
+    records.record_confirmed(study, _confirmation(winner=2, originals={1: 0.9, 2: 0.8}))
     assert records.confirmed_winner(study).number == 2 and records.best_trial(study).number == 2
     study.add_trial(optuna.create_trial(values=[0.95], constraints={"c": -1.0}))
     assert records.confirmed_winner(study) is None and records.best_trial(study).number == 3
@@ -111,3 +113,138 @@ def test_writers_and_readers_agree() -> None:
     assert records.trial_config(frozen) is None and records.retry_history(frozen) == []
     retry = records.retry_system_attrs(frozen)
     assert retry == {records.FAILED_TRIAL: frozen.number, records.RETRY_HISTORY: [frozen.number]}
+
+
+# ----------------------------------------------------------------------------- ablate's and confirm's records
+
+
+def _confirmation(winner: int, originals: dict[int, float]) -> records.ConfirmationRecord:
+    """A confirmation of the trials ``originals`` names (their single-run values), ``winner`` first."""
+    order = sorted(originals, key=lambda n: n != winner)
+    rows = tuple(records.ConfirmationRow(trial=n, original=originals[n], values=(0.8, 0.82), mean=0.81, std=0.014,
+                                         ci95=(0.68, 0.94), diverged=0, rank=rank)
+                 for rank, n in enumerate(order, 1))
+    return records.ConfirmationRecord(objective="accuracy", direction="maximize", seeds=(10000, 10001),
+                                      budget_epochs=None, rows=rows, winner=winner, single_run_best=order[0],
+                                      changed=False, seconds=1.0)
+
+
+# As `strategy-search ablate` and `confirm` store them today (keys, order and value types), with the cases
+# that leave keys out: a variant that diverged on every seed has no mean, std, delta or ci95.
+ABLATION_TODAY = {
+    "trial": 3, "objective": "accuracy", "direction": "maximize", "split": "validation", "seeds": [10000, 10001],
+    "epochs": 2, "trial_epochs": 5, "confidence": 0.95,
+    "interval": "Welch t-interval of the difference of means (variant - best config)",
+    "reference": {"values": [0.8, 0.9], "diverged": 0, "mean": 0.85, "std": 0.07071067811865471},
+    "rows": [
+        {"param": "color", "best": "rgb", "switched_to": "gray", "values": [0.07407407407407407, 0.16666666666666666],
+         "diverged": 0, "mean": 0.12037037037037036, "std": 0.0654728501098655, "delta": -0.7296296296296296,
+         "ci95": [-0.9886357643279303, -0.47062349493132897], "verdict": "mattered"},
+        {"param": "augment", "best": ["flip", "crop"], "switched_to": "none", "values": [None, None], "diverged": 2,
+         "verdict": "mattered"},
+        {"param": "dropout", "best": 0.2, "switched_to": 0.0, "values": [0.81, None], "diverged": 1, "mean": 0.81,
+         "std": 0.0, "verdict": "unknown"},
+    ],
+    "resumed_runs": 4, "seconds": 3.1,
+    "advice": {"undecided": ["color"], "suggested_seeds": 3, "tiny": [], "median_half_width": 0.3682653939575599,
+               "message": "1 verdict(s) undecided with 2 seeds: color moved the objective, ..."},
+}
+CONFIRMATION_TODAY = {
+    "objective": "accuracy", "direction": "maximize", "split": "validation", "seeds": [10000, 10001, 10002],
+    "budget_epochs": 2, "confidence": 0.95,
+    "rows": [
+        {"trial": 4, "original": 0.86, "values": [0.84, 0.85, 0.83], "mean": 0.84, "std": 0.01,
+         "ci95": [0.8151589897, 0.8648410103], "diverged": 0, "epochs": 2, "trial_epochs": 6, "rank": 1},
+        {"trial": 1, "original": 0.9, "values": [None, None, None], "mean": None, "std": None, "ci95": None,
+         "diverged": 3, "epochs": 2, "trial_epochs": 4, "rank": 2},
+    ],
+    "winner": 4, "single_run_best": 1, "changed": True, "resumed_runs": 0, "seconds": 12.5,
+    "advice": {"suggested_seeds": None, "message": "trials 4 and 1 are too close to rank apart with seeds ..."},
+}
+RERUN_TODAY = {"value": 0.2222222222222222, "label": "best config", "seed": 10000, "epochs": 1, "seconds": 6.05}
+
+
+@pytest.mark.parametrize("kind,stored", [
+    (records.AblationRecord, ABLATION_TODAY), (records.ConfirmationRecord, CONFIRMATION_TODAY),
+    (records.RerunEntry, RERUN_TODAY),
+])
+def test_a_stored_record_of_todays_shape_round_trips_unchanged(kind: Any, stored: dict[str, Any]) -> None:
+    typed = kind.from_dict(stored)
+    assert typed.to_dict() == stored
+    # Byte for byte as `ablate --json` / `confirm --json` / `best --json` print it: the same keys in the same order.
+    assert json.dumps(typed.to_dict(), indent=2, default=str) == json.dumps(stored, indent=2, default=str)
+    assert kind.from_dict(json.loads(json.dumps(typed.to_dict()))) == typed
+
+
+def test_records_written_today_read_back_typed_from_the_study(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="typed", storage=storage, direction="maximize")
+    # Written as today's code writes them: plain JSON in the study's user attrs.
+    study.set_user_attr(records.ABLATION, ABLATION_TODAY)
+    study.set_user_attr(records.CONFIRMED, CONFIRMATION_TODAY)
+    study.set_user_attr(records.RERUNS, {"k1": RERUN_TODAY})
+    study = optuna.load_study(study_name="typed", storage=storage)
+
+    ablation = records.ablation(study)
+    assert isinstance(ablation, records.AblationRecord)
+    assert ablation.trial == 3 and ablation.seeds == (10000, 10001) and ablation.trial_epochs == 5
+    color, augment, dropout = ablation.rows
+    assert color.ci95 == (-0.9886357643279303, -0.47062349493132897) and color.verdict == "mattered"
+    assert augment.best == ["flip", "crop"] and augment.mean is None and augment.delta is None
+    assert dropout.mean == 0.81 and dropout.delta is None
+    assert ablation.reference.mean == 0.85 and ablation.advice is not None and ablation.advice.suggested_seeds == 3
+
+    confirmation = records.confirmed(study)
+    assert isinstance(confirmation, records.ConfirmationRecord)
+    assert [r.trial for r in confirmation.rows] == [4, 1] and confirmation.winner == 4 and confirmation.changed
+    assert confirmation.rows[1].ci95 is None and confirmation.advice is not None
+    assert confirmation.advice.suggested_seeds is None
+
+    assert records.reruns(study) == {"k1": records.RerunEntry(value=0.2222222222222222, label="best config",
+                                                              seed=10000, epochs=1, seconds=6.05)}
+    # Written back through the one writer: the stored JSON is what it was.
+    records.record_ablation(study, ablation)
+    records.record_confirmed(study, confirmation)
+    records.record_rerun(study, "k2", records.RerunEntry(value=None, label="trial 4", seed=10001, epochs=2,
+                                                         seconds=0.5))
+    attrs = optuna.load_study(study_name="typed", storage=storage).user_attrs
+    assert attrs[records.ABLATION] == ABLATION_TODAY and attrs[records.CONFIRMED] == CONFIRMATION_TODAY
+    assert attrs[records.RERUNS] == {"k1": RERUN_TODAY, "k2": {"value": None, "label": "trial 4", "seed": 10001,
+                                                                "epochs": 2, "seconds": 0.5}}
+
+
+def test_a_record_of_an_older_version_reads_with_defaults_for_newer_keys() -> None:
+    from search.tools.ablate import format_ablation
+    from search.tools.confirm import format_confirmation
+
+    # The first versions stored neither trial_epochs, resumed_runs nor advice, nor a confirmation row's epochs.
+    old_ablation = {k: v for k, v in ABLATION_TODAY.items() if k not in ("trial_epochs", "resumed_runs", "advice")}
+    old_confirmation = {k: v for k, v in CONFIRMATION_TODAY.items() if k not in ("resumed_runs", "advice")}
+    old_confirmation["rows"] = [{k: v for k, v in r.items() if k not in ("epochs", "trial_epochs")}
+                                for r in CONFIRMATION_TODAY["rows"]]
+    ablation = records.AblationRecord.from_dict(old_ablation)
+    assert (ablation.trial_epochs, ablation.resumed_runs, ablation.advice) == (None, 0, None)
+    assert len(ablation.rows) == 3 and ablation.rows[0].delta == -0.7296296296296296
+    assert "2 epochs per run, as trial 3 trained" in format_ablation(ablation)
+    confirmation = records.ConfirmationRecord.from_dict(old_confirmation)
+    assert (confirmation.resumed_runs, confirmation.advice) == (0, None)
+    assert [(r.epochs, r.trial_epochs) for r in confirmation.rows] == [(None, None), (None, None)]
+    table = format_confirmation(confirmation)
+    assert "     1      4       -       0.860   0.840" in table and "winner: trial 4 (the single-run best" in table
+    # Keys a newer version may add are ignored.
+    assert records.ConfirmationRecord.from_dict({**CONFIRMATION_TODAY, "later_key": 1}).to_dict() == CONFIRMATION_TODAY
+
+
+def test_a_record_this_version_cannot_read_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError, match="the ablation record has no 'rows'"):
+        records.AblationRecord.from_dict({k: v for k, v in ABLATION_TODAY.items() if k != "rows"})
+    with pytest.raises(ValueError, match="a confirmation row has no 'original'"):
+        records.ConfirmationRecord.from_dict({**CONFIRMATION_TODAY, "rows": [{"trial": 1}]})
+    study = optuna.create_study()
+    study.set_user_attr(records.ABLATION, "not a record")
+    study.set_user_attr(records.CONFIRMED, {"winner": 1})
+    study.set_user_attr(records.RERUNS, {"good": RERUN_TODAY, "bad": {"label": "x"}})
+    assert records.ablation(study) is None and records.confirmed(study) is None
+    assert records.confirmed_winner(study) is None
+    assert list(records.reruns(study)) == ["good"]
+    assert "ignoring the study's 'ablation' record" in caplog.text and "has no 'value'" in caplog.text

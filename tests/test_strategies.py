@@ -229,14 +229,16 @@ def test_schedules_shape_the_learning_rate() -> None:
 
 
 def test_label_smoothing_raises_the_floor_of_the_loss() -> None:
-    base = TrialConfig(width=4, epochs=2, lr=0.01, seed=1)
-    plain = loop.train(base, DIGITS, evaluate_test=False)
-    smooth = loop.train(TrialConfig(**{**base.to_dict(), "label_smoothing": 0.3}), DIGITS, evaluate_test=False)
-    # Smoothed targets cannot be fitted to zero loss: the minimum is the targets' entropy.
+    """Smoothed targets cannot be fitted below their entropy, hard ones can. Trained until the plain
+    run's loss is well under that floor, the smoothed run stays above it: the loss is smoothed, and
+    only when asked (after 2 epochs both losses were above the floor, which told nothing)."""
     k, eps = 10, 0.3
-    floor = -((1 - eps + eps / k) * math.log(1 - eps + eps / k) + (k - 1) * (eps / k) * math.log(eps / k))
-    assert smooth.history[-1].train_loss > floor - 1e-3
-    assert smooth.history[-1].train_loss > plain.history[-1].train_loss
+    floor = -((1 - eps + eps / k) * math.log(1 - eps + eps / k) + (k - 1) * (eps / k) * math.log(eps / k))  # 1.18
+    base = TrialConfig(width=8, epochs=15, lr=0.01, optimizer="adamw", seed=1)
+    plain = loop.train(base, DIGITS, evaluate_test=False)
+    smooth = loop.train(TrialConfig(**{**base.to_dict(), "label_smoothing": eps}), DIGITS, evaluate_test=False)
+    assert plain.history[-1].train_loss < floor - 0.3, plain.history[-1].train_loss
+    assert min(h.train_loss for h in smooth.history) > floor - 1e-3, [h.train_loss for h in smooth.history]
 
 
 def test_training_is_reproducible_on_cpu() -> None:

@@ -65,10 +65,30 @@ PRUNERS.add("successive_halving", PrunerDef(
 PRUNERS.add("none", PrunerDef(lambda space, o: optuna.pruners.NopPruner()))
 
 
-def create_pruner(space: SearchSpace) -> BasePruner:
+class SparingEnqueued(BasePruner):
+    """Never prunes a trial enqueued from the space (``enqueue:``: the doctor's recipe and portfolio,
+    a user's known configurations): they run whole, so the search never ends worse than them. Other
+    trials are judged by ``pruner`` as before. ``enqueued`` tells them apart (the study's records,
+    a layer above this one, know how a trial is marked)."""
+
+    def __init__(self, pruner: BasePruner, enqueued: Callable[[optuna.trial.FrozenTrial], bool]) -> None:
+        self.pruner = pruner
+        self.enqueued = enqueued
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.enqueued(trial):
+            return False
+        return self.pruner.prune(study, trial)
+
+
+def create_pruner(space: SearchSpace, enqueued: Callable[[optuna.trial.FrozenTrial], bool] | None = None
+                  ) -> BasePruner:
+    """The space's pruner; with ``enqueued`` (whether a trial came from the space's ``enqueue:``), one that
+    never prunes those trials."""
     if space.multi_objective:
         # Optuna cannot prune multi-objective trials; intermediate values are not reported.
         return optuna.pruners.NopPruner()
     pruner = PRUNERS.get(space.pruner.name)
     options = {k: int(space.pruner.options.get(k, o.default)) for k, o in pruner.options.items()}
-    return pruner.create(space, options)
+    made = pruner.create(space, options)
+    return SparingEnqueued(made, enqueued) if space.enqueue and enqueued is not None else made

@@ -1,4 +1,4 @@
-"""A trained model on disk: the bundle format and the kept trial checkpoints."""
+"""A trial's files: the model bundle format, the artifact store, what a kept trial uploads and reads back."""
 
 # The public modules (``from search.artifacts import *``); each declares its own names.
-__all__ = ["bundle", "checkpoints"]
+__all__ = ["bundle", "figures", "store", "trial_files"]

@@ -6,8 +6,8 @@ A *core* is what a checkpoint and an export share::
     model.json            architecture config (the trial's TrialConfig), classes, source trial, metrics
     preprocessing.json    input size, aspect, color space, mean/std, whitening, class names
 
-An export bundle adds ``config.yaml`` (re-trains it), ``model.torchscript.pt`` and ``model.onnx``:
-``nn.Sequential(preprocess, model)``, so the preprocessing travels with the network. Nothing here
+An export bundle adds ``config.yaml`` (re-trains it), ``model.pt2`` (torch.export), ``model.torchscript.pt``
+and ``model.onnx``: ``nn.Sequential(preprocess, model)``, so the preprocessing travels with the network. Nothing here
 unpickles: weights are safetensors, metadata is JSON.
 """
 
@@ -45,6 +45,7 @@ WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
 PREPROCESSING_FILE = "preprocessing.json"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
+EXPORTED_FILE = "model.pt2"  # torch.export: torch.export.load(path).module(), no deprecation warning
 ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CORE_FILES = (WEIGHTS_FILE, MODEL_FILE, PREPROCESSING_FILE)
@@ -135,7 +136,14 @@ def save_core(bundle: Bundle, directory: str | Path) -> Path:
     save_model(bundle.model, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
     _write_model_json(bundle, out)
     _write_json(out / PREPROCESSING_FILE, bundle.preprocessing())
+    same_mode(out / WEIGHTS_FILE, out / MODEL_FILE)
     return out
+
+
+def same_mode(path: Path, like: Path) -> None:
+    """Give ``path`` the permissions of ``like`` (a file written the ordinary way, under the umask):
+    safetensors writes its file 0600, which left one file of a bundle unreadable to the group."""
+    os.chmod(path, like.stat().st_mode & 0o777)
 
 
 def _write_model_json(bundle: Bundle, out: Path) -> None:
@@ -320,6 +328,19 @@ def write_torchscript(bundle: Bundle, path: str | Path) -> Path:
     return Path(path)
 
 
+def write_exported(bundle: Bundle, path: str | Path) -> Path:
+    """``preprocess -> model`` as a torch.export program (``torch.export.load(path).module()``): uint8 RGB
+    (N, 3, S, S) in, logits out, any batch size. TorchScript is deprecated in PyTorch (loading it warns);
+    this is the format PyTorch recommends instead."""
+    module = bundle.production_module()
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (_examples(bundle, 2),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+    return Path(path)
+
+
 def write_onnx(bundle: Bundle, path: str | Path) -> Path:
     """ONNX of ``preprocess -> model``: input ``image`` float32 RGB in [0, 1], output ``logits``."""
     module = bundle.production_module()
@@ -352,12 +373,16 @@ def check_runnables(bundle: Bundle, directory: str | Path, n: int = 8) -> dict[s
             scripted = torch.jit.load(str(ts_path), map_location="cpu")
         diffs["torchscript"] = float((scripted(images) - reference).abs().max())
         diffs["torchscript_float_input"] = float((scripted(images.float().div(255.0)) - reference).abs().max())
+    exported_path = out / EXPORTED_FILE
+    if exported_path.is_file():
+        program = torch.export.load(str(exported_path)).module()
+        diffs["torch_export"] = float((program(images) - reference).abs().max())
     onnx_path = out / ONNX_FILE
     if onnx_path.is_file():
         try:
             import onnxruntime
         except ImportError:
-            log.info("onnxruntime is not installed; %s was not checked", ONNX_FILE)
+            log.debug("onnxruntime is not installed; %s is not checked", ONNX_FILE)
         else:
             session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
             logits = session.run(["logits"], {"image": images.float().div(255.0).numpy()})[0]
@@ -384,6 +409,13 @@ def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, An
             write_config(config_doc, tmp / CONFIG_FILE)
         write_torchscript(bundle, tmp / TORCHSCRIPT_FILE)
         notes: list[str] = []
+        try:
+            write_exported(bundle, tmp / EXPORTED_FILE)
+        except Exception as exc:  # noqa: BLE001 - some models do not export; TorchScript already holds them
+            (tmp / EXPORTED_FILE).unlink(missing_ok=True)
+            notes.append(f"torch.export failed ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); use {TORCHSCRIPT_FILE}")
+            log.warning(notes[-1])
         if onnx:
             try:
                 write_onnx(bundle, tmp / ONNX_FILE)
@@ -393,6 +425,8 @@ def write_bundle(bundle: Bundle, directory: str | Path, config_doc: dict[str, An
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); use {TORCHSCRIPT_FILE}")
                 log.warning(notes[-1])
         diffs = check_runnables(bundle, tmp)
+        if (tmp / ONNX_FILE).is_file() and "onnx" not in diffs:
+            notes.append(f"{ONNX_FILE} not checked: onnxruntime is not installed (pip install 'strategy-search[onnx]')")
         bad = {k: v for k, v in diffs.items() if not v <= EXPORT_TOLERANCE}
         if bad:
             notes.append("runnable files differ from the PyTorch model: "

@@ -57,6 +57,8 @@ class TrialConfig:
     autoaugment_policy: str
     ema_decay: float
     tta: str
+    restore_best_epoch: bool
+    compile: bool
 
     _defaults: ClassVar[dict[str, Any]] = {}
     __slots__ = ("_values",)

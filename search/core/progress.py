@@ -35,10 +35,14 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
     return tqdm(iterable, **kwargs)
 
 
-class TrialBar:
-    """A bar over a study's trial budget, with log lines routed around it; no-op when disabled."""
+class Bar:
+    """A bar over a long piece of work, with log lines routed around it; no-op when disabled.
 
-    def __init__(self, total: int | None, initial: int, study: str) -> None:
+    ``eta=False`` drops tqdm's own rate and remaining time (which extrapolate from the units done
+    so far) for callers that estimate the remaining time themselves and show it with :meth:`note`.
+    """
+
+    def __init__(self, total: int | None, initial: int = 0, *, desc: str, unit: str, eta: bool = True) -> None:
         self._bar: Any = None
         self._redirect: Any = None
         if not enabled():
@@ -48,18 +52,32 @@ class TrialBar:
 
         self._redirect = logging_redirect_tqdm()
         self._redirect.__enter__()
-        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=f"study {study}", unit="trial",
-                         dynamic_ncols=True)
+        kwargs: dict[str, Any] = {} if eta else {
+            "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}{postfix}]"}
+        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=desc, unit=unit,
+                         dynamic_ncols=True, **kwargs)
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(n)
+
+    def note(self, text: str) -> None:
+        """Text after the elapsed time (e.g. ``~12 min left``)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._redirect.__exit__(None, None, None)
             self._bar = None
+
+
+class TrialBar(Bar):
+    """A bar over a study's trial budget."""
+
+    def __init__(self, total: int | None, initial: int, study: str) -> None:
+        super().__init__(total, initial, desc=f"study {study}", unit="trial", eta=False)
 
 
 def trial_bar(total: int | None, initial: int, study: str) -> TrialBar:

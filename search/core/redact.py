@@ -9,6 +9,7 @@ from free text, such as a database driver's error message.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from urllib.parse import quote, quote_plus, unquote
 
@@ -62,6 +63,16 @@ def _mask_query(text: str) -> str:
         return f"{m.group(1)}{key}={MASK}"
 
     return re.sub(r"([?&;])([^=&;#]+)=([^&;#]*)", repl, text)
+
+
+# Credentials that reach us through the environment (boto3 reads the AWS ones; libpq PGPASSWORD).
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID", "PGPASSWORD")
+
+
+def remember_environment() -> None:
+    """Note the credentials in the environment (``SECRET_ENV``) so :func:`scrub` removes them too."""
+    for name in SECRET_ENV:
+        _remember(os.environ.get(name))
 
 
 def remember_url(url: str | None) -> None:

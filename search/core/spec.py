@@ -50,6 +50,8 @@ class DatasetSpec:
     cache_max_side: int = 256  # input size left unset: images' own square size, at most this
     csv: str | None = None  # a CSV manifest (columns path,label[,split]) ...
     root: str | None = None  # ... whose relative paths are under this folder (default: the CSV's folder)
+    cache: str = "auto"  # raw (decoded) | jpeg (re-encoded, compact) | auto: jpeg when raw exceeds half the RAM
+    cache_quality: int = 90  # JPEG quality of a jpeg cache
 
     @property
     def label(self) -> str:
@@ -64,6 +66,7 @@ class Budget:
     target: float | None = None  # stop rules for the whole study (search.study.stopping)
     patience: int | None = None
     min_delta: float = 0.0
+    time: float | None = None  # seconds for the whole search in this run (``budget: {time: 15m}``)
 
     @property
     def has_stop_rules(self) -> bool:
@@ -139,7 +142,8 @@ class SearchSpace:
     weights_dir: str | None = None
     augment_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     keep: str = "best"
-    keep_top_k: int = 3  # checkpoints kept when keep is top_k
+    keep_top_k: int = 3  # trials whose files are kept when keep is top_k
+    artifacts: str | None = None  # the artifact store's URL (search.core.locations), None: the default
     constraints: tuple[Any, ...] = ()  # search.space.constraints.Constraint, on the validation split
     enqueue: tuple[Mapping[str, Any], ...] = ()  # param dicts run first (search.space.enqueue)
 

@@ -14,13 +14,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from search.data import cache
+from search.data import cache, jpeg_cache
 from search.data.sources import scan
 from search.data.transforms import resize_all
 from search.core.errors import DataError
@@ -63,10 +63,17 @@ class MappedImages:
         return self
 
     def __getitem__(self, key: Any) -> Tensor:
+        return self.gather(key)
+
+    def gather(self, key: Any, device: torch.device | None = None) -> Tensor:
+        """The rows ``key`` selects; ``device``: where a JPEG cache decodes them (raw rows are read on the CPU)."""
         rows = self.index[key]
         if rows.ndim == 0:
             return self.base[int(rows)]
-        if len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
+        if isinstance(self.base, jpeg_cache.JpegImages):
+            # Compressed rows are few pages: decoded in the asked order, no sorting or reordering copy.
+            out = self.base.decode(rows, device or "cpu")
+        elif len(rows) > 1 and bool((rows[1:] > rows[:-1]).all()):
             out = self.base[rows]
         else:
             order = torch.argsort(rows)
@@ -279,7 +286,12 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
         if key in _loaded:
             return _loaded[key]
     source = source_for(spec)
-    entry = cache.open_entry(source, size, aspect, cache_dir)
+    if cache_format(spec, source, size) == "jpeg":
+        entry: Any = jpeg_cache.open_entry(source, size, aspect, spec.cache_quality, cache_dir)
+        images = entry.images
+    else:
+        entry = cache.open_entry(source, size, aspect, cache_dir)
+        images = torch.from_numpy(entry.images)
     labels = torch.from_numpy(entry.labels.astype(np.int64))
     classes = entry.classes
     if source.kind != "builtin":
@@ -300,15 +312,21 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
     test_idx = train_idx[te] if need_test else ranges["test"]
     train_idx = train_idx[tr]
     skipped = int(entry.manifest.get("skipped", 0))
-    if skipped and not entry.built:
-        log.warning("%s: %d unreadable image(s) skipped (listed in %s)", source.label, skipped,
-                    entry.path.with_suffix(".json"))
     info: dict[str, object] = {"source": source.label, "skipped_images": skipped,
                                "skipped_files": entry.manifest.get("skipped_files", []),
-                               "cache": str(entry.path), "cache_built": entry.built}
+                               "skipped_list": str(entry.path.with_suffix(".json")),
+                               "cache": str(entry.path), "cache_built": entry.built,
+                               # "folder": the dataset's own split (val/, test/ or a CSV's column); else carved
+                               "split_from": {"val": "carved" if need_val else "folder",
+                                              "test": "carved" if need_test else "folder"}}
+    if skipped and info["skipped_list"] not in _warned:
+        # Named once per process, also when the cache was built earlier: a count alone sends people hunting.
+        _warned.add(str(info["skipped_list"]))
+        log.warning("%s: %s", source.label, skipped_summary(info))
     if source.kind == "folder":
         info["layout"] = "split folders" if bool((parts > 0).any()) else "one folder"
-    data = ImageSet(torch.from_numpy(entry.images), labels, classes, train_idx, val_idx, test_idx, info,
+    info["cache_format"] = "jpeg" if isinstance(images, jpeg_cache.JpegImages) else "raw"
+    data = ImageSet(images, labels, classes, train_idx, val_idx, test_idx, info,
                     meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")),
                     pages=cache.MappedPages(entry.images))
     if spec.limit is not None and spec.limit < len(data.labels):
@@ -324,6 +342,32 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
             _loaded.clear()
         _loaded[key] = data
     return data
+
+
+SKIPPED_NAMED = 3  # unreadable files named in a message; the cache manifest lists up to 100
+_warned: set[str] = set()  # manifests whose unreadable files this process has named
+
+
+def skipped_summary(info: Mapping[str, object], named: int = SKIPPED_NAMED) -> str:
+    """``2 unreadable image(s) skipped: a.jpg (why), b.jpg (why); full list in X.json`` from a loaded
+    set's ``info`` (empty when nothing was skipped)."""
+    count = int(info.get("skipped_images", 0) or 0)  # type: ignore[call-overload]
+    if not count:
+        return ""
+    files = list(info.get("skipped_files") or [])  # type: ignore[call-overload]
+    # The decoder's reason often repeats the path: once is enough.
+    shown = "; ".join(f"{path} ({str(why).replace(' ' + repr(str(path)), '')})" for path, why in files[:named])
+    more = f"; {count - min(named, len(files))} more" if count > min(named, len(files)) else ""
+    listed = "full list" if count <= cache.SKIPPED_LISTED else f"the first {cache.SKIPPED_LISTED} listed"
+    return f"{count} unreadable image(s) skipped: {shown}{more}; {listed} in {info.get('skipped_list')}"
+def cache_format(spec: DatasetSpec, source: cache.Source, size: int | None) -> str:
+    """``raw`` or ``jpeg`` for this dataset at ``size``: as ``dataset.cache`` says; ``auto`` (the
+    default) takes JPEG for image files whose raw entry would exceed half the RAM (built-ins: raw)."""
+    if spec.cache != "auto":
+        return spec.cache
+    if source.kind == "builtin":
+        return "raw"
+    return jpeg_cache.choose_format("auto", len(source.files), size or spec.cache_max_side)
 
 
 def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int | None:
@@ -369,10 +413,11 @@ def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.devi
 
 
 def clear_cache() -> None:
-    """Forget this process's opened datasets (the files on disk stay)."""
+    """Forget this process's opened datasets and which unreadable files it named (the files on disk stay)."""
     with _lock:
         _loaded.clear()
         _resized.clear()
+        _warned.clear()
 
 
 def dataset_doc(data: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from search.data.cache import Source, fingerprint, slug_for
-from search.data.decode import IMAGE_SUFFIXES
+from search.data.decode import DECODER, IMAGE_SUFFIXES
 from search.core.errors import DataError
 from search.core.spec import DatasetSpec
 
@@ -101,7 +101,10 @@ def _source(kind: str, label: str, name: str, classes: list[str], files: list[st
             parts: list[int], spec: DatasetSpec, root: str) -> Source:
     if len(classes) < 2:
         raise DataError(f"{label}: only one class ({classes[0]!r}); a classifier needs at least two")
-    fp = fingerprint([kind, label, root, f"max_side={spec.cache_max_side}", *classes], files, labels, parts, root)
+    # The decoder's rules are part of the key: a cache decoded under older ones (before EXIF
+    # orientation was applied) is rebuilt, not served sideways.
+    fp = fingerprint([kind, label, root, f"max_side={spec.cache_max_side}", f"decoder={DECODER}", *classes],
+                     files, labels, parts, root)
     return Source(kind, label, slug_for(name, label), fp, classes, files, np.asarray(labels, np.int64),
                   np.asarray(parts, np.int8), spec.cache_max_side)
 

@@ -4,8 +4,8 @@ An augmentation value in a space file is a set name (``standard``), a ``+``-join
 names (``crop+flip+whiten``), or a list whose items are op names or ``{op: {arg: value}}``.
 Random ops run on the training split only; ``whiten`` (per-image standardization) is a
 deterministic normalization and is applied to every split and at export time.
-Ops with a batched implementation (crop, flips, erase, rotate) augment a whole batch at once on
-its device; the others run per image.
+Ops with a batched implementation (crop, flips, quarter turns, dihedral, erase, rotate) augment a
+whole batch at once on its device; the others run per image.
 """
 
 from __future__ import annotations
@@ -179,6 +179,56 @@ def rotate_by(batch: Tensor, angles: Tensor) -> Tensor:
     return out.round_().to(batch.dtype)
 
 
+def dihedral(batch: Tensor, k: int) -> Tensor:
+    """Element ``k`` (0-7) of the dihedral group D4 on (..., H, W) images: ``k % 4`` counter-clockwise
+    quarter turns, then a left-right mirror when ``k >= 4``. 0 is the identity; 1-3 the turns;
+    4 the mirror; 6 the vertical flip; 5 and 7 the two diagonal reflections (transposes)."""
+    out = torch.rot90(batch, k % 4, dims=(-2, -1)) if k % 4 else batch
+    return out.flip(-1) if k >= 4 else out
+
+
+DIHEDRAL = tuple(range(8))
+
+
+def dihedral_each(batch: Tensor, ks: Tensor) -> Tensor:
+    """Image i transformed by element ``ks[i]`` of D4: the batch is split by element (8 groups at
+    most), each group turned in one op, so the cost is a few copies of the batch, not one op per image."""
+    if batch.shape[-1] != batch.shape[-2]:
+        raise ValueError(f"quarter turns need square images, got {tuple(batch.shape[-2:])}")
+    ks = ks.to(batch.device)
+    out = batch.clone()
+    for k in torch.unique(ks).tolist():
+        if k:
+            idx = torch.nonzero(ks == k).flatten()
+            out[idx] = dihedral(batch[idx], int(k))
+    return out
+
+
+def _rot90_batched(size: int) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        return dihedral_each(batch, torch.randint(0, 4, (len(batch),)))
+
+    return apply
+
+
+def _dihedral_batched(size: int) -> BatchOp:
+    def apply(batch: Tensor) -> Tensor:
+        return dihedral_each(batch, torch.randint(0, 8, (len(batch),)))
+
+    return apply
+
+
+class _RandomDihedral:
+    """Per-image twin of the batched quarter-turn ops: one element of the first ``n`` of D4 (the
+    turns when ``n`` is 4, the whole group when 8), drawn from torch's global generator."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, img: Tensor) -> Tensor:
+        return dihedral(img, int(torch.randint(0, self.n, ())))
+
+
 def _rotate_batched(size: int, degrees: float = 15.0) -> BatchOp:
     def apply(batch: Tensor) -> Tensor:
         return rotate_by(batch, torch.empty(len(batch)).uniform_(-degrees, degrees))
@@ -215,6 +265,19 @@ def _rotate(size: int, degrees: float = 15.0) -> v2.Transform:
     return tv2().RandomRotation(degrees)
 
 
+@augment_op("rot90", batched=_rot90_batched)
+def _rot90(size: int) -> Any:
+    """A random multiple of 90 degrees (0, 90, 180, 270): for data with no "up"."""
+    return _RandomDihedral(4)
+
+
+@augment_op("dihedral", batched=_dihedral_batched)
+def _dihedral(size: int) -> Any:
+    """A random element of the dihedral group (quarter turns and mirror images, 8 in all): for data
+    with neither "up" nor handedness (microscopy, textures, aerial and satellite patches)."""
+    return _RandomDihedral(8)
+
+
 @augment_op("jitter")
 def _jitter(size: int, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
             hue: float = 0.05) -> v2.Transform:
@@ -243,6 +306,8 @@ AUGMENT_SETS: dict[str, tuple[Any, ...]] = {
     "standard": ("crop", "hflip", {"rotate": {"degrees": 10}}),
     "heavy": ("resized_crop", "hflip", "rotate", "jitter", "erase"),
     "geometric": ("crop", "hflip", "vflip", "rotate"),
+    # For data without a canonical orientation (the doctor's orientation probe says when).
+    "light-dihedral": ("crop", "dihedral"),
 }
 
 

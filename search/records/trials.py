@@ -6,20 +6,23 @@ so a key is spelled once (``tests/test_records.py`` fails on an attribute key wr
 literal anywhere else). Ranking lives here too: the best trial(s) on the first objective with the
 constraints respected, the top k, and the seed-confirmed winner of ``strategy-search confirm``.
 
-A plain module: it imports Optuna, the plain config type and ``search.space.constraints`` (feasibility
-is Optuna's constraint values, read there) and nothing above them.
+A plain module: it imports Optuna, the plain config type, ``search.space.constraints`` (feasibility
+is Optuna's constraint values, read there) and the typed records of ``ablate`` and ``confirm``
+(:mod:`search.records.retraining`), and nothing above them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core.config import TrialConfig
+from search.records.retraining import AblationRecord, ConfirmationRecord, RerunEntry
 from search.space.constraints import all_hold, is_feasible
 
 __all__ = [
@@ -34,13 +37,18 @@ __all__ = [
     "FAIL_REASON",
     "RETRY_OF",
     "CHECKPOINT",
-    "CHECKPOINT_ERROR",
+    "ARTIFACTS",
+    "REMOVED_ARTIFACT",
+    "ARTIFACT_ERROR",
     "WORKER",
     "DEVICE",
     "VIOLATIONS",
     "FEASIBLE",
     "WARM_START",
     "ENQUEUED",
+    "is_enqueued",
+    "COMPILE_SECONDS",
+    "GPU_MEMORY",
     "SPACE",
     "STUDY_UID",
     "SPACE_SOURCE",
@@ -48,11 +56,17 @@ __all__ = [
     "CREATED_WITH",
     "CONFIRMED",
     "ABLATION",
+    "RERUNS",
+    "RESTORED_EPOCH",
     "STOP_REASON",
     "WARM_STARTED_FROM",
     "RETRY_HISTORY",
     "FAILED_TRIAL",
     "HEARTBEAT",
+    "NOTE_VERSION",
+    "NOTE_TEXT",
+    "OPTUNA_ARTIFACT",
+    "FAIL_AND_RETRY",
     "NOT_COPIED",
     "Trial",
     "record_result",
@@ -62,10 +76,17 @@ __all__ = [
     "record_pruned",
     "record_fail_reason",
     "record_retry_of",
-    "record_checkpoint",
-    "record_checkpoint_error",
+    "record_artifacts",
+    "removed_artifact_key",
+    "record_artifact_error",
+    "artifacts_of",
+    "removed_artifacts",
+    "legacy_checkpoint",
+    "without_artifacts",
     "record_worker",
     "record_device",
+    "record_gpu_memory",
+    "gpu_memory",
     "record_violations",
     "violation_attrs",
     "trial_config",
@@ -93,6 +114,9 @@ __all__ = [
     "record_confirmed",
     "ablation",
     "record_ablation",
+    "reruns",
+    "record_rerun",
+    "restored_epoch",
     "stop_reason",
     "record_stop_reason",
     "warm_started_from",
@@ -123,23 +147,28 @@ HISTORY = "history"  # per-epoch EpochLog.to_dict() entries
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 FAIL_REASON = "fail_reason"  # why a trial is FAIL (or PRUNED without a pruner's say)
 RETRY_OF = "retry_of"  # the trial a retry replays (its worker died or it was interrupted)
-CHECKPOINT = "checkpoint"  # the kept checkpoint's folder, relative to the checkpoint root
-CHECKPOINT_ERROR = "checkpoint_error"
+CHECKPOINT = "checkpoint"  # (before artifacts) the kept model's folder, relative to the checkpoint root: read only
+ARTIFACTS = "artifacts"  # the trial's files in the artifact store: {"store": URL, "files": {name: artifact id}}
+ARTIFACT_ERROR = "artifact_error"  # why the trial's files could not be uploaded
 WORKER = "worker"  # host:pid (and label) of the worker that ran it
 DEVICE = "device"  # where the trial ran (latency is measured there)
 VIOLATIONS = "constraints"  # {label: {"value", "bound", "violation"}}
 FEASIBLE = "feasible"  # True / False (dashboard, report)
 WARM_START = "warm_start"  # on a trial copied by --warm-start: {"study", "trial"}
 ENQUEUED = "enqueued"  # on a trial enqueued from the space's ``enqueue:``: its index there
+RESTORED_EPOCH = "restored_epoch"  # restore_best_epoch: the epoch whose weights were kept and scored
+COMPILE_SECONDS = "compile_seconds"  # compile: true: the first step's seconds (inside epoch 1's time)
+GPU_MEMORY = "gpu_memory"  # on CUDA: {"peak_mb", "total_mb"}: the trial's peak reserved memory, the card's size
 
 # Study user attrs.
 SPACE = "space"  # the space document the study was created with
-STUDY_UID = "study_uid"  # the study's own id (checkpoints are filed under it)
+STUDY_UID = "study_uid"  # the study's own id (a kept model records it; export checks it)
 SPACE_SOURCE = "space_source"
 OBJECTIVE_NAMES = "objective_names"
 CREATED_WITH = "created_with"
 CONFIRMED = "confirmed"  # written by search.tools.confirm
 ABLATION = "ablation"  # written by search.tools.ablate
+RERUNS = "reruns"  # ablate's and confirm's finished re-training runs, by run key (what a rerun resumes)
 STOP_REASON = "stop_reason"  # written by search.study.stopping
 WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume does not copy again)
 
@@ -148,9 +177,21 @@ WARM_STARTED_FROM = "warm_started_from"  # what --warm-start copied (so a resume
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 HEARTBEAT = "strategy_search:heartbeat"
+# optuna-dashboard's trial notes (study system attrs; see search.records.note).
+NOTE_VERSION = "dashboard:{trial_id}:note_ver"
+NOTE_TEXT = "dashboard:{trial_id}:note_str:{i}"
+OPTUNA_ARTIFACT = "artifacts:"  # Optuna's own prefix of an artifact's meta on a trial (upload_artifact writes it)
+# Study system attr per artifact the keep policy removed: REMOVED_ARTIFACT + id -> the trial's number. A
+# finished trial's attrs cannot change, so removals are recorded on the study (one key each: no lost update).
+REMOVED_ARTIFACT = "strategy_search:removed_artifact:"
+# A request through the storage proxy, never stored: fail this trial and queue its retry in one step.
+FAIL_AND_RETRY = "strategy_search:fail-and-retry"
 
-# Keys a warm start does not copy: the constraints are judged again, the worker is another.
-NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER)
+# Keys a warm start does not copy: the constraints are judged again, the worker is another, and the
+# files in the artifact store stay the source study's (a copy must never remove them).
+NOT_COPIED = (VIOLATIONS, FEASIBLE, WORKER, ARTIFACTS, ARTIFACT_ERROR, CHECKPOINT)
+
+log = logging.getLogger(__name__)
 
 Trial = Any  # an optuna.Trial (while it runs) or a FrozenTrial: both have user_attrs and set_user_attr
 
@@ -172,6 +213,8 @@ class _Result(Protocol):
     epoch_seconds: float
     latency_ms: float
     history: Sequence[Any]
+    restored_epoch: int | None
+    compile_seconds: float
 
 
 def record_result(trial: optuna.Trial, result: _Result) -> None:
@@ -183,7 +226,11 @@ def record_result(trial: optuna.Trial, result: _Result) -> None:
     trial.set_user_attr(N_PARAMS, result.n_params)
     trial.set_user_attr(EPOCH_SECONDS, round(result.epoch_seconds, 4))
     trial.set_user_attr(LATENCY_MS, round(result.latency_ms, 4))
+    if result.compile_seconds:
+        trial.set_user_attr(COMPILE_SECONDS, round(result.compile_seconds, 3))
     record_history(trial, [h.to_dict() for h in result.history])
+    if result.restored_epoch is not None:
+        trial.set_user_attr(RESTORED_EPOCH, result.restored_epoch)
 
 
 def record_architecture(trial: optuna.Trial, n_params: int, latency_ms: float) -> None:
@@ -216,12 +263,18 @@ def record_retry_of(trial: optuna.Trial, original: int) -> None:
     trial.set_user_attr(RETRY_OF, original)
 
 
-def record_checkpoint(trial: optuna.Trial, relative_path: str) -> None:
-    trial.set_user_attr(CHECKPOINT, relative_path)
+def record_artifacts(trial: optuna.Trial, store: str, files: Mapping[str, str]) -> None:
+    """The trial's files uploaded so far (written after each upload, so a killed worker's are known)."""
+    trial.set_user_attr(ARTIFACTS, {"store": store, "files": dict(files)})
 
 
-def record_checkpoint_error(trial: optuna.Trial, message: str) -> None:
-    trial.set_user_attr(CHECKPOINT_ERROR, message[:500])
+def removed_artifact_key(artifact_id: str) -> str:
+    """The study system attr that records ``artifact_id`` as removed (its value: the trial number)."""
+    return REMOVED_ARTIFACT + artifact_id
+
+
+def record_artifact_error(trial: optuna.Trial, message: str) -> None:
+    trial.set_user_attr(ARTIFACT_ERROR, message[:500])
 
 
 def record_worker(trial: optuna.Trial, worker: str) -> None:
@@ -230,6 +283,11 @@ def record_worker(trial: optuna.Trial, worker: str) -> None:
 
 def record_device(trial: optuna.Trial, label: str) -> None:
     trial.set_user_attr(DEVICE, label)
+
+
+def record_gpu_memory(trial: optuna.Trial, peak_bytes: int, total_bytes: int) -> None:
+    """The trial's peak reserved GPU memory and the card's size (``worker --per-gpu auto`` reads it)."""
+    trial.set_user_attr(GPU_MEMORY, {"peak_mb": round(peak_bytes / 2**20, 1), "total_mb": round(total_bytes / 2**20, 1)})
 
 
 def record_violations(trial: optuna.Trial, found: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -288,9 +346,42 @@ def worker(trial: Trial) -> str | None:
     return trial.user_attrs.get(WORKER)
 
 
+def gpu_memory(trial: Trial) -> dict[str, float] | None:
+    """``{"peak_mb", "total_mb"}`` of a trial that ran on a GPU, else None."""
+    value = trial.user_attrs.get(GPU_MEMORY)
+    return value if isinstance(value, dict) else None
+
+
 def violations_of(trial: Trial) -> dict[str, dict[str, Any]]:
     """Each bound the trial was judged against: value, bound, violation ({} without constraints)."""
     return trial.user_attrs.get(VIOLATIONS) or {}
+
+
+def artifacts_of(trial: Trial) -> tuple[str | None, dict[str, str]]:
+    """The store URL and ``{file name: artifact id}`` the trial recorded (None, {} when none)."""
+    doc = trial.user_attrs.get(ARTIFACTS)
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("files"), Mapping):
+        return None, {}
+    files = {k: v for k, v in doc["files"].items() if isinstance(k, str) and isinstance(v, str)}
+    store = doc.get("store")
+    return (store if isinstance(store, str) else None), files
+
+
+def removed_artifacts(study_system_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Artifact id -> trial number of every artifact the keep policy removed (from the study's system attrs)."""
+    return {k[len(REMOVED_ARTIFACT):]: v for k, v in study_system_attrs.items() if k.startswith(REMOVED_ARTIFACT)}
+
+
+def without_artifacts(system_attrs: Mapping[str, Any], ids: set[str]) -> dict[str, Any] | None:
+    """A trial's system attrs less the artifact metas of ``ids`` (None: it lists none of them)."""
+    hidden = {k for k in system_attrs if k.startswith(OPTUNA_ARTIFACT) and k[len(OPTUNA_ARTIFACT):] in ids}
+    return {k: v for k, v in system_attrs.items() if k not in hidden} if hidden else None
+
+
+def legacy_checkpoint(trial: Trial) -> str | None:
+    """The checkpoint folder (relative to the old checkpoint root) a trial recorded before artifacts."""
+    value = trial.user_attrs.get(CHECKPOINT)
+    return value if isinstance(value, str) else None
 
 
 def has_violations(trial: Trial) -> bool:
@@ -307,6 +398,11 @@ def warm_start_attrs(trial: FrozenTrial, source: str) -> dict[str, Any]:
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_COPIED}
     attrs[WARM_START] = {"study": source, "trial": trial.number}
     return attrs
+
+
+def is_enqueued(trial: Trial) -> bool:
+    """Whether ``trial`` came from the space's ``enqueue:`` list."""
+    return ENQUEUED in trial.user_attrs
 
 
 def enqueued_attrs(index: int) -> dict[str, Any]:
@@ -373,22 +469,61 @@ def study_uid(study: optuna.Study) -> str | None:
     return uid if isinstance(uid, str) else None
 
 
-def confirmed(study: optuna.Study) -> dict[str, Any] | None:
+_R = TypeVar("_R")
+
+
+def _read(from_dict: Callable[[Any], _R], stored: Any, key: str) -> _R | None:
+    """A stored record read back typed; one this version cannot read is ignored, with a warning."""
+    if not stored:
+        return None
+    try:
+        return from_dict(stored)
+    except (ValueError, TypeError, LookupError) as exc:
+        log.warning("ignoring the study's %r record, which this version cannot read: %s", key, exc)
+        return None
+
+
+def confirmed(study: optuna.Study) -> ConfirmationRecord | None:
     """The record ``strategy-search confirm`` stored (rows, winner, seeds, ...), if any."""
-    return study.user_attrs.get(CONFIRMED) or None
+    return _read(ConfirmationRecord.from_dict, study.user_attrs.get(CONFIRMED), CONFIRMED)
 
 
-def record_confirmed(study: optuna.Study, record: Mapping[str, Any]) -> None:
-    study.set_user_attr(CONFIRMED, dict(record))
+def record_confirmed(study: optuna.Study, record: ConfirmationRecord) -> None:
+    study.set_user_attr(CONFIRMED, record.to_dict())
 
 
-def ablation(study: optuna.Study) -> dict[str, Any] | None:
+def ablation(study: optuna.Study) -> AblationRecord | None:
     """The record ``strategy-search ablate`` stored, if any."""
-    return study.user_attrs.get(ABLATION) or None
+    return _read(AblationRecord.from_dict, study.user_attrs.get(ABLATION), ABLATION)
 
 
-def record_ablation(study: optuna.Study, record: Mapping[str, Any]) -> None:
-    study.set_user_attr(ABLATION, dict(record))
+def record_ablation(study: optuna.Study, record: AblationRecord) -> None:
+    study.set_user_attr(ABLATION, record.to_dict())
+
+
+def _stored_reruns(study: optuna.Study) -> dict[str, Any]:
+    found = study.user_attrs.get(RERUNS)
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def reruns(study: optuna.Study) -> dict[str, RerunEntry]:
+    """Finished re-training runs of ``ablate`` and ``confirm``, by run key (config, seed, data, device)."""
+    out = {}
+    for key, stored in _stored_reruns(study).items():
+        entry = _read(RerunEntry.from_dict, stored, f"{RERUNS}.{key}")
+        if entry is not None:
+            out[key] = entry
+    return out
+
+
+def record_rerun(study: optuna.Study, key: str, entry: RerunEntry) -> None:
+    """Add one finished run (read back first, so runs another process stored meanwhile stay)."""
+    study.set_user_attr(RERUNS, {**_stored_reruns(study), key: entry.to_dict()})
+
+
+def restored_epoch(trial: Trial) -> int | None:
+    """The epoch whose weights a trial kept (restore_best_epoch), None when it kept its last."""
+    return trial.user_attrs.get(RESTORED_EPOCH)
 
 
 def stop_reason(study: optuna.Study) -> dict[str, Any] | None:
@@ -452,13 +587,12 @@ def confirmed_winner(study: optuna.Study) -> FrozenTrial | None:
         return None
     complete = {t.number: t for t in study.get_trials(deepcopy=False)
                 if t.state == TrialState.COMPLETE and is_feasible(t)}
-    winner = complete.get(record.get("winner"))
+    winner = complete.get(record.winner)
     if winner is None:
         return None
     sign = 1 if maximizes(study) else -1
-    candidates = {r["trial"] for r in record["rows"]}
-    bar = max(sign * r["original"] for r in record["rows"])
-    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in candidates):
+    bar = max(sign * r.original for r in record.rows)
+    if any(sign * t.values[0] > bar for n, t in complete.items() if n not in record.candidates):
         return None  # stale: a new single-run best has not been confirmed yet
     return winner
 

@@ -16,23 +16,29 @@ import yaml
 
 from search.space.constraints import parse_constraints
 from search.data.datasets import BUILTIN_DATASETS
+from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue
-from search.core.errors import SpaceError
+from search.core.duration import parse_duration
+from search.core.errors import SpaceError, UserError
+from search.core.locations import parse_location
 from search.algorithms.pruners import PRUNERS
 from search.algorithms.samplers import SAMPLERS
 from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
     AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
     ParamSpec, SearchSpace, choice_label,
 )
+from search.space.provenance import check_doctor
 from search.strategies import PARAMS, check_value
 
 TOP_KEYS = (
     "study", "description", "objective", "dataset", "budget", "sampler", "pruner", "seed",
     "weights_dir", "augment_sets", "keep", "keep_top_k", "params", "source", "constraints", "enqueue",
+    "doctor",
+    "artifacts",
 )
 KEEP_MODES = ("best", "top_k", "none")
-# Study names become folder names (checkpoints): letters, digits, _ . + - only, not starting with a dot.
+# Study names appear in file and folder names (export, report): letters, digits, _ . + - only, not starting with a dot.
 STUDY_NAME = re.compile(r"\w[\w.+-]{0,127}")
 STUDY_NAME_HELP = "1-128 letters, digits, _ . + - (not starting with . or -)"
 # A document may expand (through YAML aliases) to at most this many nodes per byte of file, or
@@ -169,6 +175,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     if problem:
         raise c.fail("study", problem)
     _check_source(c, doc.get("source"))
+    check_doctor(c, doc.get("doctor"))
 
     budget = _parse_budget(c, doc.get("budget", {}))
     dataset = _parse_dataset(c, doc.get("dataset", "digits"), base_dir)
@@ -185,6 +192,13 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
             raise c.fail("weights_dir", f"expected a directory path, got {weights_dir!r}")
         weights_dir = _resolve_path(weights_dir, base_dir)
         doc["weights_dir"] = weights_dir
+    artifacts = None
+    if doc.get("artifacts") is not None:
+        try:
+            artifacts = parse_location(doc["artifacts"], base_dir=base_dir, what="artifacts").url
+        except UserError as exc:
+            raise c.fail("artifacts", str(exc).removeprefix("artifacts: ")) from None
+        doc["artifacts"] = artifacts
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
     sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLERS)
@@ -202,7 +216,7 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
         study=study.strip(), objectives=objectives, dataset=dataset, budget=budget, sampler=sampler,
         pruner=pruner, seed=seed, params=params, raw=doc, source=source, description=description,
         weights_dir=weights_dir, augment_sets=augment_sets, keep=keep, keep_top_k=keep_top_k,
-        constraints=constraints, enqueue=enqueue,
+        constraints=constraints, enqueue=enqueue, artifacts=artifacts,
     )
 
 
@@ -215,13 +229,19 @@ def _resolve_path(path: str, base_dir: Path | None) -> str:
 
 
 def _parse_budget(c: _Checker, raw: Any) -> Budget:
-    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "max_epochs", "target", "patience", "min_delta"))
+    raw = c.mapping(raw, "budget", ("n_trials", "timeout", "time", "max_epochs", "target", "patience", "min_delta"))
     n_trials = raw.get("n_trials")  # None: the grid's size, else unlimited under a timeout, else 20
     if n_trials is not None:
         c.number(n_trials, "budget.n_trials", integer=True, low=1)
     timeout = raw.get("timeout")
     if timeout is not None:
         c.number(timeout, "budget.timeout", low=0, strict_low=True)
+    time_budget = None
+    if raw.get("time") is not None:
+        try:
+            time_budget = parse_duration(raw["time"])
+        except ValueError as exc:
+            raise c.fail("budget.time", str(exc)) from None
     max_epochs = c.number(raw.get("max_epochs", 10), "budget.max_epochs", integer=True, low=1, high=100000)
     target = raw.get("target")
     if target is not None:
@@ -233,7 +253,7 @@ def _parse_budget(c: _Checker, raw: Any) -> Budget:
         raise c.fail("budget.min_delta", "only means something with budget.patience (trials without an improvement)")
     min_delta = c.number(raw.get("min_delta", 0.0), "budget.min_delta", low=0)
     return Budget(n_trials=n_trials, timeout=timeout, max_epochs=max_epochs, target=target, patience=patience,
-                  min_delta=float(min_delta))
+                  min_delta=float(min_delta), time=time_budget)
 
 
 def _check_target(c: _Checker, budget: Budget, objectives: Sequence[ObjectiveSpec]) -> None:
@@ -249,7 +269,7 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
     if isinstance(raw, str):
         raw = {"name": raw} if raw in BUILTIN_DATASETS else {"path": raw}
     keys = ("name", "path", "csv", "root", "val_fraction", "test_fraction", "split_seed", "limit",
-            "cache_max_side")
+            "cache_max_side", "cache", "cache_quality")
     raw = c.mapping(raw, "dataset", keys)
     name, path, csv, root = raw.get("name"), raw.get("path"), raw.get("csv"), raw.get("root")
     if sum(v is not None for v in (name, path, csv)) != 1:
@@ -284,8 +304,12 @@ def _parse_dataset(c: _Checker, raw: Any, base_dir: Path | None) -> DatasetSpec:
     if limit is not None:
         c.number(limit, "dataset.limit", integer=True, low=10)
     side = c.number(raw.get("cache_max_side", 256), "dataset.cache_max_side", integer=True, low=8, high=4096)
+    cache_format = raw.get("cache", "auto")
+    c.one_of(cache_format, "dataset.cache", list(CACHE_FORMATS))
+    quality = c.number(raw.get("cache_quality", 90), "dataset.cache_quality", integer=True, low=50, high=100)
     return DatasetSpec(name=name, path=path, val_fraction=float(val), test_fraction=float(test),
-                       split_seed=split_seed, limit=limit, cache_max_side=side, csv=csv, root=root)
+                       split_seed=split_seed, limit=limit, cache_max_side=side, csv=csv, root=root,
+                       cache=cache_format, cache_quality=quality)
 
 
 def _parse_objectives(c: _Checker, raw: Any) -> tuple[ObjectiveSpec, ...]:

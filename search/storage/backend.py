@@ -8,7 +8,9 @@
   (``pip install 'strategy-search[grpc]'``); workers need no database credentials.
 
 One database connection per worker process: the storage's pool holds one PostgreSQL
-connection, shared by Optuna, the trial lock and the heartbeat thread.
+connection, shared by Optuna, the trial lock and the heartbeat thread. A connection lost later
+(a restart, a failover) is replaced, and the call that lost it retried, for up to the same
+``connect_timeout`` (:mod:`search.storage.retry`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from search.core import redact
 from search.core.errors import StorageError
+from search.storage import retry
 from search.storage.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
@@ -196,8 +199,7 @@ _PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 3
 
 
 # Errors that waiting will not fix: report them at once instead of retrying.
-_PERMANENT = ("authentication failed", "does not exist", "no password supplied", "file is not a database",
-              "schema of this storage")
+_PERMANENT = retry.PERMANENT
 
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_interval: int | None = None,
@@ -261,6 +263,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True, heartbeat_in
                 storage.engine.pool._max_overflow = 0  # type: ignore[attr-defined]
             if url.startswith("postgresql"):
                 ping_when_idle(storage.engine)
+            if isinstance(storage, OwnedTrialsStorage) and not url.startswith("sqlite"):
+                storage.retry = retry.Retry(connect_timeout, shown)
             return storage
         except ImportError as exc:
             raise StorageError(
@@ -358,8 +362,10 @@ class TrialLock:
     it claims a trial for a worker (:mod:`search.storage.proxy`). Otherwise: a process-local lock only.
     """
 
-    def __init__(self, url: str, study_name: str, engine: Any = None) -> None:
+    def __init__(self, url: str, study_name: str, engine: Any = None, policy: retry.Retry | None = None) -> None:
         self.url = resolve_url(url)
+        # A lost connection: taking the lock is retried; the lock died with it (releasing says so).
+        self._retry = policy
         self.study_name = study_name
         self._local = threading.Lock()
         self._engine: Any = None
@@ -408,7 +414,8 @@ class TrialLock:
                     self._fh.close()
                     self._local.release()
                     return False
-            elif self._engine is not None and not self._advisory_lock(blocking):
+            elif self._engine is not None and not retry.call(self._retry, lambda: self._advisory_lock(blocking),
+                                                             "taking the study's lock"):
                 self._local.release()
                 return False
         except BaseException:
@@ -422,7 +429,7 @@ class TrialLock:
                 fcntl.flock(self._fh, fcntl.LOCK_UN)
                 self._fh.close()
             elif self._engine is not None:
-                self._advisory_unlock()
+                retry.call(self._retry, self._advisory_unlock, "releasing the study's lock")
         finally:
             self._local.release()
 
@@ -477,15 +484,26 @@ CHECKPOINTS_ENV = "STRATEGY_SEARCH_CHECKPOINTS"
 
 
 def checkpoint_root(storage_url: str | None = None, explicit: str | Path | None = None) -> Path:
-    """Where checkpoints live for a storage (see :mod:`search.artifacts.checkpoints`): resolved with the URL."""
+    """Where versions before the artifact store kept trial models (``export`` still reads them)."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(CHECKPOINTS_ENV):
         return Path(os.environ[CHECKPOINTS_ENV]).expanduser()
+    return beside_storage(storage_url, "checkpoints")
+
+
+def beside_storage(storage_url: str | None, name: str) -> Path:
+    """``name`` in the folder of a SQLite or journal file, else in the working directory."""
     url = resolve_url(storage_url)
     db: str | None = None
     if url.startswith(JOURNAL_PREFIX):
         db = url[len(JOURNAL_PREFIX):].removeprefix("//")
     elif url.startswith("sqlite"):
         db = _sqlite_path(url)
-    return (Path(db).expanduser().parent if db else Path.cwd()) / "checkpoints"
+    return (Path(db).expanduser().parent if db else Path.cwd()) / name
+
+
+def is_local_file(storage_url: str | None) -> bool:
+    """Whether the storage is a file on this machine (SQLite, journal): no other machine shares it."""
+    url = resolve_url(storage_url)
+    return url.startswith(JOURNAL_PREFIX) or url.startswith("sqlite")

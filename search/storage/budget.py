@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import records
 from search.records import is_copied
-from search.storage import internals
+from search.storage import internals, retry
 from search.storage.owned import OwnedTrialsStorage
 from search.storage.backend import claim_number, rdb_backend
 
@@ -50,8 +50,11 @@ def rdb_usage(storage: RDBStorage, study_id: int) -> tuple[int, int]:
     """:func:`usage` of the study ``study_id`` of an RDB storage (the storage proxy counts this way)."""
     # One statement (one snapshot, one round trip, no transaction to open and close): this runs
     # inside the study's trial lock, where every round trip holds up the other workers.
-    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        used, queued, _ = _usage_on(conn, study_id)
+    def read() -> tuple[int, int, int]:
+        with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return _usage_on(conn, study_id)
+
+    used, queued, _ = retry.call(getattr(storage, "retry", None), read, "counting the budget")
     return used, queued
 
 
@@ -176,10 +179,12 @@ def running_with_worker(study: optuna.Study) -> int:
     from optuna.storages._rdb import models
 
     # One count instead of loading every running trial: idle workers ask this every half second.
-    with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        n = conn.execute(_count(study_id, models.TrialModel.state == TrialState.RUNNING,
-                                attr=records.WORKER)).scalar_one()
-    return int(n)
+    def read() -> int:
+        with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(_count(study_id, models.TrialModel.state == TrialState.RUNNING,
+                                       attr=records.WORKER)).scalar_one()
+
+    return int(retry.call(getattr(rdb, "retry", None), read, "counting running trials"))
 
 
 def _count(study_id: int, *where: Any, attr: str | None = None) -> Any:

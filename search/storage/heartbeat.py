@@ -5,6 +5,11 @@ On an RDB storage a worker records Optuna's heartbeat directly. Through a storag
 proxy records it as the database heartbeat and runs the stale check itself
 (:mod:`search.storage.proxy`). A trial without a heartbeat for the grace period is failed with
 ``fail_reason`` "worker lost: ..." and queued again once with the same params.
+
+Failing a trial and queueing its retry is one step (:func:`fail_and_retry`: one transaction on an
+RDB storage, one call through the proxy): nobody ever sees the trial failed while its retry is
+not queued yet, which a worker waiting for that trial would take for "budget used up, nothing
+running" and leave, stranding the retry.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -21,10 +27,14 @@ from optuna.trial import FrozenTrial, TrialState
 from search import records
 from search.storage.backend import heartbeat_settings, is_proxy, rdb_backend
 from search.storage import internals
+from search.storage.owned import OwnedTrialsStorage
 
 log = logging.getLogger(__name__)
 
 BEAT_ATTR = records.HEARTBEAT
+# Through a storage proxy, a trial system attr of this key asks the proxy to fail the trial and
+# queue its retry in one transaction (value: {"reason": str | None, "retry": bool}); never stored.
+FAIL_ATTR = records.FAIL_AND_RETRY
 LOST_PREFIX = "worker lost"
 MAX_RETRY = 1
 
@@ -72,31 +82,77 @@ def fail_stale(study: optuna.Study) -> int:
     grace = grace_of(storage)
     failed = 0
     for trial_id in internals.stale_trial_ids(storage, study):
-        try:
-            # The reason goes first: a finished trial takes no more attrs.
-            storage.set_trial_user_attr(trial_id, records.FAIL_REASON, lost_reason(grace))
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
+        frozen = storage.get_trial(trial_id)
+        retry = len(records.retry_history(frozen)) < MAX_RETRY
+        if not fail_and_retry(study, frozen, lost_reason(grace), retry=retry):
             continue  # another worker failed it first, or its own worker just finished it
         failed += 1
-        frozen = storage.get_trial(trial_id)
         log.warning("trial %d failed: %s", frozen.number, lost_reason(grace))
-        if len(records.retry_history(frozen)) < MAX_RETRY:
-            requeue(study, frozen)
+        if retry:
+            log.info("trial %d queued again with the same params", frozen.number)
     return failed
 
 
-def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
-    """Queue ``failed`` again with the same params, marked as its retry (so it uses no budget).
+def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str | None, *, retry: bool = True) -> bool:
+    """Set the RUNNING ``trial`` FAIL with user attr ``fail_reason`` = ``reason`` (None: leave it as is)
+    and, with ``retry``, queue it again with the same params, in one step; False (nothing changed)
+    when the trial is no longer running.
+
+    One transaction on our RDB storages, one call that the storage proxy carries out so (see
+    :meth:`~search.storage.owned.OwnedTrialsStorage.fail_running`). Other storages (in memory,
+    journal: no heartbeats, one machine) take the two steps in turn.
+    """
+    storage = internals.storage_of(study)
+    trial_id = internals.trial_id(trial)
+    attrs = {records.FAIL_REASON: reason} if reason is not None else {}
+    backend = rdb_backend(storage)
+    if isinstance(backend, OwnedTrialsStorage):
+        if not backend.fail_running(trial_id, attrs, retry_template(trial) if retry else None):
+            return False
+        internals.forget_cached_trials(study)
+        return True
+    if is_proxy(storage):
+        try:
+            storage.set_trial_system_attr(trial_id, FAIL_ATTR, {"reason": reason, "retry": retry})
+        except UpdateFinishedTrialError:
+            return False
+        internals.forget_cached_trials(study)
+        return True
+    try:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    if retry:
+        requeue(study, storage.get_trial(trial_id))
+    return True
+
+
+def carry_out_fail_request(backend: OwnedTrialsStorage, trial_id: int, request: dict[str, Any]) -> None:
+    """The storage proxy's side of :func:`fail_and_retry` (a ``FAIL_ATTR`` write from a worker);
+    raises ``UpdateFinishedTrialError`` when the trial is no longer running, as a write to it would."""
+    reason = request.get("reason")
+    retry = retry_template(backend.get_trial(trial_id)) if request.get("retry") else None
+    if not backend.fail_running(trial_id, {records.FAIL_REASON: reason} if reason is not None else {}, retry):
+        raise UpdateFinishedTrialError(f"Trial#{trial_id} has already finished and can not be updated.")
+
+
+def retry_template(failed: FrozenTrial) -> FrozenTrial:
+    """The WAITING retry of ``failed``: same params, marked as its retry (so it uses no budget).
 
     Same bookkeeping as Optuna's RetryHeartbeatStaleTrialCallback, without copying the failed
     trial's user attrs (its fail reason must not stick to the retry).
     """
-    study.add_trial(optuna.create_trial(
-        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
-        system_attrs=records.retry_system_attrs(failed),
-    ))
+    return optuna.create_trial(state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+                               system_attrs=records.retry_system_attrs(failed))
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
+    """Queue the finished trial ``failed`` again (:func:`retry_template`); a running one is failed
+    and queued in one step by :func:`fail_and_retry` instead."""
+    study.add_trial(retry_template(failed))
     log.info("trial %d queued again with the same params", failed.number)
 
 

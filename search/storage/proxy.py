@@ -7,6 +7,8 @@ workers write through it are handled here instead of being stored:
 
 * ``strategy_search:heartbeat`` on a trial records the database heartbeat of that trial; the
   proxy runs the stale-trial check (fail with "worker lost: ...", retry once) every interval.
+* ``strategy_search:fail-and-retry`` on a trial (an interrupted worker's) fails it and queues its
+  retry in one transaction (:func:`~search.storage.heartbeat.fail_and_retry`).
 * A trial claim: ``get_trial_id_from_study_id_trial_number`` with a negative number (carrying the
   budget, :func:`~search.storage.backend.claim_number`) counts the study's used budget, takes a
   queued trial or creates one, and records its first heartbeat, all in this process under the
@@ -27,7 +29,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from search.core.errors import StorageError
-from search.storage.heartbeat import BEAT_ATTR, fail_stale
+from search.storage.heartbeat import BEAT_ATTR, FAIL_ATTR, carry_out_fail_request, fail_stale
 from search.storage.budget import NotCounted, create_counted, rdb_usage
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
@@ -60,6 +62,9 @@ class ProxyBackend(OwnedTrialsStorage):
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == BEAT_ATTR:
             self.record_heartbeat(trial_id)
+            return
+        if key == FAIL_ATTR:
+            carry_out_fail_request(self, trial_id, value)
             return
         super().set_trial_system_attr(trial_id, key, value)
 
@@ -112,7 +117,7 @@ class ProxyBackend(OwnedTrialsStorage):
             if study_id not in self._locks:
                 # On the proxy's own pool: the lock's connection stays checked out while it is held.
                 self._locks[study_id] = TrialLock(self._url, self.get_study_name_from_id(study_id),
-                                                  engine=self.engine)
+                                                  engine=self.engine, policy=self.retry)
             return self._locks[study_id]
 
     def fail_stale_everywhere(self) -> int:

@@ -20,6 +20,8 @@ from search.strategies import imbalance  # noqa: E402,F401
 from search.strategies import policy  # noqa: E402,F401
 from search.strategies import ema  # noqa: E402,F401
 from search.strategies import tta  # noqa: E402,F401
+from search.strategies import best_epoch  # noqa: E402,F401
+from search.strategies import compile  # noqa: E402,F401  (the module; shadows the builtin only here)
 
 __all__ = [
     "GROUPS", "NO_OFF", "OWNER", "PARAMS", "STRATEGIES", "Advice", "Param", "Strategy", "TrainHooks", "TrialContext",

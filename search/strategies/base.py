@@ -145,12 +145,25 @@ class TrainHooks:
     def start(self, model: "nn.Module") -> None:
         """Called once the model is built and on its device."""
 
+    def train_forward(self, model: "nn.Module") -> "nn.Module":
+        """What the training steps call instead of ``model`` (e.g. a compiled wrapper sharing its
+        weights); evaluation, the kept weights and exports use the plain model."""
+        return model
+
     def after_step(self, model: "nn.Module", step: int) -> None:
         """Called after every optimizer step."""
 
     def eval_model(self, model: "nn.Module") -> "nn.Module":
         """The model to evaluate and keep (e.g. its weight average)."""
         return model
+
+    def epoch_end(self, model: "nn.Module", epoch: int, score: float, metrics: Any) -> None:
+        """After each epoch's validation: the evaluated model, its score (higher is better) and metrics."""
+
+    def restore(self, model: "nn.Module") -> "tuple[int, Any] | None":
+        """When training ends: load other weights into ``model`` (the evaluated one) and return the epoch
+        they are from and its validation metrics; None keeps the last epoch's."""
+        return None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _canonical(raw: Any) -> str:
-    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue")}
+    doc = {k: v for k, v in dict(raw).items() if k not in ("budget", "description", "enqueue", "doctor")}
     return json.dumps(doc, sort_keys=True, default=str)
 
 
@@ -51,7 +51,7 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
         if stored.get("budget") != space.raw.get("budget"):
             records.set_space(study, _json(space.raw))
             stopping.reset(study)  # new stop rules (or none) are judged afresh
-        log.info("resuming study %r (%d trials so far)", space.study, len(study.trials))
+        log.info("resuming study %r", space.study)  # (the worker's first line counts its trials and budget)
     name_objectives(study, space)
     return study
 

@@ -11,7 +11,6 @@ from typing import Any, Mapping
 import optuna
 import torch
 
-from search.artifacts.checkpoints import CheckpointStore, checkpoint_identity, keep_checkpoint
 from search.core.config import TrialConfig
 from search.space.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
 from search.data.datasets import load_dataset
@@ -21,6 +20,7 @@ from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
 from search.train.metrics import positive_index
 from search.storage import internals
+from search.study.packing import read_gpu_memory
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ class Objective:
     """Callable objective for one study; ``check_ready`` validates data and weights up front."""
 
     def __init__(self, space: SearchSpace, device: str | torch.device | None = None,
-                 weights_dir: str | Path | None = None, checkpoints: CheckpointStore | None = None) -> None:
+                 weights_dir: str | Path | None = None, artifacts: Any = None) -> None:
         self.space = space
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.weights_dir = weights_dir or space.weights_dir
-        self.checkpoints = checkpoints
+        self.artifacts = artifacts  # an Optuna artifact store (search.artifacts.store), or None: keep nothing
 
     def check_ready(self) -> None:
         """Fail before any trial on a bad dataset or class name; warn of a missing weights_dir.
@@ -90,6 +90,8 @@ class Objective:
         judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
         on_model = functools.partial(self._judge_architecture, trial) if judge else None
 
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # this trial's peak, for --per-gpu auto
         try:
             result = train_space(config, self.space, device=self.device, weights_dir=self.weights_dir,
                                  on_epoch=on_epoch, on_model=on_model, label=f"trial {trial.number}")
@@ -103,15 +105,32 @@ class Objective:
             raise
         records.record_result(trial, result)
         records.record_device(trial, device_label(self.device))  # latency was measured here
+        memory = read_gpu_memory(self.device) if self.device.type == "cuda" else None
+        if memory is not None:
+            records.record_gpu_memory(trial, memory.peak_bytes, memory.total_bytes)
         found = violations(self.space.constraints, trial.user_attrs)
         if found:
             records.record_violations(trial, found)
-        if self.checkpoints is not None:
-            self._checkpoint(trial, config, result)
         values = result.values
+        if self.artifacts is not None and all(math.isfinite(v) for v in values):
+            self._keep(trial, config, result, history)
         if any(not math.isfinite(v) for v in values):
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
+
+    def sweep_kept_files(self, study: optuna.Study) -> None:
+        """Remove the files of finished trials ``keep:`` no longer keeps (a worker does this as it
+        leaves: trials that finished at the same time on several workers each kept their files)."""
+        if self.artifacts is None:
+            return
+        from search.artifacts import trial_files
+
+        try:
+            trials = study.get_trials(deepcopy=False)
+            trial_files.sweep(self.artifacts, internals.storage_of(study), internals.study_id(study), trials,
+                              trial_files.kept_numbers(self.space, trials))
+        except Exception as exc:  # noqa: BLE001 - the next worker to finish a trial sweeps again
+            log.warning("could not remove the files of trials no longer kept: %s", exc)
 
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
         """Prune the trial before its first step when the built model's size or latency breaks a
@@ -132,16 +151,29 @@ class Objective:
         records.record_fail_reason(trial, reason)
         raise optuna.TrialPruned(reason)
 
-    def _checkpoint(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult) -> None:
-        """Keep the model per ``keep:``; a failed write is logged and the trial still counts."""
+    def _keep(self, trial: optuna.Trial, config: TrialConfig, result: TrainResult,
+              history: list[dict[str, float]]) -> None:
+        """Upload the trial's files to the artifact store per ``keep:`` (model, pictures, metrics) and
+        remove those it displaces; a failed upload is logged and recorded, and the trial still counts."""
+        # Imported here: optuna.artifacts imports boto3 (0.2 s), which a worker keeping nothing never needs.
+        from search.artifacts import trial_files
         from search.artifacts.bundle import bundle_from_result
+        from search.artifacts.store import label
 
-        # The checkpoint carries its trial's identity, so export can tell it from another study's.
-        source = checkpoint_identity(trial.study, trial.number, config.to_dict())
+        # The model carries its trial's identity, so export can tell it from another study's.
+        source = trial_files.model_identity(trial.study, trial.number, config.to_dict())
+
+        def write(folder: Path) -> list[Path]:
+            bundle = bundle_from_result(result, config, self.space.dataset, self.space.objectives, source)
+            return trial_files.write_files(bundle, history, folder, self.space.objectives[0].name)
+
         try:
-            keep_checkpoint(self.checkpoints, self.space, trial, result.values,
-                            lambda: bundle_from_result(result, config, self.space.dataset, self.space.objectives,
-                                                       source))
-        except OSError as exc:
-            log.warning("trial %d: could not write its checkpoint: %s", trial.number, exc)
-            records.record_checkpoint_error(trial, str(exc))
+            trial_files.keep_trial_files(self.artifacts, self.space, trial, result.values, write,
+                                         internals.study_id(trial.study))
+        except Exception as exc:  # noqa: BLE001 - a store down or full must not lose the trial's result
+            if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+                raise  # another worker failed this trial as stale: not an upload problem
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("trial %d: could not upload its files to %s: %s", trial.number, label(self.artifacts),
+                        reason)
+            records.record_artifact_error(trial, reason)

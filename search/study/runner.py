@@ -21,7 +21,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,21 +29,23 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core import progress
-from search.artifacts.checkpoints import CheckpointStore
+from search.core.numbers import duration
 from search.core.spec import SearchSpace
-from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counts_in_transaction, open_trial,
-                                 running_with_worker, usage, used_budget)
+from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counted_trials,
+                                   counts_in_transaction, open_trial, running_with_worker, usage, used_budget)
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
 from search.algorithms.samplers import create_sampler, grid_size
 from search.study import stopping
+from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, interval_of, is_lost, requeue
-from search.storage.backend import TrialLock, checkpoint_root, is_proxy, rdb_backend, resolve_url
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, interval_of, is_lost
+from search.storage.backend import TrialLock, is_proxy, rdb_backend, resolve_url
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.retry import Outage
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def budget_of(space: SearchSpace, n_trials: int | None) -> int | None:
         return space.budget.n_trials
     if space.sampler.name == "grid":
         return grid_size(space)
-    return None if space.budget.timeout is not None else DEFAULT_N_TRIALS
+    return None if space.budget.timeout is not None or space.budget.time is not None else DEFAULT_N_TRIALS
 
 
 def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
@@ -116,27 +117,28 @@ def _fmt(v: Any) -> str:
 def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | None = None,
                n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
                weights_dir: str | None = None, worker_seed: int | None = None,
-               checkpoints: str | Path | None = None) -> WorkerSummary:
+               artifacts: Any = None) -> WorkerSummary:
     """Run trials in this process until the study's budget or ``timeout`` is used up.
 
-    Models are kept per the space's ``keep:`` under ``checkpoints`` (see :mod:`search.artifacts.checkpoints`).
+    Kept trials upload their files to ``artifacts`` (an Optuna artifact store, from
+    :func:`search.study.artifact_store.open_artifacts`; None keeps nothing), see :mod:`search.artifacts.trial_files`.
     """
     storage = internals.storage_of(study)
     in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
-    store = None if space.keep == "none" or (in_memory and checkpoints is None) else \
-        CheckpointStore(checkpoint_root(storage_url, checkpoints))
-    objective = Objective(space, device=device, weights_dir=weights_dir, checkpoints=store)
+    objective = Objective(space, device=device, weights_dir=weights_dir,
+                          artifacts=None if space.keep == "none" else artifacts)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
     study.sampler = create_sampler(space, worker_seed)
-    study.pruner = create_pruner(space)
+    study.pruner = create_pruner(space, records.is_enqueued)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
+    time_budget = TimeBudget(space.budget.time, space.budget.max_epochs) if space.budget.time else None
     rdb = rdb_backend(storage)
     engine = rdb.engine if rdb is not None else None
     # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
     lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
-                                                                 engine=engine)
+                                                                 engine=engine, policy=getattr(rdb, "retry", None))
     heartbeat = interval_of(storage)
     stale = StaleCheck(study)
     names = [o.name for o in space.objectives]
@@ -144,9 +146,11 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     start = time.monotonic()
     # Optuna's trial timestamps are naive local times; some databases keep whole seconds only.
     started = datetime.datetime.now().replace(microsecond=0)
-    log.info("device %s; budget %s trials%s", objective.device, total if total is not None else "unlimited",
-             f", timeout {timeout:.0f}s" if timeout else "")
+    log.info("device %s; %s%s", objective.device, budget_line(study, total),
+             f"; timeout {timeout:.0f}s" if timeout else "")
     trials_bar = progress.trial_bar(total, used_budget(study), study.study_name)
+    pace = Pace(study)
+    trials_bar.note(pace.left(total, used_budget(study)))
     # Start-up objects (torch, the dataset, the model code) never become garbage: keep them out of
     # the collector's full passes, which otherwise stall a worker for 100+ ms every few trials.
     # Only the young generations are collected first: a full pass costs as much as the stall
@@ -159,15 +163,27 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if timeout is not None and time.monotonic() - start >= timeout:
                 log.info("timeout reached")
                 break
+            if time_budget is not None and not time_budget.fits(time.monotonic() - start):
+                log.info(time_budget.why_stop(time.monotonic() - start))
+                break
             stop = stopping.check(study, space)
             if stop is not None:
                 log.info(stopping.format_stop(stop))
+                break
+            if drain_requested():
+                log.info("the launcher lowered this GPU's workers (a trial ran out of memory): stopping here")
                 break
             trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
             if trial is None:
                 others = running_with_worker(study) if heartbeat else 0
                 if not others:
-                    break
+                    # Nothing runs now, but a trial may have stopped since the claim above: failed as
+                    # lost (its retry queued in the same step) or interrupted. A claim made after this
+                    # look finds any such retry, so leave only if it finds nothing either.
+                    trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+                    if trial is None:
+                        break
+            if trial is None:
                 if not waiting:
                     log.info("budget used up; waiting for %d running trial(s) of other workers "
                              "(a trial whose worker died is retried here)", others)
@@ -176,9 +192,14 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                 continue
             waiting = False
             frozen, seconds = _run_one(study, storage, trial, objective)
+            if time_budget is not None:
+                time_budget.add(seconds, len(records.history(frozen)))
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
             log.info(_describe(frozen, names, seconds))
+            pace.add(len(records.history(frozen)), seconds)
             trials_bar.update()
+            if total is not None:
+                trials_bar.note(pace.left(total, used_budget(study)))
     except KeyboardInterrupt:
         summary.seconds = time.monotonic() - start
         summary.requeued = _requeued_here(study, started)
@@ -187,8 +208,100 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         trials_bar.close()
         if lock is not None:
             lock.close()
+    objective.sweep_kept_files(study)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def budget_line(study: optuna.Study, total: int | None) -> str:
+    """One line that agrees with itself: the trials so far by state, the budget used and left (what
+    counts: a failed trial queued again does not), and what runs next."""
+    trials = study.get_trials(deepcopy=False)
+    used = counted_trials(list(trials))
+    counts = records.format_counts(sorted(records.state_counts(trials).items()))
+    so_far = f"{len(trials)} trial(s) so far ({counts})" if trials else "no trials yet"
+    waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
+    retried = {n for t in trials for n in records.retry_history(t)}
+    uncounted = sum(1 for t in trials if t.state == TrialState.FAIL and t.number in retried)
+    if total is None:
+        budget = "no trial budget"
+        left: int | None = None
+    else:
+        left = max(0, total - used)
+        budget = (f"budget {total}: {used} used" + (f" (a failed trial queued again does not count: {uncounted})"
+                                                     if uncounted else "") + f", {left} left")
+    if left == 0:
+        upcoming = "nothing left to run (--n-trials N raises the budget)"
+    elif waiting:
+        first = waiting[0]
+        again = records.failed_trial(first.system_attrs)
+        why = (f"queued again for trial {again}" if again is not None
+               else "enqueued from the space's enqueue:" if records.ENQUEUED in first.user_attrs else "queued")
+        upcoming = f"next: trial {first.number} ({why})"
+    else:
+        upcoming = "next: a new trial from the sampler"
+    return f"{so_far}; {budget}; {upcoming}"
+
+
+class Pace:
+    """The time left, from measured epoch times: seconds per epoch and epochs per trial of the trials
+    finished so far (this process's, else the study's earlier ones), times the trials left. Pruned
+    trials train fewer epochs, which the mean epochs per trial takes in; the first trial alone
+    (start-up, data cache) does not decide it."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.here = [0, 0.0, 0]  # epochs, seconds, trials finished by this process
+        self.earlier = [0, 0.0, 0]  # the same for the study's trials before it
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if records.history(t) and t.duration is not None:
+                self._count(self.earlier, len(records.history(t)), t.duration.total_seconds())
+
+    @staticmethod
+    def _count(into: list[Any], epochs: int, seconds: float) -> None:
+        if epochs:
+            into[0] += epochs
+            into[1] += seconds
+            into[2] += 1
+
+    def add(self, epochs: int, seconds: float) -> None:
+        """A trial this process finished: ``epochs`` trained in ``seconds``."""
+        self._count(self.here, epochs, seconds)
+
+    def left(self, total: int | None, used: int) -> str:
+        epochs, seconds, trials = self.here if self.here[2] else self.earlier
+        if total is None or not trials:
+            return ""
+        left = max(0, total - used)
+        per_epoch, per_trial = seconds / epochs, epochs / trials
+        return (f"~{duration(left * per_trial * per_epoch)} left ({left} trials x {per_trial:.1f} epochs x "
+                f"{per_epoch:.2g} s)")
+
+
+class TimeBudget:
+    """``budget.time``: the search in this run ends within it. A trial starts only when a full trial
+    (``max_epochs`` at the median seconds per epoch of the trials run here so far) still fits."""
+
+    def __init__(self, seconds: float, max_epochs: int) -> None:
+        self.seconds = seconds
+        self.max_epochs = max_epochs
+        self.per_epoch: list[float] = []
+
+    def add(self, seconds: float, epochs: int) -> None:
+        if epochs > 0:
+            self.per_epoch.append(seconds / epochs)
+
+    def next_trial(self) -> float:
+        if not self.per_epoch:
+            return 0.0  # nothing measured yet: the first trial measures it
+        ordered = sorted(self.per_epoch)
+        return ordered[len(ordered) // 2] * self.max_epochs
+
+    def fits(self, elapsed: float) -> bool:
+        return elapsed + self.next_trial() <= self.seconds
+
+    def why_stop(self, elapsed: float) -> str:
+        return (f"time budget: {elapsed:.0f}s of {self.seconds:.0f}s used; a full trial takes about "
+                f"{self.next_trial():.0f}s, which does not fit in what is left")
 
 
 def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
@@ -290,9 +403,22 @@ def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
             raise
     if held:
         redeliver(held[0])
+    _write_note(study, storage, frozen, [o.name for o in objective.space.objectives])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
+
+
+def _write_note(study: optuna.Study, storage: BaseStorage, frozen: FrozenTrial, names: list[str]) -> None:
+    """The finished trial's note for optuna-dashboard's trial page (search.records.note); a note that
+    cannot be written costs a warning, never the trial."""
+    from search.records.note import note_keys, trial_note
+
+    try:
+        for key, value in note_keys(internals.trial_id(frozen), trial_note(frozen, names)).items():
+            storage.set_study_system_attr(internals.study_id(study), key, value)
+    except Exception as exc:  # noqa: BLE001 - the trial is recorded already; its note is a nicety
+        log.warning("trial %d: could not write its dashboard note: %s", frozen.number, exc)
 
 
 def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any], str | None]:
@@ -301,6 +427,8 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
         values = objective(trial)
     except optuna.TrialPruned:
         return {"state": TrialState.PRUNED}, None
+    except Outage:
+        raise  # the database stayed away past --connect-timeout: not the trial's fault; it goes stale
     except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, the worker goes on
         log.debug("trial %d raised", trial.number, exc_info=True)
         return {"state": TrialState.FAIL}, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -312,13 +440,12 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
 
 
 def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
-    """Record an interrupted trial FAIL and queue it again (unless it was already finished)."""
+    """Record an interrupted trial FAIL and queue it again, in one step (unless it was already finished)."""
     if storage.get_trial(internals.trial_id(trial)).state.is_finished():
         return
-    _set_reason(trial, "interrupted")
-    frozen = _tell(study, trial, state=TrialState.FAIL)
-    if frozen.state == TrialState.FAIL and not is_lost(frozen):
-        requeue(study, frozen)
+    _set_reason(trial, "interrupted")  # unless the objective gave a reason first
+    # Read back after the reason: its params and retry history make the retry.
+    fail_and_retry(study, storage.get_trial(internals.trial_id(trial)), None, retry=True)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core.config import TrialConfig
+from search.core.numbers import readable
 from search.space.constraints import closest, is_feasible, total_violation
 from search.core.errors import UserError
 from search import records
@@ -99,10 +100,47 @@ def study_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
             summary["closest_infeasible"] = {**trial_record(near, names), "broken": broken_bounds(near)}
     summary["stopped"] = stop_reason(study)
     confirmed = records.confirmed(study)
-    if confirmed:
+    if confirmed is not None:
         winner = records.confirmed_winner(study)
-        summary["confirmed"] = {**confirmed, "current": winner is not None and winner.number == confirmed["winner"]}
+        summary["confirmed"] = {**confirmed.to_dict(),
+                                "current": winner is not None and winner.number == confirmed.winner}
     return summary
+
+
+def leaderboard(study: optuna.Study, space: SearchSpace, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best completed trials on the first objective (feasible ones; ties: earlier first), each
+    with its values, test accuracy, size, latency, epochs trained and the params it searched."""
+    names = [o.name for o in space.objectives]
+    rows = []
+    for rank, t in enumerate(records.top_k(study, n), start=1):
+        test = records.metrics(t, "test") or {}
+        rows.append({
+            "rank": rank, "number": t.number, "values": dict(zip(names, t.values or [])),
+            "test_accuracy": test.get("accuracy"), "n_params": t.user_attrs.get(records.N_PARAMS),
+            "latency_ms": t.user_attrs.get(records.LATENCY_MS), "epochs": len(records.history(t)) or None,
+            "restored_epoch": records.restored_epoch(t),
+            "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None, "params": dict(t.params),
+        })
+    return rows
+
+
+def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    """The leaderboard as a terminal table (values to 4 decimals, params to 3 significant digits)."""
+    if not rows:
+        return "no completed trial yet"
+    names = list(rows[0]["values"])
+    head = ["rank", "trial", *names, "test acc", "params", "ms/img", "epochs", "time", "searched params"]
+    table = [[str(r["rank"]), str(r["number"]), *(f"{r['values'][k]:.4f}" for k in names),
+              _pct(r["test_accuracy"]), "-" if r["n_params"] is None else f"{r['n_params']:,}",
+              "-" if r["latency_ms"] is None else readable(float(r["latency_ms"])),
+              "-" if r["epochs"] is None else str(r["epochs"]) + (f" (kept {r['restored_epoch']})"
+                                                                 if r["restored_epoch"] else ""),
+              "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}s",
+              " ".join(f"{k}={readable(v)}" for k, v in r["params"].items())] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head[:-1])]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths)) + "  " + head[-1]]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in table]
+    return "\n".join(lines)
 
 
 def bootstrap_test_metrics(test: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
@@ -152,7 +190,7 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
         lines.append(f"  trial {rec['number']}: {values}   [validation split]")
         width = max((len(k) for k in rec["params"]), default=0)
         for k, v in rec["params"].items():
-            lines.append(f"    {k:<{width}}  {v}")
+            lines.append(f"    {k:<{width}}  {readable(v)}")
         for name, t in rec.get("test_interval", {}).items():
             lines.append(f"  test {name} {t['value']:.4f}, 95% CI [{t['ci95'][0]:.4f}, {t['ci95'][1]:.4f}] "
                          f"(bootstrap over the {t['n']} test images; it holds for this test set only)")
@@ -160,19 +198,19 @@ def format_summary(summary: dict[str, Any], details: bool = False) -> str:
         if test:
             lines.append(f"  test split: accuracy {_pct(test['accuracy'])}  precision {_pct(test['precision_macro'])}"
                          f"  recall {_pct(test['recall_macro'])}  f1 {_pct(test['f1_macro'])}  (n={test['n']})")
-        lines.append(f"  params {rec['n_params']:,}  epoch {rec['epoch_seconds']}s  latency {rec['latency_ms']} ms/image"
-                     if rec.get("n_params") is not None else "")
+        lines.append(f"  params {rec['n_params']:,}  epoch {readable(rec['epoch_seconds'])} s  "
+                     f"latency {readable(rec['latency_ms'])} ms/image" if rec.get("n_params") is not None else "")
         if rec.get("device"):
             lines.append(f"  measured on {rec['device']}: latency on another machine differs")
         if details and rec.get("validation"):
             lines.extend(_details(rec))
-    confirmed = summary.get("confirmed")
-    if confirmed:
-        top = confirmed["rows"][0]
+    if summary.get("confirmed"):
+        confirmed = records.ConfirmationRecord.from_dict(summary["confirmed"])
+        top = confirmed.rows[0]
         lines.append("")
-        if confirmed["current"]:
-            lines.append(f"confirmed winner: trial {confirmed['winner']}, mean {top['mean']:.4f} (sd {top['std']:.4f}) "
-                         f"over {len(confirmed['seeds'])} fresh seeds (strategy-search confirm)")
+        if summary["confirmed"]["current"]:
+            lines.append(f"confirmed winner: trial {confirmed.winner}, mean {top.mean:.4f} (sd {top.std:.4f}) "
+                         f"over {len(confirmed.seeds)} fresh seeds (strategy-search confirm)")
         else:
             lines.append("a trial finished after `strategy-search confirm` beats every confirmed candidate: "
                          "run confirm again")

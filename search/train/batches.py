@@ -29,16 +29,18 @@ def batch_slices(order: Tensor, batch_size: int, steps: int) -> list[tuple[int, 
 
 def _load(x: Images, y: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     idx_dev = idx.to(x.device)
-    xb, yb = x[idx_dev], y[idx_dev]
+    # A JPEG cache decodes the batch where it trains (on CUDA: nvJPEG, no host copy of the pixels).
+    xb, yb = (x.gather(idx_dev, device) if isinstance(x, MappedImages) else x[idx_dev]), y[idx_dev]
     if device.type == "cuda" and xb.device.type == "cpu":
         xb = xb.pin_memory().to(device, non_blocking=True)
     return xb, yb.to(device, non_blocking=True)
 
 
 def iterate_batches(x: Images, y: Tensor, order: Tensor, batch_size: int, steps: int,
-                    device: torch.device) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """(step, images, labels) for one epoch in ``order``; labels on ``device``."""
-    slices = batch_slices(order, batch_size, steps)
+                    device: torch.device, slices: list[tuple[int, Tensor]] | None = None
+                    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(step, images, labels) for one epoch in ``order`` (or the given ``slices``); labels on ``device``."""
+    slices = batch_slices(order, batch_size, steps) if slices is None else slices
     if not isinstance(x, MappedImages) or not slices:
         for b, idx in slices:
             yield (b, *_load(x, y, idx, device))

@@ -27,9 +27,10 @@ from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
 from search.core.progress import progress
 from search.core.spec import DatasetSpec, ObjectiveSpec, SearchSpace
-from search.train.batches import iterate_batches
+from search.train.batches import batch_slices, iterate_batches
 from search.train.loss import CrossEntropy
 from search.train.metrics import Metrics, confusion_matrix, objective_value, positive_index
+from search.train.stats import NonFiniteLoss, StepStats
 from search.strategies import TrialContext, active_hooks, inference_model, input_channels
 from search.strategies.optimization import OPTIMIZERS, SCHEDULES
 
@@ -40,10 +41,6 @@ EVAL_BATCH = 512
 # pixels (512 images at 32x32), so 64 px gets 128 images and 224 px 16, not 512 whatever the size.
 EVAL_PIXELS_CPU = 512 * 32 * 32
 PROGRESS_EVERY = 5.0  # seconds between per-epoch progress lines
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss (or the gradient norm) became NaN or infinite."""
 
 
 @dataclass
@@ -75,6 +72,8 @@ class TrainResult:
     n_params: int
     epoch_seconds: float
     latency_ms: float
+    restored_epoch: int | None = None  # the epoch whose weights were kept (restore_best_epoch), else None
+    compile_seconds: float = 0.0  # the first training step's time when the model is compiled (inside epoch 1)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -199,6 +198,14 @@ def train(
         on_model(architecture_costs(config, model, preprocess, data.val_x, device))
     for h in hooks:
         h.start(model)
+    # What the training steps call: the model itself, or a compiled wrapper sharing its weights
+    # (evaluation, EMA and export keep using the plain module).
+    forward = model
+    for h in hooks:
+        forward = h.train_forward(forward)
+    compiled = forward is not model
+    if compiled:
+        steps = n_train // batch_size  # one static shape: the partial last batch is dropped
     groups = param_groups(model, config.finetune, config.lr) if config.backbone != "none" else \
         [{"params": list(model.parameters()), "lr": config.lr}]
     optimizer = OPTIMIZERS.get(config.optimizer)(groups, config)
@@ -207,9 +214,12 @@ def train(
     criterion = CrossEntropy(weight=None if weights is None else weights.to(device),
                              label_smoothing=config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad]
+    compile_seconds = 0.0
+    stats = StepStats(len(params), device)
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochLog] = []
-    last_progress = time.monotonic()
+    last_progress = started = time.monotonic()
+    hinted = False  # the first epoch line says why lines skip epochs
     amp = _autocast(device)  # one context, re-entered every step
     step = 0
 
@@ -228,13 +238,14 @@ def train(
         order = next((o for o in (h.train_order(data.train_y, generator) for h in hooks) if o is not None), None)
         if order is None:
             order = torch.randperm(n_train, generator=generator)
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        grad_max = torch.zeros((), device=device)
-        # On CUDA, checking the loss every step would stall the GPU; check once per epoch there.
-        check_each_step = device.type != "cuda"
-        for b, xb, yb in iterate_batches(data.train_x, data.train_y, order, batch_size, steps, device):
+        if data.train_x.device != order.device:
+            order = order.to(data.train_x.device)  # a GPU-resident set: one copy per epoch, not one per step
+        slices = batch_slices(order, batch_size, steps)
+        stats.begin([b for b, _ in slices], [len(idx) for _, idx in slices])
+        # Per step: nothing is read back to the host (no synchronization) and the statistics cost
+        # four small ops (search.train.stats); they are read once, at the epoch's end.
+        batches = iterate_batches(data.train_x, data.train_y, order, batch_size, steps, device, slices)
+        for i, (b, xb, yb) in enumerate(batches):
             if plan.random:
                 xb = augment(xb)
             for h in hooks:
@@ -245,52 +256,71 @@ def train(
                 x, target = h.mix(x, target)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
+            first = compiled and step == 0
+            if first:
+                compile_start = time.perf_counter()
             with amp:
-                logits = model(x)
+                logits = forward(x)
                 loss = criterion(logits.float(), target)
-            if check_each_step and not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}, step {b + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grads = [p.grad for p in params if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
-            if check_each_step and not torch.isfinite(norm):
-                raise NonFiniteLoss(f"gradient norm became {norm.item()} at epoch {epoch}, step {b + 1}")
+            # Mixed (soft) targets: a prediction counts as right when it names the image's own class (yb).
+            stats.record(i, loss, logits, yb, [p.grad for p in params if p.grad is not None])
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(params, config.grad_clip, norm)
-            grad_max = torch.maximum(grad_max, norm.detach())
+                torch.nn.utils.clip_grads_with_norm_(params, config.grad_clip, stats.total_norm(i))
             optimizer.step()
             scheduler.step()
             step += 1
             for h in hooks:
                 h.after_step(model, step)
-            total_loss += loss.detach() * len(yb)
-            # Mixed (soft) targets: a prediction counts as right when it names the image's own class.
-            correct += (logits.argmax(dim=1) == yb).sum()
-            seen += len(yb)
+            if first:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                compile_seconds = time.perf_counter() - compile_start
+            stats.after_step(epoch, i)
+        totals = stats.finish(epoch)
         seconds = time.perf_counter() - start
-        val = evaluate(inference_model(config, kept()), preprocess, data.val_x, data.val_y, num_classes, device)
+        # Test-time augmentation (2 or 8 passes) only for the last epoch's validation, which is the
+        # trial's result; earlier epochs (learning curve, pruning) validate the kept model alone.
+        evaluated = inference_model(config, kept()) if epoch == epochs else kept()
+        val = evaluate(evaluated, preprocess, data.val_x, data.val_y, num_classes, device)
         value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
-        train_loss = float(total_loss) / max(1, seen)
-        if not math.isfinite(train_loss) or not math.isfinite(val.loss) or not math.isfinite(float(grad_max)):
-            raise NonFiniteLoss(f"loss or gradient became non-finite at epoch {epoch}")
-        entry = EpochLog(epoch, train_loss, float(correct) / max(1, seen), val.loss, val.accuracy, value,
-                         optimizer.param_groups[-1]["lr"], seconds, float(grad_max))
+        train_loss = totals.loss
+        if not math.isfinite(val.loss):
+            raise NonFiniteLoss(f"validation loss became {val.loss} at epoch {epoch}", epoch=epoch)
+        entry = EpochLog(epoch, train_loss, totals.accuracy, val.loss, val.accuracy, value,
+                         optimizer.param_groups[-1]["lr"], seconds, totals.grad_norm_max)
         history.append(entry)
-        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all.
+        # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all. A line
+        # that follows skipped epochs carries the best so far and the time left, so nothing looks lost.
         level = logging.INFO if time.monotonic() - last_progress >= PROGRESS_EVERY else logging.DEBUG
         if level == logging.INFO:
             last_progress = time.monotonic()
-        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs)", label, epoch, epochs,
-                train_loss, val.loss, objectives[0].name, value, seconds)
+        best_at = max(range(len(history)), key=lambda i: history[i].value if objectives[0].direction == "maximize"
+                      else -history[i].value)
+        left = (time.monotonic() - started) / epoch * (epochs - epoch)  # wall time: evaluation included
+        log.log(level, "%s epoch %d/%d  loss %.4f  val_loss %.4f  val %s %.4f  (%.1fs; best %.4f at epoch %d, "
+                "~%.0fs left%s)", label, epoch, epochs, train_loss, val.loss, objectives[0].name, value, seconds,
+                history[best_at].value, best_at + 1, left,
+                "" if hinted else f"; a line every {PROGRESS_EVERY:.0f}s, -v for every epoch")
+        hinted = hinted or level == logging.INFO
         if on_epoch is not None:
             on_epoch(entry)
+        # Higher is better; a cost objective (latency) is unknown while training: then the loss judges.
+        score = (value if objectives[0].direction == "maximize" else -value) if math.isfinite(value) else -val.loss
+        for h in hooks:
+            h.epoch_end(kept(), epoch, score, val)
 
     # What is kept, measured and exported: the evaluated weights (e.g. the EMA average), bare; the
     # inference wrappers (e.g. flip TTA) are put back by whoever evaluates or exports it.
     model = kept()
+    restored = None
+    for h in hooks:  # e.g. restore_best_epoch: another epoch's weights, with that epoch's evaluation
+        back = h.restore(model)
+        if back is not None:
+            restored, val = back
     final = inference_model(config, model)
-    # ``val`` is the last epoch's evaluation: the model has not changed since.
+    # ``val`` is the evaluation of the weights kept (the last epoch's unless one was restored).
     test = (evaluate(final, preprocess, data.test_x, data.test_y, num_classes, device)
             if evaluate_test and len(data.test_y) else None)
     costs = architecture_costs(config, model, preprocess, data.val_x, device)
@@ -300,6 +330,8 @@ def train(
         model=model, preprocess=preprocess, classes=classes, input_size=data.size, history=history, val=val,
         test=test, values=values, n_params=n_params,
         epoch_seconds=sum(h.seconds for h in history) / max(1, len(history)), latency_ms=latency,
+        restored_epoch=restored,
+        compile_seconds=compile_seconds,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from search.data.datasets import ImageSet
+from search.data.datasets import SKIPPED_NAMED, ImageSet, skipped_summary
 from search.tools.doctor.findings import FEW_IMAGES, IMBALANCE_RATIO, OFF_SQUARE, Finding, size_ceiling
 from search.core.spec import DatasetSpec
 from search.train.loop import TrainResult
@@ -42,7 +42,17 @@ def data_facts(data: ImageSet, spec: DatasetSpec) -> dict[str, Any]:
         "grayscale": grayscale(data, idx),
         "duplicates": duplicates(data),
         "unreadable": int(data.info.get("skipped_images", 0) or 0),
+        "unreadable_files": [list(f) for f in list(data.info.get("skipped_files") or [])[:SKIPPED_NAMED]],
+        "unreadable_summary": skipped_summary(data.info),
+        "split_from": split_sources(data),
     }
+
+
+def split_sources(data: ImageSet) -> dict[str, str]:
+    """Where the validation and test splits came from: ``folder`` (the dataset's own val/ or test/
+    folder, or a CSV's split column) or ``carved`` (taken out of train by val_fraction/test_fraction)."""
+    found = data.info.get("split_from")
+    return dict(found) if isinstance(found, dict) else {"val": "carved", "test": "carved"}
 
 
 def original_sizes(data: ImageSet, idx: torch.Tensor) -> list[tuple[int, int]]:
@@ -103,10 +113,8 @@ def data_findings(facts: dict[str, Any]) -> list[Finding]:
     """Small classes, detail lost to the input size, far-from-square images, duplicates, corrupt files."""
     out: list[Finding] = []
     per_class = facts["train_per_class"]
-    fewest = min(per_class, key=per_class.get)
-    if per_class[fewest] < FEW_IMAGES:
-        out.append(Finding("small_data", f"only {per_class[fewest]} training images in class {fewest!r} "
-                           f"(median {statistics.median(per_class.values()):g} per class)",
+    if min(per_class.values()) < FEW_IMAGES:
+        out.append(Finding("small_data", small_classes(per_class),
                            {"train_per_class": per_class, "threshold": FEW_IMAGES},
                            ["augmentation", "a pretrained backbone", "more data"], "data"))
     sizes = facts["sizes"]
@@ -131,6 +139,28 @@ def data_findings(facts: dict[str, Any]) -> list[Finding]:
                            ["remove duplicates: copies shared across splits inflate validation and test scores"],
                            "data"))
     if facts["unreadable"]:
-        out.append(Finding("corrupt", f"{facts['unreadable']} file(s) could not be decoded and were skipped",
-                           {"unreadable": facts["unreadable"]}, ["fix or delete them"], "data"))
+        out.append(Finding("corrupt", facts.get("unreadable_summary") or
+                           f"{facts['unreadable']} file(s) could not be decoded and were skipped",
+                           {"unreadable": facts["unreadable"], "files": facts.get("unreadable_files", [])},
+                           ["fix or delete them"], "data"))
     return out
+
+
+def split_note(split_from: dict[str, str]) -> str:
+    """``; validation and test from the dataset's own folders`` (or which one), else empty."""
+    own = [("validation" if s == "val" else s) for s in ("val", "test") if split_from.get(s) == "folder"]
+    return f"; {' and '.join(own)} from the dataset's own split" if own else ""
+
+
+def small_classes(per_class: dict[str, int], named: int = 3) -> str:
+    """The classes under FEW_IMAGES training images, smallest first, with their counts: every class
+    that shares the smallest count is named (none is picked arbitrarily among equals)."""
+    small = sorted((n, c) for c, n in per_class.items() if n < FEW_IMAGES)
+    median = f"median {statistics.median(per_class.values()):g} per class; under {FEW_IMAGES} counts as small"
+    if len(small) == len(per_class) and len({n for n, _ in small}) == 1:
+        return f"only {small[0][0]} training images in each of the {len(small)} classes ({median})"
+    fewest = small[0][0]
+    tied = [c for n, c in small if n == fewest]
+    shown = [f"{c!r} {n}" for n, c in small[:max(named, len(tied))]]
+    more = f" and {len(small) - len(shown)} more" if len(small) > len(shown) else ""
+    return f"few training images: {', '.join(shown)}{more} ({median})"

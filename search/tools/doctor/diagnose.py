@@ -20,9 +20,11 @@ from search.core.config import TrialConfig
 from search.data.datasets import ImageSet, Prepared, load_dataset, native_size, prepare
 from search.tools.doctor.data_facts import data_facts, data_findings, imbalance_finding
 from search.tools.doctor.findings import (
-    BASELINE_MAX_SIZE, COLOR_GAIN, GRAD_EXPLOSION, LOSS_SPIKE, LOW_TRAIN, OVERFIT_GAP, STILL_RISING,
+    BASELINE_MAX_SIZE, COLOR_GAIN, GRAD_EXPLOSION, LOSS_SPIKE, LOW_TRAIN, OVERFIT_GAP, STANDARD_SIZES, STILL_RISING,
     VAL_LOSS_RISE, Diagnosis, Finding, honest_objective,
 )
+from search.tools.doctor.orientation import orientation_finding, orientation_scores
+from search.tools.doctor.recipe import recipe
 from search.tools.doctor.remedies import pick
 from search.core.errors import UserError
 from search.strategies import PARAMS, check_value
@@ -35,11 +37,29 @@ log = logging.getLogger(__name__)
 UNSTABLE_REMEDIES = ["lower learning rates", "learning-rate warm-up", "batch norm", "gradient clipping"]
 
 
-def baseline_config(data: ImageSet, epochs: int, overrides: Mapping[str, Any] | None = None) -> TrialConfig:
-    """The default small CNN with no remedies switched on; ``overrides`` may change any param."""
+def baseline_size(data: ImageSet) -> int:
+    """The images' own square side up to BASELINE_MAX_SIZE; for mixed sizes, the largest standard size
+    at most their median short side (at least the smallest standard size), up to BASELINE_MAX_SIZE."""
     native = data.native_size
-    size = native if native is not None and native <= BASELINE_MAX_SIZE else BASELINE_MAX_SIZE
-    values = TrialConfig(epochs=epochs, seed=0, input_size=size).to_dict()
+    if native is not None:
+        return min(native, BASELINE_MAX_SIZE)
+    idx = torch.cat([data.train, data.val, data.test]).numpy()
+    short = float(statistics.median(min(w, h) for w, h in zip(data.meta["width"][idx].tolist(),
+                                                               data.meta["height"][idx].tolist())))
+    fitting = [s for s in STANDARD_SIZES if s <= min(short, BASELINE_MAX_SIZE)]
+    return max(fitting) if fitting else STANDARD_SIZES[0]
+
+
+def baseline_config(data: ImageSet, epochs: int | None = None, overrides: Mapping[str, Any] | None = None,
+                    size: int | None = None) -> TrialConfig:
+    """The strong recipe (search.tools.doctor.recipe) sized to the data, with no flips or turns (the
+    orientation probe decides those) and half the recipe's epochs (at least 8) unless ``epochs`` is
+    given: a quick run of the recipe to diagnose. ``overrides`` may change any param."""
+    size = size or baseline_size(data)
+    values = TrialConfig(seed=0, input_size=size).to_dict()
+    values.update(recipe(len(data.train), size, "none"))
+    values["epochs"] = epochs or max(8, values["epochs"] // 2)
+    values["warmup_epochs"] = max(1, round(values["epochs"] / 15))
     for name, value in (overrides or {}).items():
         if name not in PARAMS:
             raise UserError(f"baseline override {name!r}: unknown param; allowed: {', '.join(PARAMS)}")
@@ -58,10 +78,13 @@ def load_for_baseline(dataset: DatasetSpec) -> tuple[ImageSet, int | None]:
     return load_dataset(dataset, key), key
 
 
-def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *, epochs: int = 10,
+def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *, epochs: int | None = None,
              overrides: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-             probe_color: bool = True, weights_dir: str | Path | None = None) -> Diagnosis:
-    """Train a quick baseline on ``dataset`` and diagnose its training and its data."""
+             probe_color: bool = True, probe_orientation: bool = True,
+             weights_dir: str | Path | None = None) -> Diagnosis:
+    """Train a quick run of the strong recipe on ``dataset`` and diagnose its training and its data.
+
+    ``epochs``: the baseline's (default: half the recipe's). The gray probe trains a third of them."""
     device = device if isinstance(device, torch.device) else resolve_device(device)
     data, key = load_for_baseline(dataset)
     positive_index(objective, data.classes)
@@ -75,7 +98,8 @@ def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *
     findings: list[Finding] = []
     run = _train_baseline(config, dataset, objective, device, weights_dir, prepared)
     baseline: dict[str, Any] = {"config": run.config.to_dict(), "overrides": dict(overrides or {}),
-                                "diverged": run.failures, "seconds": round(run.seconds, 2)}
+                                "diverged": run.failures, "seconds": round(run.seconds, 2),
+                                "cpu_seconds": round(run.cpu_seconds, 2), "n_train": len(data.train)}
     if run.failures:
         findings.append(Finding(
             "unstable",
@@ -97,8 +121,13 @@ def diagnose(dataset: DatasetSpec, objective: ObjectiveSpec = ObjectiveSpec(), *
             "train_value": train_value, "val_value": val_value, "n_params": result.n_params,
             "history": [h.to_dict() for h in result.history],
             "val_recall": dict(zip(data.classes, result.val.per_class()[1])),
+            "val_confusion": result.val.confusion,
         })
+        baseline["epoch_seconds"] = round(run.seconds / max(1, len(result.history)), 4)
+        baseline["epoch_cpu_seconds"] = round(run.cpu_seconds / max(1, len(result.history)), 4)
         findings.extend(curve_findings(result.history, train_value, val_value, objective.name, findings))
+        if probe_orientation:
+            findings.append(_orientation_probe(result, prepared, data, device))
         if facts["grayscale"]:
             findings.append(Finding(
                 "color", f"images are grayscale (R = G = B in all {facts['n_images']} images): "
@@ -121,23 +150,34 @@ class _Run:
     result: TrainResult | None
     failures: list[str]
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time (the time budget's measure where the machine is shared)
+
+
+def _orientation_probe(result: TrainResult, prepared: Prepared, data: ImageSet, device: torch.device) -> Finding:
+    """The trained baseline on the validation images turned and mirrored (search.tools.doctor.orientation)."""
+    start = time.perf_counter()
+    scores = orientation_scores(result.model, result.preprocess, prepared.val_x, prepared.val_y, device)
+    val_counts = data.class_counts("val")
+    finding = orientation_finding(scores, len(prepared.val_y), max(val_counts) / max(1, sum(val_counts)))
+    finding.evidence["seconds"] = round(time.perf_counter() - start, 2)
+    return finding
 
 
 def _train_baseline(config: TrialConfig, dataset: DatasetSpec, objective: ObjectiveSpec, device: torch.device,
                     weights_dir: str | Path | None, prepared: Prepared) -> _Run:
     """Train; after a non-finite loss, try once more at a tenth of the learning rate."""
     failures: list[str] = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for attempt in range(2):
         try:
             result = train(config, dataset, (objective,), device=device, weights_dir=weights_dir,
                            evaluate_test=False, label="doctor baseline", data=prepared)
-            return _Run(config, result, failures, time.perf_counter() - start)
+            return _Run(config, result, failures, time.perf_counter() - start, time.process_time() - cpu)
         except NonFiniteLoss as exc:
             failures.append(f"lr {config.lr:g}: {exc}")
             if attempt == 0:
                 config = config.replace(lr=config.lr / 10)
-    return _Run(config, None, failures, time.perf_counter() - start)
+    return _Run(config, None, failures, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def curve_findings(history: list[EpochLog], train_value: float, val_value: float, name: str,
@@ -156,8 +196,10 @@ def curve_findings(history: list[EpochLog], train_value: float, val_value: float
     spikes = [i + 1 for i in range(1, n) if train_loss[i] > LOSS_SPIKE * train_loss[i - 1]]
     grads = [h.grad_norm_max for h in history]
     median_grad = statistics.median(grads)
+    # The first epoch is left out of the comparison: from random weights its gradients are large in
+    # every healthy run (it is still judged for non-finite values).
     bad_grads = [i + 1 for i, g in enumerate(grads)
-                 if not math.isfinite(g) or (n >= 3 and g > GRAD_EXPLOSION * median_grad)]
+                 if not math.isfinite(g) or (n >= 3 and i > 0 and g > GRAD_EXPLOSION * median_grad)]
     if spikes or bad_grads:
         evidence = {"loss_spike_epochs": spikes, "train_loss": _round(train_loss),
                     "grad_norm_max": _round(grads), "grad_norm_median": round(median_grad, 4)}
@@ -179,7 +221,10 @@ def curve_findings(history: list[EpochLog], train_value: float, val_value: float
     gap = train_value - val_value
     best = min(range(n), key=lambda i: val_loss[i])
     rise = val_loss[-1] / val_loss[best] - 1.0 if val_loss[best] > 0 else 0.0
-    loss_rising = best < n - 1 and rise >= VAL_LOSS_RISE and train_loss[-1] < train_loss[best]
+    # A rising validation loss counts only when the metric fell too: with label smoothing and EMA the
+    # loss drifts up a little while a model that is right on every image stays right.
+    loss_rising = (best < n - 1 and rise >= VAL_LOSS_RISE and train_loss[-1] < train_loss[best]
+                   and values[-1] < max(values) - 0.01)
     if gap >= OVERFIT_GAP or loss_rising:
         summary = f"training {name} {train_value:.3f} vs validation {val_value:.3f} (gap {gap:.3f})"
         if loss_rising:
@@ -220,7 +265,12 @@ def _color_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objective
     majority class: when neither run beats it, the probe cannot tell.
     """
     start = time.perf_counter()
-    gray_config = config.replace(color="gray")
+    # A third of the baseline's epochs (its own schedule), judged against the rgb run's validation
+    # score at that epoch: a quick probe, which leans towards "color adds little" (the rgb run is
+    # mid-schedule then), so the search still compares gray and rgb when in doubt.
+    epochs = int(config.epochs or 1)
+    short = max(min(epochs, 4), epochs // 3)
+    gray_config = config.replace(color="gray", epochs=short)
     try:
         gray = train(gray_config, dataset, (objective,), device=device, weights_dir=weights_dir,
                      evaluate_test=False, label="doctor gray probe", data=prepared)
@@ -229,6 +279,9 @@ def _color_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objective
     baseline["gray_probe_seconds"] = round(time.perf_counter() - start, 2)
     classes = data.classes
     rgb_value = objective_value(metric, rgb.val, classes)
+    if short < epochs:
+        at = rgb.history[short - 1]
+        rgb_value = at.value if metric == objective else at.val_accuracy if metric.metric == "accuracy" else rgb_value
     gray_value = objective_value(metric, gray.val, classes)
     val_counts = data.class_counts("val")
     majority = val_counts.index(max(val_counts))
@@ -238,7 +291,7 @@ def _color_probe(config: TrialConfig, dataset: DatasetSpec, objective: Objective
     gain = rgb_value - gray_value
     evidence = {"metric": metric.name, "rgb": round(rgb_value, 4), "gray": round(gray_value, 4),
                 "rgb_minus_gray": round(gain, 4), "majority_class_score": round(chance, 4),
-                "threshold": COLOR_GAIN, "seeds": 1}
+                "threshold": COLOR_GAIN, "seeds": 1, "epochs": short}
     head = f"gray-vs-rgb probe: validation {metric.name} rgb {rgb_value:.3f}, gray {gray_value:.3f}"
     if max(rgb_value, gray_value) < chance + COLOR_GAIN:
         evidence["inconclusive"] = True

@@ -22,7 +22,7 @@ COLOR_GAIN = 0.03  # rgb must beat gray by this much for color to count as infor
 FEW_IMAGES = 100  # training images in the smallest class
 OFF_SQUARE = 1.25  # an image is "not square" beyond this aspect ratio
 BASELINE_MAX_SIZE = 64  # the quick baseline never trains above this input size
-STANDARD_SIZES = (28, 32, 64, 96, 128, 160, 224)
+STANDARD_SIZES = (16, 24, 28, 32, 48, 64, 96, 128, 160, 224)
 
 
 @dataclass

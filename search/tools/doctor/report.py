@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from search.core.config import TrialConfig
+from search.tools.doctor.data_facts import split_note
 from search.tools.doctor.findings import Diagnosis
 from search.tools.doctor.remedies import advised
 
@@ -13,10 +14,13 @@ def format_report(d: Diagnosis) -> str:
     baseline = TrialConfig.from_dict(cfg)
     lines = [
         f"doctor: {d.dataset.label}  ({f['n_images']} images, {len(d.classes)} classes; "
-        f"train {f['splits']['train']} / validation {f['splits']['val']} / test {f['splits']['test']})",
-        f"baseline: small CNN depth {cfg['depth']} width {cfg['width']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
-        f"batch {cfg['batch_size']}, {cfg['epochs']} epochs, input {f['sizes']['baseline_input']} px, "
-        f"{cfg['color']}, no regularization  ({b['seconds']:.1f}s)",
+        f"train {f['splits']['train']} / validation {f['splits']['val']} / test {f['splits']['test']}"
+        f"{split_note(f.get('split_from', {}))})",
+        f"baseline: the recipe, {'residual ' if cfg['residual'] else ''}CNN depth {cfg['depth']} width {cfg['width']}, "
+        f"{cfg['optimizer']} lr {cfg['lr']:g} wd {cfg['weight_decay']:g}, {cfg['schedule']}, batch {cfg['batch_size']}, "
+        f"{cfg['epochs']} epochs, label smoothing {cfg['label_smoothing']:g}, EMA {cfg['ema_decay']:g}, "
+        f"augment {cfg['augment']}, input {f['sizes']['baseline_input']} px, {cfg['color']}  ({b['seconds']:.1f}s"
+        + (f", {b['epoch_seconds']:.2f}s per epoch)" if b.get("epoch_seconds") else ")"),
     ]
     if "history" in b:
         lines += ["", f"learning curves (objective: {d.objective.name} on validation)",

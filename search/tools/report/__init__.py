@@ -1,7 +1,8 @@
 """A study report people can look at: one self-contained HTML file (opens offline) and PNGs.
 
 Sections (each ``<section id=...>`` with a stable id and title; every figure's div id is
-``fig-<section id>``): summary, optimization history (with the best so far), fANOVA parameter importances, slice and
+``fig-<section id>``): the result (best vs the doctor's baseline, what it cost, what to do next,
+:mod:`.result`), summary, the leaderboard, optimization history (with the best so far), fANOVA parameter importances, slice and
 parallel-coordinate plots, learning curves of the top trials, the best trial's confusion
 matrices, "strategy vs. effect", the ablation and confirmation results (``strategy-search ablate`` /
 ``confirm``) and the validation/test caveat. Interactive figures are Optuna's

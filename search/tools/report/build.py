@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import optuna
 
 from search.tools.report import render_html
-from search.tools.report.data import SectionData, StudyView
+from search.tools.report.data import Image, SectionData, StudyView
 from search.tools.report.sections import BY_ID, SECTION_DEFS, SectionDef
 from search.core.spec import SearchSpace
 
@@ -70,18 +70,30 @@ def build_section(section_id: str, view: StudyView) -> Section:
         return render(definition, definition.compute(view, definition.id, definition.title))
 
 
-def build_sections(study: optuna.Study, space: SearchSpace) -> list[Section]:
-    view = StudyView(study, space)
+def build_sections(study: optuna.Study, space: SearchSpace, artifacts: Any = None,
+                   follow_records: bool = False) -> list[Section]:
+    """Every section; ``artifacts`` (an Optuna artifact store) adds the kept trials' files and pictures
+    (with ``follow_records``, from the store each trial recorded first: see ``TrialFiles``)."""
+    files = None
+    if artifacts is not None:
+        from search.artifacts.trial_files import TrialFiles
+        from search.storage import internals
+
+        files = TrialFiles(artifacts, internals.storage_of(study), internals.study_id(study),
+                           follow_records=follow_records)
+    view = StudyView(study, space, files)
     return [build_section(d.id, view) for d in SECTION_DEFS]
 
 
-def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, png: bool = True) -> Report:
-    """Write ``path`` (HTML) and, with ``png``, ``<stem>_png/<section>.png`` beside it."""
+def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, png: bool = True,
+                 artifacts: Any = None, follow_records: bool = False) -> Report:
+    """Write ``path`` (HTML) and, with ``png``, ``<stem>_png/<section>.png`` beside it; ``artifacts``
+    (the study's artifact store) adds the kept trials' files and pictures."""
     from plotly.offline import get_plotlyjs
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(study, space)
+    sections = build_sections(study, space, artifacts, follow_records)
     title = f"strategy-search report: {study.study_name}"
     doc = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -103,6 +115,10 @@ def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, p
 def _write_pngs(sections: list[Section], folder: Path, report: Report) -> None:
     folder.mkdir(exist_ok=True)
     for sec in sections:
+        for block in sec.data.blocks if sec.data is not None else []:
+            if isinstance(block, Image):  # already a PNG (a trial's picture from the artifact store)
+                (folder / block.name).write_bytes(block.png)
+                report.pngs.append(folder / block.name)
         if sec.png is None:
             continue
         target = folder / f"{sec.id}.png"
@@ -136,4 +152,6 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 section { margin: 2.5em 0; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
 .note { color: #555; } nav ul { columns: 2; }
+caption { text-align: left; font-weight: 600; padding: .6em 0 .3em; }
+table { margin: .8em 0; } #result-table td:first-child { font-weight: 600; white-space: nowrap; }
 """

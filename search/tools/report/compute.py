@@ -7,7 +7,7 @@ names them is :data:`search.tools.report.sections.SECTION_DEFS`.
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, Sequence
 
 from optuna.trial import TrialState
 
@@ -109,7 +109,8 @@ def importance(s: StudyView, sid: str, title: str) -> SectionData:
         data.blocks.append(Text("fANOVA found no param that varies across the completed trials."))
         return data
     data.blocks.append(Text(f"fANOVA over {len(s.complete)} completed trials (target: {s.objective}); only params "
-                            "present in every completed trial take part. Few trials make these estimates rough."))
+                            "present in every completed trial take part. Few trials make these estimates rough: "
+                            "optuna-dashboard's importances (PED-ANOVA) can rank the same trials differently."))
     data.figure = s.optuna_plot("plot_param_importances", fanova_seed=0)
     return data
 
@@ -122,10 +123,6 @@ def _param_plot(s: StudyView, sid: str, title: str, plot_name: str) -> SectionDa
         return data
     data.figure = s.optuna_plot(plot_name)
     return data
-
-
-def slice_plot(s: StudyView, sid: str, title: str) -> SectionData:
-    return _param_plot(s, sid, title, "plot_slice")
 
 
 def parallel(s: StudyView, sid: str, title: str) -> SectionData:
@@ -203,7 +200,7 @@ def strategy_effect(s: StudyView, sid: str, title: str) -> SectionData:
     return data
 
 
-def _intervals(labels: list[str], centers: list[float], intervals: list[list[float] | None], axis: str,
+def _intervals(labels: list[str], centers: list[float], intervals: Sequence[Sequence[float] | None], axis: str,
                **kwargs: Any) -> Intervals:
     lo = [c - i[0] if i else 0.0 for c, i in zip(centers, intervals)]
     hi = [i[1] - c if i else 0.0 for c, i in zip(centers, intervals)]
@@ -211,41 +208,59 @@ def _intervals(labels: list[str], centers: list[float], intervals: list[list[flo
 
 
 def ablation(s: StudyView, sid: str, title: str) -> SectionData:
+    from search.tools.ablate import epochs_note, row_label
+
     data = SectionData(sid, title)
     record = records.ablation(s.study)
-    rows = [r for r in (record or {}).get("rows", []) if r.get("delta") is not None]
+    rows = [r for r in (record.rows if record else ()) if r.delta is not None]
     if not rows:
         data.blocks.append(Text(f"no ablation stored; run: strategy-search ablate {s.study.study_name}"))
         return data
     assert record is not None
-    labels = [f"{r['param']}: {choice_label(r['best'])} -> {choice_label(r['switched_to'])}" for r in rows]
-    data.figure = _intervals(labels, [r["delta"] for r in rows], [r.get("ci95") for r in rows],
-                             f"change in validation {record['objective']} (variant - best config)", zero_line=True)
-    data.blocks.append(Text(f"trial {record['trial']} re-trained with each strategy switched off, over "
-                            f"{len(record['seeds'])} seeds; bars are {record['interval']} at "
-                            f"{record['confidence']:.0%}. A bar that does not cross 0 marks a strategy that really "
+    if s.best is not None and s.best.number != record.trial:
+        data.title = f"{title} (STALE: of trial {record.trial}, no longer the best)"
+        data.blocks.append(Text(f"STALE: this ablation is of trial {record.trial}, which is no longer the best "
+                                f"trial (trial {s.best.number} is); run strategy-search ablate "
+                                f"{s.study.study_name} again to ablate the best.", note=False))
+    labels = [row_label(r) for r in rows]
+    data.figure = _intervals(labels, [r.delta for r in rows], [r.ci95 for r in rows],
+                             f"change in validation {record.objective} (variant - best config)", zero_line=True)
+    data.blocks.append(Text(f"trial {record.trial} re-trained with each strategy switched off, over "
+                            f"{len(record.seeds)} seeds, {epochs_note(record)}; bars are {record.interval} at "
+                            f"{record.confidence:.0%}. A bar that does not cross 0 marks a strategy that really "
                             "mattered."))
+    if record.advice is not None:
+        data.blocks.append(Text(f"warning: {record.advice.message}", note=False))
     data.blocks.append(Table(["strategy switched off", "delta", "95% CI", "verdict"],
-                             [(lab, f"{r['delta']:+.4f}", f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]",
-                               r.get("verdict", "-")) for lab, r in zip(labels, rows)], table_id="ablation-table"))
+                             [(lab, f"{r.delta:+.3f}", f"[{r.ci95[0]:+.3f}, {r.ci95[1]:+.3f}]" if r.ci95 else "-",
+                               r.verdict) for lab, r in zip(labels, rows)], table_id="ablation-table"))
     return data
 
 
 def confirmed(s: StudyView, sid: str, title: str) -> SectionData:
     data = SectionData(sid, title)
     record = records.confirmed(s.study)
-    rows = [r for r in (record or {}).get("rows", []) if r.get("mean") is not None]
+    rows = [r for r in (record.rows if record else ()) if r.mean is not None]
     if not rows:
         data.blocks.append(Text(f"no confirmation stored; run: strategy-search confirm {s.study.study_name}"))
         return data
     assert record is not None
-    data.figure = _intervals([f"#{r['rank']} trial {r['trial']}" for r in rows], [r["mean"] for r in rows],
-                             [r.get("ci95") for r in rows],
-                             f"validation {record['objective']}: mean over {len(record['seeds'])} fresh seeds",
+    data.figure = _intervals([f"#{r.rank} trial {r.trial}" for r in rows], [r.mean for r in rows],
+                             [r.ci95 for r in rows],
+                             f"validation {record.objective}: mean over {len(record.seeds)} fresh seeds",
                              zero_line=False, center_name="mean over seeds (95% CI)",
-                             extra=[r["original"] for r in rows])
-    data.blocks.append(Text(f"winner: trial {record['winner']}" + (
-        f" (the single-run best was trial {record['single_run_best']})" if record.get("changed") else "")))
+                             extra=[r.original for r in rows])
+    epochs = (f"{record.budget_epochs} epochs per run (--budget-epochs)" if record.budget_epochs
+              else "each trial's own epochs per run")
+    data.blocks.append(Text(f"winner: trial {record.winner}" + (
+        f" (the single-run best was trial {record.single_run_best})" if record.changed else "")
+        + f"; {len(record.seeds)} fresh seeds, {epochs}"))
+    if records.confirmed_winner(s.study) is None:
+        data.title = f"{title} (STALE: a later trial beats every confirmed one)"
+        data.blocks.append(Text(f"STALE: a trial finished after this confirmation beats every confirmed candidate; "
+                                f"run strategy-search confirm {s.study.study_name} again.", note=False))
+    if record.advice is not None:
+        data.blocks.append(Text(f"warning: {record.advice.message}", note=False))
     return data
 
 

@@ -31,9 +31,20 @@ class Table:
     rows: list[tuple[Any, ...]]
     table_id: str = ""
     show_header: bool = True
+    caption: str = ""
 
 
-Block = Union[Text, Table]
+@dataclass
+class Image:
+    """A picture read from elsewhere (a trial's PNG in the artifact store): embedded in the page and
+    written beside the section's PNGs as ``name``."""
+
+    png: bytes
+    alt: str
+    name: str
+
+
+Block = Union[Text, Table, Image]
 
 
 @dataclass
@@ -103,7 +114,32 @@ class Intervals:
     extra: list[float] | None = None  # a second marker per row ("single run during the search")
 
 
-Figure = Union[OptunaPlot, Curves, Confusion, Intervals]
+@dataclass
+class Slice:
+    """One panel of a slice plot: the objective of each trial against one param's value."""
+
+    param: str
+    x: list[Any]
+    y: list[float]
+    trials: list[int]
+    categorical: bool = False
+    log: bool = False
+
+
+@dataclass
+class Slices:
+    """Slice panels wrapped into rows of ``columns`` (Optuna's own slice plot is one row of all params)."""
+
+    metric: str
+    panels: list[Slice]
+    columns: int = 4
+
+    @property
+    def rows(self) -> int:
+        return -(-len(self.panels) // self.columns)
+
+
+Figure = Union[OptunaPlot, Curves, Confusion, Intervals, Slices]
 
 
 @dataclass
@@ -119,9 +155,10 @@ class SectionData:
 class StudyView:
     """The study's trials and the first objective, as every section needs them (read once)."""
 
-    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, files: Any = None) -> None:
         self.study = study
         self.space = space
+        self.files = files  # the trials' files in the artifact store (search.artifacts.trial_files.TrialFiles)
         self.trials = study.get_trials(deepcopy=False)
         self.complete = [t for t in self.trials if t.state == TrialState.COMPLETE and t.values]
         self.objective = space.objectives[0].name

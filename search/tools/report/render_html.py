@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from typing import Any
 
-from search.tools.report.data import Block, Confusion, Curves, Intervals, OptunaPlot, Table, Text
+from search.tools.report.data import Block, Confusion, Curves, Image, Intervals, OptunaPlot, Slices, Table, Text
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def blocks(items: list[Block]) -> str:
-    return "".join(text(b) if isinstance(b, Text) else table(b) for b in items)
+    return "".join(text(b) if isinstance(b, Text) else image(b) if isinstance(b, Image) else table(b) for b in items)
+
+
+def image(block: Image) -> str:
+    data = base64.b64encode(block.png).decode("ascii")
+    return f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
 def text(block: Text) -> str:
@@ -21,6 +27,8 @@ def text(block: Text) -> str:
 def table(t: Table) -> str:
     esc = lambda v: html.escape(str(v))  # noqa: E731
     out = [f'<table id="{t.table_id}">' if t.table_id else "<table>"]
+    if t.caption:
+        out.append(f"<caption>{esc(t.caption)}</caption>")
     if t.show_header:
         out.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in t.columns) + "</tr>")
     for row in t.rows:
@@ -96,4 +104,32 @@ def intervals(data: Intervals) -> Any:
     if data.extra is not None:
         fig.add_trace(go.Scatter(x=data.extra, y=data.labels, mode="markers", marker_symbol="x",
                                  name="single run during the search"))
+    return fig
+
+
+SLICE_ROW_HEIGHT = 300  # px per row of slice panels
+
+
+def slices(data: Slices) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cols = min(data.columns, len(data.panels))
+    fig = make_subplots(rows=data.rows, cols=cols, subplot_titles=[p.param for p in data.panels],
+                        vertical_spacing=min(0.15, 0.4 / data.rows), horizontal_spacing=0.06)
+    last = max((max(p.trials) for p in data.panels if p.trials), default=0)
+    for i, p in enumerate(data.panels):
+        row, col = i // cols + 1, i % cols + 1
+        x = [str(v) for v in p.x] if p.categorical else p.x
+        fig.add_trace(go.Scatter(x=x, y=p.y, mode="markers", showlegend=False, name=p.param,
+                                 text=[f"trial {n}" for n in p.trials],
+                                 hovertemplate=f"%{{text}}<br>{p.param}=%{{x}}<br>{data.metric}=%{{y:.4f}}<extra></extra>",
+                                 marker={"color": p.trials, "colorscale": "Blues", "cmin": -0.3 * max(1, last), "cmax": max(1, last),
+                                         "line": {"color": "Grey", "width": 0.5},
+                                         "showscale": i == 0, "colorbar": {"title": "trial"}}),
+                      row=row, col=col)
+        fig.update_xaxes(type="category" if p.categorical else ("log" if p.log else "linear"), row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=data.metric, row=row, col=col)
+    fig.update_layout(height=max(420, 120 + SLICE_ROW_HEIGHT * data.rows))
     return fig

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot
+from search.artifacts import figures
+from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot, Slices
 from search.tools.report.render_html import COLORS, optuna_kwargs
 
 
@@ -21,39 +22,12 @@ def optuna_plot(data: OptunaPlot, title: str, path: Path) -> None:
 
 
 def curves(data: Curves, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    f, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, c in enumerate(data.curves):
-        color = COLORS[i % len(COLORS)]
-        a.plot(c.epochs, c.train_loss, marker="o", color=color, label=f"trial {c.trial}")
-        b.plot(c.epochs, c.value, marker="o", color=color, label=f"trial {c.trial}")
-    for ax, name in ((a, "training loss"), (b, data.metric)):
-        ax.set(title=name, xlabel="epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    b.legend()
-    f.suptitle(title)
-    save(f, path)
+    save(figures.learning_curves([(f"trial {c.trial}", c.epochs, c.train_loss, c.value) for c in data.curves],
+                                 data.metric, title), path)
 
 
 def confusion(data: Confusion, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    classes = data.classes
-    f, axes = plt.subplots(1, len(data.splits), figsize=(5.5 * len(data.splits), 5), squeeze=False)
-    for ax, s in zip(axes[0], data.splits):
-        ax.imshow(s.confusion, cmap="Blues")
-        ax.grid(False)
-        top = max(max(row) for row in s.confusion) or 1
-        for r, row in enumerate(s.confusion):
-            for c, n in enumerate(row):
-                ax.text(c, r, str(n), ha="center", va="center", fontsize=8, color="white" if n > top / 2 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set(title=f"{s.name} split (n={s.n})", xlabel="predicted", ylabel="true")
-    f.suptitle(title)
-    save(f, path)
+    save(figures.confusion(data.classes, [(s.name, s.n, s.confusion) for s in data.splits], title), path)
 
 
 def intervals(data: Intervals, title: str, path: Path) -> None:
@@ -70,6 +44,34 @@ def intervals(data: Intervals, title: str, path: Path) -> None:
     ax.set_yticks(ys, data.labels)
     ax.invert_yaxis()
     ax.set_title(title)
+    save(f, path)
+
+
+def slices(data: Slices, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    cols = min(data.columns, len(data.panels))
+    f, axes = plt.subplots(data.rows, cols, figsize=(3.6 * cols, 3.0 * data.rows), squeeze=False, sharey=True)
+    last = max((max(p.trials) for p in data.panels if p.trials), default=1)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(data.panels):
+            ax.set_visible(False)
+            continue
+        p = data.panels[i]
+        x = [str(v) for v in p.x] if p.categorical else p.x
+        # (vmin below 0: the first trial is light blue, not white)
+        ax.scatter(x, p.y, c=p.trials, cmap="Blues", vmin=-0.3 * max(1, last), vmax=max(1, last), edgecolors="grey",
+                   linewidths=0.5)
+        if p.log:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(p.param)
+        if i % cols == 0:
+            ax.set_ylabel(data.metric)
+    f.suptitle(title)
+    f.tight_layout()
     save(f, path)
 
 

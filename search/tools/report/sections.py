@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from search.tools.report import compute, render_html, render_png
+from search.tools.report import compute, files, render_html, render_png, result
 from search.tools.report.data import SectionData, StudyView
 
 
@@ -26,16 +26,19 @@ class SectionDef:
 _OPTUNA = {"plotly": render_html.optuna_plot, "png": render_png.optuna_plot}
 
 SECTION_DEFS: tuple[SectionDef, ...] = (
+    SectionDef("result", "Result", result.result),
     SectionDef("summary", "Study summary", compute.summary),
+    SectionDef("leaderboard", "Leaderboard", result.leaderboard),
     SectionDef("history", "Optimization history", compute.history, **_OPTUNA),
     SectionDef("importance", "Parameter importances (fANOVA)", compute.importance, **_OPTUNA),
-    SectionDef("slice", "Slice plot", compute.slice_plot, **_OPTUNA),
+    SectionDef("slice", "Slice plot", result.slices, render_html.slices, render_png.slices),
     SectionDef("parallel", "Parallel coordinates", compute.parallel, **_OPTUNA),
     SectionDef("learning-curves", "Learning curves of the top trials", compute.learning_curves,
                render_html.curves, render_png.curves),
     SectionDef("confusion", "Confusion matrix of the best trial", compute.confusion,
                render_html.confusion, render_png.confusion),
     SectionDef("strategy-effect", "Strategy vs. effect", compute.strategy_effect),
+    SectionDef("kept-files", "Kept trials: files and pictures from the artifact store", files.kept_files),
     SectionDef("ablation", "Ablation: what each strategy was worth", compute.ablation,
                render_html.intervals, render_png.intervals),
     SectionDef("confirmed", "Seed-robust ranking of the top trials", compute.confirmed,
