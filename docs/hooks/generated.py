@@ -6,6 +6,7 @@ A page writes a marker on a line of its own and the build replaces it:
   (``strategy-search strategies --markdown``).
 - ``<!-- generated: optuna-internals -->``: the table of Optuna internals in
   ``search/storage/__init__.py``'s docstring.
+- ``<!-- generated: results-summary -->``: the summary table of ``benchmarks/RESULTS.md``.
 
 An unknown marker fails the build (``mkdocs build --strict`` in CI).
 """
@@ -33,7 +34,17 @@ def _optuna_internals() -> str:
     return "\n".join(table)
 
 
-GENERATORS = {"strategies": _strategies, "optuna-internals": _optuna_internals}
+def _results_summary() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    after = text[text.index("## Summary"):].splitlines()
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    end = next((i for i in range(start, len(after)) if not after[i].startswith("|")), len(after))
+    return "\n".join(after[start:end])
+
+
+GENERATORS = {"strategies": _strategies, "optuna-internals": _optuna_internals, "results-summary": _results_summary}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001 (MkDocs' hook signature)
