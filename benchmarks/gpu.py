@@ -41,12 +41,13 @@ from benchmarks._common import ROOT, child_env, machine, median, parser, setup_t
 NO_CUDA = "no CUDA device here: GPU benchmark skipped (figures pending a GPU session)"
 DATASET = "cifar-like"
 SATURATED = 1.10  # doubling the workers gains less than this factor: the GPU is saturated
+CLASSES = tuple(f"class{i}" for i in range(10))
 
 
 def cifar_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``n`` uint8 (3, 32, 32) images of 10 classes; vectorised, a few seconds for 50k."""
     g = torch.Generator().manual_seed(seed)
-    classes = [f"class{i}" for i in range(10)]
+    classes = list(CLASSES)
     templates = nn.functional.interpolate(torch.rand((10, 3, 4, 4), generator=g), size=(32, 32), mode="bilinear",
                                           align_corners=False)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -71,9 +72,9 @@ def sync(device: torch.device) -> None:
 
 
 def register(n: int) -> None:
-    from search.data.datasets import BUILTIN_DATASETS
+    from search.data.builtin import BUILTIN_DATASETS, Builtin
 
-    BUILTIN_DATASETS.add(DATASET, lambda seed=0: cifar_like(n, seed))
+    BUILTIN_DATASETS.add(DATASET, Builtin(lambda seed=0: cifar_like(n, seed)[:2], CLASSES))
 
 
 def models(tiny: bool) -> dict[str, dict[str, Any]]:

@@ -12,8 +12,21 @@ ran), so the figures do not depend on how busy the machine was.
 
 Goal: random search needs >= 2x the compute of TPE + Hyperband to reach the same objective.
 
+Two objectives (``--pareto``, issue 26): accuracy vs. params, TPE + ``mo_asha`` pruning vs. TPE
+without pruning vs. random sampling without pruning, same spaces and seeds. Compute is epochs again;
+the measure is the hypervolume of the completed trials (see ``benchmarks._pareto``).
+
+* target: 99% of the final hypervolume of the run without pruning with the same seed;
+* epochs to target, as a fraction of all the epochs that run without pruning trained;
+* front kept: the points of that run's final Pareto front the other run matches or beats;
+* replay: mo_asha's decisions on the trials of the run without pruning (same trials, same curves).
+
+Goal: 99% of the no-pruning hypervolume with at most half its epochs (median over seeds), losing no
+point of its final front (else: how many, by how much).
+
     python -m benchmarks.search_efficiency [--jobs 2]
     python -m benchmarks.search_efficiency --tiny
+    python -m benchmarks.search_efficiency --pareto [--jobs 2] [--resume runs.jsonl]
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import _pareto
 from benchmarks._common import machine, median, parser, setup_threads, table, write_result
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -62,6 +76,40 @@ _COMMON_PARAMS: dict[str, Any] = {
 }
 
 
+# Two objectives: the same samplers, with mo_asha (its defaults) or without pruning.
+PARETO_OBJECTIVES = ["accuracy", "params"]
+PARETO_ARMS: dict[str, dict[str, Any]] = {
+    "tpe+mo_asha": {"sampler": {"name": "tpe", "n_startup_trials": 8}, "pruner": "mo_asha"},
+    "tpe": {"sampler": {"name": "tpe", "n_startup_trials": 8}, "pruner": "none"},
+    "random": {"sampler": "random", "pruner": "none"},
+    # The paper's MO-ASHA exactly (random sampling): pruning's effect without the sampler learning from it.
+    "random+mo_asha": {"sampler": "random", "pruner": "mo_asha"},
+}
+PARETO_BASELINE = "tpe"  # "no pruning": the run whose hypervolume and epochs set the bar
+PARETO_PRUNED = "tpe+mo_asha"
+SAME_SAMPLER = {"tpe+mo_asha": "tpe", "random+mo_asha": "random"}  # each pruned arm without pruning
+# Pruned arms run this many times the trials: their first n trials are exactly a run of n (one
+# worker, the sampler does not know the budget), and the rest show how far their epochs go.
+PARETO_TRIAL_FACTOR = {"tpe+mo_asha": 2, "random+mo_asha": 2}
+PARETO_GOAL = 0.5  # at most this fraction of the no-pruning run's epochs
+
+
+def pareto_datasets(tiny: bool) -> dict[str, dict[str, Any]]:
+    """Per dataset: the two-objective space every arm shares (more architectures, for a front)."""
+    if tiny:
+        return {"digits": {"dataset": {"name": "digits", "limit": 300}, "budget": {"n_trials": 6, "max_epochs": 3},
+                           "params": {"lr": {"float": [0.001, 0.05], "log": True},
+                                      "width": {"choices": [4, 8]}, "depth": 2}}}
+    arch = {"width": {"choices": [4, 6, 8, 12, 16]}, "depth": {"choices": [1, 2, 3]}}
+    return {
+        "digits": {"dataset": {"name": "digits"}, "budget": {"n_trials": 40, "max_epochs": 9},
+                   "params": {**_COMMON_PARAMS, **arch, "augment": {"choices": ["none", "flip"]}}},
+        "shapes": {"dataset": {"name": "shapes"}, "budget": {"n_trials": 40, "max_epochs": 9},
+                   "params": {**_COMMON_PARAMS, **arch, "color": {"choices": ["rgb", "gray"]},
+                              "augment": {"choices": ["none", "flip"]}}},
+    }
+
+
 def datasets(tiny: bool) -> dict[str, dict[str, Any]]:
     """Per dataset: the dataset entry, budget and params of the space both arms share."""
     if tiny:
@@ -79,7 +127,11 @@ def datasets(tiny: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def space_doc(name: str, ds: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
+def space_doc(name: str, ds: dict[str, Any], arm: str, seed: int, pareto: bool = False) -> dict[str, Any]:
+    if pareto:
+        budget = {**ds["budget"], "n_trials": ds["budget"]["n_trials"] * PARETO_TRIAL_FACTOR.get(arm, 1)}
+        return {"study": f"{name}-{arm}-{seed}", "objective": PARETO_OBJECTIVES, "seed": seed,
+                **ds, "budget": budget, **PARETO_ARMS[arm]}
     doc = {"study": f"{name}-{arm}-{seed}", "objective": "accuracy", "seed": seed, **ds, **ARMS[arm]}
     if arm == DOCTOR_ARM:
         doc["enqueue"] = [doctor_baseline(doc)]
@@ -97,33 +149,36 @@ def doctor_baseline(doc: dict[str, Any]) -> dict[str, Any]:
     return baseline_entry(space, config)
 
 
-def run_one(task: tuple[str, dict[str, Any], str, int, int]) -> dict[str, Any]:
+def run_one(task: tuple[str, dict[str, Any], str, int, int, bool]) -> dict[str, Any]:
     """One search (one dataset, arm and seed) in this process; per-trial epochs and values."""
-    name, ds, arm, seed, threads = task
+    name, ds, arm, seed, threads, pareto = task
     setup_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     import optuna
     from optuna.trial import TrialState
 
+    from search import records
     from search.space.parse import parse_space
     from search.study.runner import run_trials
     from search.study.create import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = parse_space(space_doc(name, ds, arm, seed), source=f"benchmark {name}/{arm}")
+    space = parse_space(space_doc(name, ds, arm, seed, pareto), source=f"benchmark {name}/{arm}")
     study = create_study(space, optuna.storages.InMemoryStorage())
     start = time.perf_counter()
     run_trials(study, space, device="cpu", worker_seed=seed)
     seconds = time.perf_counter() - start
     trials = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        trials.append({
-            "number": t.number, "state": t.state.name,
-            "value": t.value if t.state == TrialState.COMPLETE else None,
-            "epochs": len(t.user_attrs.get("history", [])),
-            "params": t.params,
-        })
-    return {"dataset": name, "arm": arm, "seed": seed, "seconds": seconds, "trials": trials}
+        done = t.state == TrialState.COMPLETE
+        entry = {"number": t.number, "state": t.state.name, "epochs": len(records.history(t)), "params": t.params}
+        if pareto:
+            entry.update({"values": list(t.values) if done else None, "intermediate": records.intermediate(t)})
+        else:
+            entry["value"] = t.value if done else None
+        trials.append(entry)
+    return {"dataset": name, "arm": arm, "seed": seed, "seconds": seconds, "trials": trials,
+            "objectives": PARETO_OBJECTIVES if pareto else ["accuracy"]}
 
 
 def curve(run: dict[str, Any]) -> list[tuple[int, float]]:
@@ -214,7 +269,12 @@ def main(argv: list[str] | None = None) -> int:
                                                        " so this changes only the wall time)")
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--trials", type=int, default=None, help="trials per run (default: each dataset's n_trials)")
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: {','.join(ARMS)})")
+    p.add_argument("--arms", default=None, help=f"comma-separated arms (default: {','.join(ARMS)}; with --pareto "
+                                                f"{','.join(PARETO_ARMS)})")
+    p.add_argument("--pareto", action="store_true",
+                   help="two objectives (accuracy vs. params): mo_asha vs. no pruning vs. random")
+    p.add_argument("--resume", type=Path, default=None, metavar="JSONL",
+                   help="append each finished run to this file, and skip the runs already in it (restartable)")
     p.add_argument("--merge", type=Path, default=None, metavar="JSON",
                    help="add the runs of other arms from a saved result (same spaces and seeds) before analyzing")
     p.add_argument("--analyze", type=Path, default=None, metavar="JSON",
@@ -222,49 +282,217 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.analyze is not None:
         saved = json.loads(args.analyze.read_text())
-        saved["summary"] = analyze(saved["runs"])
-        saved.update({"target_fraction": TARGET_FRACTION, "fractions": FRACTIONS, "goal": GOAL})
+        if saved.get("pareto"):
+            saved["summary"] = analyze_pareto(saved["runs"])
+            saved.update({"target_fraction": TARGET_FRACTION, "goal": PARETO_GOAL})
+            report_pareto(saved["summary"], saved["seeds"])
+        else:
+            saved["summary"] = analyze(saved["runs"])
+            saved.update({"target_fraction": TARGET_FRACTION, "fractions": FRACTIONS, "goal": GOAL})
+            report(saved["summary"], saved["seeds"])
         args.analyze.write_text(json.dumps(saved, indent=2, default=str) + "\n")
-        report(saved["summary"], saved["seeds"])
         print(f"\nrewrote {args.analyze}")
         return 0
     setup_threads(args.threads)
-    seeds = args.seeds or (1 if args.tiny else 5)
+    seeds = args.seeds or (1 if args.tiny else (3 if args.pareto else 5))
     info = machine()
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = [a for a in arms if a not in ARMS]
+    known = PARETO_ARMS if args.pareto else ARMS
+    arms = [a for a in (args.arms or ",".join(known)).split(",") if a]
+    unknown = [a for a in arms if a not in known]
     merged = json.loads(args.merge.read_text())["runs"] if args.merge else []
     have = set(arms) | {r["arm"] for r in merged}
-    if unknown or "random" not in have or "tpe+hyperband" not in have:
-        p.error(f"--arms (with --merge): random and tpe+hyperband are needed; known arms: {', '.join(ARMS)}")
-    spaces = datasets(args.tiny)
+    needed = {PARETO_BASELINE, PARETO_PRUNED} if args.pareto else {"random", "tpe+hyperband"}
+    if unknown or not needed <= have:
+        p.error(f"--arms (with --merge): {' and '.join(sorted(needed))} are needed; known arms: {', '.join(known)}")
+    spaces = pareto_datasets(args.tiny) if args.pareto else datasets(args.tiny)
     if args.trials is not None:
         spaces = {n: {**ds, "budget": {**ds["budget"], "n_trials": args.trials}} for n, ds in spaces.items()}
-    tasks = [(name, ds, arm, seed, args.threads)
+    tasks = [(name, ds, arm, seed, args.threads, args.pareto)
              for name, ds in spaces.items() if args.dataset in (None, name)
              for seed in range(seeds) for arm in (arms if seed % 2 == 0 else arms[::-1])]
-    start = time.perf_counter()
     runs: list[dict[str, Any]] = []
+    if args.resume is not None and args.resume.exists():
+        runs = [json.loads(line) for line in args.resume.read_text().splitlines() if line.strip()]
+        done = {(r["dataset"], r["arm"], r["seed"]) for r in runs}
+        tasks = [t for t in tasks if (t[0], t[2], t[3]) not in done]
+        print(f"resuming: {len(runs)} run(s) from {args.resume}, {len(tasks)} to go", flush=True)
+    start = time.perf_counter()
+
+    def finished(r: dict[str, Any]) -> None:
+        runs.append(r)
+        if args.resume is not None:
+            with args.resume.open("a") as f:
+                f.write(json.dumps(r, default=str) + "\n")
+        _progress(r, len(runs), len(runs) + len(tasks) - done_here[0] - 1)
+        done_here[0] += 1
+
+    done_here = [0]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             for r in pool.imap_unordered(run_one, tasks):
-                runs.append(r)
-                _progress(r, len(runs), len(tasks))
+                finished(r)
     else:
         for task in tasks:
-            runs.append(run_one(task))
-            _progress(runs[-1], len(runs), len(tasks))
+            finished(run_one(task))
     wall = time.perf_counter() - start
     runs += [r for r in merged if r["arm"] not in arms and r["seed"] < seeds
              and (args.dataset is None or r["dataset"] == args.dataset)]
-    rows = analyze(runs)
-    report(rows, seeds)
-    path = write_result(args.out, "search_efficiency", info,
-                        {"arms": {a: ARMS[a] for a in arms}, "target_fraction": TARGET_FRACTION,
-                         "fractions": FRACTIONS, "goal": GOAL, "seeds": seeds, "spaces": spaces, "wall_seconds": wall, "summary": rows,
-                         "runs": runs}, args.tiny)
+    if args.pareto:
+        rows = analyze_pareto(runs)
+        report_pareto(rows, seeds)
+        payload = {"pareto": True, "objectives": PARETO_OBJECTIVES, "arms": {a: PARETO_ARMS[a] for a in arms},
+                   "trial_factor": PARETO_TRIAL_FACTOR, "target_fraction": TARGET_FRACTION, "goal": PARETO_GOAL}
+        name = "search_efficiency-pareto"
+    else:
+        rows = analyze(runs)
+        report(rows, seeds)
+        payload = {"arms": {a: ARMS[a] for a in arms}, "target_fraction": TARGET_FRACTION, "fractions": FRACTIONS,
+                   "goal": GOAL}
+        name = "search_efficiency"
+    path = write_result(args.out, name, info, {**payload, "seeds": seeds, "spaces": spaces, "wall_seconds": wall,
+                                               "summary": rows, "runs": runs}, args.tiny)
     print(f"\nwrote {path}")
     return 0
+
+
+def _pareto_pruner(max_epochs: int) -> Any:
+    """mo_asha with its defaults, as the pruned arms ran it (for the replay)."""
+    from search.algorithms.pruners import PRUNERS
+    from search.algorithms.mo_asha import MultiObjectiveASHA
+
+    o = {k: opt.default for k, opt in PRUNERS.get("mo_asha").options.items()}
+    return o, MultiObjectiveASHA(["maximize", "minimize"], min_resource=o["min_resource"],
+                                 reduction_factor=o["reduction_factor"], n_startup_trials=o["n_startup_trials"],
+                                 n_warmup_steps=o["n_warmup_steps"], keep_front=bool(o["keep_front"]),
+                                 max_resource=max_epochs)
+
+
+def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset: fronts kept, the replay, and per hypervolume measure the epochs to target per arm and seed."""
+    rows = []
+    for name in sorted({r["dataset"] for r in runs}):
+        mine = [r for r in runs if r["dataset"] == name]
+        by_arm = {arm: {r["seed"]: r for r in mine if r["arm"] == arm} for arm in PARETO_ARMS
+                  if any(r["arm"] == arm for r in mine)}
+        base = by_arm[PARETO_BASELINE]
+        n_trials = min(len(r["trials"]) for r in base.values())
+        max_epochs = max(t["epochs"] for r in base.values() for t in r["trials"])
+        options, pruner = _pareto_pruner(max_epochs)
+        played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
+                  for seed, b in sorted(base.items())}
+        fronts: dict[str, Any] = {}
+        for arm, seeds in by_arm.items():
+            per_seed = {}
+            for seed, r in sorted(seeds.items()):
+                if seed not in base:
+                    continue
+                reference = _pareto.front(_pareto.completed_points(base[seed]["trials"]))
+                per_seed[seed] = {"at_n_trials": _pareto.front_kept(
+                    reference, _pareto.completed_points(r["trials"][:n_trials])),
+                    "all_trials": _pareto.front_kept(reference, _pareto.completed_points(r["trials"]))}
+            fronts[arm] = {"seeds": per_seed,
+                           "lost_at_n_trials": sum(v["at_n_trials"]["lost"] for v in per_seed.values()),
+                           "lost": sum(v["all_trials"]["lost"] for v in per_seed.values()),
+                           "points": sum(v["all_trials"]["points"] for v in per_seed.values())}
+        replay_fronts = {}
+        for seed, b in sorted(base.items()):
+            kept = [_pareto.point(t["values"]) for t, a in zip(b["trials"], played[seed]["alive"]) if a]
+            replay_fronts[seed] = _pareto.front_kept(_pareto.front(_pareto.completed_points(b["trials"])), kept)
+        row: dict[str, Any] = {
+            "dataset": name, "trials_per_run": n_trials, "max_epochs": max_epochs, "fronts": fronts,
+            "replay": {"pruner_options": options,
+                       "seeds": {seed: {**p, "front_kept": replay_fronts[seed]} for seed, p in played.items()},
+                       "front_points_lost": sum(v["lost"] for v in replay_fronts.values()),
+                       "front_points": sum(v["points"] for v in replay_fronts.values())},
+            "measures": {m.name: _measure_summary(m, by_arm, base, n_trials, played) for m in _pareto.measures(mine)},
+        }
+        row["meets_goal"] = {m: v["meets_goal"] for m, v in row["measures"].items()}
+        rows.append(row)
+    return rows
+
+
+def _measure_summary(m: Any, by_arm: dict[str, dict[int, dict[str, Any]]], base: dict[int, dict[str, Any]],
+                     n_trials: int, played: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Hypervolume by ``m``: each arm's epochs to 99% of the no-pruning run's final value (same seed,
+    and the median over seeds), and the replay's."""
+    finals = {seed: m.curve(b["trials"])[-1] for seed, b in base.items()}
+    pooled = TARGET_FRACTION * median(hv for _, hv in finals.values())
+    arms: dict[str, Any] = {}
+    for arm, seeds in by_arm.items():
+        per_seed = {}
+        for seed, r in sorted(seeds.items()):
+            if seed not in finals:
+                continue
+            b_epochs, b_hv = finals[seed]
+            curve = m.curve(r["trials"])
+            at_n = curve[min(n_trials, len(curve)) - 1]
+            to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
+            entry = {"trials": len(r["trials"]), "pruned": sum(1 for t in r["trials"] if t["state"] == "PRUNED"),
+                     "epochs": curve[-1][0], "final_hv": curve[-1][1], "epochs_at_n_trials": at_n[0],
+                     "hv_at_n_trials": at_n[1], "baseline_hv": b_hv, "baseline_epochs": b_epochs,
+                     "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs,
+                     "epochs_to_pooled_target": _pareto.epochs_to(curve, pooled)}
+            same = SAME_SAMPLER.get(arm)
+            if same in by_arm and seed in by_arm[same]:
+                s_epochs, s_hv = m.curve(by_arm[same][seed]["trials"])[-1]
+                entry["same_sampler_fraction"] = _pareto.epochs_to(curve, TARGET_FRACTION * s_hv) / s_epochs
+            per_seed[seed] = entry
+        fractions = [v["fraction_of_baseline_epochs"] for v in per_seed.values()]
+        arms[arm] = {
+            "seeds": per_seed,
+            "median_fraction_of_baseline_epochs": _median_inf(fractions),
+            "reached": sum(1 for f in fractions if math.isfinite(f)),
+            "median_epochs_to_pooled_target": _median_inf([v["epochs_to_pooled_target"] for v in per_seed.values()]),
+            "median_epochs": median(v["epochs"] for v in per_seed.values()),
+            "median_final_hv": median(v["final_hv"] for v in per_seed.values()),
+            "median_hv_at_n_trials": median(v["hv_at_n_trials"] for v in per_seed.values()),
+            "median_epochs_at_n_trials": median(v["epochs_at_n_trials"] for v in per_seed.values()),
+        }
+        if arm in SAME_SAMPLER:
+            arms[arm]["median_same_sampler_fraction"] = _median_inf(
+                [v.get("same_sampler_fraction", math.inf) for v in per_seed.values()])
+    replays = {}
+    for seed, b in sorted(base.items()):
+        curve = m.curve(b["trials"], alive=played[seed]["alive"], epochs=played[seed]["epochs"])
+        b_epochs, b_hv = finals[seed]
+        to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
+        replays[seed] = {"epochs": curve[-1][0], "hv": curve[-1][1], "baseline_epochs": b_epochs, "baseline_hv": b_hv,
+                         "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs}
+    pruned = arms.get(PARETO_PRUNED, {})
+    return {"pooled_target": pooled, "arms": arms, "replay": replays,
+            "replay_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in replays.values()]),
+            "replay_median_hv_fraction": median(v["hv"] / v["baseline_hv"] for v in replays.values()),
+            "meets_goal": pruned.get("median_fraction_of_baseline_epochs", math.inf) <= PARETO_GOAL}
+
+
+def report_pareto(rows: list[dict[str, Any]], seeds: int) -> None:
+    print(f"\nTwo objectives ({', '.join(PARETO_OBJECTIVES)}; {seeds} seeds per arm; compute = epochs trained; "
+          f"target = {TARGET_FRACTION:.0%} of the final hypervolume of the {PARETO_BASELINE} run (no pruning) "
+          "with the same seed)")
+    for measure in ("log", "linear"):
+        print(f"\nHypervolume with {measure} params")
+        print(table(
+            ["dataset", "arm", "trials/run", "pruned", "median epochs", "median final HV", "median HV after n trials",
+             "median epochs to target / no-pruning epochs", "reached", "same sampler, unpruned"],
+            [(r["dataset"], arm, max(v["trials"] for v in a["seeds"].values()),
+              sum(v["pruned"] for v in a["seeds"].values()), a["median_epochs"], a["median_final_hv"],
+              a["median_hv_at_n_trials"], a["median_fraction_of_baseline_epochs"],
+              f"{a['reached']}/{len(a['seeds'])}", a.get("median_same_sampler_fraction", float("nan")))
+             for r in rows for arm, a in r["measures"][measure]["arms"].items()]))
+        print(table(["dataset", f"goal: <= {PARETO_GOAL:.0%} of the no-pruning epochs", "replay: epochs to target",
+                     "replay: HV kept"],
+                    [(r["dataset"], "met" if r["meets_goal"][measure] else "MISSED",
+                      r["measures"][measure]["replay_median_fraction"],
+                      r["measures"][measure]["replay_median_hv_fraction"]) for r in rows]))
+    print("\nPoints of the no-pruning run's final front lost (n trials / all trials)")
+    print(table(["dataset", "arm", "lost", "of"],
+                [(r["dataset"], arm, f"{f['lost_at_n_trials']} / {f['lost']}", f["points"])
+                 for r in rows for arm, f in r["fronts"].items()]))
+    print("\nReplay: mo_asha's decisions on the no-pruning runs' own trials (same trials, same curves)")
+    print(table(["dataset", "seed", "trials pruned", "epochs", "front points lost", "max accuracy short by"],
+                [(r["dataset"], seed, len(v["pruned"]), sum(v["epochs"]),
+                  f"{v['front_kept']['lost']} of {v['front_kept']['points']}", v["front_kept"]["max_accuracy_short_by"])
+                 for r in rows for seed, v in r["replay"]["seeds"].items()]))
 
 
 def report(rows: list[dict[str, Any]], seeds: int) -> None:
@@ -309,7 +537,8 @@ def _fmt_ratio(r: dict[str, Any]) -> str:
 
 def _progress(r: dict[str, Any], done: int, total: int) -> None:
     epochs = sum(t["epochs"] for t in r["trials"])
-    best = max((t["value"] for t in r["trials"] if t["value"] is not None), default=float("nan"))
+    values = [t["value"] if "value" in t else (t["values"] or [None])[0] for t in r["trials"]]
+    best = max((v for v in values if v is not None), default=float("nan"))
     print(f"[{done}/{total}] {r['dataset']} {r['arm']} seed {r['seed']}: {epochs} epochs, best {best:.4f}, "
           f"{r['seconds']:.0f}s", flush=True)
 

@@ -41,7 +41,7 @@ from search.data.datasets import Prepared, prepare
 from search.models.cnn import SmallCNN
 from search.space.parse import DatasetSpec
 from search.train.loop import evaluate, measure_latency, train
-from search.data.color import Preprocess, make_preprocess
+from search.data.color import build_preprocess, make_preprocess
 
 TARGET = 1.10
 
@@ -100,7 +100,7 @@ def plain_train(data: Prepared, config: TrialConfig, device: torch.device, bookk
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     if bookkeeping:
-        module = Preprocess("rgb", mean.flatten().tolist(), std.flatten().tolist()).to(device)
+        module = build_preprocess("rgb", mean.flatten().tolist(), std.flatten().tolist()).to(device)
         params = list(model.parameters())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)

@@ -101,7 +101,7 @@ def run_worker_thread(url: str, study_name: str, n_trials: int | None = None,
     start, cpu = time.time(), time.thread_time()
     _timed_next.calls[threading.get_ident()] = times
     _timed_next.first[threading.get_ident()] = None
-    summary = runner.run_trials(study, space, storage_url=url, device="cpu", n_trials=n_trials,
+    summary = runner.run_trials(study, space, device="cpu", n_trials=n_trials,
                                 worker_seed=runner.worker_seed_for(space) + threading.get_ident() % 1000)
     return {"trials": summary.total, "start": start,
             "first_claim": _timed_next.first.get(threading.get_ident()), "end": time.time(), "counts": summary.counts,
@@ -403,15 +403,16 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
     from search.study import runner
     from search.study.create import create_study
     from search.storage.heartbeat import StaleCheck
+    from search.storage.resolved import StudyStorage
     from search.study.load import load_study
-    from search.storage.backend import TrialLock, open_storage, rdb_backend
+    from search.storage.backend import open_storage
 
     space = parse_space(space_doc(study_name, "trivial", 10**9), source="benchmark")
     create_study(space, open_storage(url))
     study, _ = load_study(study_name, url)
-    rdb = rdb_backend(study._storage)
-    lock = TrialLock(url, study_name, engine=rdb.engine if rdb is not None else None)
-    stale = StaleCheck(study)
+    where = StudyStorage.of(study, url)
+    lock = where.lock()
+    stale = StaleCheck(where)
     dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.05, log=True)}
     rows, have = [], 0
     for size in sizes:
@@ -422,7 +423,7 @@ def ask_latency(url: str, study_name: str, sizes: list[int], samples: int = 40) 
         times = []
         for _ in range(samples):
             t0 = time.perf_counter()
-            trial = runner._next_trial(study, study._storage, 10**9, lock, True, stale)
+            trial = runner._next_trial(where, 10**9, lock, True, stale)
             times.append(1000.0 * (time.perf_counter() - t0))
             study.tell(trial, 0.5)
         have += samples

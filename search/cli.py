@@ -17,6 +17,7 @@ from search import __version__
 
 from search.core import redact
 from search.core.errors import UserError
+from search.core.terminal import TerminalFilter, printable
 
 log = logging.getLogger("search")
 INTERRUPTED_EXIT = 130  # after Ctrl-C, as shells expect (search.study.workers uses the same for its launcher)
@@ -39,6 +40,12 @@ artifacts_option = click.option(
 ALL_TRIALS_FAILED_EXIT = 3  # run: every trial this process ran failed
 
 
+def echo(message: Any = None, err: bool = False, **kwargs: Any) -> None:
+    """``click.echo`` with control characters escaped: class names, file names and trial data come from
+    users' files and databases, and an escape sequence among them must be shown, not obeyed."""
+    click.echo(None if message is None else printable(str(message)), err=err, **kwargs)
+
+
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into one line on stderr and exit code 2; keep secrets out of any output."""
 
@@ -49,11 +56,11 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo("error: " + redact.scrub(str(exc)).replace("\n", " "), err=True)
+            echo("error: " + redact.scrub(str(exc)).replace("\n", " "), err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # not click's "Aborted!": nothing failed, the user stopped it
             label = _launcher_label()
-            click.echo(f"[{label}] interrupted before its first trial" if label else
+            echo(f"[{label}] interrupted before its first trial" if label else
                        "\ninterrupted before the command finished; run it again to start over", err=True)
             sys.exit(INTERRUPTED_EXIT)
         except BrokenPipeError:
@@ -61,7 +68,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:  # a bug: show the traceback, but never a password in it
-            click.echo(redact.scrub(traceback.format_exc()).rstrip(), err=True)
+            echo(redact.scrub(traceback.format_exc()).rstrip(), err=True)
             sys.exit(1)
 
     return wrapper
@@ -96,13 +103,13 @@ def _print_interrupted(summary: Any) -> None:
     label = _launcher_label()  # a worker the launcher started: the launcher sums up for all
     tag = f"[{label}] " if label else ""
     counts = format_counts((k, v) for k, v in summary.counts.items() if v)
-    click.echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
+    echo(("" if label else "\n") + f"{tag}interrupted after {summary.seconds:.0f}s: this process finished "
                f"{summary.total} trial(s)" + (f" ({counts})" if counts else ""), err=True)
     for number in summary.requeued:
-        click.echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
+        echo(f"{tag}trial {number} was stopped mid-training: recorded FAIL (interrupted) and queued again, "
                    "it runs first when the study resumes", err=True)
     if not label:
-        click.echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
+        echo(f"study {summary.study!r} keeps every finished trial: run the same command again to resume it",
                    err=True)
 
 
@@ -120,6 +127,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact.RedactFilter())
+        handler.addFilter(TerminalFilter())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -129,7 +137,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.version_option(__version__, prog_name="strategy-search")
 @click.option("-v", "--verbose", count=True, help="Debug logging, with other libraries' log lines and warnings.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=click.Path(), default=None,  # (a file there: our own one-line error)
               help="Dataset cache folder for this command (default $STRATEGY_SEARCH_CACHE, else "
                    "~/.cache/strategy-search/data).")
 def main(verbose: int, quiet: bool, cache_dir: str | None) -> None:
@@ -156,11 +164,12 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
         weights_dir: str | None, artifacts: str | None, warm_from: str | None, warm_storage: str | None) -> None:
     """Create (or resume) the study of SPACE and run trials in this process."""
     from search.space.parse import load_space
-    from search.study.runner import WorkerInterrupted, run_trials
-    from search.study.create import create_study
+    from search.study.runner import WorkerInterrupted, run_trials, worker_seed_for
+    from search.study.create import create_or_resume
     from search.study.artifact_store import open_artifacts
     from search.storage.backend import storage_label
-    from search.study.warmstart import warm_start
+    from search.storage.resolved import StudyStorage
+    from search.study.warmstart import check_warm_source, warm_start
     from search.study.workers import stop_on_sigterm
 
     if warm_storage is not None and warm_from is None:
@@ -168,22 +177,28 @@ def run(space: str, storage: str | None, n_trials: int | None, timeout: float | 
     spec = load_space(space)
     if warm_from == spec.study and warm_storage is None:
         raise UserError(f"--warm-start {warm_from!r} is this study itself; name another study (or --warm-storage)")
+    # Before the new study exists: a refused warm start leaves nothing behind.
+    warm = check_warm_source(spec, warm_from, warm_storage or storage) if warm_from is not None else None
     log.info("study %r in %s", spec.study, storage_label(storage))
     files = open_artifacts(artifacts, spec.artifacts, storage, create=True) if spec.keep != "none" else None
-    study = create_study(spec, storage)
+    study, created = create_or_resume(spec, storage)
     if warm_from is not None:
-        click.echo(warm_start(study, spec, warm_from, warm_storage or storage).format())
+        echo(warm_start(study, spec, warm_from, warm_storage or storage, checked=warm).format())
+    # A fresh study replays from the space's seed; a resumed one (or one another process created) draws
+    # from a state of its own, so no two trials of a study come from the same sampler state.
+    seed = spec.seed if created else worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
     stop_on_sigterm()  # `docker stop`, a scheduler's preemption: stop like Ctrl-C, not mid-write
     try:
-        summary = run_trials(study, spec, storage_url=storage, n_trials=n_trials, timeout=timeout, device=device,
-                             weights_dir=weights_dir, worker_seed=spec.seed, artifacts=files)
+        summary = run_trials(study, spec, storage=StudyStorage.of(study, storage), n_trials=n_trials,
+                             timeout=timeout, device=device, weights_dir=weights_dir, worker_seed=seed,
+                             artifacts=files)
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
     _print_done(study, spec, summary, storage)
     failed = summary.counts.get("FAIL", 0)
     if summary.total and failed == summary.total:
-        click.echo(f"error: all {failed} trial(s) this process ran failed (see fail_reason above)", err=True)
+        echo(f"error: all {failed} trial(s) this process ran failed (see fail_reason above)", err=True)
         sys.exit(ALL_TRIALS_FAILED_EXIT)
 
 
@@ -200,13 +215,13 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
     from search.records import format_counts
 
     counts = format_counts(summary.counts.items())
-    click.echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
-    click.echo(format_summary(study_summary(study, spec)))
+    echo(f"\nthis process ran {summary.total} trial(s) in {summary.seconds:.0f}s: {counts}")
+    echo(format_summary(study_summary(study, spec)))
     shown = storage_label(storage)
-    click.echo(f"\nwatch it:   strategy-search dashboard --storage '{shown}'   (then open http://127.0.0.1:8080)")
-    click.echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml"
+    echo(f"\nwatch it:   strategy-search dashboard --storage '{shown}'   (then open http://127.0.0.1:8080)")
+    echo(f"export it:  strategy-search export {study.study_name} --storage '{shown}' -o best.yaml"
                "   (or -o best/ for weights, TorchScript and ONNX)")
-    click.echo(f"report:     strategy-search report {study.study_name} --storage '{shown}' -o report.html")
+    echo(f"report:     strategy-search report {study.study_name} --storage '{shown}' -o report.html")
 
 
 @main.command()
@@ -216,7 +231,7 @@ def strategies(markdown: bool) -> None:
     """The strategy catalogue: every param a space file can search, its values and what it does."""
     from search.tools.catalogue import catalogue, format_catalogue
 
-    click.echo(format_catalogue(catalogue(), markdown=markdown))
+    echo(format_catalogue(catalogue(), markdown=markdown))
 
 
 @main.command()
@@ -225,20 +240,21 @@ def strategies(markdown: bool) -> None:
 @_user_errors
 def create(space: str, storage: str | None) -> None:
     """Create the study of SPACE (storing the space) so workers can join it."""
+    # Nothing here imports torch (seconds): workers decode the dataset into its cache (search.study.readiness).
     from search.space.parse import load_space
-    from search.study.objective import Objective
+    from search.study.readiness import check_data
     from search.study.create import create_study
     from search.storage.backend import storage_label
 
     spec = load_space(space)
-    Objective(spec, device="cpu").check_ready()
+    check_data(spec)
     study = create_study(spec, storage)
     existing = len(study.get_trials(deepcopy=False))
-    click.echo(f"study {spec.study!r} ready in {storage_label(storage)}"
+    echo(f"study {spec.study!r} ready in {storage_label(storage)}"
                + (f" (it already has {existing} trial(s); workers resume it)" if existing else ""))
-    click.echo(f"start workers with: strategy-search worker {spec.study}{_storage_arg(storage)}   "
+    echo(f"start workers with: strategy-search worker {spec.study}{_storage_arg(storage)}   "
                "(--processes N or --gpus all for several; the same command on other machines)")
-    click.echo(f"watch it:           strategy-search dashboard{_storage_arg(storage)}")
+    echo(f"watch it:           strategy-search dashboard{_storage_arg(storage)}")
 
 
 @main.command()
@@ -253,7 +269,8 @@ def create(space: str, storage: str | None) -> None:
 @click.option("--per-gpu", default="1", show_default=True, metavar="K|auto",
               help="Worker processes per GPU (with --gpus); auto: as many as fit in memory, up to where "
                    "throughput stops rising (probed first).")
-@click.option("--processes", type=click.IntRange(min=1), default=None, help="Start N worker processes on the CPU.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Start N worker processes on the CPU (at most one per core unless --force).")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Heartbeat interval of running trials (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
 @click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
@@ -263,11 +280,12 @@ def create(space: str, storage: str | None) -> None:
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT",
               help="Keep retrying an unreachable database for S seconds (default 30).")
 @artifacts_option
+@click.option("--force", is_flag=True, help="Start more worker processes than CPU cores.")
 @_user_errors
 def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            device: str | None, weights_dir: str | None, gpus: str | None, per_gpu: str, processes: int | None,
            heartbeat: int | None, grace: int | None, connect_timeout: float | None,
-           artifacts: str | None) -> None:
+           artifacts: str | None, force: bool) -> None:
     """Join STUDY and run trials until its budget is used up (--gpus/--processes: several workers)."""
     from search.storage.backend import open_storage
     from search.study.workers import (AUTO, check_artifacts, follow_launcher, launch, pack, parse_per_gpu, plan_workers,
@@ -277,7 +295,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     several = gpus is not None or processes is not None
     if several and device is not None:
         raise UserError("--device cannot be combined with --gpus/--processes (they choose each worker's device)")
-    specs = plan_workers(gpus=gpus, per_gpu=per_gpu, processes=processes) if several else []
+    specs = plan_workers(gpus=gpus, per_gpu=per_gpu, processes=processes, force=force) if several else []
     # Connect before importing torch (seconds): an unreachable database is reported sooner.
     store = open_storage(storage, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
     if several:
@@ -289,7 +307,7 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
         report = launch(study_name, specs, storage=storage, options={
             "n_trials": n_trials, "timeout": timeout, "weights_dir": weights_dir, "heartbeat": heartbeat,
             "grace": grace, "connect_timeout": connect_timeout, "artifacts": artifacts}, packing=packing)
-        click.echo(report.format())
+        echo(report.format())
         if not report.interrupted:
             _print_next_after_workers(study_name, storage)
         sys.exit(report.exit_code)
@@ -303,16 +321,16 @@ def worker(study_name: str, storage: str | None, n_trials: int | None, timeout: 
     except WorkerInterrupted as exc:
         _print_interrupted(exc.summary)
         sys.exit(INTERRUPTED_EXIT)
-    click.echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {format_counts(summary.counts.items())}")
-    click.echo(f"study {study_name!r} now: {format_counts(sorted(study_counts.items()))}")
+    echo(f"worker done: {summary.total} trial(s) in {summary.seconds:.0f}s: {format_counts(summary.counts.items())}")
+    echo(f"study {study_name!r} now: {format_counts(sorted(study_counts.items()))}")
     if not _launcher_label():  # else the launcher that started this worker says it
         _print_next_after_workers(study_name, storage)
 
 
 def _print_next_after_workers(study_name: str, storage: str | None) -> None:
     where = _storage_arg(storage)
-    click.echo(f"see the best:  strategy-search best {study_name}{where}")
-    click.echo(f"report:        strategy-search report {study_name}{where} -o report.html")
+    echo(f"see the best:  strategy-search best {study_name}{where}")
+    echo(f"report:        strategy-search report {study_name}{where} -o report.html")
 
 
 @main.command()
@@ -333,19 +351,19 @@ def best(study_name: str, storage: str | None, as_json: bool, details: bool, top
     if top is not None:
         summary["leaderboard"] = leaderboard(study, spec, top)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo(json.dumps(summary, indent=2))
         return
-    click.echo(format_summary(summary, details=details))
+    echo(format_summary(summary, details=details))
     if top is not None:
-        click.echo(f"\ntop {top} (validation split; test accuracy holds for this test set only):")
-        click.echo(format_leaderboard(summary["leaderboard"]))
+        echo(f"\ntop {top} (validation split; test accuracy holds for this test set only):")
+        echo(format_leaderboard(summary["leaderboard"]))
     where = _storage_arg(storage)
     if not summary["best"]:
-        click.echo(f"\nrun trials: strategy-search worker {study_name}{where}")
+        echo(f"\nrun trials: strategy-search worker {study_name}{where}")
         return
-    click.echo(f"\nexport it:  strategy-search export {study_name}{where} -o best/   "
+    echo(f"\nexport it:  strategy-search export {study_name}{where} -o best/   "
                "(weights, TorchScript, ONNX; or -o best.yaml for the config only)")
-    click.echo(f"check it:   strategy-search confirm {study_name}{where}   (re-trains the top trials on fresh seeds)")
+    echo(f"check it:   strategy-search confirm {study_name}{where}   (re-trains the top trials on fresh seeds)")
 
 
 @main.command()
@@ -376,8 +394,8 @@ def export(study_name: str, storage: str | None, output: str, trial_number: int 
     trial = get_trial(study, trial_number) if trial_number is not None else None
     if output.lower().endswith((".yaml", ".yml")):
         path = write_config(export_config(study, spec, trial), output, force=force)
-        click.echo(f"wrote {path}")
-        click.echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
+        echo(f"wrote {path}")
+        echo(f"re-train it: strategy-search train {path}   (checks that it reproduces the trial's score; "
                    "-o DIR/ also writes weights, TorchScript and ONNX)")
         return
     _export_bundle(study, spec, trial, output, storage, artifacts, checkpoints, device, weights_dir, onnx, force)
@@ -395,16 +413,16 @@ def _export_bundle(study: Any, spec: Any, trial: Any, output: str, storage: str 
     done = export_bundle(study, spec, output, trial, artifacts=files, follow_records=artifacts is None,
                          legacy_checkpoints=checkpoint_root(storage, checkpoints), device=device,
                          weights_dir=weights_dir, onnx=onnx, force=force)
-    click.echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
-    click.echo(f"  weights: {done.reason}")
+    echo(f"exported trial {done.trial} of study {study.study_name} to {done.directory}/")
+    echo(f"  weights: {done.reason}")
     if done.value_diff is not None:
-        click.echo(f"  re-trained {spec.objectives[0].name} differs from the recorded value by {done.value_diff:.2e}")
-    click.echo("  files: " + ", ".join(done.files))
+        echo(f"  re-trained {spec.objectives[0].name} differs from the recorded value by {done.value_diff:.2e}")
+    echo("  files: " + ", ".join(done.files))
     for name, diff in done.checks.items():
-        click.echo(f"  {name}: max |logit diff| vs PyTorch {diff:.2e}")
+        echo(f"  {name}: max |logit diff| vs PyTorch {diff:.2e}")
     for note in done.notes:
-        click.echo(f"  note: {note}")
-    click.echo(f"predict with: strategy-search predict {done.directory} IMAGES...")
+        echo(f"  note: {note}")
+    echo(f"predict with: strategy-search predict {done.directory} IMAGES...")
 
 
 @main.command()
@@ -422,18 +440,31 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool, art
 
     def ready(label: str, files: str) -> None:
         mode = "read-write" if allow_writes else "read-only (--allow-writes to change studies from it)"
-        click.echo(f"optuna-dashboard for {label} (trial files: {files}), {mode}: open http://{host}:{port} "
+        echo(f"optuna-dashboard for {label} (trial files: {files}), {mode}: open http://{host}:{port} "
                    "in a browser (Ctrl-C stops it)")
 
     serve(storage, host, port, allow_writes=allow_writes, artifacts=artifacts, on_ready=ready)  # until Ctrl-C
-    click.echo("dashboard stopped; the studies are unchanged", err=True)
+    echo("dashboard stopped; the studies are unchanged", err=True)
 
 
 @main.command("storage-proxy")
 @click.option("--storage", envvar="STRATEGY_SEARCH_STORAGE", default=None, metavar="URL",
               help="The database behind the proxy (env STRATEGY_SEARCH_STORAGE).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; a non-loopback one needs --allow-remote.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on (not one in use).")
+@click.option("--allow-remote", is_flag=True,
+              help="Listen on a non-loopback --host, reachable from other machines: needs a token (and TLS on a "
+                   "network you do not trust).")
+@click.option("--token-file", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Shared secret workers must send (else $STRATEGY_SEARCH_PROXY_TOKEN or the file named by "
+                   "$STRATEGY_SEARCH_PROXY_TOKEN_FILE; never on the command line). Workers send it from "
+                   "$STRATEGY_SEARCH_PROXY_TOKEN.")
+@click.option("--tls-cert", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Serve TLS with this PEM certificate (with --tls-key); workers trust it through "
+                   "$STRATEGY_SEARCH_PROXY_CA.")
+@click.option("--tls-key", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="The PEM private key of --tls-cert.")
 @click.option("--heartbeat", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_HEARTBEAT", default=None,
               metavar="S", help="Workers' heartbeat interval (default 10; env STRATEGY_SEARCH_HEARTBEAT).")
 @click.option("--grace", type=click.IntRange(min=1), envvar="STRATEGY_SEARCH_GRACE", default=None, metavar="S",
@@ -441,12 +472,14 @@ def dashboard(storage: str | None, host: str, port: int, allow_writes: bool, art
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               envvar="STRATEGY_SEARCH_CONNECT_TIMEOUT", help="Keep retrying an unreachable database for S seconds.")
 @_user_errors
-def storage_proxy(storage: str | None, host: str, port: int, heartbeat: int | None, grace: int | None,
+def storage_proxy(storage: str | None, host: str, port: int, allow_remote: bool, token_file: str | None,
+                  tls_cert: str | None, tls_key: str | None, heartbeat: int | None, grace: int | None,
                   connect_timeout: float | None) -> None:
     """Serve the storage to workers at grpc://HOST:PORT (they need no database credentials)."""
     from search.storage.proxy import serve
 
-    serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout)
+    serve(storage, host, port, heartbeat_interval=heartbeat, grace_period=grace, connect_timeout=connect_timeout,
+          allow_remote=allow_remote, token_file=token_file, tls_cert=tls_cert, tls_key=tls_key)
 
 
 @main.command("train")
@@ -471,31 +504,31 @@ def train_cmd(config: str, data_dir: str | None, full: bool, output: str | None,
     space, result = done.space, done.result
     source = dict(space.raw.get("source") or {})
     origin = f" (trial {source['trial']} of study {source['study']})" if "trial" in source else ""
-    click.echo(f"trained {space.study}{origin} on {done.device} in {done.seconds:.2f}s")
+    echo(f"trained {space.study}{origin} on {done.device} in {done.seconds:.2f}s")
     values = "  ".join(f"{o.name} {v:.6f}" for o, v in zip(space.objectives, result.values))
     held = "NOT held out: --full trained on it" if full else "held out"
-    click.echo(f"validation ({held}): {values}")
+    echo(f"validation ({held}): {values}")
     for c in done.comparisons:
         verdict = "timing, not compared" if c.matches is None else (
             f"reproduced within {c.tolerance:g}" if c.matches else f"DIFFERS by more than {c.tolerance:g}")
-        click.echo(f"  {c.name}: source trial {c.source:.6f}, this run {c.value:.6f}, diff {c.diff:.2e} ({verdict})")
+        echo(f"  {c.name}: source trial {c.source:.6f}, this run {c.value:.6f}, diff {c.diff:.2e} ({verdict})")
     if result.test is not None:
         t = result.test
-        click.echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
+        echo(f"test: accuracy {t.accuracy:.4f}  f1 (macro) {t.score('f1'):.4f}  (n={t.n}; holds for this "
                    "test set only)")
     if done.written is not None:
         written = done.written
-        click.echo(f"wrote {output}/: " + ", ".join(written["files"]))
+        echo(f"wrote {output}/: " + ", ".join(written["files"]))
         for note in written["notes"]:
-            click.echo(f"  note: {note}")
+            echo(f"  note: {note}")
     if done.reproduced is False:
-        click.echo("not reproduced: the re-trained values differ from the source trial's beyond the tolerance "
+        echo("not reproduced: the re-trained values differ from the source trial's beyond the tolerance "
                    "(a different device or library version can do this); exit code 1", err=True)
         sys.exit(1)
     if output:
-        click.echo(f"predict with: strategy-search predict {output} IMAGES...")
+        echo(f"predict with: strategy-search predict {output} IMAGES...")
     else:
-        click.echo(f"keep the model: strategy-search train {config} -o DIR/   (weights, TorchScript, ONNX)")
+        echo(f"keep the model: strategy-search train {config} -o DIR/   (weights, TorchScript, ONNX)")
 
 
 @main.command()
@@ -524,46 +557,50 @@ def predict(export_dir: str, images: tuple[str, ...], as_json: bool, strict: boo
         if isinstance(item, Unreadable):
             skipped.append(item)
             if found:  # (before the first prediction they wait: if none comes, one error line says it)
-                click.echo(f"skipped {item.path}: not a readable image ({item.why})", err=True)
+                echo(f"skipped {item.path}: not a readable image ({item.why})", err=True)
             continue
         if not found:
             for early in skipped:
-                click.echo(f"skipped {early.path}: not a readable image ({early.why})", err=True)
+                echo(f"skipped {early.path}: not a readable image ({early.why})", err=True)
         found.append(item)
         if not as_json:
-            click.echo(f"{item.path:<{width}}  {item.label}  {item.probability:.4f}")  # as it comes: pipes see it
+            echo(f"{item.path:<{width}}  {item.label}  {item.probability:.4f}")  # as it comes: pipes see it
     if not found:
         raise nothing_readable(skipped)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+        echo(json.dumps([r.to_dict() for r in found], indent=2))
     if skipped:
-        click.echo(f"{len(skipped)} of {len(files)} image(s) unreadable and skipped (named above; --strict stops "
+        echo(f"{len(skipped)} of {len(files)} image(s) unreadable and skipped (named above; --strict stops "
                    "at the first)", err=True)
 
 
 @main.command()
 @click.argument("study_name", metavar="STUDY")
 @storage_option
-@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(),
+              help="The HTML file (a directory is refused with a one-line error).")
 @click.option("--png/--no-png", default=True, show_default=True, help="Also write PNGs into <name>_png/.")
 @artifacts_option
+@click.option("--force", is_flag=True, help="Overwrite an existing report file and PNGs of the same names.")
 @_user_errors
-def report(study_name: str, storage: str | None, output: str, png: bool, artifacts: str | None) -> None:
+def report(study_name: str, storage: str | None, output: str, png: bool, artifacts: str | None, force: bool) -> None:
     """Write an HTML report of STUDY (opens offline) and PNG figures."""
     from search.tools.report import write_report
+    from search.tools.report.build import check_outputs
     from search.study.load import load_study
     from search.study.artifact_store import open_artifacts
 
+    check_outputs(output, png, force)  # before the study is even read: a refused file fails at once
     study, spec = load_study(study_name, storage)
     done = write_report(study, spec, output, png=png, artifacts=open_artifacts(artifacts, spec.artifacts, storage),
-                        follow_records=artifacts is None)
+                        follow_records=artifacts is None, force=force)
     size = done.html.stat().st_size / 1e6
-    click.echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
+    echo(f"wrote {done.html} ({size:.1f} MB; sections: {', '.join(done.sections)})")
     if done.pngs:
-        click.echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
+        echo(f"wrote {len(done.pngs)} PNG(s) in {done.pngs[0].parent}/")
     for note in done.notes:
-        click.echo(f"note: {note}")
-    click.echo(f"open it in a browser (works offline): {done.html.resolve().as_uri()}")
+        echo(f"note: {note}")
+    echo(f"open it in a browser (works offline): {done.html.resolve().as_uri()}")
 
 
 @main.command()
@@ -604,7 +641,7 @@ def doctor(data: str, objective: str | None, epochs: int | None, budget: str | N
                       test_fraction=test_fraction, overrides=overrides, probe_color=not no_probe, output=output,
                       study_name=study_name, n_trials=n_trials, force=force, device=device, weights_dir=weights_dir,
                       budget=budget)
-    click.echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
+    echo(json.dumps(done.record, indent=2, default=str) if as_json else done.text)
 
 
 @contextlib.contextmanager
@@ -613,7 +650,7 @@ def _resumable(study_name: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: every finished run is stored with study {study_name!r}; run the same command "
+        echo(f"\ninterrupted: every finished run is stored with study {study_name!r}; run the same command "
                    "again to resume (only the missing runs train)", err=True)
         sys.exit(INTERRUPTED_EXIT)
 
@@ -645,10 +682,10 @@ def ablate_command(study_name: str, storage: str | None, seeds: int, budget_epoc
         record = ablate(study, spec, seeds=seeds, budget_epochs=budget_epochs, trial=trial, only=names,
                         device=device, weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
+        echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
-    click.echo(format_ablation(record))
-    click.echo(f"\nstored in study {study_name!r}; chart it: "
+    echo(format_ablation(record))
+    echo(f"\nstored in study {study_name!r}; chart it: "
                f"strategy-search report {study_name}{_storage_arg(storage)} -o report.html")
 
 
@@ -674,13 +711,13 @@ def confirm_command(study_name: str, storage: str | None, top: int, seeds: int, 
         record = confirm(study, spec, top=top, seeds=seeds, budget_epochs=budget_epochs, device=device,
                          weights_dir=weights_dir)
     if as_json:
-        click.echo(json.dumps(record.to_dict(), indent=2, default=str))
+        echo(json.dumps(record.to_dict(), indent=2, default=str))
         return
-    click.echo(format_confirmation(record))
+    echo(format_confirmation(record))
     note = winner_model_note(study, spec, record)
     if note:
-        click.echo(f"note: {note}")
-    click.echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
+        echo(f"note: {note}")
+    echo(f"\nexport the winner: strategy-search export {study_name}{_storage_arg(storage)} -o best/")
 
 
 
@@ -701,7 +738,7 @@ def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> No
     from search.tools.weights import fetch_weights
 
     for path in fetch_weights(names, output, force=force):
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
 
 
 @main.command("cache")
@@ -710,13 +747,17 @@ def weights_fetch(names: tuple[str, ...], output: str | None, force: bool) -> No
               help="Input sizes to build (default: the images' own square size, else 64).")
 @click.option("--aspect", "aspects", default="stretch", show_default=True, metavar="stretch|pad[,...]",
               help="Aspect modes to build.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=click.Path(), default=None,
               help="Cache folder (default $STRATEGY_SEARCH_CACHE, else ~/.cache/strategy-search/data).")
+@click.option("--verify", is_flag=True,
+              help="Also decode every image again and compare its pixels with the cache (catches an image "
+                   "changed behind a restored size and mtime); rebuild what differs.")
 @click.option("--list", "list_", is_flag=True, help="Show what is stored, with the size on disk per dataset.")
-@click.option("--clear", is_flag=True, help="Delete the stored entries: all, or DATA's only.")
+@click.option("--clear", is_flag=True, help="Delete the stored entries: all, or DATA's only (only files the "
+                                            "cache wrote, in folders it made).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_user_errors
-def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, list_: bool,
+def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str | None, verify: bool, list_: bool,
               clear: bool, as_json: bool) -> None:
     """Build (or check) the dataset cache for DATA ahead of a run; --list / --clear manage it."""
     from search.data.datasets import dataset_doc
@@ -724,22 +765,24 @@ def cache_cmd(data: str | None, sizes: str | None, aspects: str, cache_dir: str 
 
     if list_:
         rows = listing(cache_dir)
-        click.echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
+        echo(json.dumps(rows, indent=2) if as_json else format_listing(rows, cache_dir))
         return
     dataset = dataset_doc(data) if data else None
     if clear:
         freed, where = clear_entries(cache_dir, dataset)
-        click.echo(f"freed {freed / 1e6:.1f} MB ({where})")
+        echo(f"freed {freed / 1e6:.1f} MB ({where})")
         return
     if dataset is None:
         raise UserError("cache: give DATA (a built-in name, image folder or .csv manifest), or --list / --clear")
-    rows = build_or_check(dataset, sizes, aspects, cache_dir)
+    rows = build_or_check(dataset, sizes, aspects, cache_dir, verify=verify)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['state']:>7}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
-                   f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped, {r['seconds']:.1f}s  {r['path']}")
+        changed = f", {r['changed']} changed image(s)" if r["changed"] else ""
+        echo(f"{r['state']:>8}  {r['dataset']}  {r['size']}px {r['aspect']}: {r['images']} images, "
+                   f"{r['bytes'] / 1e6:.1f} MB, {r['skipped']} unreadable skipped{changed}, {r['seconds']:.1f}s  "
+                   f"{r['path']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from search.core.config import TrialConfig
 from search.core.duration import format_duration, parse_duration
 from search.data.transforms import AUGMENT_OPS, BatchAugment, dihedral, dihedral_each, resolve_augment
 from search.space.parse import parse_space
-from search.strategies.tta import DihedralTTA
+from search.models.tta import DihedralTTA
 from search.tools.doctor.orientation import orientation_finding, verdict
 from search.tools.doctor.plan import MIN_FULL_TRIALS, plan_budget
 from search.tools.doctor.recipe import adapt_entry, portfolio, portfolio_configs, recipe
@@ -119,7 +119,6 @@ def _write_task(root, rotate: bool):  # type: ignore[no-untyped-def]
     return root
 
 
-@pytest.mark.slow
 def test_the_doctor_finds_an_upright_task_and_one_without_orientation(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from search.space.parse import DatasetSpec
     from search.tools.doctor import diagnose, recommend_space

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from conftest import tiny_space
 from search.core.config import TrialConfig
-from search.models.backbones import DISCRIMINATIVE_FACTOR, create_backbone, param_groups
+from search.models import backbones
+from search.models.backbones import DISCRIMINATIVE_FACTOR, create_backbone, param_groups, timm_model_names
 from search.models.factory import create_model
 from search.space.parse import DatasetSpec, parse_space
 from search.study.objective import Objective
@@ -66,6 +67,24 @@ def test_missing_weights_are_not_an_error_before_training(tmp_path: Path, monkey
     assert f"weights_dir {tmp_path / 'nowhere'} does not exist" in caplog.text
     doc.pop("weights_dir")
     Objective(parse_space(doc), device="cpu").check_ready()
+
+
+def test_backbone_names_are_timms_read_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation reads timm's model names from its source (importing timm takes seconds); they must be
+    exactly ``timm.list_models()``; where the source cannot be found, timm itself is asked."""
+    timm_model_names.cache_clear()
+    try:
+        assert timm_model_names() == frozenset(timm.list_models())
+        timm_model_names.cache_clear()
+        monkeypatch.setattr(backbones.importlib.util, "find_spec", lambda name: None)
+        assert timm_model_names() == frozenset(timm.list_models())
+    finally:
+        timm_model_names.cache_clear()
+    assert backbones.check_backbone("resnet18.a1_in1k") is None
+    assert "neither 'none' nor a timm model" in str(backbones.check_backbone("resnet181"))
+    # A name the scan would miss is still accepted: timm is asked before a name is refused.
+    monkeypatch.setattr(backbones, "timm_model_names", lambda: frozenset())
+    assert backbones.check_backbone("resnet18") is None
 
 
 def test_finetune_modes() -> None:

@@ -197,3 +197,49 @@ def test_portfolio_selection_trains_each_candidate_and_chooses_greedily(tmp_path
               "z": {"a": 0.5, "b": 0.85}}
     assert greedy(scores, 3) == ["recipe", "x", "y"]
     assert greedy(scores, 1) == ["recipe", "x"]
+
+
+def test_validate_imports_times_validation_and_create_in_fresh_processes(tmp_path: Path) -> None:
+    out, result = _run("validate_imports", tmp_path)
+    cases = {r["case"]: r for r in result["results"]}
+    assert set(cases) == {"validate quickstart.yaml", "create quickstart.yaml"}
+    for r in cases.values():
+        assert r["tree"] == "this" and r["reps"] == 1 and r["median_seconds"] > 0 and r["median_import_seconds"] > 0
+        assert r["heavy_imports"] == []  # this checkout: no torch, torchvision or timm (tests/test_torch_free.py)
+    assert "create quickstart.yaml" in out
+
+
+def test_search_efficiency_pareto_measures_hypervolume_and_resumes(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.search_efficiency", "--pareto", "--tiny", "--out", str(tmp_path),
+           "--resume", str(tmp_path / "runs.jsonl")]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    result = json.loads((tmp_path / "search_efficiency-pareto-tiny.json").read_text())
+    runs = {r["arm"]: r for r in result["runs"]}
+    budget = result["spaces"]["digits"]["budget"]
+    # Without pruning every trial trains every epoch; the pruned arms run twice the trials, each at most in full.
+    for arm in ("tpe", "random"):
+        assert [t["epochs"] for t in runs[arm]["trials"]] == [budget["max_epochs"]] * budget["n_trials"]
+    for arm in ("tpe+mo_asha", "random+mo_asha"):
+        trials = runs[arm]["trials"]
+        assert len(trials) == 2 * budget["n_trials"] and all(1 <= t["epochs"] <= budget["max_epochs"] for t in trials)
+        assert all((t["values"] is None) == (t["state"] != "COMPLETE") for t in trials)
+    (row,) = result["summary"]
+    log = row["measures"]["log"]
+    base = log["arms"]["tpe"]["seeds"]["0"]
+    assert base["epochs"] == budget["n_trials"] * budget["max_epochs"] and base["final_hv"] > 0
+    assert base["final_hv"] == base["baseline_hv"]  # the baseline against itself
+    replay = row["replay"]["seeds"]["0"]
+    assert len(replay["epochs"]) == budget["n_trials"] and sum(replay["epochs"]) <= base["epochs"]
+    # A second start with the same --resume file finds every run done and trains nothing.
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming: 4 run(s)" in again.stdout and "0 to go" in again.stdout
+    assert json.loads((tmp_path / "search_efficiency-pareto-tiny.json").read_text())["summary"] == result["summary"]
+
+
+def test_storage_calls_counts_the_derivations_per_trial(tmp_path: Path) -> None:
+    out, result = _run("storage_calls", tmp_path)
+    sqlite = result["results"]["sqlite"]
+    assert result["trials"] == [1, 2] and "search.storage.resolved.StudyStorage.of" in result["wrapped"]
+    assert sqlite["worker_per_trial_total"] == 0 and sqlite["runs"]["2"]["worker"]["StudyStorage.of"] == 1
+    assert sqlite["export"]["chosen_config"] == 1 and "derivations per trial" in out

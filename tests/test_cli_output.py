@@ -89,7 +89,7 @@ def test_report_is_quiet_about_numeric_looking_choices_unless_verbose(workdir: P
     assert quiet.stderr == "", quiet.stderr  # no library warnings or log lines
     assert f"open it in a browser (works offline): {(workdir / 'r.html').as_uri()}" in quiet.stdout
     # With -v the libraries' notes come through (so the quiet run above had something to hide).
-    verbose = subprocess.run([*CLI, "-v", "report", "quiet", "-o", "r.html", "--no-png"], cwd=workdir,
+    verbose = subprocess.run([*CLI, "-v", "report", "quiet", "-o", "r.html", "--no-png", "--force"], cwd=workdir,
                              capture_output=True, text=True, timeout=240)
     assert verbose.returncode == 0, verbose.stderr
     assert verbose.stderr != ""

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from search.data import datasets
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.datasets import load_dataset, prepare, stratified_split
+from search.data.sources import dataset_classes
 from search.core.errors import DataError
 from search.space.parse import DatasetSpec
 
@@ -42,6 +44,23 @@ def test_builtins_are_offline_and_split_fixed() -> None:
     rare = load_dataset(DatasetSpec(name="shapes-rare"))
     counts = rare.class_counts()
     assert rare.classes == ["other", "target"] and counts[1] < 0.25 * sum(counts)
+
+
+@pytest.mark.parametrize("name", BUILTIN_DATASETS.names())
+def test_builtin_class_names_are_known_before_generating(name: str) -> None:
+    """``create`` checks positive_class against the registered names (no torch): every generated
+    label is one of them and each has images."""
+    entry = BUILTIN_DATASETS.get(name)
+    images, labels, classes = entry(0)
+    assert classes == list(entry.classes) == dataset_classes(DatasetSpec(name=name))
+    counts = torch.bincount(labels)
+    assert len(counts) == len(classes) and bool((counts > 0).all()) and len(images) == len(labels)
+
+
+def test_folder_class_names_without_decoding(tmp_path: Path) -> None:
+    _tree(tmp_path / "pets", classes=("dog", "cat", "bird"))
+    spec = DatasetSpec(path=str(tmp_path / "pets"))
+    assert dataset_classes(spec) == load_dataset(spec).classes == ["bird", "cat", "dog"]
 
 
 def test_shapes_color_carries_the_label() -> None:

@@ -141,7 +141,8 @@ def _launch_four(workdir: Path, storage: str, prefix: str, n_trials: int) -> tup
     study = _study_name(prefix)
     _create(_space(workdir, study, n_trials, sampler="tpe", pruner="median"), storage, workdir)
     started = time.monotonic()
-    result = _cli("worker", study, "--storage", storage, "--processes", "4", *FAST_HEARTBEAT, cwd=workdir)
+    result = _cli("worker", study, "--storage", storage, "--processes", "4", "--force",  # (more than 2 cores)
+                  *FAST_HEARTBEAT, cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     trials = _trials(study, storage)
@@ -278,7 +279,7 @@ def test_ctrl_c_reaches_every_worker_and_nothing_is_lost(workdir: Path, signum: 
     # Starting again (the worker loop, in this process) finishes the study: 3 trials that count,
     # the interrupted ones re-run first.
     handle, spec = load_study(study, storage)
-    summary = run_trials(handle, spec, storage_url=storage)
+    summary = run_trials(handle, spec)
     assert summary.counts["COMPLETE"] == 3 - sum(t.state == TrialState.COMPLETE for t in trials)
     trials = _trials(study, storage)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -540,9 +541,17 @@ def test_compose_file_references_existing_files_and_keeps_secrets_out() -> None:
         if name in ("worker", "gpu-worker"):
             # Workers go through the proxy: no database credentials in their environment.
             assert service["environment"] == {"STRATEGY_SEARCH_STORAGE": "grpc://storage-proxy:13000",
-                                              "STRATEGY_SEARCH_ARTIFACTS": "${ARTIFACTS:-file:///artifacts}"}, name
+                                              "STRATEGY_SEARCH_ARTIFACTS": "${ARTIFACTS:-file:///artifacts}",
+                                              "STRATEGY_SEARCH_PROXY_TOKEN": "${PROXY_TOKEN:?set PROXY_TOKEN in .env "
+                                                                             "(openssl rand -hex 32)}"}, name
             proxy = services["storage-proxy"]
             assert proxy["command"][proxy["command"].index("--port") + 1] == "13000"
+            # It listens on the compose network: only with a token, the same one the workers send.
+            assert "--allow-remote" in proxy["command"]
+            assert proxy["environment"]["STRATEGY_SEARCH_PROXY_TOKEN"] == service["environment"][
+                "STRATEGY_SEARCH_PROXY_TOKEN"]
+            with pytest.raises(KeyError, match="PROXY_TOKEN"):
+                _interpolate(proxy["environment"]["STRATEGY_SEARCH_PROXY_TOKEN"], {})
         elif name != "postgres":
             url = _interpolate(service["environment"]["STRATEGY_SEARCH_STORAGE"], env)
             assert make_url(url).drivername == "postgresql+psycopg" and make_url(url).host == "postgres"
@@ -566,7 +575,7 @@ def test_grid_study_ends_cleanly_in_the_worker_loop(workdir: Path) -> None:
         "lr": {"choices": [0.01, 0.02]}, "batch_size": {"choices": [32, 64]}, "width": 4, "depth": 2})
     _create(space, storage, workdir)
     handle, spec = load_study(study, storage)
-    summary = run_trials(handle, spec, storage_url=storage)
+    summary = run_trials(handle, spec)
     assert summary.counts["COMPLETE"] == 4
     trials = _trials(study, storage)
     _assert_exact(trials, 4)

@@ -82,7 +82,7 @@ def test_registering_a_strategy_makes_it_searchable_and_ablatable(tmp_path: Path
 
 # Attribute names Optuna keeps private that we read (see the table in search/storage/__init__.py).
 _OPTUNA_PRIVATE_ATTRS = {"_storage", "_study_id", "_trial_id", "_thread_local", "_get_stale_trial_ids",
-                         "_create_new_trial", "_version_manager", "_backend", "_cached_all_trials"}
+                         "_create_new_trial", "_version_manager", "_backend", "_cached_all_trials", "_get_trials"}
 
 
 def _optuna_private_uses(source: str) -> list[str]:

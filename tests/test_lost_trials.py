@@ -34,6 +34,7 @@ from search.storage.backend import open_storage, rdb_backend
 from search.storage.budget import running_with_worker, usage
 from search.storage.heartbeat import fail_and_retry, fail_stale
 from search.storage.proxy import ProxyBackend
+from search.storage.resolved import StudyStorage
 from search.study import runner
 from search.study.create import create_study
 from search.study.load import load_study
@@ -106,7 +107,7 @@ def test_a_worker_waiting_behind_the_proxy_gets_the_dead_workers_retry(workdir: 
     _stall_after_fail_commit(proxy_backend.engine, STALL)
     study_id = proxy_backend.get_study_id_from_name(name)
     observer_storage = open_storage(db, heartbeat=False)
-    observer = optuna.load_study(study_name=name, storage=observer_storage)
+    observer = StudyStorage.of(optuna.load_study(study_name=name, storage=observer_storage))
 
     checker = threading.Thread(target=proxy_backend.fail_stale_everywhere)
     checker.start()
@@ -168,7 +169,7 @@ def test_two_workers_failing_the_same_stale_trial_queue_one_retry(workdir: Path,
     failed = [0, 0]
 
     def run(i: int) -> None:
-        failed[i] = fail_stale(studies[i])
+        failed[i] = fail_stale(StudyStorage.of(studies[i]))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
@@ -196,15 +197,15 @@ def test_a_worker_that_sees_nothing_running_claims_once_more_before_it_leaves(
     monkeypatch.setattr(runner, "Objective", sleep_objective(Objective, 0.3))
     count = runner.running_with_worker
 
-    def count_after_the_trial_stopped(study: optuna.Study) -> int:
-        [trial] = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or [None]
+    def count_after_the_trial_stopped(where: StudyStorage) -> int:
+        [trial] = where.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or [None]
         if trial is not None:
-            assert fail_and_retry(study, trial, "worker lost: no heartbeat for 2 s")
-        return count(study)
+            assert fail_and_retry(where, trial, "worker lost: no heartbeat for 2 s")
+        return count(where)
 
     monkeypatch.setattr(runner, "running_with_worker", count_after_the_trial_stopped)
     study, space = load_study(name, url)
-    summary = runner.run_trials(study, space, storage_url=url)
+    summary = runner.run_trials(study, space)
     assert summary.total == 1, summary  # it ran the retry instead of leaving
     trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     [retry] = [t for t in trials if records.retry_history(t) == [dead]]

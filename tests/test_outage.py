@@ -31,6 +31,7 @@ from conftest import running_trial
 from search.storage import retry
 from search.storage.backend import TrialLock, open_storage, rdb_backend
 from search.storage.budget import claim_counted, used_budget
+from search.storage.resolved import StudyStorage
 from search.storage.owned import OwnedTrialsStorage
 from test_distributed import LONG_TRIAL, PG_ENV, _assert_exact, _create, _SecretURL, _space, _study_name, _trials
 
@@ -229,12 +230,13 @@ def test_a_counted_creation_whose_reply_was_lost_is_found_not_created_twice(own_
     study = optuna.create_study(study_name=_study_name("lostcreate"), storage=open_storage(url, connect_timeout=10))
     lock = TrialLock(url, study.study_name)
     calls = _lose_first_reply(monkeypatch, OwnedTrialsStorage, "_create_counted")
-    first = claim_counted(study, 2, lock.advisory_key)
+    where = StudyStorage.of(study)
+    first = claim_counted(where, 2, lock.advisory_key)
     assert len(calls) == 1  # the retry looked the committed trial up instead of creating another
     assert [t._trial_id for t in study.get_trials()] == [first]
-    assert used_budget(study) == 1
-    second = claim_counted(study, 2, lock.advisory_key)
-    assert claim_counted(study, 2, lock.advisory_key) is None  # the budget of 2 is exact
+    assert used_budget(where) == 1
+    second = claim_counted(where, 2, lock.advisory_key)
+    assert claim_counted(where, 2, lock.advisory_key) is None  # the budget of 2 is exact
     assert sorted(t.number for t in study.get_trials()) == [0, 1] and second != first
     lock.close()
 
@@ -248,7 +250,7 @@ def test_retried_writes_are_upserts_and_leave_one_row(own_pg: tuple[str, str], m
     earlier = study.ask()  # a param seen before is written in one statement (search.storage.owned)
     earlier.suggest_float("x", 0.0, 1.0)
     study.tell(earlier, 1.0)
-    trial_id = claim_counted(study, None, lock.advisory_key)
+    trial_id = claim_counted(StudyStorage.of(study), None, lock.advisory_key)
     backend = rdb_backend(study._storage)
     real = OwnedTrialsStorage._insert_if_running
     lost: list[str] = []

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.study import runner
 from search.storage.budget import NotCounted, claim_counted
+from search.storage.resolved import StudyStorage
 from search.storage.owned import OwnedTrialsStorage
 from search.storage.backend import TrialLock, open_storage, rdb_backend
 from test_distributed import _study_name, pg_url  # noqa: F401 - pg_url is a fixture
@@ -95,7 +96,7 @@ def test_an_owned_trial_is_read_back_without_queries_and_equals_the_stored_trial
 def test_the_first_heartbeat_and_worker_are_recorded_with_the_new_trial(url: str) -> None:
     study = _study(url, "start")
     storage = study._storage
-    trial = runner._start(study, storage, storage.create_new_trial(study._study_id), beats=True)
+    trial = runner._start(StudyStorage.of(study), storage.create_new_trial(study._study_id), beats=True)
     stored = _stored(study, trial._trial_id)
     assert stored.user_attrs["worker"] == runner.worker_id()
     from optuna.storages._rdb import models
@@ -140,19 +141,20 @@ def test_counted_creation_keeps_the_budget_and_leaves_queued_trials_to_the_lock(
     study = _study(pg_url, "counted")
     key = _lock(study, pg_url).advisory_key
     assert key is not None
-    first = claim_counted(study, 2, key)
-    second = claim_counted(study, 2, key)
+    where = StudyStorage.of(study)
+    first = claim_counted(where, 2, key)
+    second = claim_counted(where, 2, key)
     assert first is not None and second is not None
     assert [t.number for t in study.get_trials()] == [0, 1]
-    assert claim_counted(study, 2, key) is None  # used up: nothing created
+    assert claim_counted(where, 2, key) is None  # used up: nothing created
     assert len(study.get_trials()) == 2
     study.enqueue_trial({"x": 1.0})
     with pytest.raises(NotCounted):  # a queued trial goes first, taken under the session lock
-        claim_counted(study, 5, key)
+        claim_counted(where, 5, key)
     assert [t.state for t in study.get_trials()][-1] == TrialState.WAITING
     # SQLite has no such transaction: the caller takes the file lock instead.
     with pytest.raises(NotCounted):
-        claim_counted(optuna.create_study(storage=open_storage("sqlite:///:memory:")), 2, key)
+        claim_counted(StudyStorage.of(optuna.create_study(storage=open_storage("sqlite:///:memory:"))), 2, key)
 
 
 def test_counted_creation_waits_for_a_worker_holding_the_study_lock(pg_url: str) -> None:
@@ -163,7 +165,7 @@ def test_counted_creation_waits_for_a_worker_holding_the_study_lock(pg_url: str)
     done: list[float] = []
     with lock.hold():
         started = time.monotonic()
-        claimer = threading.Thread(target=lambda: (claim_counted(study, 5, lock.advisory_key),
+        claimer = threading.Thread(target=lambda: (claim_counted(StudyStorage.of(study), 5, lock.advisory_key),
                                                    done.append(time.monotonic())))
         claimer.start()
         time.sleep(1.0)

@@ -19,7 +19,7 @@ from search.core.errors import UserError
 from search.tools.report import StudyView, strategy_effect_rows
 from search.space.parse import DatasetSpec, load_space, parse_space
 from search.strategies import STRATEGIES, TrialContext, active_hooks
-from search.strategies.policy import PolicyAugment, make_policy
+from search.strategies.policy import AUTOAUGMENT_POLICIES, PolicyAugment, make_policy
 from search.train import loop
 
 POLICIES = ["trivialaugment", "randaugment", "autoaugment", "augmix"]
@@ -113,6 +113,8 @@ def test_space_validation_and_listing_name_the_allowed_values() -> None:
         parse_space({"study": "s", "params": {"policy": {"choices": ["none", "rand"]}}})
     with pytest.raises(UserError, match="allowed: imagenet, cifar10, svhn"):
         parse_space({"study": "s", "params": {"autoaugment_policy": "mnist"}})
+    # Spelled in the registry (validation imports no torchvision): exactly torchvision's policies.
+    assert list(AUTOAUGMENT_POLICIES) == [p.value for p in v2.AutoAugmentPolicy]
     with pytest.raises(UserError, match="policy_magnitude must be <= 30"):
         parse_space({"study": "s", "params": {"policy_magnitude": 31}})
     listing = CliRunner().invoke(main, ["strategies"]).output

@@ -71,7 +71,7 @@ def test_report_of_a_small_real_study_has_every_section(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["report", "report", "-o", "out/report.html"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "sections: result, summary, leaderboard, history, importance" in result.output
+    assert "sections: result, summary, leaderboard, history, pareto, importance" in result.output
 
     page = (workdir / "out" / "report.html").read_text(encoding="utf-8")
     for section_id, title in SECTIONS.items():

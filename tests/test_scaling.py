@@ -91,6 +91,14 @@ def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
     """``strategy-search storage-proxy`` on 127.0.0.1 in front of a SQLite file or PostgreSQL (where
     it claims trials in one counted transaction): (grpc URL, database URL)."""
     db = f"sqlite:///{workdir}/behind-proxy.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    with serving_proxy(db, workdir) as url:
+        yield url, db
+
+
+@contextlib.contextmanager
+def serving_proxy(db: str, workdir: Path) -> Iterator[str]:
+    """``strategy-search storage-proxy`` in front of ``db`` on a free loopback port, until the block
+    ends: its grpc URL, once it answers."""
     port = free_port()
     proc = subprocess.Popen([*CLI, "storage-proxy", "--storage", db, "--port", str(port), "--heartbeat", "1",
                              "--grace", "3"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,7 +107,7 @@ def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
         from search.storage.backend import open_storage
 
         open_storage(url, connect_timeout=60)  # waits until it answers
-        yield url, db
+        yield url
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
@@ -127,6 +135,7 @@ def test_budget_counted_by_query_matches_the_trials(workdir: Path) -> None:
     """The aggregate count agrees with counting loaded trials, retried failures included."""
     from search.storage.budget import counted_trials, used_budget
     from search.storage.heartbeat import requeue
+    from search.storage.resolved import StudyStorage
 
     storage = f"sqlite:///{workdir}/studies.db"
     study = optuna.create_study(study_name="count", storage=storage)
@@ -139,9 +148,9 @@ def test_budget_counted_by_query_matches_the_trials(workdir: Path) -> None:
     assert retry.number == 4
     study.tell(retry, state=TrialState.FAIL)
     study.ask()  # 5, running
-    assert used_budget(study) == counted_trials(study.get_trials(deepcopy=False)) == 5
+    assert used_budget(StudyStorage.of(study)) == counted_trials(study.get_trials(deepcopy=False)) == 5
     requeue(study, study.trials[4])  # 6 WAITING: now 4 is retried too
-    assert used_budget(study) == counted_trials(study.get_trials(deepcopy=False)) == 4
+    assert used_budget(StudyStorage.of(study)) == counted_trials(study.get_trials(deepcopy=False)) == 4
 
 
 # ----------------------------------------------------------------------------- idle workers, storage errors
@@ -157,7 +166,7 @@ def test_idle_worker_notices_promptly_that_the_last_trial_ended(workdir: Path, s
     other.set_user_attr("worker", "elsewhere:1")
     handle._storage.record_heartbeat(other._trial_id)
     done: list[float] = []
-    waiter = threading.Thread(target=lambda: (run_trials(*load_study(study_name, storage), storage_url=storage),
+    waiter = threading.Thread(target=lambda: (run_trials(*load_study(study_name, storage)),
                                               done.append(time.monotonic())))
     waiter.start()
     time.sleep(2.0)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from search.core.config import TrialConfig
-from search.data.color import Preprocess, channel_stats, convert, make_preprocess
+from search.data.color import build_preprocess, channel_stats, convert, make_preprocess
 from search.data.datasets import MappedImages
 from search.data.transforms import BatchAugment, resize_all, resolve_augment
 from search.models.cnn import ConvBlock, SmallCNN
@@ -84,7 +84,7 @@ def test_rgb_statistics_from_histograms_equal_float_sums() -> None:
 def test_whitening_standardizes_each_image_on_every_split() -> None:
     plan = resolve_augment("whiten")
     assert plan.whiten and not plan.random  # deterministic: applied at eval and export too
-    pre = Preprocess("rgb", [0.0] * 3, [1.0] * 3, whiten=plan.whiten)
+    pre = build_preprocess("rgb", [0.0] * 3, [1.0] * 3, whiten=plan.whiten)
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     out = pre(x).flatten(1)
     assert torch.allclose(out.mean(dim=1), torch.zeros(4), atol=1e-5)

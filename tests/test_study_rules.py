@@ -40,7 +40,7 @@ def _invoke(*args: str, code: int = 0) -> str:
     ({"budget": {"patience": 2.5}}, "budget.patience", "expected an integer"),
     ({"budget": {"min_delta": 0.01}}, "budget.min_delta", "patience"),
     ({"budget": {"patience": 3, "min_delta": -1}}, "budget.min_delta", ">= 0"),
-    ({"budget": {"goal": 0.9}}, "budget.goal", "allowed: n_trials, timeout, max_epochs, target, patience, min_delta"),
+    ({"budget": {"goal": 0.9}}, "budget.goal", "allowed: n_trials, timeout, time, max_epochs, target, patience, min_delta"),
     ({"constraints": {"speed": {"max": 5}}}, "constraints.speed", "trials record: accuracy, precision"),
     ({"constraints": {"latency_ms": {"below": 5}}}, "constraints.latency_ms.below", "allowed: min, max"),
     ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms", "give min, max or both"),

@@ -20,7 +20,7 @@ from search.data.datasets import prepare
 from search.models.factory import create_model
 from search.space.parse import DatasetSpec, parse_space
 from search.strategies import inference_model
-from search.strategies.tta import FlipTTA
+from search.models.tta import FlipTTA
 from search.train import loop
 from test_export import Searched
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import optuna
 from optuna.pruners import BasePruner
 
+from search.algorithms.mo_asha import MultiObjectiveASHA
 from search.core.registry import Option, Registry
 from search.core.spec import SearchSpace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PrunerDef:
     create: Callable[[SearchSpace, Mapping[str, int]], BasePruner]
     options: Mapping[str, Option] = field(default_factory=dict)
+    # The studies it prunes: "one" objective (Optuna's pruners compare one value per step), "several"
+    # (it compares vectors of objectives), or "any".
+    objectives: str = "one"
+
+    def fits(self, n_objectives: int) -> bool:
+        return self.objectives == "any" or (self.objectives == "several") == (n_objectives > 1)
 
 
 PRUNERS: Registry[PrunerDef] = Registry("pruner")
@@ -62,7 +72,28 @@ PRUNERS.add("successive_halving", PrunerDef(
     {"min_resource": _RESOURCE, "reduction_factor": _FACTOR,
      "min_early_stopping_rate": Option(0, "rungs skipped before pruning")},
 ))
-PRUNERS.add("none", PrunerDef(lambda space, o: optuna.pruners.NopPruner()))
+PRUNERS.add("mo_asha", PrunerDef(
+    lambda space, o: MultiObjectiveASHA(space.directions, min_resource=o["min_resource"],
+                                        reduction_factor=o["reduction_factor"],
+                                        n_startup_trials=o["n_startup_trials"], n_warmup_steps=o["n_warmup_steps"],
+                                        keep_front=bool(o["keep_front"]), max_resource=space.budget.max_epochs),
+    {"min_resource": Option(1, "the first rung: epochs every trial gets", low=1),
+     "reduction_factor": Option(3, "keep the top 1/factor of the trials at each rung, ranked by Pareto dominance",
+                                low=2),
+     "n_startup_trials": Option(3, "trials finished before pruning starts"),
+     "n_warmup_steps": Option(0, "no trial is pruned before this epoch"),
+     "keep_front": Option(1, "1: a trial that no trial at its rung dominates goes on; 0: only the top 1/factor")},
+    objectives="several",
+))
+PRUNERS.add("none", PrunerDef(lambda space, o: optuna.pruners.NopPruner(), objectives="any"))
+
+# What a space without ``pruner:`` gets.
+DEFAULT_PRUNER = "median"
+DEFAULT_MULTI_OBJECTIVE_PRUNER = "mo_asha"
+
+
+def default_pruner(n_objectives: int) -> str:
+    return DEFAULT_MULTI_OBJECTIVE_PRUNER if n_objectives > 1 else DEFAULT_PRUNER
 
 
 class SparingEnqueued(BasePruner):
@@ -84,11 +115,22 @@ class SparingEnqueued(BasePruner):
 def create_pruner(space: SearchSpace, enqueued: Callable[[optuna.trial.FrozenTrial], bool] | None = None
                   ) -> BasePruner:
     """The space's pruner; with ``enqueued`` (whether a trial came from the space's ``enqueue:``), one that
-    never prunes those trials."""
-    if space.multi_objective:
-        # Optuna cannot prune multi-objective trials; intermediate values are not reported.
-        return optuna.pruners.NopPruner()
-    pruner = PRUNERS.get(space.pruner.name)
-    options = {k: int(space.pruner.options.get(k, o.default)) for k, o in pruner.options.items()}
+    never prunes those trials (single objective: the multi-objective pruner judges through
+    search.study.intermediate, not ``should_prune``)."""
+    name, given = space.pruner.name, space.pruner.options
+    pruner = PRUNERS.get(name)
+    if not pruner.fits(len(space.objectives)) and space.multi_objective:
+        # A single-objective pruner named by a study with several objectives (Optuna cannot prune
+        # those; such spaces used to train every trial in full): MO-ASHA, with the options both take.
+        name = DEFAULT_MULTI_OBJECTIVE_PRUNER
+        pruner = PRUNERS.get(name)
+        kept = {k: v for k, v in given.items() if k in pruner.options}
+        log.warning("pruner %s compares one objective; this study has %d, so it prunes with %s%s (name "
+                    "pruner: %s or none in the space to choose)", space.pruner.name, len(space.objectives), name,
+                    f" ({', '.join(f'{k}={v}' for k, v in kept.items())})" if kept else "", name)
+        given = kept
+    options = {k: int(given.get(k, o.default)) for k, o in pruner.options.items()}
     made = pruner.create(space, options)
-    return SparingEnqueued(made, enqueued) if space.enqueue and enqueued is not None else made
+    if space.enqueue and enqueued is not None and not space.multi_objective:
+        return SparingEnqueued(made, enqueued)
+    return made

@@ -29,7 +29,8 @@ import yaml
 from torch import Tensor, nn
 
 from search.core.config import TrialConfig
-from search.data.color import COLOR_SPACES, Preprocess, channels_of
+from search.data.color import COLOR_SPACES, build_preprocess, channels_of
+from search.data.preprocess import Preprocess
 from search.data.decode import ASPECTS
 from search.core.errors import UserError
 from search.models.backbones import check_backbone
@@ -50,6 +51,8 @@ ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CORE_FILES = (WEIGHTS_FILE, MODEL_FILE, PREPROCESSING_FILE)
 MANIFEST_FILE = "bundle.json"  # marks a folder as our bundle and lists its files
+# Every name a bundle can hold: only regular files of these names are ever replaced or deleted.
+BUNDLE_FILES = (*CORE_FILES, CONFIG_FILE, EXPORTED_FILE, TORCHSCRIPT_FILE, ONNX_FILE, MANIFEST_FILE)
 BUNDLE_FORMAT = "strategy-search-bundle"
 EXPORT_TOLERANCE = 1e-4  # max |logit difference| accepted between PyTorch and TorchScript/ONNX
 ONNX_OPSET = 17
@@ -188,7 +191,7 @@ def load_core(directory: str | Path) -> Bundle:
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{src / WEIGHTS_FILE}: weights do not fit the architecture in {MODEL_FILE}: "
                         f"{str(exc).splitlines()[0]}") from None
-    preprocess = Preprocess(pre["color"], pre["mean"], pre["std"], whiten=pre["whiten"])
+    preprocess = build_preprocess(pre["color"], pre["mean"], pre["std"], whiten=pre["whiten"])
     meta = {k: v for k, v in doc.items() if k not in ("format", "format_version", "architecture", "classes", "torch")}
     return Bundle(model.eval(), preprocess.eval(), config, classes, input_size, pre["aspect"], pre.get("max_side"),
                   meta)
@@ -470,15 +473,28 @@ def check_output(out: Path, force: bool) -> str:
     return "merge"
 
 
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def _bundle_files(directory: Path) -> list[str] | None:
-    """The files a bundle in ``directory`` says it wrote (None: it is not a bundle)."""
+    """The files a bundle in ``directory`` wrote (None: it is not a bundle this tool wrote).
+
+    ``bundle.json`` is only believed when it names nothing but a bundle's own file names, its model
+    among them, and each is a regular file there: a forged list (``"files": ["notes.txt", "photos"]``)
+    makes the folder someone else's, whose files are never deleted.
+    """
+    manifest = directory / MANIFEST_FILE
     try:
-        doc = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if not _regular(manifest) or manifest.stat().st_size > 1 << 20:
+            return None
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     files = doc.get("files") if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT else None
-    if not isinstance(files, list) or not all(isinstance(f, str) and "/" not in f and f not in (".", "..")
-                                              for f in files):
+    if not isinstance(files, list) or not all(isinstance(f, str) and f in BUNDLE_FILES for f in files):
+        return None
+    if MODEL_FILE not in files or not all(_regular(directory / f) for f in files):
         return None
     return files
 
@@ -493,16 +509,18 @@ def _swap_in(tmp: Path, out: Path, mode: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
         return
     # A folder with the user's own files (--force): move ours in, drop a previous bundle's, keep theirs.
-    previous = _bundle_files(out) or []
-    new = {p.name for p in tmp.iterdir()}
-    for name in previous:
-        if name not in new:
-            (out / name).unlink(missing_ok=True)
-    for p in tmp.iterdir():
+    ours = sorted(tmp.iterdir())
+    for p in ours:  # every obstacle before anything moves: never half a bundle
         target = out / p.name
         if target.is_dir() and not target.is_symlink():
             raise UserError(f"{target} is a directory; it is in the way of the bundle's {p.name}")
-        os.replace(p, target)
+    previous = _bundle_files(out) or []
+    new = {p.name for p in ours}
+    for name in previous:
+        if name not in new and _regular(out / name):
+            (out / name).unlink()
+    for p in ours:
+        os.replace(p, out / p.name)
 
 
 def check_file_output(path: str | Path, force: bool) -> Path:

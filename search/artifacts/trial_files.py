@@ -146,11 +146,12 @@ def keep_trial_files(store: Any, space: SearchSpace, trial: optuna.Trial, values
 def upload_files(store: Any, trial: optuna.Trial, write: Callable[[Path], list[Path]]) -> dict[str, str]:
     """Upload what ``write`` produces as the trial's artifacts; record them after each upload."""
     done: dict[str, str] = {}
+    where = label(store)
     with tempfile.TemporaryDirectory(prefix="strategy-search-trial-") as tmp:
         for path in write(Path(tmp)):
             done[path.name] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-            records.record_artifacts(trial, label(store), done)
-    log.debug("trial %d: uploaded %s to %s", trial.number, ", ".join(done), label(store))
+            records.record_artifacts(trial, where, done)
+    log.debug("trial %d: uploaded %s to %s", trial.number, ", ".join(done), where)
     return done
 
 

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any, Iterable, TypeVar
 
+from search.core.terminal import printable
+
 T = TypeVar("T")
 
 PROGRESS_ENV = "STRATEGY_SEARCH_PROGRESS"
@@ -32,6 +34,8 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
 
     kwargs.setdefault("leave", False)
     kwargs.setdefault("dynamic_ncols", True)
+    if isinstance(kwargs.get("desc"), str):  # a dataset's or study's name, from the user's files
+        kwargs["desc"] = printable(kwargs["desc"])
     return tqdm(iterable, **kwargs)
 
 
@@ -54,7 +58,7 @@ class Bar:
         self._redirect.__enter__()
         kwargs: dict[str, Any] = {} if eta else {
             "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}{postfix}]"}
-        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=desc, unit=unit,
+        self._bar = tqdm(total=total, initial=min(initial, total or initial), desc=printable(desc), unit=unit,
                          dynamic_ncols=True, **kwargs)
 
     def update(self, n: int = 1) -> None:

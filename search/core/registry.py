@@ -55,10 +55,11 @@ class Option:
 
     default: int
     help: str
+    low: int = 0  # the smallest value allowed
 
     def problem(self, value: object) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expected an integer, got {value!r}"
-        if value < 0:
-            return f"must be >= 0, got {value!r}"
+        if value < self.low:
+            return f"must be >= {self.low}, got {value!r}"
         return None

@@ -1,15 +1,17 @@
 """The parsed search space as plain, frozen types: what every layer passes around.
 
 :mod:`search.space.parse` builds these from YAML (and checks them); nothing here imports our other
-modules except :mod:`search.core.config`, so data, models and training can take them as arguments.
+modules except :mod:`search.core.config` and :mod:`search.core.errors`, so data, models and training can
+take them as arguments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from search.core.config import TrialConfig
+from search.core.errors import UserError
 
 OBJECTIVE_METRICS = ("accuracy", "precision", "recall", "f1")
 MINIMIZED_METRICS = ("latency_ms", "params")
@@ -35,6 +37,22 @@ class ObjectiveSpec:
         if self.average == "binary":
             return f"{self.metric}[{self.positive_class}]"
         return f"{self.metric}_{self.average}"
+
+
+def positive_index(spec: ObjectiveSpec, classes: Sequence[str]) -> int | None:
+    """Resolve ``positive_class`` (a name or an index) against the dataset's classes."""
+    if spec.positive_class is None:
+        return None
+    pc = spec.positive_class
+    names = [str(c) for c in classes]
+    # A class *name* wins over an index: with folders 1, 2, 3, positive_class 1 is the folder "1".
+    if str(pc) in names:
+        return names.index(str(pc))
+    if isinstance(pc, int) and not isinstance(pc, bool) and 0 <= pc < len(classes):
+        return pc
+    if isinstance(pc, str) and pc.isdigit() and int(pc) < len(classes):
+        return int(pc)
+    raise UserError(f"positive_class {pc!r} is not a class of this dataset; classes: {', '.join(classes)}")
 
 
 @dataclass(frozen=True)

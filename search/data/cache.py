@@ -5,20 +5,30 @@ One entry per (dataset fingerprint, input size, aspect mode, format version), in
 
 - ``<stem>.npy``: uint8 images (N, 3, S, S), a plain NumPy file (``np.load(path, mmap_mode="r")``);
 - ``<stem>.meta.npz``: per image ``labels``, ``parts`` (0 train, 1 val, 2 test, -1 unassigned),
-  original ``width``/``height``, ``gray`` and a pixel ``digest`` (for the doctor's facts);
+  original ``width``/``height``, ``gray``, a pixel ``digest`` (the doctor's facts, ``verify``) and
+  its ``source_index`` (the file it came from);
 - ``<stem>.json``: the manifest (shape, classes, file-list fingerprint, byte sizes, checksums,
   skipped files, build time). It is written last: no manifest, no entry.
+
+Each dataset folder holds a ``.strategy-search-cache`` marker: listing and clearing look only at
+such folders (or, for folders made before the marker, ones holding a manifest), never follow
+links, and delete only regular files named as the cache names them.
 
 The fingerprint covers every file's relative path, label, split, size and mtime, and the decoding
 settings, so an added, removed or edited image gives a new entry and nothing else does. Builds run
 under an exclusive ``fcntl.flock`` (one builder; the others wait, then map the result), decode in a
 process pool that writes straight into a ``*.tmp-<pid>`` file, and ``os.replace`` it when complete.
 Opening checks the file size and a CRC-32 over 64 sampled 64 KiB blocks (first and last included);
-``check`` (``strategy-search cache``) verifies the full-file CRC-32 computed at build time.
+``check`` (``strategy-search cache``) verifies the full-file CRC-32 computed at build time, and
+:func:`verify` (``cache --verify``) decodes every image again against its recorded digest. A build
+checks the free space first and allocates the file's blocks before writing it, so a full disk is
+an error rather than a SIGBUS, and a failed build removes its temporary files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -32,6 +42,7 @@ import threading
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +50,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from search.data.decode import decode_job, headers_job, image_stats
+from search.data.decode import decode_job, digest_job, headers_job, image_stats
+from search.core.errors import DataError
 from search.core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -47,12 +59,24 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CACHE_ENV = "STRATEGY_SEARCH_CACHE"
 DEFAULT_SIZE = 64  # input size when none is set and the images are not all one square size
+MIN_SIZE = 4  # the smallest input size (input_size's lower bound in search.strategies.input)
 POOL_MIN_FILES = 512  # fewer files decode in this process: starting a pool costs more than it saves
 CHUNK = 64  # files per decoding job
 SAMPLE_BLOCKS = 64
 BLOCK = 1 << 16
 COPY_ROWS = 4096
 SKIPPED_LISTED = 100  # skipped files named in the manifest (all are counted)
+# Every dataset folder the cache makes holds this file: listing and clearing touch only such folders.
+MARKER_FILE = ".strategy-search-cache"
+LOCK_FILE = ".lock"
+# The names of the files the cache writes (entries, headers, and their temporary names while written):
+# clearing deletes regular files with these names only.
+# Raw entries (``s64-stretch-v1-<fp>.npy``), JPEG entries (``s224-stretch-jpeg90-v1-<fp>.jpg.bin``, see
+# search.data.jpeg_cache), their meta and manifest files, header scans, and their temporaries.
+OWN_FILE = re.compile(r"(?:(?:s\d+|native)-(?:stretch|pad)(?:-l\d+)?(?:-jpeg\d+)?-v\d+-[0-9a-f]{16}"
+                      r"(?:\.npy|\.jpg\.bin|\.meta\.npz|\.json)"
+                      r"|headers-[0-9a-f]{16}\.npy)(?:\.tmp-\d+c?)?")
+FREE_MARGIN = 1 << 20  # bytes a build leaves free on the cache's disk (beside its small label and manifest files)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -64,6 +88,63 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "strategy-search" / "data"
+
+
+def checked_root(cache_dir: str | Path | None = None) -> Path:
+    """:func:`cache_root`, refused (one line) when it names a file rather than a folder."""
+    root = cache_root(cache_dir)
+    if root.exists() and not root.is_dir():
+        given = "--cache-dir" if cache_dir else (f"${CACHE_ENV} (or --cache-dir)" if os.environ.get(CACHE_ENV)
+                                                 else "the default cache folder")
+        raise DataError(f"dataset cache {root} is a file, not a folder; point {given} at a folder")
+    return root
+
+
+def _write_error(d: Path, exc: OSError) -> DataError:
+    """A failed write in the cache folder ``d`` as one line that says what to do."""
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"dataset cache {d}: the disk is full ({why}); free some space or give a folder on "
+                         "another disk with --cache-dir DIR (or $STRATEGY_SEARCH_CACHE)")
+    return DataError(f"dataset cache {d}: cannot write there ({why}); give a writable folder with --cache-dir DIR "
+                     "(or $STRATEGY_SEARCH_CACHE)")
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes free for us on ``folder``'s file system (its nearest existing parent's)."""
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_room(folder: Path, nbytes: int, what: str) -> None:
+    """Refuse (one line, before anything is written) a build of ``nbytes`` that would fill the disk."""
+    free = free_bytes(folder)
+    if nbytes + FREE_MARGIN > free:
+        raise DataError(f"dataset cache {folder}: {what} needs {nbytes / 1e6:.1f} MB but only {free / 1e6:.1f} MB "
+                        "are free there; free some space, or give a folder on a larger disk with --cache-dir DIR "
+                        "(or $STRATEGY_SEARCH_CACHE), or a smaller input size")
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None when unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse an in-memory step of ``nbytes`` that this machine's free RAM cannot hold."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise DataError(f"{what} needs about {nbytes / 1e9:.1f} GB of memory but only {free / 1e9:.1f} GB are "
+                        "available; use a smaller input size")
 
 
 @dataclass
@@ -79,8 +160,11 @@ class Source:
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     parts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
     max_side: int = 256
-    # Built-ins: size (None = native) -> (uint8 images (N, 3, S, S), int64 labels, classes).
-    generate: Callable[[int | None], tuple[np.ndarray, np.ndarray, list[str]]] | None = None
+    limit: int | None = None  # ``dataset.limit``: the files are already the subsample (its entries are apart)
+    # Built-ins: (size (None = native), a check of the bytes it will write) -> (uint8 images (N, 3, S, S),
+    # int64 labels, classes, int8 parts).
+    generate: Callable[[int | None, Callable[[int], None]], tuple[np.ndarray, np.ndarray, list[str], np.ndarray]] \
+        | None = None
 
 
 class MappedPages:
@@ -101,6 +185,30 @@ class MappedPages:
         self.budget = budget
         self._read = 0
         self._lock = threading.Lock()
+        # The mapped file stays open: a read past its end (it was truncated under us) would kill the
+        # process with SIGBUS, so every gather first checks that the file still has its full size.
+        self._fd: int | None = None
+        self._size = 0
+        filename = getattr(array, "filename", None)
+        if filename is not None:
+            with contextlib.suppress(OSError):
+                self._fd = os.open(filename, os.O_RDONLY)
+                self._size = int(getattr(array, "offset", 0)) + int(array.nbytes)
+                self._filename = str(filename)
+
+    def check(self) -> None:
+        """Raise (instead of SIGBUS) when the mapped file is shorter than the map: truncated while in use."""
+        if self._fd is None:
+            return
+        size = os.fstat(self._fd).st_size
+        if size < self._size:
+            raise DataError(f"dataset cache {self._filename} was truncated while in use ({size} of {self._size} "
+                            "bytes); it is rebuilt when the next process opens it")
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # type: ignore[arg-type]
 
     def read(self, nbytes: int) -> None:
         """Count ``nbytes`` just gathered; drop the process's pages when the budget is used."""
@@ -141,10 +249,14 @@ def fingerprint(parts: list[str], files: list[str] | None = None, labels: Any = 
     h = hashlib.sha256("\0".join([f"v{FORMAT_VERSION}", *parts]).encode())
     prefix = os.path.join(root, "") if root else ""
     for i, f in enumerate(files or []):
-        st = os.stat(f)
+        try:
+            st = os.stat(f)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:  # a dangling or looping link: counted as unreadable when the entry is built
+            size, mtime = -1, -1
         # A plain prefix cut where it applies: os.path.relpath costs 25 us a file (2.5 s at 100k).
         rel = f[len(prefix):] if prefix and f.startswith(prefix) else (os.path.relpath(f, root) if root else f)
-        h.update(f"\n{rel}\0{labels[i]}\0{split[i]}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"\n{rel}\0{labels[i]}\0{split[i]}\0{size}\0{mtime}".encode())
     return h.hexdigest()
 
 
@@ -158,8 +270,12 @@ def slug_for(name: str, where: str) -> str:
 
 def open_entry(source: Source, size: int | None, aspect: str, cache_dir: str | Path | None = None,
                full_check: bool = False) -> Entry:
-    """The entry for ``source`` at ``size`` (None: native), building it (once per machine) if needed."""
-    d = cache_root(cache_dir) / source.slug
+    """The entry for ``source`` at ``size`` (None: native), building it (once per machine) if needed.
+
+    A folder that cannot be written (read-only, full disk) is a :class:`DataError` naming it;
+    a build that fails leaves no temporary file behind.
+    """
+    d = checked_root(cache_dir) / source.slug
     stem = _stem(source, size, aspect, d) if size is not None or source.kind == "builtin" else None
     if stem is not None:
         entry, problem = _load(d, stem, source, full_check)
@@ -167,9 +283,17 @@ def open_entry(source: Source, size: int | None, aspect: str, cache_dir: str | P
             return entry
     else:
         problem = None
-    with _locked(d):
+    try:
+        return _open_locked(source, size, aspect, d, stem, problem, full_check)
+    except OSError as exc:
+        raise _write_error(d, exc) from None
+
+
+def _open_locked(source: Source, size: int | None, aspect: str, d: Path, stem: str | None, problem: str | None,
+                 full_check: bool) -> Entry:
+    with locked(d):
         if stem is None:
-            stem = _stem(source, _native_size(source, d), aspect, d)
+            stem = _stem(source, native_size(source, d), aspect, d)
         entry, again = _load(d, stem, source, full_check)
         if entry is not None:
             return entry  # another process built it while we waited for the lock
@@ -186,7 +310,8 @@ def open_entry(source: Source, size: int | None, aspect: str, cache_dir: str | P
 
 def _stem(source: Source, size: int | None, aspect: str, d: Path) -> str:
     s = "native" if size is None else f"s{int(size)}"
-    return f"{s}-{aspect}-v{FORMAT_VERSION}-{source.fingerprint[:16]}"
+    limited = f"-l{source.limit}" if source.limit else ""  # a subsample never replaces the full set's entry
+    return f"{s}-{aspect}{limited}-v{FORMAT_VERSION}-{source.fingerprint[:16]}"
 
 
 def _load(d: Path, stem: str, source: Source, full_check: bool) -> tuple[Entry | None, str | None]:
@@ -201,9 +326,9 @@ def _load(d: Path, stem: str, source: Source, full_check: bool) -> tuple[Entry |
         actual = npy.stat().st_size if npy.exists() else 0
         if actual != man["bytes"]:
             return None, f"truncated or wrong size ({actual} of {man['bytes']} bytes)"
-        if meta_path.stat().st_size != man["meta_bytes"] or _crc_file(meta_path) != man["meta_crc32"]:
+        if meta_path.stat().st_size != man["meta_bytes"] or crc_file(meta_path) != man["meta_crc32"]:
             return None, "its label file is damaged"
-        if (_crc_file(npy) if full_check else _crc_sample(npy)) != man["crc32" if full_check else "sample_crc32"]:
+        if (crc_file(npy) if full_check else crc_sample(npy)) != man["crc32" if full_check else "sample_crc32"]:
             return None, "checksum mismatch (corrupted)"
         images = np.load(npy, mmap_mode="c")
         if list(images.shape) != man["shape"] or images.dtype != np.uint8:
@@ -215,11 +340,22 @@ def _load(d: Path, stem: str, source: Source, full_check: bool) -> tuple[Entry |
     return Entry(images, meta.pop("labels"), meta.pop("parts"), meta, man, npy, built=False), None
 
 
-@contextmanager
-def _locked(d: Path) -> Iterator[None]:
-    """An exclusive lock on the dataset's cache folder (released by the OS if the holder dies)."""
+def _make_dir(d: Path) -> None:
+    """The dataset's cache folder, with the marker that makes it the cache's (for listing and clearing)."""
     d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "a+") as fh:
+    if not os.path.lexists(d / MARKER_FILE):
+        # (A folder that cannot take it cannot take a build either: that write says why.)
+        with contextlib.suppress(OSError):
+            (d / MARKER_FILE).write_text("a dataset folder of the strategy-search cache: "
+                                         "`strategy-search cache --clear` deletes its entries\n", encoding="utf-8")
+
+
+@contextmanager
+def locked(d: Path) -> Iterator[None]:
+    """An exclusive lock on the dataset's cache folder (released by the OS if the holder dies)."""
+    _make_dir(d)
+    fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
+    with os.fdopen(fd, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -242,7 +378,7 @@ def _pool(n_files: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list:
+def run_jobs(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list:
     pool = _pool(n_files)
     try:
         results = pool.map(fn, jobs) if pool else map(fn, jobs)
@@ -250,29 +386,40 @@ def _run(fn: Callable[[Any], list], jobs: list, n_files: int, desc: str) -> list
         for chunk in progress(results, total=len(jobs), desc=desc, unit="chunk"):
             out.extend(chunk)
         return out
+    except BrokenProcessPool:
+        raise DataError(f"{desc}: a decoding process died (killed, e.g. out of memory); nothing was kept, "
+                        "run the command again") from None
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
 
 
-def _chunks(files: list[str]) -> list[list[str]]:
+def chunks(files: list[str]) -> list[list[str]]:
     return [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
 
 
-def _native_size(source: Source, d: Path) -> int | None:
+def native_size(source: Source, d: Path) -> int | None:
     """Builtins: None (their own size). Files: their common square side (capped) or DEFAULT_SIZE."""
     if source.kind == "builtin":
         return None
     side = _square_side(source, d)
+    if side is not None and side < MIN_SIZE:
+        log.warning("%s: the images are %dx%d px, below the smallest input size (%d px): they are enlarged to "
+                    "%d px; such images hold almost nothing to learn from", source.label, side, side, MIN_SIZE,
+                    MIN_SIZE)
+        return MIN_SIZE
     return DEFAULT_SIZE if side is None else min(side, source.max_side)
 
 
 def square_side(source: Source, cache_dir: str | Path | None = None) -> int | None:
     """The files' common square side before caching, None when they differ: from their headers
     (read once per machine and kept beside the cache entries), no pixels decoded."""
-    d = cache_root(cache_dir) / source.slug
-    d.mkdir(parents=True, exist_ok=True)
-    return _square_side(source, d)  # no lock needed: the headers file is replaced atomically
+    d = checked_root(cache_dir) / source.slug
+    try:
+        _make_dir(d)
+        return _square_side(source, d)  # no lock needed: the headers file is replaced atomically
+    except OSError as exc:
+        raise _write_error(d, exc) from None
 
 
 def _square_side(source: Source, d: Path) -> int | None:
@@ -280,12 +427,16 @@ def _square_side(source: Source, d: Path) -> int | None:
     try:
         sizes = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
-        rows = _run(headers_job, _chunks(source.files), len(source.files), f"reading {source.label} headers")
+        rows = run_jobs(headers_job, chunks(source.files), len(source.files), f"reading {source.label} headers")
         sizes = np.asarray([(w, h) for w, h, _ in rows], dtype=np.int32).reshape(-1, 2)
         tmp = d / f"{path.name}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            np.save(fh, sizes)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, sizes)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
     good = {tuple(s) for s in sizes.tolist() if s[0] > 0}
     if len(good) == 1:
         (w, h), = good
@@ -294,25 +445,54 @@ def _square_side(source: Source, d: Path) -> int | None:
     return None
 
 
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate ``path``'s blocks now: a full disk is an ENOSPC error here, never a SIGBUS while the
+    memory-mapped file is written (tmpfs and sparse files allocate on first write)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
-    """Decode everything into ``<stem>.npy`` atomically (caller holds the lock)."""
-    start = time.perf_counter()
+    """Decode everything into ``<stem>.npy`` atomically (caller holds the lock); a build that fails
+    (full disk, read-only folder, a killed decoding process) leaves no temporary file behind."""
     for stale in d.glob("*.tmp-*"):  # a killed build's leftovers: nobody else builds while we hold the lock
-        stale.unlink(missing_ok=True)
+        if OWN_FILE.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
+    try:
+        _build_files(source, stem, aspect, d)
+    except BaseException:
+        mine = re.compile(rf".*\.tmp-{os.getpid()}c?")  # this process's temporaries only
+        for tmp in d.glob("*.tmp-*"):
+            if mine.fullmatch(tmp.name):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        raise
+
+
+def _build_files(source: Source, stem: str, aspect: str, d: Path) -> None:
+    start = time.perf_counter()
     (d / f"{stem}.json").unlink(missing_ok=True)  # no manifest while the files change under it
     tmp = d / f"{stem}.npy.tmp-{os.getpid()}"
     skipped: list[tuple[str, str]] = []
     size = int(stem.split("-")[0][1:]) if stem[0] == "s" else None
     uniform_square = False
     if source.generate is not None:
-        images, labels, classes = source.generate(size)
+        what = f"caching {source.label}" + (f" at {size}px" if size else "")
+        images, labels, classes, parts = source.generate(size, lambda nbytes: check_room(d, nbytes, what))
         size = int(images.shape[-1])
         uniform_square = True
+        check_room(d, images.nbytes + 64 * len(labels), f"caching {source.label} at {size}px")
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(images, dtype=np.uint8))
         stats = [image_stats(img) for img in images]
         meta = {
-            "labels": np.asarray(labels, np.int64), "parts": np.zeros(len(labels), np.int8),
+            "labels": np.asarray(labels, np.int64), "parts": np.asarray(parts, np.int8),
             "width": np.full(len(labels), images.shape[-1], np.int32),
             "height": np.full(len(labels), images.shape[-2], np.int32),
             "gray": np.asarray([g for g, _ in stats], bool), "digest": np.asarray([h for _, h in stats], np.int64),
@@ -321,9 +501,11 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
         assert size is not None
         classes, files = source.classes, source.files
         n = len(files)
+        check_room(d, n * 3 * size * size + 64 * n, f"caching {n} images of {source.label} at {size}px")
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size)).flush()
-        jobs = [(str(tmp), i * CHUNK, chunk, size, aspect) for i, chunk in enumerate(_chunks(files))]
-        rows = _run(decode_job, jobs, n, f"caching {source.label} at {size}px")
+        _reserve(tmp, tmp.stat().st_size)
+        jobs = [(str(tmp), i * CHUNK, chunk, size, aspect) for i, chunk in enumerate(chunks(files))]
+        rows = run_jobs(decode_job, jobs, n, f"caching {source.label} at {size}px")
         ok = np.asarray([r[0] for r in rows], bool)
         skipped = [(files[i], rows[i][1]) for i in np.flatnonzero(~ok).tolist()]
         for path, why in skipped[:20]:
@@ -333,7 +515,7 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
             tmp = _compact(tmp, ok, size)
         keep = np.flatnonzero(ok)
         meta = {
-            "labels": source.labels[keep], "parts": source.parts[keep],
+            "labels": source.labels[keep], "parts": source.parts[keep], "source_index": keep.astype(np.int64),
             "width": np.asarray([r[2] for r in rows], np.int32)[keep],
             "height": np.asarray([r[3] for r in rows], np.int32)[keep],
             "gray": np.asarray([r[4] for r in rows], bool)[keep],
@@ -343,7 +525,7 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
         uniform_square = len(sizes) == 1 and next(iter(sizes))[0] == next(iter(sizes))[1] == size
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
-    crc, sample = _crc_file(tmp), _crc_sample(tmp)
+    crc, sample = crc_file(tmp), crc_sample(tmp)
     nbytes = tmp.stat().st_size
     shape = list(np.load(tmp, mmap_mode="r").shape)
     os.replace(tmp, d / f"{stem}.npy")
@@ -356,7 +538,7 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
         "version": FORMAT_VERSION, "source": source.label, "kind": source.kind, "fingerprint": source.fingerprint,
         "shape": shape, "dtype": "uint8", "size": size, "aspect": aspect, "classes": list(classes),
         "uniform_square": uniform_square, "bytes": nbytes, "crc32": crc, "sample_crc32": sample,
-        "meta_bytes": (d / f"{stem}.meta.npz").stat().st_size, "meta_crc32": _crc_file(d / f"{stem}.meta.npz"),
+        "meta_bytes": (d / f"{stem}.meta.npz").stat().st_size, "meta_crc32": crc_file(d / f"{stem}.meta.npz"),
         "n_files": len(source.files) if source.generate is None else shape[0],
         "skipped": len(skipped), "skipped_files": [list(s) for s in skipped[:SKIPPED_LISTED]],
         "build_seconds": round(seconds, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -376,12 +558,50 @@ def _build(source: Source, stem: str, aspect: str, d: Path) -> None:
              shape[-1], seconds, shape[0], nbytes / 1e6, len(skipped), d / f"{stem}.npy")
 
 
+def _file_rows(entry: Entry, n_files: int) -> np.ndarray | None:
+    """Per source file, its row in the entry (-1: skipped as unreadable); None when unknown."""
+    rows = np.full(n_files, -1, np.int64)
+    if "source_index" in entry.meta:
+        rows[entry.meta["source_index"]] = np.arange(len(entry.meta["source_index"]))
+        return rows
+    if int(entry.manifest.get("skipped", 0)) == 0 and len(entry.labels) == n_files:
+        return np.arange(n_files)
+    return None  # an entry of an older build with skipped files: which row is which is not recorded
+
+
+def verify(entry: Entry, source: Source) -> list[str]:
+    """The files whose pixels are not what the entry holds: every file is decoded again and its pixel
+    digest compared with the one recorded at build time. The start-up check compares sizes and
+    mtimes only, which ``cp -p``, ``rsync -a`` or ``tar`` restore after the content changed."""
+    if source.generate is not None:
+        return []  # generated in this package: nothing on disk to change
+    files = source.files
+    rows = _file_rows(entry, len(files))
+    if rows is None:
+        return list(files)
+    jobs = [(chunk, entry.size, str(entry.manifest.get("aspect", "stretch"))) for chunk in chunks(files)]
+    digests = np.asarray(run_jobs(digest_job, jobs, len(files), f"verifying {source.label}"), np.int64)
+    stored = np.where(rows >= 0, entry.meta["digest"][np.maximum(rows, 0)], -1)
+    return [files[i] for i in np.flatnonzero(digests != stored).tolist()]
+
+
+def discard(entry: Entry) -> None:
+    """Make ``entry`` invalid (its manifest goes first), so the next open rebuilds it."""
+    d = entry.path.parent
+    try:
+        with locked(d):
+            entry.path.with_suffix(".json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise _write_error(d, exc) from None
+
+
 def _compact(tmp: Path, ok: np.ndarray, size: int) -> Path:
     """Drop the rows of unreadable files (a second file, written in chunks)."""
     keep = np.flatnonzero(ok)
     src = np.load(tmp, mmap_mode="r")
     out_path = tmp.with_name(tmp.name + "c")
     out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(len(keep), 3, size, size))
+    _reserve(out_path, out_path.stat().st_size)
     for i in range(0, len(keep), COPY_ROWS):
         out[i : i + COPY_ROWS] = src[keep[i : i + COPY_ROWS]]
     out.flush()
@@ -390,7 +610,7 @@ def _compact(tmp: Path, ok: np.ndarray, size: int) -> Path:
     return out_path
 
 
-def _crc_file(path: Path, chunk: int = 1 << 24) -> int:
+def crc_file(path: Path, chunk: int = 1 << 24) -> int:
     crc = 0
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -398,7 +618,7 @@ def _crc_file(path: Path, chunk: int = 1 << 24) -> int:
     return crc
 
 
-def _crc_sample(path: Path) -> int:
+def crc_sample(path: Path) -> int:
     """CRC-32 of SAMPLE_BLOCKS blocks spread evenly over the file, first and last included."""
     size = path.stat().st_size
     crc = zlib.crc32(str(size).encode())
@@ -413,37 +633,107 @@ def _crc_sample(path: Path) -> int:
 # ----------------------------------------------------------------------------- listing and clearing
 
 
+def _own_files(d: Path) -> list[os.DirEntry]:
+    """The regular files in ``d`` that the cache wrote (by name; links and folders never count)."""
+    with os.scandir(d) as it:
+        return [e for e in it if e.is_file(follow_symlinks=False) and (OWN_FILE.fullmatch(e.name) or e.name in
+                                                                        (LOCK_FILE, MARKER_FILE))]
+
+
+def _manifest(path: Path | os.DirEntry) -> dict[str, Any] | None:
+    """A manifest the cache wrote (a JSON object with its version, fingerprint and shape), else None."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            man = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(man, dict) or not isinstance(man.get("fingerprint"), str) or "version" not in man:
+        return None
+    shape = man.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return None
+    return man
+
+
+def _owned(d: Path) -> bool:
+    """Whether ``d`` is a dataset folder the cache made: a real folder (never a link) holding the
+    cache's marker file, or (folders made before the marker) one of its manifests."""
+    if d.is_symlink() or not d.is_dir():
+        return False
+    try:
+        files = _own_files(d)
+    except OSError:
+        return False
+    if any(e.name == MARKER_FILE for e in files):
+        return True
+    return any(e.name.endswith(".json") and _manifest(e) is not None for e in files)
+
+
+def _folders(root: Path, slug: str | None) -> tuple[list[Path], list[Path]]:
+    """(the cache's dataset folders, other entries left alone) under ``root`` (all, or ``slug``'s)."""
+    if slug is not None:
+        found = [root / slug] if os.path.lexists(root / slug) else []
+    elif root.is_dir():
+        found = sorted(root.iterdir())
+    else:
+        found = []
+    ours = [d for d in found if _owned(d)]
+    return ours, [d for d in found if d not in ours]
+
+
 def list_entries(cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Per dataset folder: its source, entries (size, aspect, images) and bytes on disk."""
-    root = cache_root(cache_dir)
+    """Per dataset folder of the cache: its source, entries (size, aspect, images) and bytes on disk.
+
+    Only folders the cache made are listed (see :func:`clear`); links are never followed.
+    """
+    root = checked_root(cache_dir)
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+    for d in _folders(root, None)[0]:
         entries, source = [], None
-        for man_path in sorted(d.glob("*.json")):
-            try:
-                man = json.loads(man_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+        files = _own_files(d)
+        for f in sorted(files, key=lambda e: e.name):
+            if not f.name.endswith(".json"):
                 continue
-            source = man.get("source", source)
+            man = _manifest(f)
+            if man is None:
+                continue
+            source = man.get("source") if isinstance(man.get("source"), str) else source
             entries.append({"size": man.get("size"), "aspect": man.get("aspect"), "images": man["shape"][0],
                             "skipped": man.get("skipped", 0), "bytes": man.get("bytes", 0)})
-        nbytes = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        nbytes = sum(f.stat(follow_symlinks=False).st_size for f in files)
         out.append({"dataset": source or d.name, "folder": str(d), "entries": entries, "bytes": nbytes})
     return out
 
 
 def clear(cache_dir: str | Path | None = None, slug: str | None = None) -> int:
-    """Delete every dataset's entries (or one dataset's); returns the bytes freed."""
-    root = cache_root(cache_dir)
-    targets = [root / slug] if slug else ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+    """Delete every dataset's entries (or one dataset's); returns the bytes freed.
+
+    Only what the cache can prove it wrote is deleted: in folders holding its marker (or its
+    manifests), the regular files named as it names them. Links, sub-folders, other files and
+    folders without the marker stay (a wrong ``--cache-dir`` or ``$STRATEGY_SEARCH_CACHE`` loses nothing).
+    """
+    root = checked_root(cache_dir)
+    ours, others = _folders(root, slug)
+    for d in others:
+        log.warning("left %s alone: not a folder of the dataset cache (no %s in it)", d, MARKER_FILE)
     freed = 0
-    for d in targets:
-        if not d.is_dir():
-            continue
-        with _locked(d):  # never pull files from under a build in progress
-            freed += sum(f.stat().st_size for f in d.iterdir() if f.is_file())
-            for f in d.iterdir():
-                if f.name != ".lock":
-                    shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
-        shutil.rmtree(d, ignore_errors=True)
+    for d in ours:
+        try:
+            with locked(d):  # never pull files from under a build in progress
+                for f in _own_files(d):
+                    if f.name not in (LOCK_FILE, MARKER_FILE):
+                        freed += f.stat(follow_symlinks=False).st_size
+                        os.unlink(f.path)
+                rest = [e.name for e in os.scandir(d) if e.name not in (LOCK_FILE, MARKER_FILE)]
+                if not rest:
+                    for name in (MARKER_FILE, LOCK_FILE):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(d / name)
+        except OSError as exc:
+            raise _write_error(d, exc) from None
+        if rest:
+            log.warning("kept %d file(s) in %s that the dataset cache did not write", len(rest), d)
+        else:
+            with contextlib.suppress(OSError):
+                d.rmdir()
     return freed

@@ -9,22 +9,21 @@ so no process holds a copy of the dataset (sets small enough still go to the GPU
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from search.data import cache, jpeg_cache
-from search.data.sources import scan
+from search.data.builtin import BUILTIN_DATASETS
+from search.data.sources import limit_source, scan, split_indices
 from search.data.transforms import resize_all
 from search.core.errors import DataError
-from search.core.registry import Registry
 from search.core.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,12 @@ class MappedImages:
     def gather(self, key: Any, device: torch.device | None = None) -> Tensor:
         """The rows ``key`` selects; ``device``: where a JPEG cache decodes them (raw rows are read on the CPU)."""
         rows = self.index[key]
+        if self.pages is not None:
+            try:
+                self.pages.check()  # a file truncated under us: an error here, not SIGBUS in the gather
+            except DataError:
+                clear_cache()  # the next trial opens (and rebuilds) the entry afresh
+                raise
         if rows.ndim == 0:
             return self.base[int(rows)]
         if isinstance(self.base, jpeg_cache.JpegImages):
@@ -154,100 +159,10 @@ class Prepared:
     size: int
 
 
-BUILTIN_DATASETS: Registry[Callable[[int], tuple[Tensor, Tensor, list[str]]]] = Registry("built-in dataset")
-builtin = BUILTIN_DATASETS.register
-
-
-@builtin("digits")
-def load_digits(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    gray = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))
-    images = gray.unsqueeze(1).repeat(1, 3, 1, 1).contiguous()
-    return images, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)]
-
-
-# Two colors of (nearly) equal luminance: in gray they look alike, so color-space choices matter.
-_RED = (200.0, 60.0, 60.0)
-_GREEN = (30.0, 145.0, 95.0)
-_SHAPES = ("circle", "square", "triangle")
-
-
-def _render_shapes(n: int, seed: int, size: int = 32) -> tuple[Tensor, Tensor, Tensor]:
-    """n noisy images of a colored shape; returns images, shape ids and color ids."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
-    shape_id = torch.randint(0, 3, (n,), generator=g)
-    color_id = torch.randint(0, 2, (n,), generator=g)
-    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    for i in range(n):
-        r = 5.0 + 5.0 * torch.rand((), generator=g).item()
-        cx = r + (size - 2 * r) * torch.rand((), generator=g).item()
-        cy = r + (size - 2 * r) * torch.rand((), generator=g).item()
-        s = int(shape_id[i])
-        if s == 0:
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        elif s == 1:
-            mask = ((xx - cx).abs() <= r * 0.85) & ((yy - cy).abs() <= r * 0.85)
-        else:
-            mask = (yy - cy <= r * 0.8) & (yy - cy >= -r) & ((xx - cx).abs() <= (yy - cy + r) * 0.55)
-        base = torch.tensor(_RED if color_id[i] == 0 else _GREEN).view(3, 1, 1)
-        base = base + 12.0 * torch.randn((3, 1, 1), generator=g)
-        background = 90.0 + 40.0 * torch.rand((), generator=g).item()
-        img = torch.full((3, size, size), background) + 30.0 * torch.randn((3, size, size), generator=g)
-        img = torch.where(mask.unsqueeze(0), base + 18.0 * torch.randn((3, size, size), generator=g), img)
-        images[i] = img.clamp(0, 255).round().to(torch.uint8)
-    return images, shape_id, color_id
-
-
-@builtin("shapes")
-def load_shapes(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """Generated 32x32 noisy shapes: 6 classes = {circle, square, triangle} x {red, green}."""
-    images, shape_id, color_id = _render_shapes(1800, seed=1000 + seed)
-    labels = shape_id * 2 + color_id
-    classes = [f"{c}_{s}" for s in _SHAPES for c in ("red", "green")]
-    return images, labels, classes
-
-
-@builtin("shapes-rare")
-def load_shapes_rare(seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
-    """Imbalanced binary task: is it a green triangle (~1 in 6)? Hard negatives share shape or color."""
-    images, shape_id, color_id = _render_shapes(1800, seed=2000 + seed)
-    labels = ((shape_id == 2) & (color_id == 1)).long()
-    return images, labels, ["other", "target"]
-
-
 def stratified_split(labels: Tensor, val_fraction: float, test_fraction: float, seed: int
                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class shuffled split; every class keeps at least one training image."""
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    y = labels.numpy()
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        rng.shuffle(idx)
-        n = len(idx)
-        n_test = min(int(math.floor(n * test_fraction + 0.5)), max(0, n - 1))
-        n_val = min(int(math.floor(n * val_fraction + 0.5)), max(0, n - 1 - n_test))
-        test.extend(idx[:n_test])
-        val.extend(idx[n_test : n_test + n_val])
-        train.extend(idx[n_test + n_val :])
-    as_t = lambda a: torch.from_numpy(np.sort(np.asarray(a, dtype=np.int64)))  # noqa: E731
-    return as_t(train), as_t(val), as_t(test)
-
-
-def _subsample(labels: Tensor, limit: int, seed: int) -> Tensor:
-    rng = np.random.default_rng(seed + 7919)
-    y = labels.numpy()
-    keep = []
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        share = max(1, int(round(limit * len(idx) / len(y))))
-        keep.extend(rng.choice(idx, size=min(share, len(idx)), replace=False))
-    return torch.from_numpy(np.sort(np.asarray(keep, dtype=np.int64)))
+    return tuple(torch.from_numpy(a) for a in split_indices(labels.numpy(), val_fraction, test_fraction, seed))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -256,14 +171,25 @@ def _subsample(labels: Tensor, limit: int, seed: int) -> Tensor:
 def builtin_source(spec: DatasetSpec) -> cache.Source:
     name = str(spec.name)
 
-    def generate(size: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def generate(size: int | None, room: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, list[str],
+                                                                          np.ndarray]:
         images, labels, classes = BUILTIN_DATASETS.get(name)(0)
-        if size is not None:
+        parts = np.zeros(len(labels), np.int8)
+        if spec.limit is not None and spec.limit < len(labels):  # only the subsample is resized and cached
+            keep, parts = limit_source(labels.numpy(), parts, spec)
+            images, labels = images[torch.from_numpy(keep)], labels[torch.from_numpy(keep)]
+        if size is not None and images.shape[-1] != size:
+            room(len(labels) * 3 * size * size)  # the disk first: cheaper to find out
+            # The resize holds the images as floats (4 bytes a value) and the result.
+            cache.check_memory(5 * len(labels) * 3 * size * size, f"resizing {name} to {size}px")
             images = resize_all(images, size, "stretch")
-        return images.numpy(), labels.numpy(), classes
+        return images.numpy(), labels.numpy(), classes, parts
 
-    fp = cache.fingerprint(["builtin", name, f"builtin-format={BUILTIN_FORMAT}"])
-    return cache.Source("builtin", f"built-in:{name}", f"builtin-{name}", fp, generate=generate)
+    parts = ["builtin", name, f"builtin-format={BUILTIN_FORMAT}"]
+    if spec.limit is not None:  # the subsample keeps the whole set's split: that is part of the entry
+        parts.append(f"limit={spec.limit}:{spec.split_seed}:{spec.val_fraction}:{spec.test_fraction}")
+    return cache.Source("builtin", f"built-in:{name}", f"builtin-{name}", cache.fingerprint(parts),
+                        generate=generate, limit=spec.limit)
 
 
 BUILTIN_FORMAT = 1  # bump when a generator's output changes
@@ -329,14 +255,11 @@ def load_dataset(spec: DatasetSpec, size: int | None = None, aspect: str = "stre
     data = ImageSet(images, labels, classes, train_idx, val_idx, test_idx, info,
                     meta=entry.meta, uniform_square=bool(entry.manifest.get("uniform_square")),
                     pages=cache.MappedPages(entry.images))
-    if spec.limit is not None and spec.limit < len(data.labels):
-        data = _limit(data, spec.limit, spec.split_seed)
     data.info.update({
         "n_images": len(data.train) + len(data.val) + len(data.test), "n_train": len(data.train),
         "n_val": len(data.val), "n_test": len(data.test), "classes": data.classes,
     })
-    if len(data.val) == 0:
-        raise DataError(f"{spec.label}: the validation split is empty; add images or raise val_fraction")
+    _check_splits(spec, data, need_val, need_test)
     with _lock:
         if len(_loaded) > 32:
             _loaded.clear()
@@ -370,6 +293,37 @@ def cache_format(spec: DatasetSpec, source: cache.Source, size: int | None) -> s
     return jpeg_cache.choose_format("auto", len(source.files), size or spec.cache_max_side)
 
 
+MIN_PER_CLASS = 3  # images a class needs to have one in training, validation and test
+
+
+def _check_splits(spec: DatasetSpec, data: ImageSet, carved_val: bool, carved_test: bool) -> None:
+    """An empty validation split is an error that says why; classes missing from validation or test
+    (too few images to split) are a warning naming them: their scores are never measured."""
+    n = len(data.classes)
+    counts = data.class_counts()
+    small = [c for c, k in zip(data.classes, counts) if 0 < k < MIN_PER_CLASS]
+    hint = (f"a class needs at least {MIN_PER_CLASS} images to have one each in training, validation and test: "
+            "add images to those classes, or merge or drop them")
+    if len(data.val) == 0:
+        if carved_val and len(small) == sum(k > 0 for k in counts):
+            raise DataError(f"{spec.label}: the validation split is empty: every class has fewer than "
+                            f"{MIN_PER_CLASS} images ({n} classes, {sum(counts)} images); {hint}")
+        largest = max(data.class_counts("train") + [0])
+        raise DataError(f"{spec.label}: the validation split is empty: with val_fraction {spec.val_fraction:g} no "
+                        f"class gives one image to it (the largest has {largest}); raise val_fraction, add images, "
+                        "or give a val/ folder (CSV: split column val)")
+    missing = [split for split, idx in (("validation", data.val), ("test", data.test)) if len(idx)]
+    for split in missing:
+        have = set(data.labels[data.val if split == "validation" else data.test].tolist())
+        absent = [c for i, (c, k) in enumerate(zip(data.classes, counts)) if k > 0 and i not in have]
+        if absent:
+            shown = ", ".join(repr(c) for c in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            why = (f"too few images ({', '.join(sorted({str(counts[data.classes.index(c)]) for c in absent}))}) to "
+                   "split" if (carved_val if split == "validation" else carved_test) else "none in that split")
+            log.warning("%s: %d of %d classes have no %s image (%s): %s; their %s scores are not measured",
+                        spec.label, len(absent), n, split, why, shown, split)
+
+
 def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int | None:
     """The images' common square side (None when they differ) without decoding any file: from the
     file headers (kept beside the cache), or for a built-in from its generated (cached) images."""
@@ -377,13 +331,6 @@ def native_size(spec: DatasetSpec, cache_dir: str | Path | None = None) -> int |
     if source.kind == "builtin":
         return load_dataset(spec, None, cache_dir=cache_dir).native_size
     return cache.square_side(source, cache_dir)
-
-
-def _limit(data: ImageSet, limit: int, seed: int) -> ImageSet:
-    keep = torch.zeros(len(data.labels), dtype=torch.bool)
-    keep[_subsample(data.labels, limit, seed)] = True
-    data.train, data.val, data.test = (idx[keep[idx]] for idx in (data.train, data.val, data.test))
-    return data
 
 
 def prepare(spec: DatasetSpec, size: int | None, aspect: str, device: torch.device,

@@ -14,6 +14,8 @@ cache decoded under other rules is rebuilt.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,11 +69,29 @@ def upright_size(width: int, height: int, turn: int) -> tuple[int, int]:
     return (height, width) if turn >= 5 else (width, height)
 
 
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an image file without opening it (a FIFO would block forever,
+    a dangling or looping link fails): None for a regular file (links to one are followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return _why(exc)
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    return f"not a regular file: {kind}"
+
+
 def read_header(path: str | Path) -> tuple[int, int, str]:
     """(width, height, "") as shown (EXIF orientation applied) from the file header without decoding
     pixels; (-1, -1, reason) if unreadable."""
     from PIL import Image
 
+    why = not_regular(path)
+    if why is not None:
+        return -1, -1, why
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -89,6 +109,9 @@ def decode_fit(path: str | Path, size: int, aspect: str) -> tuple[np.ndarray | N
 
     if aspect not in ASPECTS:
         raise ValueError(f"unknown aspect {aspect!r}; allowed: {', '.join(ASPECTS)}")
+    why = not_regular(path)
+    if why is not None:
+        return None, why, (-1, -1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -146,3 +169,13 @@ def decode_job(job: tuple[str, int, Sequence[str], int, str]) -> list[tuple[bool
     arr.flush()
     del arr
     return results
+
+
+def digest_job(job: tuple[Sequence[str], int, str]) -> list[int]:
+    """Each file's pixel digest at ``size`` and ``aspect`` (-1 when unreadable): ``cache --verify``."""
+    files, size, aspect = job
+    out = []
+    for f in files:
+        img, _, _ = decode_fit(f, size, aspect)
+        out.append(-1 if img is None else image_stats(img)[1])
+    return out

@@ -8,11 +8,13 @@ naming the folder, or the CSV row.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.cache import Source, fingerprint, slug_for
 from search.data.decode import DECODER, IMAGE_SUFFIXES
 from search.core.errors import DataError
@@ -27,6 +29,15 @@ def scan(spec: DatasetSpec) -> Source:
     return scan_csv(spec) if spec.csv else scan_folder(spec)
 
 
+def dataset_classes(spec: DatasetSpec) -> list[str]:
+    """The dataset's class names, without decoding or generating an image (and without torch): a
+    built-in set's from its registry entry, a folder's or CSV's from a scan (which raises DataError
+    on what the user must fix)."""
+    if spec.name is not None:
+        return list(BUILTIN_DATASETS.get(spec.name).classes)
+    return scan(spec).classes
+
+
 def _files(d: Path) -> list[str]:
     """Image files under ``d`` (hidden folders skipped), in component-wise path order (as sorting by
     ``Path.parts`` gives): entries are visited sorted by name, so 10^5 paths need no sort key."""
@@ -39,13 +50,20 @@ def _files(d: Path) -> list[str]:
             if e.is_dir(follow_symlinks=False):
                 if not e.name.startswith("."):
                     visit(e.path)
-            elif e.is_dir():
+            elif _links_to_folder(e):
                 continue  # a link to a folder is not followed (as os.walk does): no loops
             elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
-                out.append(e.path)
+                out.append(e.path)  # dangling links, FIFOs...: skipped and counted as unreadable when cached
 
     visit(str(d))
     return out
+
+
+def _links_to_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link that loops (ELOOP): not a folder
+        return False
 
 
 def _class_tree(root: Path, classes: list[str] | None) -> tuple[list[str], list[str], list[int]]:
@@ -97,16 +115,75 @@ def scan_folder(spec: DatasetSpec) -> Source:
     return _source("folder", str(root), root.name, classes, files, labels, parts, spec, str(root))
 
 
+def limit_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """About ``limit`` indices, stratified: each class keeps its share (at least one image), sorted."""
+    rng = np.random.default_rng(seed + 7919)
+    y = np.asarray(labels)
+    keep: list[int] = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        share = max(1, int(round(limit * len(idx) / len(y))))
+        keep.extend(rng.choice(idx, size=min(share, len(idx)), replace=False).tolist())
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class shuffled split (train, val, test positions, sorted); every class keeps a training image."""
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    test: list[int] = []
+    y = np.asarray(labels)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = min(int(math.floor(n * test_fraction + 0.5)), max(0, n - 1))
+        n_val = min(int(math.floor(n * val_fraction + 0.5)), max(0, n - 1 - n_test))
+        test.extend(idx[:n_test])
+        val.extend(idx[n_test : n_test + n_val])
+        train.extend(idx[n_test + n_val :])
+    as_a = lambda a: np.sort(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return as_a(train), as_a(val), as_a(test)
+
+
+def carve_splits(labels: np.ndarray, parts: np.ndarray, val_fraction: float, test_fraction: float,
+                 seed: int) -> np.ndarray:
+    """``parts`` (0 train, 1 val, 2 test) with a missing validation or test split carved out of train."""
+    parts = np.asarray(parts, np.int8).copy()
+    need_val, need_test = not (parts == 1).any(), not (parts == 2).any()
+    train = np.flatnonzero(parts == 0)
+    _, va, te = split_indices(np.asarray(labels)[train], val_fraction if need_val else 0.0,
+                              test_fraction if need_test else 0.0, seed)
+    parts[train[va]] = 1
+    parts[train[te]] = 2
+    return parts
+
+
+def limit_source(labels: np.ndarray, parts: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``dataset.limit``: (the kept positions, their parts). The splits are carved from the whole set first,
+    then the stratified subsample is drawn, so the subsample keeps the whole set's split."""
+    assert spec.limit is not None
+    parts = carve_splits(labels, parts, spec.val_fraction, spec.test_fraction, spec.split_seed)
+    keep = limit_indices(labels, spec.limit, spec.split_seed)
+    return keep, parts[keep]
+
+
 def _source(kind: str, label: str, name: str, classes: list[str], files: list[str], labels: list[int],
             parts: list[int], spec: DatasetSpec, root: str) -> Source:
     if len(classes) < 2:
         raise DataError(f"{label}: only one class ({classes[0]!r}); a classifier needs at least two")
+    limit = spec.limit if spec.limit is not None and spec.limit < len(files) else None
+    if limit is not None:  # the subsample is drawn here, so only its files are ever decoded and cached
+        keep, kept_parts = limit_source(np.asarray(labels), np.asarray(parts), spec)
+        files, labels, parts = [files[i] for i in keep], [labels[i] for i in keep], kept_parts.tolist()
     # The decoder's rules are part of the key: a cache decoded under older ones (before EXIF
     # orientation was applied) is rebuilt, not served sideways.
     fp = fingerprint([kind, label, root, f"max_side={spec.cache_max_side}", f"decoder={DECODER}", *classes],
                      files, labels, parts, root)
     return Source(kind, label, slug_for(name, label), fp, classes, files, np.asarray(labels, np.int64),
-                  np.asarray(parts, np.int8), spec.cache_max_side)
+                  np.asarray(parts, np.int8), spec.cache_max_side, limit=limit)
 
 
 def scan_csv(spec: DatasetSpec) -> Source:

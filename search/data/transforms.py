@@ -6,6 +6,9 @@ Random ops run on the training split only; ``whiten`` (per-image standardization
 deterministic normalization and is applied to every split and at export time.
 Ops with a batched implementation (crop, flips, quarter turns, dihedral, erase, rotate) augment a
 whole batch at once on its device; the others run per image.
+
+The registry, the sets and the rules (:func:`check_augment`, :func:`resolve_augment`) import no
+torch, so a space file is validated without it; the functions that augment import it.
 """
 
 from __future__ import annotations
@@ -13,13 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import torch
-from torch import Tensor
-
 from search.data.decode import ASPECTS
 from search.core.registry import Registry
 
 if TYPE_CHECKING:
+    from torch import Tensor
     from torchvision.transforms import v2
 
 
@@ -32,7 +33,7 @@ def tv2() -> Any:
 
 
 OpFactory = Callable[..., "v2.Transform"]
-BatchOp = Callable[[Tensor], Tensor]
+BatchOp = Callable[["Tensor"], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def _pad_pixels(size: int, padding: float) -> int:
 
 def _reflect(index: Tensor, n: int) -> Tensor:
     """Indices of reflect padding (edge pixel not repeated, torchvision's ``padding_mode="reflect"``)."""
+    import torch
+
     index = index.abs()
     return torch.where(index >= n, 2 * (n - 1) - index, index)
 
@@ -83,6 +86,8 @@ def _reflect(index: Tensor, n: int) -> Tensor:
 def crop_at(batch: Tensor, top: Tensor, left: Tensor, size: int, pad: int) -> Tensor:
     """``size`` x ``size`` crops of the reflect-padded images at per-image offsets (in padded
     coordinates), as one gather from the unpadded batch."""
+    import torch
+
     n, c, h, w = batch.shape
     if pad >= min(h, w):
         raise ValueError(f"reflect padding {pad} must be smaller than the image ({h}x{w})")
@@ -96,6 +101,8 @@ def crop_at(batch: Tensor, top: Tensor, left: Tensor, size: int, pad: int) -> Te
 
 
 def _crop_batched(size: int, padding: float = 0.125) -> BatchOp:
+    import torch
+
     pad = _pad_pixels(size, padding)
 
     def apply(batch: Tensor) -> Tensor:
@@ -109,6 +116,8 @@ def _crop_batched(size: int, padding: float = 0.125) -> BatchOp:
 
 def _flip_batched(dim: int) -> Callable[..., BatchOp]:
     def make(size: int, p: float = 0.5) -> BatchOp:
+        import torch
+
         def apply(batch: Tensor) -> Tensor:
             mask = (torch.rand(len(batch)) < p).to(batch.device)
             return torch.where(mask.view(-1, 1, 1, 1), batch.flip(dim), batch)
@@ -127,6 +136,8 @@ def erase_boxes(n: int, h: int, w: int, p: float) -> Tensor:
     for a box that fits, the first that fits is used, none fits: no erasing."""
     import math
 
+    import torch
+
     area = h * w * torch.empty(n, ERASE_TRIES).uniform_(*ERASE_SCALE)
     aspect = torch.exp(torch.empty(n, ERASE_TRIES).uniform_(math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])))
     eh = torch.sqrt(area * aspect).round().long()
@@ -142,6 +153,8 @@ def erase_boxes(n: int, h: int, w: int, p: float) -> Tensor:
 
 def erase_at(batch: Tensor, boxes: Tensor) -> Tensor:
     """Zero each image's box (top, left, height, width) in one masked select."""
+    import torch
+
     _, _, h, w = batch.shape
     top, left, eh, ew = boxes.to(batch.device).unbind(1)
     r, c = torch.arange(h, device=batch.device), torch.arange(w, device=batch.device)
@@ -163,6 +176,8 @@ def rotate_by(batch: Tensor, angles: Tensor) -> Tensor:
     """Rotate each image by its angle (degrees, counter-clockwise) about its center, nearest
     neighbour, zeros outside: torchvision's tensor ``rotate`` (same inverse matrix and sampling
     grid) for a whole batch in one ``grid_sample``."""
+    import torch
+
     n, c, h, w = batch.shape
     # torchvision builds the inverse matrix in double from -(angle % 360), then samples in float32.
     rot = torch.deg2rad(-torch.remainder(angles.double(), 360.0))
@@ -183,6 +198,8 @@ def dihedral(batch: Tensor, k: int) -> Tensor:
     """Element ``k`` (0-7) of the dihedral group D4 on (..., H, W) images: ``k % 4`` counter-clockwise
     quarter turns, then a left-right mirror when ``k >= 4``. 0 is the identity; 1-3 the turns;
     4 the mirror; 6 the vertical flip; 5 and 7 the two diagonal reflections (transposes)."""
+    import torch
+
     out = torch.rot90(batch, k % 4, dims=(-2, -1)) if k % 4 else batch
     return out.flip(-1) if k >= 4 else out
 
@@ -193,6 +210,8 @@ DIHEDRAL = tuple(range(8))
 def dihedral_each(batch: Tensor, ks: Tensor) -> Tensor:
     """Image i transformed by element ``ks[i]`` of D4: the batch is split by element (8 groups at
     most), each group turned in one op, so the cost is a few copies of the batch, not one op per image."""
+    import torch
+
     if batch.shape[-1] != batch.shape[-2]:
         raise ValueError(f"quarter turns need square images, got {tuple(batch.shape[-2:])}")
     ks = ks.to(batch.device)
@@ -205,6 +224,8 @@ def dihedral_each(batch: Tensor, ks: Tensor) -> Tensor:
 
 
 def _rot90_batched(size: int) -> BatchOp:
+    import torch
+
     def apply(batch: Tensor) -> Tensor:
         return dihedral_each(batch, torch.randint(0, 4, (len(batch),)))
 
@@ -212,6 +233,8 @@ def _rot90_batched(size: int) -> BatchOp:
 
 
 def _dihedral_batched(size: int) -> BatchOp:
+    import torch
+
     def apply(batch: Tensor) -> Tensor:
         return dihedral_each(batch, torch.randint(0, 8, (len(batch),)))
 
@@ -226,10 +249,14 @@ class _RandomDihedral:
         self.n = n
 
     def __call__(self, img: Tensor) -> Tensor:
+        import torch
+
         return dihedral(img, int(torch.randint(0, self.n, ())))
 
 
 def _rotate_batched(size: int, degrees: float = 15.0) -> BatchOp:
+    import torch
+
     def apply(batch: Tensor) -> Tensor:
         return rotate_by(batch, torch.empty(len(batch)).uniform_(-degrees, degrees))
 
@@ -405,9 +432,11 @@ def check_augment(value: Any, extra_sets: Sequence[str]) -> str | None:
 
 def resize_all(images: Sequence[Tensor] | Tensor, size: int, aspect: str) -> Tensor:
     """Resize uint8 (3, h, w) images to (N, 3, size, size); ``pad`` letterboxes to keep aspect."""
+    import torch
+
     if aspect not in ASPECTS:
         raise ValueError(f"unknown aspect {aspect!r}; allowed: {', '.join(ASPECTS)}")
-    if isinstance(images, Tensor):
+    if isinstance(images, torch.Tensor):
         if images.shape[-2:] == (size, size):
             return images
         if images.shape[-1] == images.shape[-2] or aspect == "stretch":
@@ -457,6 +486,8 @@ class BatchAugment:
 
 
 def _per_image(pipeline: v2.Compose) -> BatchOp:
+    import torch
+
     def apply(batch: Tensor) -> Tensor:
         return torch.stack([pipeline(img) for img in batch])
 

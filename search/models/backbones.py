@@ -1,25 +1,29 @@
-"""timm backbones: pretrained weights from a local file first, else through timm (Hugging Face cache/hub)."""
+"""timm backbones: pretrained weights from a local file first, else through timm (Hugging Face cache/hub).
+
+Importing this module imports neither torch nor timm: the space validator reads :func:`check_backbone`
+(timm's model names, read from its installed source) and :data:`FINETUNE_MODES`; building a model
+or reading weights imports them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import logging
 import pickle
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from huggingface_hub import constants as hf_constants
-from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from search.core.errors import WeightsError
 from search.core.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +31,47 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 DISCRIMINATIVE_FACTOR = 0.1  # backbone lr = head lr * this
 # Read first when no weights_dir is given; `strategy-search weights fetch` writes here by default.
 DEFAULT_WEIGHTS_DIR = "~/.cache/strategy-search/weights"
-# What timm/huggingface_hub raise when weights cannot be fetched: offline, no network, not cached,
-# HTTP errors (gated, missing). LocalEntryNotFoundError and OfflineModeIsEnabled are OSErrors;
-# EntryNotFoundError and HfHubHTTPError are listed for huggingface_hub versions where they are not.
-HUB_ERRORS: tuple[type[BaseException], ...] = (OSError, EntryNotFoundError, HfHubHTTPError)
 # Wrapper prefixes (DDP, torch.compile) that a saved state dict may carry; timm strips the same.
 _PREFIXES = ("module.", "_orig_mod.")
 # Keys under which training checkpoints nest the state dict, in timm's order of preference (EMA first).
 _NESTED = ("state_dict_ema", "model_ema", "state_dict", "model")
 
 
+def hub_errors() -> tuple[type[BaseException], ...]:
+    """What timm/huggingface_hub raise when weights cannot be fetched: offline, no network, not cached,
+    HTTP errors (gated, missing). LocalEntryNotFoundError and OfflineModeIsEnabled are OSErrors;
+    EntryNotFoundError and HfHubHTTPError are listed for huggingface_hub versions where they are not."""
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
+
+    return (OSError, EntryNotFoundError, HfHubHTTPError)
+
+
+# A model timm lists (``timm.list_models()``) is a function decorated ``@register_model`` in timm/models/.
+_REGISTERED = re.compile(r"^@register_model\s*\n\s*def\s+(\w+)\s*\(", re.MULTILINE)
+
+
 @functools.lru_cache(maxsize=1)
-def _timm_names() -> frozenset[str]:
+def timm_model_names() -> frozenset[str]:
+    """The names ``timm.list_models()`` gives, read from timm's installed source without importing it
+    (importing timm imports torch and torchvision: seconds, for a check of a space file's spelling).
+    Falls back to importing timm where its source cannot be read (tests/test_backbones.py compares both);
+    :func:`check_backbone` asks timm itself before it refuses a name missing here."""
+    spec = importlib.util.find_spec("timm")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    names: set[str] = set()
+    for folder in folders:
+        for path in sorted((Path(folder) / "models").glob("*.py")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if "@register_model" in text:
+                names.update(_REGISTERED.findall(text))
+    return frozenset(names) if names else _listed_by_timm()
+
+
+@functools.lru_cache(maxsize=1)
+def _listed_by_timm() -> frozenset[str]:
     import timm
 
     return frozenset(timm.list_models())
@@ -47,7 +80,10 @@ def _timm_names() -> frozenset[str]:
 def check_backbone(name: Any) -> str | None:
     if not isinstance(name, str):
         return f"backbone must be a string, got {name!r}"
-    if name == "none" or name.split(".")[0] in _timm_names():
+    arch = name.split(".")[0]
+    # A name the source scan missed (a timm release registering models another way) is not refused
+    # before timm itself says so: only a wrong name pays for importing timm.
+    if name == "none" or arch in timm_model_names() or arch in _listed_by_timm():
         return None
     return f"backbone {name!r} is neither 'none' nor a timm model (see timm.list_models())"
 
@@ -89,15 +125,19 @@ def find_weights(backbone: str, weights_dir: str | Path | None) -> Path | None:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a local file, never unpickling code: safetensors, or torch.load(weights_only=True)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         if path.suffix == ".safetensors":
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read weights {path}: {first[:200]} (use .safetensors, or a plain "
-                           "state dict saved with torch.save)") from None
+        raise WeightsError(f"cannot read weights {path}: {_unreadable(exc)}; nothing in it was unpickled "
+                           "(use .safetensors, or a plain state dict saved with torch.save(model.state_dict()))") \
+            from None
     if isinstance(state, dict):
         nested = next((state[k] for k in _NESTED if isinstance(state.get(k), dict)), None)
         state = nested if nested is not None else state
@@ -105,6 +145,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise WeightsError(f"weights {path} hold no state dict (a mapping of parameter names to tensors)")
     return {_strip_prefixes(k): v for k, v in state.items()}
+
+
+def _unreadable(exc: BaseException) -> str:
+    """What was wrong with a weights file, in a few words. (PyTorch's own message for a refused pickle
+    suggests ``weights_only=False``: never ours to give, it would run the file's code.)"""
+    text = str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, EOFError):
+        return f"cannot read it ({exc.strerror or text})"
+    if isinstance(exc, EOFError) or not text.strip():
+        return "the file is empty or cut short"
+    if isinstance(exc, SafetensorError):
+        return f"not a valid safetensors file ({text.strip().splitlines()[0][:150]})"
+    detail = re.search(r"(?:unsupported GLOBAL|Unsupported global:?)\s*(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if detail:
+        return f"it holds Python objects beyond tensors ({detail.group(1)}), which would run code when loaded"
+    operand = re.search(r"Unsupported operand [^\n.]*", text)
+    if operand or "Weights only load failed" in text:
+        why = operand.group(0) if operand else "unreadable pickle data"
+        return f"not a PyTorch weights file, or a damaged one ({why})"
+    if "zip archive" in text or "PytorchStreamReader" in text:
+        return "not a PyTorch weights file, or a damaged one (a truncated or corrupted zip archive)"
+    return f"not a weights file ({text.strip().splitlines()[0][:150]})"
 
 
 def _strip_prefixes(key: str) -> str:
@@ -115,6 +177,9 @@ def _strip_prefixes(key: str) -> str:
 
 def hub_failure(exc: BaseException) -> str:
     """Why timm could not load pretrained weights, in a few words (for one-line errors)."""
+    from huggingface_hub import constants as hf_constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
     if hf_constants.HF_HUB_OFFLINE:  # read from the environment when huggingface_hub is imported
         return "HF_HUB_OFFLINE is set and the Hugging Face cache has no copy"
     if isinstance(exc, LocalEntryNotFoundError):
@@ -152,6 +217,7 @@ def _overlay(state: dict[str, torch.Tensor], stack: Any) -> dict[str, Any]:
     """timm's pretrained_cfg overlay that loads ``state``: in memory where timm takes a state dict,
     else from a temporary safetensors file (timm reads those with safetensors, never unpickling)."""
     import timm
+    from safetensors.torch import save_file
 
     if "state_dict" in {f.name for f in dataclasses.fields(timm.models.PretrainedCfg)}:
         return {"state_dict": state, "source": ""}
@@ -183,12 +249,14 @@ def create_backbone(name: str, num_classes: int, in_chans: int, *, pretrained: b
     log.info("no local weights for %s in %s; loading them through timm", name, weights_root(weights_dir))
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except HUB_ERRORS as exc:
+    except hub_errors() as exc:
         log.debug("timm could not load %s", name, exc_info=True)
         raise _missing(name, weights_dir, hub_failure(exc)) from None
 
 
 def _head_params(model: nn.Module) -> list[nn.Parameter]:
+    from torch import nn
+
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     return list(head.parameters()) if isinstance(head, nn.Module) else []
 
@@ -226,6 +294,8 @@ def freeze_norm_statistics(model: nn.Module) -> None:
     A frozen backbone should compute the same features at every step; updating its running
     statistics on the new data would shift them under the trained head.
     """
+    from torch import nn
+
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
                 p.requires_grad for p in module.parameters(recurse=False)):

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import Tensor, nn
 
-from search.core.registry import Registry
-
-NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("normalization layer")
-NORMS.add("batchnorm", lambda channels, lrn_size: nn.BatchNorm2d(channels))
-NORMS.add("lrn", lambda channels, lrn_size: nn.LocalResponseNorm(lrn_size))
-NORMS.add("none", lambda channels, lrn_size: nn.Identity())
+from search.models.norms import NORMS
 
 
 class ConvBlock(nn.Module):

@@ -33,6 +33,7 @@ __all__ = [
     "EPOCH_SECONDS",
     "LATENCY_MS",
     "HISTORY",
+    "INTERMEDIATE",
     "PRUNED_AT_EPOCH",
     "FAIL_REASON",
     "RETRY_OF",
@@ -74,6 +75,7 @@ __all__ = [
     "record_config",
     "record_history",
     "record_pruned",
+    "record_intermediate",
     "record_fail_reason",
     "record_retry_of",
     "record_artifacts",
@@ -93,6 +95,9 @@ __all__ = [
     "config_dict",
     "metrics",
     "history",
+    "intermediate",
+    "intermediate_at",
+    "last_intermediate",
     "pruned_at_epoch",
     "fail_reason",
     "retry_of",
@@ -144,6 +149,12 @@ N_PARAMS = "n_params"
 EPOCH_SECONDS = "epoch_seconds"
 LATENCY_MS = "latency_ms"
 HISTORY = "history"  # per-epoch EpochLog.to_dict() entries
+# Per-step values of every objective (and of each quality metric a constraint bounds), as columns a
+# plot takes directly: {"step": [0, 1, ...], "<objective or metric name>": [value or None, ...]}.
+# Step 0 holds the costs known before training (params, latency_ms); quality values start at epoch 1.
+# Written each epoch, so a pruner in another worker sees a running trial's values (Optuna's own
+# intermediate values take one number per step, and trial.report refuses studies with several objectives).
+INTERMEDIATE = "intermediate"
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 FAIL_REASON = "fail_reason"  # why a trial is FAIL (or PRUNED without a pruner's say)
 RETRY_OF = "retry_of"  # the trial a retry replays (its worker died or it was interrupted)
@@ -252,6 +263,11 @@ def record_pruned(trial: optuna.Trial, history: list[dict[str, float]], epoch: i
     trial.set_user_attr(PRUNED_AT_EPOCH, epoch)
 
 
+def record_intermediate(trial: optuna.Trial, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Store the trial's per-step values (see :data:`INTERMEDIATE`), all steps so far."""
+    trial.set_user_attr(INTERMEDIATE, {k: list(v) for k, v in columns.items()})
+
+
 def record_fail_reason(trial: optuna.Trial, reason: str, *, keep_first: bool = False) -> None:
     """Record why a trial failed; with ``keep_first``, a reason already recorded stays."""
     if keep_first and FAIL_REASON in trial.user_attrs:
@@ -328,6 +344,35 @@ def metrics(trial: Trial, split: str = "validation") -> dict[str, Any] | None:
 
 def history(trial: Trial) -> list[dict[str, float]]:
     return trial.user_attrs.get(HISTORY) or []
+
+
+def intermediate(trial: Trial) -> dict[str, list[Any]]:
+    """The trial's per-step values as columns (``{}`` when none were recorded); see :data:`INTERMEDIATE`."""
+    return trial.user_attrs.get(INTERMEDIATE) or {}
+
+
+def intermediate_at(columns: Mapping[str, Sequence[Any]], step: int, names: Sequence[str]) -> list[float] | None:
+    """The values of ``names`` at ``step`` from :func:`intermediate`'s columns; None unless all are recorded."""
+    steps = columns.get("step") or []
+    if step not in steps:
+        return None
+    i = list(steps).index(step)
+    out = []
+    for name in names:
+        column = columns.get(name)
+        if column is None or i >= len(column) or column[i] is None:
+            return None
+        out.append(float(column[i]))
+    return out
+
+
+def last_intermediate(columns: Mapping[str, Sequence[Any]], names: Sequence[str]) -> tuple[int, list[float]] | None:
+    """The last step at which every one of ``names`` was recorded, and their values there (None: no such step)."""
+    for step in reversed(list(columns.get("step") or [])):
+        values = intermediate_at(columns, step, names)
+        if values is not None:
+            return int(step), values
+    return None
 
 
 def pruned_at_epoch(trial: Trial) -> int | None:
@@ -446,12 +491,13 @@ def failed_trial(system_attrs: Mapping[str, Any]) -> int | None:
 
 def init_study(study: optuna.Study, *, uid: str, space: Any, source: str, objective_names: list[str],
                created_with: str) -> None:
-    """Store what a new study is: its own id, its space document and where it came from."""
+    """Store what a new study is: its own id, its space document and where it came from. The space goes
+    last: it marks the study as created (a kill before it leaves a study the next command finishes)."""
     study.set_user_attr(STUDY_UID, uid)
-    set_space(study, space)
     study.set_user_attr(SPACE_SOURCE, source)
     study.set_user_attr(OBJECTIVE_NAMES, objective_names)
     study.set_user_attr(CREATED_WITH, created_with)
+    set_space(study, space)
 
 
 def set_space(study: optuna.Study, space: Any) -> None:

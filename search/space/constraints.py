@@ -30,6 +30,8 @@ CONSTRAINT_METRICS: dict[str, tuple[str, ...]] = {
     "epoch_seconds": ("epoch_seconds",),
 }
 BOUNDS = ("min", "max")
+# Metrics that lie in [0, 1].
+QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro")
 # Metrics that depend on the architecture only: measured on the built model before training, so a
 # trial that cannot meet them is stopped before its first step (and the sampler still learns why).
 ARCHITECTURE_METRICS = ("params", "latency_ms")
@@ -70,6 +72,13 @@ def parse_constraints(c: Any, raw: Any) -> tuple[Constraint, ...]:
             raise c.fail(key, f"min {lo:g} is above max {hi:g}")
         if name in ("latency_ms", "params", "epoch_seconds") and hi is not None and hi <= 0:
             raise c.fail(f"{key}.max", f"{name} is always > 0; give a max > 0, got {hi:g}")
+        if name in QUALITY_METRICS:  # a bound no trial can meet makes every trial infeasible
+            if lo is not None and lo > 1:
+                raise c.fail(f"{key}.min", f"{name} lies in 0..1; give a min <= 1, got {lo:g}")
+            if hi is not None and hi < 0:
+                raise c.fail(f"{key}.max", f"{name} lies in 0..1; give a max >= 0, got {hi:g}")
+        if name == "loss" and hi is not None and hi < 0:
+            raise c.fail(f"{key}.max", f"the loss is never negative; give a max >= 0, got {hi:g}")
         out.append(Constraint(name, lo, hi))
     return tuple(out)
 

@@ -15,14 +15,14 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from search.space.constraints import parse_constraints
-from search.data.datasets import BUILTIN_DATASETS
+from search.data.builtin import BUILTIN_DATASETS
 from search.data.jpeg_cache import FORMATS as CACHE_FORMATS
 from search.data.transforms import AUGMENT_SETS, check_augment
 from search.space.enqueue import parse_enqueue
 from search.core.duration import parse_duration
 from search.core.errors import SpaceError, UserError
 from search.core.locations import parse_location
-from search.algorithms.pruners import PRUNERS
+from search.algorithms.pruners import PRUNERS, default_pruner
 from search.algorithms.samplers import SAMPLERS
 from search.core.spec import (  # noqa: F401 - the parsed types, re-exported for callers of load_space
     AVERAGES, MINIMIZED_METRICS, OBJECTIVE_METRICS, Budget, Component, Condition, DatasetSpec, ObjectiveSpec,
@@ -45,6 +45,19 @@ STUDY_NAME_HELP = "1-128 letters, digits, _ . + - (not starting with . or -)"
 # MIN_EXPANSION_LIMIT nodes, whichever is more: an alias bomb is rejected before it is built.
 EXPANSION_PER_BYTE = 10
 MIN_EXPANSION_LIMIT = 20_000
+MAX_DEPTH = 64  # nesting of mappings and lists (a space needs about 6): deeper is refused before it is built
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tags beyond plain data) that also reads ``1e-3``, ``5e-4`` and ``1.0e3`` as
+    numbers, as YAML 1.2 does: YAML 1.1 wants a dot and a signed exponent, and makes them strings,
+    which is how most people write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -103,8 +116,9 @@ def safe_study_name(text: str) -> str:
 
 def safe_yaml(text: str, source: str) -> Any:
     """``yaml.safe_load`` that refuses documents whose aliases expand far beyond the text's size."""
+    _check_depth(text, source)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -118,9 +132,34 @@ def safe_yaml(text: str, source: str) -> Any:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpaceError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+        raise _yaml_error(exc, source) from None
+    except RecursionError:  # (the depth check above keeps documents well below this)
+        raise SpaceError(source, "", f"nested too deeply; a space file needs a few levels, at most {MAX_DEPTH}") \
+            from None
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> SpaceError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return SpaceError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse mappings and lists nested deeper than MAX_DEPTH, from the parser's events (an iterative
+    pass): building such a document recurses once per level and ends in a RecursionError."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise SpaceError(source, "", f"line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep; "
+                                     "a space file needs a few levels")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
 
 
 def _expanded_size(root: yaml.Node, limit: int) -> int:
@@ -202,10 +241,13 @@ def parse_space(doc: Any, source: str = "<space>", base_dir: Path | None = None)
     augment_sets = _parse_augment_sets(c, doc.get("augment_sets", {}))
     params = _parse_params(c, doc.get("params", {}), budget, tuple(augment_sets))
     sampler = _parse_component(c, doc.get("sampler", "tpe"), "sampler", SAMPLERS)
-    pruner = _parse_component(c, doc.get("pruner", "median"), "pruner", PRUNERS)
+    pruner = _parse_component(c, doc.get("pruner", default_pruner(len(objectives))), "pruner", PRUNERS)
     misfit = SAMPLERS.get(sampler.name).fits(params, len(objectives))
     if misfit:
         raise c.fail(*misfit)
+    if len(objectives) == 1 and not PRUNERS.get(pruner.name).fits(1):
+        raise c.fail("pruner", f"{pruner.name} compares several objectives; this study has one "
+                               "(successive_halving is the same rule on one objective)")
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise c.fail("description", "expected a string")

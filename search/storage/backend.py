@@ -61,20 +61,29 @@ def parse_grpc_url(url: str) -> tuple[str, int]:
 
 def connect_proxy(url: str, connect_timeout: float) -> BaseStorage:
     """A client of the storage proxy at ``url``, once it answers (waiting up to ``connect_timeout``)."""
+    from search.storage.grpc_auth import CA_ENV, check_access, proxy_client, quiet_grpc
+
     host, port = parse_grpc_url(url)
+    quiet_grpc()
     try:
-        from optuna.storages import GrpcStorageProxy
         import grpc  # noqa: F401
     except ImportError as exc:
         raise StorageError(f"storage {url}: gRPC support missing ({exc}); "
                            "pip install 'strategy-search[grpc]'") from None
-    proxy = GrpcStorageProxy(host=host, port=port)
+
+    proxy = proxy_client(host, port)  # with $STRATEGY_SEARCH_PROXY_TOKEN and TLS ($STRATEGY_SEARCH_PROXY_CA)
     try:
         proxy.wait_server_ready(timeout=connect_timeout)
     except ConnectionError:
         proxy.close()
+        tls = f"; with TLS, does ${CA_ENV} hold its certificate?" if os.environ.get(CA_ENV) else ""
         raise StorageError(f"storage {url} unreachable, gave up after {connect_timeout:g}s (is "
-                           "strategy-search storage-proxy running there?)") from None
+                           f"strategy-search storage-proxy running there{tls})") from None
+    try:
+        check_access(proxy, url)
+    except StorageError:
+        proxy.close()
+        raise
     return proxy
 
 
@@ -337,8 +346,10 @@ def _check_rdb_url(url: str, shown: str) -> None:
 
 
 def is_proxy(storage: BaseStorage) -> bool:
-    """Whether ``storage`` is a client of a storage proxy (``grpc://``)."""
-    return type(storage).__name__ == "GrpcStorageProxy"
+    """Whether ``storage`` is a client of a storage proxy (``grpc://``; ours sends the token: a subclass)."""
+    from optuna.storages import GrpcStorageProxy
+
+    return isinstance(storage, GrpcStorageProxy)
 
 
 # A trial claim through a storage proxy (search.storage.proxy) rides on Optuna's

@@ -3,7 +3,8 @@
 A trial uses budget unless it is WAITING, a FAIL trial that was retried (its number is in
 some trial's ``retry_history``), or a finished trial copied in by a warm start. On an RDB
 storage a few aggregate queries give that count in time that does not grow with the number of
-finished trials; other storages count the trials.
+finished trials; other storages count the trials. Each function takes the study's storage resolved
+once (:class:`~search.storage.resolved.StudyStorage`), not the study: nothing here looks the storage up again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from search import records
 from search.records import is_copied
 from search.storage import internals, retry
 from search.storage.owned import OwnedTrialsStorage
-from search.storage.backend import claim_number, rdb_backend
+from search.storage.backend import claim_number
+from search.storage.resolved import StudyStorage
 
 
 def counted_trials(trials: list[FrozenTrial]) -> int:
@@ -31,18 +33,16 @@ def counted_trials(trials: list[FrozenTrial]) -> int:
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
-def used_budget(study: optuna.Study) -> int:
+def used_budget(where: StudyStorage) -> int:
     """:func:`counted_trials` of the study, with aggregate queries where the storage allows."""
-    return usage(study)[0]
+    return usage(where)[0]
 
 
-def usage(study: optuna.Study) -> tuple[int, int]:
+def usage(where: StudyStorage) -> tuple[int, int]:
     """The study's used budget and how many trials are queued (WAITING), from one read."""
-    storage, study_id = internals.storage_of(study), internals.study_id(study)
-    rdb = rdb_backend(storage)
-    if rdb is not None:
-        return rdb_usage(rdb, study_id)
-    trials = storage.get_all_trials(study_id, deepcopy=False)
+    if where.rdb is not None:
+        return rdb_usage(where.rdb, where.study_id)
+    trials = where.front.get_all_trials(where.study_id, deepcopy=False)
     return counted_trials(trials), sum(1 for t in trials if t.state == TrialState.WAITING)
 
 
@@ -90,26 +90,18 @@ class _Queued(Exception):
     """Queued trials come first: take one (under the study's lock) instead of creating one."""
 
 
-def counts_in_transaction(study: optuna.Study) -> bool:
-    """Whether :func:`claim_counted` applies to the study's storage (PostgreSQL, opened by us)."""
-    backend = rdb_backend(internals.storage_of(study))
-    return isinstance(backend, OwnedTrialsStorage) and backend.engine.name == "postgresql"
-
-
-def claim_counted(study: optuna.Study, total: int | None, lock_key: int | None) -> int | None:
+def claim_counted(where: StudyStorage, total: int | None, lock_key: int | None) -> int | None:
     """On PostgreSQL, count the budget and create the next trial in one transaction under the
     study's lock (:meth:`~search.storage.owned.OwnedTrialsStorage.counted_creation`): the new trial's
     id, None when the budget is used up. Raises :class:`NotCounted` where this does not apply
-    (see :func:`counts_in_transaction`; or queued trials to take first): the caller takes the lock
-    and calls :func:`ask`.
+    (see :attr:`StudyStorage.counts_in_transaction`; or queued trials to take first): the caller
+    takes the lock and calls :func:`ask`.
     """
-    storage = internals.storage_of(study)
-    backend = rdb_backend(storage)
-    if lock_key is None or not counts_in_transaction(study):
+    backend = where.owned
+    if lock_key is None or backend is None or not where.counts_in_transaction:
         raise NotCounted("not a PostgreSQL storage")
-    assert isinstance(backend, OwnedTrialsStorage)
-    internals.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
-    return create_counted(storage, backend, internals.study_id(study), total, lock_key)
+    internals.forget_cached_trials(where.study)  # as study.ask(): the sampler sees this trial's start
+    return create_counted(where.front, backend, where.study_id, total, lock_key)
 
 
 def create_counted(front: BaseStorage, backend: OwnedTrialsStorage, study_id: int, total: int | None,
@@ -138,7 +130,7 @@ class NotCounted(Exception):
     """:func:`claim_counted` does not apply here."""
 
 
-def ask(study: optuna.Study, queued: int) -> optuna.Trial | int:
+def ask(where: StudyStorage, queued: int) -> optuna.Trial | int:
     """Start the next trial; call it holding the study's trial lock, with :func:`usage`'s ``queued``.
 
     A queued trial (a retry or an enqueued one, rare) is taken with ``study.ask()``. Otherwise, on an
@@ -146,35 +138,32 @@ def ask(study: optuna.Study, queued: int) -> optuna.Trial | int:
     ``optuna.Trial`` (which reads the trial back) after the lock is released, and nothing re-reads
     every running trial through Optuna's cache (work that grows with the workers).
     """
-    storage = internals.storage_of(study)
-    if queued or rdb_backend(storage) is None:
-        return study.ask()
-    internals.forget_cached_trials(study)  # as study.ask(): the sampler sees this trial's start
-    return storage.create_new_trial(internals.study_id(study))
+    if queued or where.rdb is None:
+        return where.study.ask()
+    internals.forget_cached_trials(where.study)  # as study.ask(): the sampler sees this trial's start
+    return where.front.create_new_trial(where.study_id)
 
 
-def claim_through_proxy(study: optuna.Study, total: int | None) -> int | None:
+def claim_through_proxy(where: StudyStorage, total: int | None) -> int | None:
     """One call to a storage proxy, which counts the budget, takes a queued trial or creates one and
     records its first heartbeat under the study's lock (:mod:`search.storage.proxy`): the new trial's
     id, or None when the budget is used up."""
     try:
-        return internals.storage_of(study).get_trial_id_from_study_id_trial_number(
-            internals.study_id(study), claim_number(total))
+        return where.front.get_trial_id_from_study_id_trial_number(where.study_id, claim_number(total))
     except KeyError:
         return None
 
 
-def open_trial(study: optuna.Study, asked: optuna.Trial | int) -> optuna.Trial:
+def open_trial(where: StudyStorage, asked: optuna.Trial | int) -> optuna.Trial:
     """The ``optuna.Trial`` of what :func:`ask` returned."""
-    return asked if isinstance(asked, optuna.Trial) else optuna.Trial(study, asked)
+    return asked if isinstance(asked, optuna.Trial) else optuna.Trial(where.study, asked)
 
 
-def running_with_worker(study: optuna.Study) -> int:
+def running_with_worker(where: StudyStorage) -> int:
     """RUNNING trials started by a worker of ours (they have heartbeats, so they end or go stale)."""
-    storage, study_id = internals.storage_of(study), internals.study_id(study)
-    rdb = rdb_backend(storage)
+    rdb, study_id = where.rdb, where.study_id
     if rdb is None:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = where.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return sum(1 for t in running if records.worker(t) is not None)
     from optuna.storages._rdb import models
 

@@ -10,6 +10,9 @@ Failing a trial and queueing its retry is one step (:func:`fail_and_retry`: one 
 RDB storage, one call through the proxy): nobody ever sees the trial failed while its retry is
 not queued yet, which a worker waiting for that trial would take for "budget used up, nothing
 running" and leave, stranding the retry.
+
+The functions take the study's storage resolved once (:class:`~search.storage.resolved.StudyStorage`:
+its heartbeat interval, grace period and kind), not the study.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search import records
-from search.storage.backend import heartbeat_settings, is_proxy, rdb_backend
 from search.storage import internals
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.resolved import StudyStorage
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +41,12 @@ LOST_PREFIX = "worker lost"
 MAX_RETRY = 1
 
 
-def interval_of(storage: BaseStorage) -> int | None:
-    """Heartbeat interval in seconds for trials in ``storage`` (None: no heartbeats)."""
-    if hasattr(storage, "get_heartbeat_interval"):
-        return storage.get_heartbeat_interval()
-    if is_proxy(storage):
-        return getattr(storage, "heartbeat_interval", None) or heartbeat_settings()[0]
-    return None
-
-
-def beat(storage: BaseStorage, trial_id: int) -> None:
+def beat(where: StudyStorage, trial_id: int) -> None:
     """Record one heartbeat of a running trial."""
-    if is_proxy(storage):
-        storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
+    if where.proxied:
+        where.front.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
     else:
-        storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
-
-
-def checks_stale_here(storage: BaseStorage) -> bool:
-    """Whether workers run the stale-trial check (a proxy runs it itself)."""
-    return internals.lists_stale_trials(storage) and bool(interval_of(storage))
-
-
-def grace_of(storage: BaseStorage) -> int:
-    """Seconds without heartbeat after which a running trial of ``storage`` is failed."""
-    rdb = rdb_backend(storage)
-    return int(rdb.grace_period or 2 * rdb.heartbeat_interval)  # type: ignore[union-attr,operator]
+        where.front.record_heartbeat(trial_id)  # type: ignore[attr-defined]
 
 
 def lost_reason(grace: int) -> str:
@@ -76,15 +58,14 @@ def is_lost(frozen: FrozenTrial) -> bool:
     return str(records.fail_reason(frozen, LOST_PREFIX)).startswith(LOST_PREFIX)
 
 
-def fail_stale(study: optuna.Study) -> int:
-    """Fail the trials of ``study`` whose worker stopped beating, with the reason; queue each once again."""
-    storage = internals.storage_of(study)
-    grace = grace_of(storage)
+def fail_stale(where: StudyStorage) -> int:
+    """Fail the trials of the study whose worker stopped beating, with the reason; queue each once again."""
+    grace = int(where.grace or 0)  # set wherever trials have heartbeats (none: nothing is stale)
     failed = 0
-    for trial_id in internals.stale_trial_ids(storage, study):
-        frozen = storage.get_trial(trial_id)
+    for trial_id in internals.stale_trial_ids(where.front, where.study):
+        frozen = where.front.get_trial(trial_id)
         retry = len(records.retry_history(frozen)) < MAX_RETRY
-        if not fail_and_retry(study, frozen, lost_reason(grace), retry=retry):
+        if not fail_and_retry(where, frozen, lost_reason(grace), retry=retry):
             continue  # another worker failed it first, or its own worker just finished it
         failed += 1
         log.warning("trial %d failed: %s", frozen.number, lost_reason(grace))
@@ -93,7 +74,7 @@ def fail_stale(study: optuna.Study) -> int:
     return failed
 
 
-def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str | None, *, retry: bool = True) -> bool:
+def fail_and_retry(where: StudyStorage, trial: FrozenTrial, reason: str | None, *, retry: bool = True) -> bool:
     """Set the RUNNING ``trial`` FAIL with user attr ``fail_reason`` = ``reason`` (None: leave it as is)
     and, with ``retry``, queue it again with the same params, in one step; False (nothing changed)
     when the trial is no longer running.
@@ -102,21 +83,21 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str | None, 
     :meth:`~search.storage.owned.OwnedTrialsStorage.fail_running`). Other storages (in memory,
     journal: no heartbeats, one machine) take the two steps in turn.
     """
-    storage = internals.storage_of(study)
+    storage = where.front
     trial_id = internals.trial_id(trial)
     attrs = {records.FAIL_REASON: reason} if reason is not None else {}
-    backend = rdb_backend(storage)
-    if isinstance(backend, OwnedTrialsStorage):
+    backend = where.owned
+    if backend is not None:
         if not backend.fail_running(trial_id, attrs, retry_template(trial) if retry else None):
             return False
-        internals.forget_cached_trials(study)
+        internals.forget_cached_trials(where.study)
         return True
-    if is_proxy(storage):
+    if where.proxied:
         try:
             storage.set_trial_system_attr(trial_id, FAIL_ATTR, {"reason": reason, "retry": retry})
         except UpdateFinishedTrialError:
             return False
-        internals.forget_cached_trials(study)
+        internals.forget_cached_trials(where.study)
         return True
     try:
         for key, value in attrs.items():
@@ -126,7 +107,7 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str | None, 
     except UpdateFinishedTrialError:
         return False
     if retry:
-        requeue(study, storage.get_trial(trial_id))
+        requeue(where.study, storage.get_trial(trial_id))
     return True
 
 
@@ -159,17 +140,16 @@ def requeue(study: optuna.Study, failed: FrozenTrial) -> None:
 class StaleCheck:
     """Runs :func:`fail_stale` at most once per heartbeat interval (out of the trial lock)."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study = study
-        storage = internals.storage_of(study)
-        self.enabled = checks_stale_here(storage)
-        self.every = float(interval_of(storage) or 0)
+    def __init__(self, where: StudyStorage) -> None:
+        self.where = where
+        self.enabled = where.checks_stale
+        self.every = float(where.heartbeat or 0)
         self._last = float("-inf")
 
     def __call__(self) -> None:
         if self.enabled and time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
-            fail_stale(self.study)
+            fail_stale(self.where)
 
 
 class HeartbeatThread:
@@ -178,10 +158,10 @@ class HeartbeatThread:
     Beats every interval from its start; the trial's first beat is the caller's, written when the
     trial is claimed (``runner._next_trial``), so none is repeated here."""
 
-    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        self.storage = storage
+    def __init__(self, where: StudyStorage, trial_id: int) -> None:
+        self.where = where
         self.trial_id = trial_id
-        self.interval = interval_of(storage)
+        self.interval = where.heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -194,7 +174,7 @@ class HeartbeatThread:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                beat(self.storage, self.trial_id)
+                beat(self.where, self.trial_id)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial
                 log.warning("heartbeat failed: %s", exc)
 

@@ -7,10 +7,10 @@ other uses of Optuna internals are in this package too (the table in :mod:`searc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Container
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -44,3 +44,35 @@ def lists_stale_trials(storage: optuna.storages.BaseStorage) -> bool:
 def stale_trial_ids(storage: optuna.storages.BaseStorage, study: Any) -> list[int]:
     """Ids of ``study``'s running trials whose heartbeat stopped (Optuna's fail_stale_trials reads the same)."""
     return storage._get_stale_trial_ids(study_id(study))  # type: ignore[attr-defined]
+
+
+class WithoutPruned:
+    """``study`` as a sampler sees it when it should learn from finished evaluations only: every
+    trial listing (``get_trials``, ``trials`` and the ``_get_trials`` Optuna's samplers call) leaves
+    the PRUNED trials out; everything else is the study itself."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        return self.study._get_trials(deepcopy=deepcopy, states=_unpruned(states), use_cache=use_cache)
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=deepcopy, states=_unpruned(states))
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+
+def without_pruned(study: optuna.Study) -> Any:
+    """:class:`WithoutPruned` of ``study`` (what ``search.algorithms.samplers.learning_from`` passes its sampler)."""
+    return WithoutPruned(study)
+
+
+def _unpruned(states: Container[TrialState] | None) -> tuple[TrialState, ...]:
+    return tuple(s for s in TrialState if s != TrialState.PRUNED and (states is None or s in states))

@@ -32,7 +32,11 @@ from search.core.errors import StorageError
 from search.storage.heartbeat import BEAT_ATTR, FAIL_ATTR, carry_out_fail_request, fail_stale
 from search.storage.budget import NotCounted, create_counted, rdb_usage
 from search.storage import internals
+from search.storage.grpc_auth import (
+    check_listen, is_loopback, make_server, quiet_grpc, read_token, server_credentials,
+)
 from search.storage.owned import OwnedTrialsStorage
+from search.storage.resolved import StudyStorage
 from search.storage.backend import (
     GRPC_PREFIX, TrialLock, claimed_budget, heartbeat_settings, mask_url, open_storage, resolve_url,
 )
@@ -125,22 +129,39 @@ class ProxyBackend(OwnedTrialsStorage):
         failed = 0
         for summary in self.get_all_studies():
             if internals.stale_trial_ids(self, summary):
-                failed += fail_stale(optuna.load_study(study_name=summary.study_name, storage=self))
+                failed += fail_stale(StudyStorage.of(optuna.load_study(study_name=summary.study_name, storage=self)))
         return failed
 
 
 def serve(storage: str | None, host: str, port: int, *, heartbeat_interval: int | None = None,
           grace_period: int | None = None, connect_timeout: float | None = None,
-          ready: threading.Event | None = None) -> None:
-    """Run the proxy in front of ``storage`` until interrupted."""
+          ready: threading.Event | None = None, allow_remote: bool = False, token_file: str | None = None,
+          tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    """Run the proxy in front of ``storage`` until interrupted.
+
+    It listens on a loopback address unless ``allow_remote`` (which needs a token), checks the token
+    (``token_file``, else $STRATEGY_SEARCH_PROXY_TOKEN or $STRATEGY_SEARCH_PROXY_TOKEN_FILE) on every
+    call when one is set, and serves TLS with ``tls_cert`` and ``tls_key`` (see :mod:`.grpc_auth`).
+    """
     url = resolve_url(storage)
     if url.startswith(GRPC_PREFIX) or not (url.startswith(("sqlite", "postgresql", "mysql"))):
         raise StorageError(f"storage-proxy --storage {mask_url(url)}: give the database URL "
                            "(sqlite:///... or postgresql+psycopg://...), not a journal or another proxy")
+    quiet_grpc()
     try:
-        from optuna.storages._grpc.server import make_server
+        import grpc  # noqa: F401
     except ImportError as exc:
         raise StorageError(f"gRPC support missing ({exc}); pip install 'strategy-search[grpc]'") from None
+    if (tls_cert is None) != (tls_key is None):
+        raise StorageError("storage-proxy: give both --tls-cert and --tls-key (or neither)")
+    token = read_token(token_file)
+    check_listen(host, allow_remote, token)
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    if tls is not None:
+        server_credentials(*tls)  # unreadable files: refused before the database is opened
+    if not is_loopback(host) and tls is None:
+        log.warning("storage-proxy on %s without TLS: the token and the studies cross the network unencrypted "
+                    "(give --tls-cert and --tls-key on a network you do not trust)", host)
     interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     backend = open_storage(url, heartbeat_interval=interval, grace_period=grace, connect_timeout=connect_timeout,
                            rdb_class=ProxyBackend, pool_size=PROXY_POOL)
@@ -162,12 +183,14 @@ def serve(storage: str | None, host: str, port: int, *, heartbeat_interval: int 
     checker = threading.Thread(target=check, daemon=True)
     checker.start()
     try:
-        server = make_server(front, host, port, ThreadPoolExecutor(max_workers=PROXY_THREADS))
-    except RuntimeError as exc:
-        raise StorageError(f"storage-proxy: cannot listen on {host}:{port} ({exc})") from None
+        server = make_server(front, host, port, ThreadPoolExecutor(max_workers=PROXY_THREADS), token=token, tls=tls)
+    except StorageError:
+        stop.set()
+        backend.engine.dispose()
+        raise
     server.start()
-    log.info("storage proxy for %s on grpc://%s:%d (heartbeat %ds, grace %ds)", mask_url(url), host, port,
-             interval, grace)
+    log.info("storage proxy for %s on grpc://%s:%d (heartbeat %ds, grace %ds%s%s)", mask_url(url), host, port,
+             interval, grace, ", token required" if token else "", ", TLS" if tls else "")
     if ready is not None:
         ready.set()
     try:

@@ -3,6 +3,10 @@
 Ask the registry, not the modules: :data:`STRATEGIES` (name -> :class:`Strategy`),
 :data:`PARAMS` (param -> :class:`Param`), :func:`check_value`, :func:`active_hooks`,
 :func:`inference_model`. A new remedy is a new module here, imported below.
+
+Importing the catalogue imports no torch (validating a space must not wait seconds for it): a
+strategy's hooks import torch in their bodies, and its ``nn.Module`` wrappers live in
+:mod:`search.models` (README, "Registries without torch"; tests/test_torch_free.py).
 """
 
 from search.strategies.base import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from search.models.backbones import FINETUNE_MODES, check_backbone
-from search.models.cnn import NORMS
+from search.models.norms import NORMS
 from search.strategies.base import Param, Strategy, register
 from search.strategies.input import smallest
 

@@ -12,12 +12,13 @@ optimistic, like any selection on it; the test split stays untouched.
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class BestEpoch(TrainHooks):

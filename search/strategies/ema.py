@@ -16,13 +16,13 @@ step of ~2 ms those extra ops cost more than the average itself.
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 LOW, HIGH = 0.5, 0.99999
 WARMUP_POWER = 0.75  # timm's advice for runs shorter than about a million steps
@@ -72,13 +72,15 @@ class ForeachEMA:
             return 0.0
         return max(min(1 - (1 + t) ** -self.warmup_power, self.decay), 0.0)
 
-    @torch.no_grad()
     def update(self, step: int) -> None:
+        import torch  # (here: the registry is read without torch; a cached module lookup per step)
+
         weight = 1.0 - self.decay_at(step)
-        if self._float[0]:
-            torch._foreach_lerp_(self._float[0], self._float[1], weight)
-        if self._other[0]:
-            torch._foreach_copy_(self._other[0], self._other[1])
+        with torch.no_grad():
+            if self._float[0]:
+                torch._foreach_lerp_(self._float[0], self._float[1], weight)
+            if self._other[0]:
+                torch._foreach_copy_(self._other[0], self._other[1])
 
 
 class WeightEMA(TrainHooks):

@@ -8,13 +8,13 @@ drawn about equally often (same number of samples per epoch as a plain shuffle).
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
-from torch import Generator, Tensor
+from typing import TYPE_CHECKING, Sequence
 
 from search.core.config import TrialConfig
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
+
+if TYPE_CHECKING:
+    from torch import Generator, Tensor
 
 IMBALANCE = ("none", "weighted_loss", "balanced_sampler")
 
@@ -25,6 +25,8 @@ def inverse_frequency(counts: Sequence[int]) -> Tensor:
     A class without training images gets weight 0: no target names it, and a weight of 1 / 0 would
     let label smoothing (which gives every class a share) swamp the loss.
     """
+    import torch
+
     c = torch.as_tensor(list(counts), dtype=torch.float64)
     present = c > 0
     inv = torch.where(present, 1.0 / c.clamp(min=1.0), torch.zeros_like(c))
@@ -39,6 +41,8 @@ def balanced_order(labels: Tensor, generator: Generator) -> Tensor:
     Drawn as "a class uniformly, then one of its images uniformly", which is that distribution
     without torch.multinomial's 2**24-category limit.
     """
+    import torch
+
     y = labels.cpu()
     n = len(y)
     counts = torch.bincount(y)

@@ -9,13 +9,14 @@ Only training batches are mixed: validation, test and exports see the images as 
 
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Callable
 
 from search.core.config import TrialConfig
 from search.data.transforms import tv2
 from search.strategies.base import Advice, Param, Strategy, TrainHooks, TrialContext, register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MIXES = ("none", "mixup", "cutmix", "mixup_cutmix")
 

@@ -2,23 +2,24 @@
 
 Optimizers and schedules are registries of factories; the ``optimizer`` and ``schedule``
 strategies take their allowed values from them, so a new optimizer is one registration here.
+The factories import torch when they build (the registries are read without it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
-
-import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+from typing import TYPE_CHECKING, Any, Callable
 
 from search.core.config import TrialConfig
 from search.core.registry import Registry
 from search.strategies.base import Param, Strategy, register
 
-OptimizerFactory = Callable[[list[dict[str, Any]], TrialConfig], Optimizer]
-ScheduleFactory = Callable[[Optimizer, TrialConfig, int, int], LRScheduler]
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+
+OptimizerFactory = Callable[[list[dict[str, Any]], TrialConfig], "Optimizer"]
+ScheduleFactory = Callable[["Optimizer", TrialConfig, int, int], "LRScheduler"]
 
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
 SCHEDULES: Registry[ScheduleFactory] = Registry("schedule")
@@ -34,18 +35,24 @@ def fused_kernels(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: list[dict[str, Any]], c: TrialConfig) -> Optimizer:
+    import torch
+
     return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
                            nesterov=c.momentum > 0, **fused_kernels(groups))
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict[str, Any]], c: TrialConfig) -> Optimizer:
+    import torch
+
     return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay, **fused_kernels(groups))
 
 
 @OPTIMIZERS.register("adam")
 def _adam(groups: list[dict[str, Any]], c: TrialConfig) -> Optimizer:
     # Classic L2 penalty (coupled weight decay), for comparison with AdamW's decoupled decay.
+    import torch
+
     return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay, **fused_kernels(groups))
 
 
@@ -61,12 +68,16 @@ def _with_warmup(shape: Callable[[float], float], warmup_steps: int, total: int)
 
 @SCHEDULES.register("constant")
 def _constant(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> LRScheduler:
+    from torch.optim.lr_scheduler import LambdaLR
+
     total = steps_per_epoch * epochs
     return LambdaLR(opt, _with_warmup(lambda t: 1.0, c.warmup_epochs * steps_per_epoch, total))
 
 
 @SCHEDULES.register("cosine")
 def _cosine(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> LRScheduler:
+    from torch.optim.lr_scheduler import LambdaLR
+
     total = steps_per_epoch * epochs
     return LambdaLR(opt, _with_warmup(lambda t: 0.5 * (1 + math.cos(math.pi * t)),
                                       c.warmup_epochs * steps_per_epoch, total))
@@ -75,6 +86,8 @@ def _cosine(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -
 @SCHEDULES.register("step")
 def _step(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> LRScheduler:
     # x0.1 at half and at three quarters of training.
+    from torch.optim.lr_scheduler import LambdaLR
+
     total = steps_per_epoch * epochs
     return LambdaLR(opt, _with_warmup(lambda t: 1.0 if t < 0.5 else (0.1 if t < 0.75 else 0.01),
                                       c.warmup_epochs * steps_per_epoch, total))
@@ -82,6 +95,8 @@ def _step(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> 
 
 @SCHEDULES.register("onecycle")
 def _onecycle(opt: Optimizer, c: TrialConfig, steps_per_epoch: int, epochs: int) -> LRScheduler:
+    from torch.optim.lr_scheduler import OneCycleLR
+
     max_lr = [g["lr"] for g in opt.param_groups]
     return OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, steps_per_epoch * epochs))
 

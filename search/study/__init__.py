@@ -11,4 +11,4 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 # The public modules (``from search.study import *``); each declares its own names.
-__all__ = ["create", "load", "objective", "runner", "signals", "stopping", "warmstart", "workers"]
+__all__ = ["create", "load", "objective", "readiness", "runner", "signals", "stopping", "warmstart", "workers"]

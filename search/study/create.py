@@ -28,16 +28,31 @@ def _canonical(raw: Any) -> str:
 
 def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -> optuna.Study:
     """Create the study, or load it when it exists with the same space (budget may differ)."""
+    return create_or_resume(space, storage)[0]
+
+
+def create_or_resume(space: SearchSpace, storage: str | BaseStorage | None = None) -> tuple[optuna.Study, bool]:
+    """:func:`create_study`, and whether this call created the study (a fresh one no other process has
+    joined: the only case in which ``run`` seeds its sampler with the space's ``seed`` alone).
+
+    Creation is one unit as far as a kill can tell: the ``enqueue:`` entries are queued first and the
+    space is stored last, so a study without its space is a creation that did not finish, and the
+    next command finishes it (queueing only what is missing).
+    """
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage)
-    study = optuna.create_study(study_name=space.study, storage=store, directions=space.directions,
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=space.study, storage=store, directions=space.directions)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=space.study, storage=store)
+        created = False
     stored = records.stored_space(study)
     if stored is None:
+        enqueue_from_space(study, space)
         # Its own id: checkpoints are filed under it, so another study of the same name never shares them.
         records.init_study(study, uid=uuid.uuid4().hex, space=_json(space.raw), source=Path(space.source).name,
                            objective_names=[o.name for o in space.objectives],
                            created_with=f"strategy-search {__version__}")
-        enqueue_from_space(study, space)
         log.info("created study %r", space.study)
     else:
         if _canonical(stored) != _canonical(space.raw):
@@ -53,7 +68,7 @@ def create_study(space: SearchSpace, storage: str | BaseStorage | None = None) -
             stopping.reset(study)  # new stop rules (or none) are judged afresh
         log.info("resuming study %r", space.study)  # (the worker's first line counts its trials and budget)
     name_objectives(study, space)
-    return study
+    return study, created
 
 
 def _json(raw: Any) -> Any:

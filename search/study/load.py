@@ -22,5 +22,6 @@ def load_study(name: str, storage: str | BaseStorage | None = None) -> tuple[opt
         raise UserError(f"no study named {name!r} in this storage; studies: {known}") from None
     stored = records.stored_space(study)
     if stored is None:
-        raise UserError(f"study {name!r} was not created by strategy-search (no stored space)")
+        raise UserError(f"study {name!r} was not created by strategy-search (no stored space), or its creation "
+                        "was interrupted: `strategy-search create SPACE` finishes it")
     return study, parse_space(stored, source=f"study {name!r}")

@@ -15,12 +15,13 @@ from search.core.config import TrialConfig
 from search.space.constraints import ARCHITECTURE_METRICS, all_hold, device_label, violations
 from search.data.datasets import load_dataset
 from search import records
-from search.models.backbones import check_weights_dir
 from search.core.spec import SearchSpace
 from search.train.loop import EpochLog, NonFiniteLoss, TrainResult, resolve_device, train_space
-from search.train.metrics import positive_index
 from search.storage import internals
+from search.storage.resolved import StudyStorage
 from search.study.packing import read_gpu_memory
+from search.study.readiness import check_data, param_values
+from search.study.intermediate import TrialJudge
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +46,15 @@ class Objective:
 
         Opens the dataset cache at every input size and aspect the space names (building what is
         missing, once per machine), so data errors show before the first trial and no trial pays
-        for decoding.
+        for decoding; then the checks ``create`` made without torch (:func:`readiness.check_data`).
         """
         default = TrialConfig()
-        sizes = self._values("input_size", default.input_size)
+        sizes = param_values(self.space, "input_size", default.input_size)
         sizes = [s if isinstance(s, int) or s is None else None for s in sizes]
         for size in dict.fromkeys(sizes):
-            for aspect in dict.fromkeys(self._values("aspect", default.aspect)):
+            for aspect in dict.fromkeys(param_values(self.space, "aspect", default.aspect)):
                 data = load_dataset(self.space.dataset, size, aspect)
-        for spec in self.space.objectives:
-            positive_index(spec, data.classes)
-        # Weights are not required up front: a backbone without a local file loads through timm in
-        # its trial (which fails with both ways out if that cannot work either).
-        if True in self._values("pretrained", False) and set(self._values("backbone", "none")) - {"none"}:
-            warning = check_weights_dir(self.weights_dir)
-            if warning:
-                log.warning(warning)
-
-    def _values(self, name: str, default: Any) -> list[Any]:
-        p = self.space.param(name)
-        if p is None:
-            return [default]
-        return list(p.choices) if p.kind == "choices" else [p.value]
+        check_data(self.space, self.weights_dir, data.classes)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config = self.space.sample(trial)
@@ -77,18 +65,23 @@ class Objective:
             records.record_retry_of(trial, original)
         records.record_config(trial, config)
         history: list[dict[str, float]] = []
+        # Per-objective values per step, MO-ASHA and quality constraints (search.study.intermediate).
+        judge = TrialJudge(self.space, trial, int(config.epochs or 1))
 
         def on_epoch(entry: EpochLog) -> None:
             history.append(entry.to_dict())
-            if self.space.multi_objective:
-                return
-            trial.report(entry.value, entry.epoch)
-            if trial.should_prune():
+            if not self.space.multi_objective:
+                trial.report(entry.value, entry.epoch)
+            why = judge.epoch(entry)
+            if why is None and not self.space.multi_objective and trial.should_prune():
+                why = f"pruned at epoch {entry.epoch} ({entry.value:.4f})"
+            if why is not None:
                 records.record_pruned(trial, history, entry.epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {entry.epoch} ({entry.value:.4f})")
+                raise optuna.TrialPruned(why)
 
-        judge = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
-        on_model = functools.partial(self._judge_architecture, trial) if judge else None
+        architecture = any(c.metric in ARCHITECTURE_METRICS for c in self.space.constraints)
+        costs = self.space.multi_objective and any(o.metric in ARCHITECTURE_METRICS for o in self.space.objectives)
+        on_model = functools.partial(self._on_model, trial, judge, architecture) if architecture or costs else None
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # this trial's peak, for --per-gpu auto
@@ -118,7 +111,7 @@ class Objective:
             records.record_fail_reason(trial, f"non-finite objective {values}")
         return values[0] if len(values) == 1 else values
 
-    def sweep_kept_files(self, study: optuna.Study) -> None:
+    def sweep_kept_files(self, where: StudyStorage) -> None:
         """Remove the files of finished trials ``keep:`` no longer keeps (a worker does this as it
         leaves: trials that finished at the same time on several workers each kept their files)."""
         if self.artifacts is None:
@@ -126,11 +119,17 @@ class Objective:
         from search.artifacts import trial_files
 
         try:
-            trials = study.get_trials(deepcopy=False)
-            trial_files.sweep(self.artifacts, internals.storage_of(study), internals.study_id(study), trials,
+            trials = where.study.get_trials(deepcopy=False)
+            trial_files.sweep(self.artifacts, where.front, where.study_id, trials,
                               trial_files.kept_numbers(self.space, trials))
         except Exception as exc:  # noqa: BLE001 - the next worker to finish a trial sweeps again
             log.warning("could not remove the files of trials no longer kept: %s", exc)
+
+    def _on_model(self, trial: optuna.Trial, judge: TrialJudge, architecture: bool, costs: Mapping[str, float]) -> None:
+        """The built model's costs, before its first step: recorded as step 0, then judged."""
+        judge.costs(costs)
+        if architecture:
+            self._judge_architecture(trial, costs)
 
     def _judge_architecture(self, trial: optuna.Trial, costs: Mapping[str, float]) -> None:
         """Prune the trial before its first step when the built model's size or latency breaks a

@@ -25,26 +25,25 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.core import progress
 from search.core.numbers import duration
 from search.core.spec import SearchSpace
-from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counted_trials,
-                                   counts_in_transaction, open_trial, running_with_worker, usage, used_budget)
+from search.storage.budget import (NotCounted, ask, claim_counted, claim_through_proxy, counted_trials, open_trial,
+                                   running_with_worker, usage, used_budget)
 from search.study.objective import Objective
 from search import records
 from search.algorithms.pruners import create_pruner
-from search.algorithms.samplers import create_sampler, grid_size
+from search.algorithms.samplers import create_sampler, grid_size, learning_from
 from search.study import stopping
 from search.study.packing import drain_requested
 from search.study.create import name_objectives
 from search.study.signals import hold_signals, redeliver
-from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, interval_of, is_lost
-from search.storage.backend import TrialLock, is_proxy, rdb_backend, resolve_url
+from search.storage.heartbeat import HeartbeatThread, StaleCheck, beat, fail_and_retry, is_lost
+from search.storage.backend import TrialLock
 from search.storage import internals
-from search.storage.owned import OwnedTrialsStorage
+from search.storage.resolved import StudyStorage
 from search.storage.retry import Outage
 
 log = logging.getLogger(__name__)
@@ -104,43 +103,50 @@ def _describe(trial: FrozenTrial, names: list[str], seconds: float) -> str:
         last = trial.intermediate_values.get(max(trial.intermediate_values)) if trial.intermediate_values else None
         reason = records.fail_reason(trial)
         at = f"at epoch {records.pruned_at_epoch(trial)}" if reason is None else reason
-        values = f"{at}" + (f" ({names[0]}={last:.4f})" if last is not None else "")
+        shown = f"{names[0]}={last:.4f}" if last is not None else _last_values(trial, names)
+        values = f"{at}" + (f" ({shown})" if shown else "")
     else:
         values = records.fail_reason(trial, "failed")
     return f"trial {trial.number:>3} {trial.state.name:<8} {values} | {params} ({seconds:.1f}s)"
+
+
+def _last_values(trial: FrozenTrial, names: list[str]) -> str:
+    """``accuracy=0.6100 params=1234`` at the last step recorded per objective (several objectives)."""
+    last = records.last_intermediate(records.intermediate(trial), names)
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, last[1])) if last else ""
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | None = None,
+def run_trials(study: optuna.Study, space: SearchSpace, *, storage: StudyStorage | None = None,
                n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
                weights_dir: str | None = None, worker_seed: int | None = None,
                artifacts: Any = None) -> WorkerSummary:
     """Run trials in this process until the study's budget or ``timeout`` is used up.
 
+    ``storage``: the study's storage as the command resolved it (:meth:`StudyStorage.of`, made once
+    here when not given); the budget, heartbeat, lock and keep code get this one object.
     Kept trials upload their files to ``artifacts`` (an Optuna artifact store, from
     :func:`search.study.artifact_store.open_artifacts`; None keeps nothing), see :mod:`search.artifacts.trial_files`.
     """
-    storage = internals.storage_of(study)
-    in_memory = isinstance(storage, optuna.storages.InMemoryStorage)
+    where = storage if storage is not None else StudyStorage.of(study)
+    if where.study is not study:
+        raise ValueError("run_trials: storage was resolved for another study object")
     objective = Objective(space, device=device, weights_dir=weights_dir,
                           artifacts=None if space.keep == "none" else artifacts)
     objective.check_ready()
     name_objectives(study, space)  # a study created before metric names were stored
-    study.sampler = create_sampler(space, worker_seed)
     study.pruner = create_pruner(space, records.is_enqueued)
+    study.sampler = learning_from(create_sampler(space, worker_seed), study.pruner, internals.without_pruned)
     total = budget_of(space, n_trials)
     timeout = timeout if timeout is not None else space.budget.timeout
     time_budget = TimeBudget(space.budget.time, space.budget.max_epochs) if space.budget.time else None
-    rdb = rdb_backend(storage)
-    engine = rdb.engine if rdb is not None else None
     # Through a storage proxy the proxy takes the lock when it claims a trial (search.storage.proxy).
-    lock = None if in_memory or is_proxy(storage) else TrialLock(resolve_url(storage_url), study.study_name,
-                                                                 engine=engine, policy=getattr(rdb, "retry", None))
-    heartbeat = interval_of(storage)
-    stale = StaleCheck(study)
+    lock = where.lock()
+    heartbeat = where.heartbeat
+    stale = StaleCheck(where)
     names = [o.name for o in space.objectives]
     summary = WorkerSummary(study=study.study_name)
     start = time.monotonic()
@@ -148,9 +154,9 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
     started = datetime.datetime.now().replace(microsecond=0)
     log.info("device %s; %s%s", objective.device, budget_line(study, total),
              f"; timeout {timeout:.0f}s" if timeout else "")
-    trials_bar = progress.trial_bar(total, used_budget(study), study.study_name)
+    trials_bar = progress.trial_bar(total, used_budget(where), study.study_name)
     pace = Pace(study)
-    trials_bar.note(pace.left(total, used_budget(study)))
+    trials_bar.note(pace.left(total, used_budget(where)))
     # Start-up objects (torch, the dataset, the model code) never become garbage: keep them out of
     # the collector's full passes, which otherwise stall a worker for 100+ ms every few trials.
     # Only the young generations are collected first: a full pass costs as much as the stall
@@ -173,14 +179,14 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             if drain_requested():
                 log.info("the launcher lowered this GPU's workers (a trial ran out of memory): stopping here")
                 break
-            trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+            trial = _next_trial(where, total, lock, bool(heartbeat), stale, used_up=waiting)
             if trial is None:
-                others = running_with_worker(study) if heartbeat else 0
+                others = running_with_worker(where) if heartbeat else 0
                 if not others:
                     # Nothing runs now, but a trial may have stopped since the claim above: failed as
                     # lost (its retry queued in the same step) or interrupted. A claim made after this
                     # look finds any such retry, so leave only if it finds nothing either.
-                    trial = _next_trial(study, storage, total, lock, bool(heartbeat), stale, used_up=waiting)
+                    trial = _next_trial(where, total, lock, bool(heartbeat), stale, used_up=waiting)
                     if trial is None:
                         break
             if trial is None:
@@ -191,7 +197,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
                 time.sleep(min(float(heartbeat), IDLE_POLL))
                 continue
             waiting = False
-            frozen, seconds = _run_one(study, storage, trial, objective)
+            frozen, seconds = _run_one(where, trial, objective)
             if time_budget is not None:
                 time_budget.add(seconds, len(records.history(frozen)))
             summary.counts[frozen.state.name] = summary.counts.get(frozen.state.name, 0) + 1
@@ -199,7 +205,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
             pace.add(len(records.history(frozen)), seconds)
             trials_bar.update()
             if total is not None:
-                trials_bar.note(pace.left(total, used_budget(study)))
+                trials_bar.note(pace.left(total, used_budget(where)))
     except KeyboardInterrupt:
         summary.seconds = time.monotonic() - start
         summary.requeued = _requeued_here(study, started)
@@ -208,7 +214,7 @@ def run_trials(study: optuna.Study, space: SearchSpace, *, storage_url: str | No
         trials_bar.close()
         if lock is not None:
             lock.close()
-    objective.sweep_kept_files(study)
+    objective.sweep_kept_files(where)
     summary.seconds = time.monotonic() - start
     return summary
 
@@ -318,7 +324,7 @@ def _requeued_here(study: optuna.Study, since: datetime.datetime) -> list[int]:
             and t.datetime_start is not None and t.datetime_start >= since]
 
 
-def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lock: TrialLock | None, heartbeat: bool,
+def _next_trial(where: StudyStorage, total: int | None, lock: TrialLock | None, heartbeat: bool,
                 stale: StaleCheck | None = None, used_up: bool = False) -> optuna.Trial | None:
     # Out of the lock and at most once per heartbeat interval: failing a stale trial and queueing
     # its retry only lowers the used budget, so it needs no lock.
@@ -326,97 +332,96 @@ def _next_trial(study: optuna.Study, storage: BaseStorage, total: int | None, lo
         stale()
 
     held: list[int] = []
-    proxied = is_proxy(storage)
+    proxied = where.proxied
     with contextlib.ExitStack() as signals:
         if proxied:
             # One call: the proxy counts, claims and records the first heartbeat under the study's
             # lock, so a worker interrupted from here on leaves a trial that goes stale and is retried.
-            asked: optuna.Trial | int | None = claim_through_proxy(study, total)
+            asked: optuna.Trial | int | None = claim_through_proxy(where, total)
             if asked is None:
                 return None
         else:
             # A worker that found the budget used up looks without the lock: it stays used up until a
             # stale trial is failed (the next look sees that), and waiting workers must not queue on it.
-            if used_up and total is not None and used_budget(study) >= total:
+            if used_up and total is not None and used_budget(where) >= total:
                 return None
             # Only "count the budget, then claim or create a trial" needs the study's lock; reading
             # the trial back, its first heartbeat and its worker attr come after it is released.
             key = lock.advisory_key if lock is not None else None
-            counted = key is not None and counts_in_transaction(study)
+            counted = key is not None and where.counts_in_transaction
             holding = counted
             if counted:
                 # PostgreSQL: the count and the new trial in one transaction that takes the lock.
                 held = signals.enter_context(hold_signals())
                 try:
-                    asked = claim_counted(study, total, key)
+                    asked = claim_counted(where, total, key)
                 except NotCounted:  # queued trials: one is taken under the lock
                     counted = False
             if not counted:
                 with lock.hold() if lock is not None else contextlib.nullcontext():
-                    used, queued = usage(study)
+                    used, queued = usage(where)
                     if total is not None and used >= total:
                         asked = None
                     else:
                         if not holding:
                             held = signals.enter_context(hold_signals())
-                        asked = ask(study, queued)
+                        asked = ask(where, queued)
             if asked is None:
                 if held:
                     signals.close()
                     redeliver(held[0])
                 return None
-        trial = _start(study, storage, asked, heartbeat and not proxied)
+        trial = _start(where, asked, heartbeat and not proxied)
     if held:
-        _interrupted(study, storage, trial)
+        _interrupted(where, trial)
         redeliver(held[0])
     return trial
 
 
-def _start(study: optuna.Study, storage: BaseStorage, asked: optuna.Trial | int, beats: bool) -> optuna.Trial:
+def _start(where: StudyStorage, asked: optuna.Trial | int, beats: bool) -> optuna.Trial:
     """Record a new trial's first heartbeat and its worker, and open it."""
-    backend = rdb_backend(storage)
-    if isinstance(asked, int) and isinstance(backend, OwnedTrialsStorage) and backend.owns(asked):
+    backend = where.owned
+    if isinstance(asked, int) and backend is not None and backend.owns(asked):
         # Created here: no lookups before the writes (one statement each on PostgreSQL), and opening
         # it reads the local copy.
         backend.start_trial(asked, {records.WORKER: worker_id()}, heartbeat=beats)
-        return open_trial(study, asked)
-    trial = open_trial(study, asked)
+        return open_trial(where, asked)
+    trial = open_trial(where, asked)
     if beats:
         # Beat before anything else: a RUNNING trial without a heartbeat is never failed as stale.
-        beat(storage, internals.trial_id(trial))
+        beat(where, internals.trial_id(trial))
     records.record_worker(trial, worker_id())
     return trial
 
 
-def _run_one(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial,
-             objective: Objective) -> tuple[FrozenTrial, float]:
+def _run_one(where: StudyStorage, trial: optuna.Trial, objective: Objective) -> tuple[FrozenTrial, float]:
     start = time.monotonic()
-    with HeartbeatThread(storage, internals.trial_id(trial)):
+    with HeartbeatThread(where, internals.trial_id(trial)):
         try:
             outcome, reason = _evaluate(objective, trial)
             with hold_signals() as held:  # a finished trial is recorded whole, even if Ctrl-C comes now
                 if reason is not None:
                     _set_reason(trial, reason)
-                frozen = _tell(study, trial, **outcome)
+                frozen = _tell(where.study, trial, **outcome)
         except KeyboardInterrupt:
-            _interrupted(study, storage, trial)
+            _interrupted(where, trial)
             raise
     if held:
         redeliver(held[0])
-    _write_note(study, storage, frozen, [o.name for o in objective.space.objectives])
+    _write_note(where, frozen, [o.name for o in objective.space.objectives])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return frozen, time.monotonic() - start
 
 
-def _write_note(study: optuna.Study, storage: BaseStorage, frozen: FrozenTrial, names: list[str]) -> None:
+def _write_note(where: StudyStorage, frozen: FrozenTrial, names: list[str]) -> None:
     """The finished trial's note for optuna-dashboard's trial page (search.records.note); a note that
     cannot be written costs a warning, never the trial."""
     from search.records.note import note_keys, trial_note
 
     try:
         for key, value in note_keys(internals.trial_id(frozen), trial_note(frozen, names)).items():
-            storage.set_study_system_attr(internals.study_id(study), key, value)
+            where.front.set_study_system_attr(where.study_id, key, value)
     except Exception as exc:  # noqa: BLE001 - the trial is recorded already; its note is a nicety
         log.warning("trial %d: could not write its dashboard note: %s", frozen.number, exc)
 
@@ -439,13 +444,13 @@ def _evaluate(objective: Objective, trial: optuna.Trial) -> tuple[dict[str, Any]
     return {"values": values}, None
 
 
-def _interrupted(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial) -> None:
+def _interrupted(where: StudyStorage, trial: optuna.Trial) -> None:
     """Record an interrupted trial FAIL and queue it again, in one step (unless it was already finished)."""
-    if storage.get_trial(internals.trial_id(trial)).state.is_finished():
+    if where.front.get_trial(internals.trial_id(trial)).state.is_finished():
         return
     _set_reason(trial, "interrupted")  # unless the objective gave a reason first
     # Read back after the reason: its params and retry history make the retry.
-    fail_and_retry(study, storage.get_trial(internals.trial_id(trial)), None, retry=True)
+    fail_and_retry(where, where.front.get_trial(internals.trial_id(trial)), None, retry=True)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
@@ -471,6 +476,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> FrozenTria
     return frozen
 
 
-def worker_seed_for(space: SearchSpace) -> int:
-    """Distinct sampler seeds per worker process so parallel workers do not draw the same startups."""
-    return (space.seed * 1_000_003 + os.getpid()) % (2**31 - 1)
+def worker_seed_for(space: SearchSpace, n_trials: int = 0) -> int:
+    """A sampler seed of its own for each worker process and each point of the study (``n_trials``: the
+    trials already in it), so neither parallel workers nor a process that resumes the study draw
+    from the sampler state an earlier one drew from (which repeated its trials' params)."""
+    return (space.seed * 1_000_003 + n_trials * 7_919 + os.getpid()) % (2**31 - 1)

@@ -92,12 +92,10 @@ def fit_trial(space: SearchSpace, config: dict[str, Any]) -> tuple[dict[str, Any
     return params, dists
 
 
-def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: Any = None) -> WarmStart:
-    """Copy ``source``'s finished trials that fit ``space`` into ``study`` (once per study)."""
-    report = WarmStart(source)
-    if records.warm_started_from(study):
-        report.already = True
-        return report
+def check_warm_source(space: SearchSpace, source: str, storage: Any = None) -> tuple[optuna.Study, SearchSpace]:
+    """The study ``source`` and its space, when its trials can warm-start ``space`` (same objectives and
+    dataset); a :class:`UserError` otherwise. Called before the new study is created, so a refused warm
+    start leaves nothing behind."""
     other, other_space = load_study(source, storage)
     names = [o.name for o in space.objectives]
     if [o.name for o in other_space.objectives] != names:
@@ -106,6 +104,18 @@ def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: An
     if other_space.dataset != space.dataset:
         raise UserError(f"--warm-start {source!r}: it searched dataset {other_space.dataset.label} with other "
                         "settings; its scores do not carry over")
+    return other, other_space
+
+
+def warm_start(study: optuna.Study, space: SearchSpace, source: str, storage: Any = None,
+               checked: tuple[optuna.Study, SearchSpace] | None = None) -> WarmStart:
+    """Copy ``source``'s finished trials that fit ``space`` into ``study`` (once per study); ``checked``:
+    what :func:`check_warm_source` returned."""
+    report = WarmStart(source)
+    if records.warm_started_from(study):
+        report.already = True
+        return report
+    other, _ = checked or check_warm_source(space, source, storage)
     for t in other.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         config = records.config_dict(t)
         fitted = fit_trial(space, config) if config else "no stored config"

@@ -133,12 +133,22 @@ def parse_per_gpu(value: str | int) -> int | str:
     return k
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, SLURM, containers)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def plan_workers(*, gpus: str | None = None, per_gpu: int | str = 1, processes: int | None = None,
-                 available: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerSpec]:
+                 available: list[str] | None = None, cpu_count: int | None = None,
+                 force: bool = False) -> list[WorkerSpec]:
     """The worker processes to start for ``--gpus all|0,1,3 [--per-gpu K|auto]`` or ``--processes N``.
 
     ``available`` is the list of usable GPU ids (default: :func:`visible_gpus`). Each worker
-    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set.
+    gets an even share of the CPU cores as ``OMP_NUM_THREADS`` unless that is already set. More
+    worker processes than cores (each one a Python process training with torch) need ``force``.
     With ``per_gpu="auto"`` the plan has one worker per GPU; :func:`pack` then probes each GPU
     and plans the count that fits (:mod:`search.study.packing`).
     """
@@ -157,6 +167,12 @@ def plan_workers(*, gpus: str | None = None, per_gpu: int | str = 1, processes: 
         specs = [WorkerSpec(label=f"cpu{i}", device="cpu") for i in range(processes)]
     else:
         raise UserError("give --gpus all|0,1,3 or --processes N to start several workers")
+    cores = cpu_count or usable_cores()
+    if len(specs) > cores and not force:
+        what = f"--processes {processes}" if processes is not None else f"{len(specs)} GPU worker processes"
+        raise UserError(f"{what}: more worker processes than this machine's {cores} CPU core(s); each trains with "
+                        f"its own torch threads and memory, so more than {cores} only compete; use at most {cores}, "
+                        "or add --force")
     return _share_cores(specs, cpu_count)
 
 
@@ -490,14 +506,17 @@ def run_worker(study_name: str, store: Any, *, storage_url: str | None, n_trials
     Raises ``WorkerInterrupted`` (with the summary) after Ctrl-C or SIGTERM.
     """
     from search.records import state_counts
+    from search.storage.resolved import StudyStorage
     from search.study.load import load_study
     from search.study.artifact_store import open_artifacts
     from search.study.runner import run_trials, worker_seed_for
 
     study, spec = load_study(study_name, store)
-    files = open_artifacts(artifacts, spec.artifacts, storage_url, create=True) if spec.keep != "none" else None
+    where = StudyStorage.of(study, storage_url)  # once: the runner, budget, heartbeats and lock get this
+    files = open_artifacts(artifacts, spec.artifacts, where.url, create=True) if spec.keep != "none" else None
     label_logs()
     stop_on_sigterm()
-    summary = run_trials(study, spec, storage_url=storage_url, n_trials=n_trials, timeout=timeout, device=device,
-                         weights_dir=weights_dir, worker_seed=worker_seed_for(spec), artifacts=files)
+    seed = worker_seed_for(spec, len(study.get_trials(deepcopy=False)))
+    summary = run_trials(study, spec, storage=where, n_trials=n_trials, timeout=timeout, device=device,
+                         weights_dir=weights_dir, worker_seed=seed, artifacts=files)
     return summary, state_counts(study.get_trials(deepcopy=False))

@@ -221,12 +221,14 @@ def make_server(storage: str | None, host: str, port: int, *, allow_writes: bool
 
     from optuna_dashboard import wsgi
 
+    from search.tools.dashboard_curves import with_objective_curves
+
     class ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
     store = open_storage(storage, heartbeat=False, rdb_class=KeptFilesStorage)
     files = dashboard_artifacts(store, artifacts, storage)
-    app = wsgi(store, artifact_store=files)
+    app = with_objective_curves(wsgi(store, artifact_store=files), store)  # per-objective curves (several objectives)
     if not allow_writes:
         app = read_only(app)
 

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.core.config import TrialConfig
 from search.core.spec import SearchSpace
 from search import records
 from search.storage import internals
@@ -25,7 +26,12 @@ SEARCH_ONLY_KEYS = ("enqueue", "doctor")  # space keys an exported config never 
 
 def export_config(study: optuna.Study, space: SearchSpace, trial: FrozenTrial | None = None) -> dict[str, Any]:
     """A space document that re-runs ``trial`` (default: the best) exactly: same params and seed."""
-    trial, trial_config = chosen_config(study, trial, "export")
+    return config_document(study, space, *chosen_config(study, trial, "export"))
+
+
+def config_document(study: optuna.Study, space: SearchSpace, trial: FrozenTrial,
+                    trial_config: TrialConfig) -> dict[str, Any]:
+    """:func:`export_config`'s document for the chosen ``trial`` and the config it ran with."""
     config = trial_config.to_dict()
     doc = copy.deepcopy(dict(space.raw))
     # The search's first trials and the doctor's record belong to the search, not to this one
@@ -81,8 +87,9 @@ def export_bundle(study: optuna.Study, space: SearchSpace, directory: str | Path
                        follow_records=follow_records) if artifacts is not None else None
     if trial is None:
         trial = _best_with_model(study, files, legacy_checkpoints)
-    doc = export_config(study, space, trial)
+    # Chosen once (and its config read once): everything below gets this trial and config.
     trial, trial_config = chosen_config(study, trial, "export")
+    doc = config_document(study, space, trial, trial_config)
     out = Path(directory)
     check_output(out, force)  # before any training: a refused folder fails at once
     source = model_identity(study, trial.number, records.config_dict(trial) or {})

@@ -7,6 +7,7 @@ the model's own preprocessing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -14,7 +15,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from search.artifacts.bundle import Bundle
-from search.data.decode import IMAGE_SUFFIXES, decode_fit
+from search.data.decode import IMAGE_SUFFIXES, decode_fit, not_regular
 from search.core.errors import DataError
 
 
@@ -42,6 +43,8 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
             out.extend(found)
         elif p.is_file():
             out.append(p)
+        elif os.path.lexists(p):  # a FIFO would block forever, a dangling link fails
+            raise DataError(f"{p}: {not_regular(p) or 'not a regular file'}")
         else:
             raise DataError(f"{p}: no such file or folder")
     if not out:

@@ -10,19 +10,36 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from safetensors.torch import save_file
 
 from search.core.errors import UserError, WeightsError
-from search.models.backbones import HUB_ERRORS, check_backbone, hub_failure, timm_pretrained_source, weights_root
+from search.models.backbones import check_backbone, hub_errors, hub_failure, timm_pretrained_source, weights_root
 from search.core.progress import progress
 
 log = logging.getLogger(__name__)
 
 LIST_HINT = ("list the models with weights: python -c "
              "\"import timm; print(timm.list_models('resnet*', pretrained=True))\"")
+
+
+def _check_writable(root: Path) -> None:
+    """Say (one line) why ``root`` cannot be written, trying a file in it or, while it does not exist yet,
+    in its nearest existing parent (which must then take the new folder); nothing stays behind."""
+    where = root
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(20, f"{where} is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"weights fetch: cannot write to {root} ({exc.strerror or exc}); choose another -o DIR") \
+            from None
 
 
 def fetch_weights(names: Sequence[str], output: str | Path | None = None, *, force: bool = False) -> list[Path]:
@@ -49,21 +66,26 @@ def fetch_weights(names: Sequence[str], output: str | Path | None = None, *, for
     if existing and not force:
         raise UserError(f"weights fetch: {', '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}"
                         "; add --force to replace")
+    _check_writable(root)  # before any download: a read-only or full folder fails at once
     written = []
     for name, target in progress(targets.items(), desc="weights", unit="model", total=len(targets)):
         log.info("fetching %s through timm", name)
         try:
             model = timm.create_model(name, pretrained=True)
-        except HUB_ERRORS as exc:
+        except hub_errors() as exc:
             log.debug("timm could not load %s", name, exc_info=True)
             raise WeightsError(f"weights fetch {name}: timm could not load its weights: {hub_failure(exc)} "
                                "(run this on a machine online, with HF_HUB_OFFLINE unset)") from None
         # clone: safetensors refuses tensors that share memory (tied weights); each gets its own copy.
         state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-        root.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        save_file(state, str(partial), metadata={"timm_model": name})
-        os.replace(partial, target)  # a crash never leaves a half-written NAME.safetensors
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            save_file(state, str(partial), metadata={"timm_model": name})
+            os.replace(partial, target)  # a crash never leaves a half-written NAME.safetensors
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise WeightsError(f"weights fetch {name}: cannot write {target} ({exc.strerror or exc})") from None
         log.info("wrote %s (%d tensors)", target, len(state))
         written.append(target)
     return written

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from search.core.config import TrialConfig
-from search.data.color import Preprocess, make_preprocess
+from search.data.color import make_preprocess
 from search.data.datasets import Prepared, prepare
+from search.data.preprocess import Preprocess
 from search.data.transforms import BatchAugment, resolve_augment
 from search.models.backbones import freeze_norm_statistics, param_groups
 from search.models.factory import count_params, create_model
@@ -54,9 +55,14 @@ class EpochLog:
     lr: float
     seconds: float
     grad_norm_max: float
+    # Every objective at this epoch (a cost as measured before training, when ``on_model`` was
+    # given), and this epoch's validation metrics: what pruners and constraint judges read; neither
+    # is part of the stored history entry.
+    values: tuple[float, ...] = field(default=(), repr=False)
+    metrics: Metrics | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("values", "metrics")}
 
 
 @dataclass
@@ -193,9 +199,11 @@ def train(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    known: dict[str, float] | None = None
     if on_model is not None:
         # Size and speed depend on the architecture only: known (and judged) before any training.
-        on_model(architecture_costs(config, model, preprocess, data.val_x, device))
+        known = architecture_costs(config, model, preprocess, data.val_x, device)
+        on_model(known)
     for h in hooks:
         h.start(model)
     # What the training steps call: the model itself, or a compiled wrapper sharing its weights
@@ -284,12 +292,14 @@ def train(
         # trial's result; earlier epochs (learning curve, pruning) validate the kept model alone.
         evaluated = inference_model(config, kept()) if epoch == epochs else kept()
         val = evaluate(evaluated, preprocess, data.val_x, data.val_y, num_classes, device)
-        value = objective_value(objectives[0], val, classes, {"latency_ms": math.nan, "params": count_params(model)})
+        costs = known or {"latency_ms": math.nan, "params": count_params(model)}
+        values = tuple(objective_value(o, val, classes, costs) for o in objectives)
+        value = values[0]
         train_loss = totals.loss
         if not math.isfinite(val.loss):
             raise NonFiniteLoss(f"validation loss became {val.loss} at epoch {epoch}", epoch=epoch)
         entry = EpochLog(epoch, train_loss, totals.accuracy, val.loss, val.accuracy, value,
-                         optimizer.param_groups[-1]["lr"], seconds, totals.grad_norm_max)
+                         optimizer.param_groups[-1]["lr"], seconds, totals.grad_norm_max, values, val)
         history.append(entry)
         # Epoch lines only for slow trials (>= PROGRESS_EVERY s since the last); -v shows all. A line
         # that follows skipped epochs carries the best so far and the time left, so nothing looks lost.

@@ -8,8 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from search.core.errors import UserError
-from search.core.spec import ObjectiveSpec
+from search.core.spec import ObjectiveSpec, positive_index  # noqa: F401 - positive_index: re-exported
 
 
 @dataclass
@@ -69,22 +68,6 @@ class Metrics:
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> list[list[int]]:
     flat = torch.bincount(y_true.long() * num_classes + y_pred.long(), minlength=num_classes * num_classes)
     return flat.view(num_classes, num_classes).tolist()
-
-
-def positive_index(spec: ObjectiveSpec, classes: Sequence[str]) -> int | None:
-    """Resolve ``positive_class`` (a name or an index) against the dataset's classes."""
-    if spec.positive_class is None:
-        return None
-    pc = spec.positive_class
-    names = [str(c) for c in classes]
-    # A class *name* wins over an index: with folders 1, 2, 3, positive_class 1 is the folder "1".
-    if str(pc) in names:
-        return names.index(str(pc))
-    if isinstance(pc, int) and not isinstance(pc, bool) and 0 <= pc < len(classes):
-        return pc
-    if isinstance(pc, str) and pc.isdigit() and int(pc) < len(classes):
-        return int(pc)
-    raise UserError(f"positive_class {pc!r} is not a class of this dataset; classes: {', '.join(classes)}")
 
 
 def objective_value(spec: ObjectiveSpec, metrics: Metrics, classes: Sequence[str],

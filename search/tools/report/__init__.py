@@ -2,8 +2,9 @@
 
 Sections (each ``<section id=...>`` with a stable id and title; every figure's div id is
 ``fig-<section id>``): the result (best vs the doctor's baseline, what it cost, what to do next,
-:mod:`.result`), summary, the leaderboard, optimization history (with the best so far), fANOVA parameter importances, slice and
-parallel-coordinate plots, learning curves of the top trials, the best trial's confusion
+:mod:`.result`), summary, the leaderboard, optimization history (with the best so far), the Pareto front (several
+objectives; pruned trials marked where they were stopped), fANOVA parameter importances, slice and
+parallel-coordinate plots, learning curves of the top trials, per-objective curves, the best trial's confusion
 matrices, "strategy vs. effect", the ablation and confirmation results (``strategy-search ablate`` /
 ``confirm``) and the validation/test caveat. Interactive figures are Optuna's
 plotly plots (plotly.js is embedded, no CDN); the PNGs are drawn with matplotlib.

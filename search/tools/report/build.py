@@ -16,6 +16,7 @@ import optuna
 from search.tools.report import render_html
 from search.tools.report.data import Image, SectionData, StudyView
 from search.tools.report.sections import BY_ID, SECTION_DEFS, SectionDef
+from search.core.errors import UserError
 from search.core.spec import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,37 @@ def build_sections(study: optuna.Study, space: SearchSpace, artifacts: Any = Non
     return [build_section(d.id, view) for d in SECTION_DEFS]
 
 
+def check_outputs(path: str | Path, png: bool, force: bool) -> tuple[Path, Path | None]:
+    """(the HTML file, the PNG folder or None) the report may write; refused (:class:`UserError`, before
+    anything is computed) when that would replace a file or fill a folder of the user's without ``force``."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"-o {out} is a directory; give the report's file name, e.g. {out / 'report.html'}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot write {out}: {parent} is a file, not a directory")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; add --force to overwrite it")
+    folder = out.with_name(f"{out.stem}_png") if png else None
+    if folder is not None and folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"{folder} (the report's PNG folder) is a file; move it, or add --no-png")
+        if any(folder.iterdir()) and not force:
+            raise UserError(f"{folder} (the report's PNG folder) is not empty; add --force to write the report's "
+                            "PNGs into it (files of the same name are replaced), or --no-png")
+    return out, folder
+
+
 def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, png: bool = True,
-                 artifacts: Any = None, follow_records: bool = False) -> Report:
+                 artifacts: Any = None, follow_records: bool = False, force: bool = False) -> Report:
     """Write ``path`` (HTML) and, with ``png``, ``<stem>_png/<section>.png`` beside it; ``artifacts``
-    (the study's artifact store) adds the kept trials' files and pictures."""
+    (the study's artifact store) adds the kept trials' files and pictures.
+
+    An existing file, or a non-empty PNG folder, is written over only with ``force``.
+    """
     from plotly.offline import get_plotlyjs
 
-    out = Path(path)
+    out, folder = check_outputs(path, png, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = build_sections(study, space, artifacts, follow_records)
     title = f"strategy-search report: {study.study_name}"
@@ -107,8 +132,8 @@ def write_report(study: optuna.Study, space: SearchSpace, path: str | Path, *, p
     ])
     out.write_text(doc, encoding="utf-8")
     report = Report(out, sections=[sec.id for sec in sections])
-    if png:
-        _write_pngs(sections, out.with_name(f"{out.stem}_png"), report)
+    if folder is not None:
+        _write_pngs(sections, folder, report)
     return report
 
 

@@ -139,7 +139,48 @@ class Slices:
         return -(-len(self.panels) // self.columns)
 
 
-Figure = Union[OptunaPlot, Curves, Confusion, Intervals, Slices]
+@dataclass
+class ParetoPoint:
+    """One trial on the Pareto plot: its objective values and what it is."""
+
+    trial: int
+    values: list[float]  # one per objective: final values, or a pruned trial's at its last epoch
+    kind: str  # "front" (the Pareto front `best` shows), "complete", "infeasible" or "pruned"
+    label: str  # hover text / table entry, e.g. "trial 7, pruned at epoch 3"
+
+
+@dataclass
+class Pareto:
+    """The trials in the plane of the first two objectives; pruned ones where they were stopped."""
+
+    axes: list[str]  # the two objectives' names, with their direction
+    points: list[ParetoPoint]
+    x_maximized: bool = True  # the first objective's direction: how the front's staircase turns
+
+    @property
+    def staircase(self) -> str:
+        """plotly's line shape for the front's edge: up (or down) first when x is maximized, across first if not."""
+        return "vh" if self.x_maximized else "hv"
+
+
+@dataclass
+class TrialCurve:
+    trial: int
+    name: str  # legend entry
+    kind: str  # as ParetoPoint.kind, or "running"
+    steps: list[int]
+    values: dict[str, list[float | None]]  # per metric: its value at each step (None: not measured)
+
+
+@dataclass
+class ObjectiveCurves:
+    """Each trial's per-epoch values of every objective (and constrained metric) that changes while training."""
+
+    metrics: list[str]
+    curves: list[TrialCurve]
+
+
+Figure = Union[OptunaPlot, Curves, Confusion, Intervals, Slices, Pareto, ObjectiveCurves]
 
 
 @dataclass

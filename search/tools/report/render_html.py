@@ -6,7 +6,8 @@ import base64
 import html
 from typing import Any
 
-from search.tools.report.data import Block, Confusion, Curves, Image, Intervals, OptunaPlot, Slices, Table, Text
+from search.tools.report.data import (Block, Confusion, Curves, Image, Intervals, ObjectiveCurves, OptunaPlot, Pareto,
+                                      Slices, Table, Text)
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -132,4 +133,50 @@ def slices(data: Slices) -> Any:
         if col == 1:
             fig.update_yaxes(title_text=data.metric, row=row, col=col)
     fig.update_layout(height=max(420, 120 + SLICE_ROW_HEIGHT * data.rows))
+    return fig
+
+
+# How each kind of trial looks on the Pareto plot and the per-objective curves (both renderers).
+KIND_STYLE = {
+    "front": {"color": COLORS[0], "marker": "circle", "name": "Pareto front"},
+    "complete": {"color": "#9a9a9a", "marker": "circle-open", "name": "completed"},
+    "infeasible": {"color": "#cccccc", "marker": "diamond-open", "name": "infeasible"},
+    "pruned": {"color": COLORS[3], "marker": "x", "name": "pruned (values when stopped)"},
+    "running": {"color": COLORS[2], "marker": "circle-open", "name": "running"},
+}
+
+
+def pareto(data: Pareto) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for kind, style in KIND_STYLE.items():
+        points = sorted((p for p in data.points if p.kind == kind), key=lambda p: p.values[0])
+        if not points:
+            continue
+        fig.add_trace(go.Scatter(x=[p.values[0] for p in points], y=[p.values[1] for p in points],
+                                 mode="lines+markers" if kind == "front" else "markers", name=style["name"],
+                                 text=[p.label for p in points], hovertemplate="%{text}: %{x}, %{y}<extra></extra>",
+                                 marker={"symbol": style["marker"], "color": style["color"], "size": 9},
+                                 line={"color": style["color"], "shape": data.staircase}))
+    fig.update_xaxes(title_text=data.axes[0])
+    fig.update_yaxes(title_text=data.axes[1])
+    return fig
+
+
+def objective_curves(data: ObjectiveCurves) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(data.metrics), subplot_titles=data.metrics)
+    for c in data.curves:
+        style = KIND_STYLE.get(c.kind, KIND_STYLE["complete"])
+        for col, metric in enumerate(data.metrics, start=1):
+            symbols = ["circle"] * (len(c.steps) - 1) + ["x" if c.kind == "pruned" else "circle"]
+            fig.add_trace(go.Scatter(x=c.steps, y=c.values[metric], mode="lines+markers", name=c.name,
+                                     legendgroup=c.name, showlegend=col == 1,
+                                     line={"color": style["color"], "dash": "dash" if c.kind == "pruned" else "solid",
+                                           "width": 2 if c.kind == "front" else 1},
+                                     marker={"symbol": symbols, "size": 5}), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
     return fig

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from search.artifacts import figures
-from search.tools.report.data import Confusion, Curves, Intervals, OptunaPlot, Slices
-from search.tools.report.render_html import COLORS, optuna_kwargs
+from search.tools.report.data import Confusion, Curves, Intervals, ObjectiveCurves, OptunaPlot, Pareto, Slices
+from search.tools.report.render_html import COLORS, KIND_STYLE, optuna_kwargs
+
+# plotly marker names -> matplotlib's
+_MARKERS = {"circle": "o", "circle-open": "o", "diamond-open": "D", "x": "x"}
 
 
 def optuna_plot(data: OptunaPlot, title: str, path: Path) -> None:
@@ -72,6 +75,46 @@ def slices(data: Slices, title: str, path: Path) -> None:
             ax.set_ylabel(data.metric)
     f.suptitle(title)
     f.tight_layout()
+    save(f, path)
+
+
+def pareto(data: Pareto, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    f, ax = plt.subplots(figsize=(8, 5.5))
+    for kind, style in KIND_STYLE.items():
+        points = sorted((p for p in data.points if p.kind == kind), key=lambda p: p.values[0])
+        if not points:
+            continue
+        hollow = style["marker"].endswith("-open")
+        ax.plot([p.values[0] for p in points], [p.values[1] for p in points], _MARKERS[style["marker"]],
+                linestyle="-" if kind == "front" else "none", color=style["color"], label=style["name"],
+                markerfacecolor="none" if hollow else style["color"],
+                drawstyle="steps-pre" if data.staircase == "vh" else "steps-post")
+    ax.set(xlabel=data.axes[0], ylabel=data.axes[1], title=title)
+    ax.legend()
+    save(f, path)
+
+
+def objective_curves(data: ObjectiveCurves, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    f, axes = plt.subplots(1, len(data.metrics), figsize=(5.5 * len(data.metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], data.metrics):
+        for c in data.curves:
+            style = KIND_STYLE.get(c.kind, KIND_STYLE["complete"])
+            ys = [float("nan") if v is None else v for v in c.values[metric]]
+            ax.plot(c.steps, ys, color=style["color"], linestyle="--" if c.kind == "pruned" else "-",
+                    linewidth=2 if c.kind == "front" else 1, marker="o", markersize=3,
+                    label=c.name if c.kind == "front" else None)
+            if c.kind == "pruned" and c.steps:
+                ax.plot(c.steps[-1:], ys[-1:], "x", color=style["color"])
+        ax.set(title=metric, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if any(c.kind == "front" for c in data.curves):
+        axes[0][0].legend(fontsize=8)
+    f.suptitle(title, y=1.03)
     save(f, path)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from search.tools.report import compute, files, render_html, render_png, result
+from search.tools.report import compute, files, pareto, render_html, render_png, result
 from search.tools.report.data import SectionData, StudyView
 
 
@@ -30,11 +30,14 @@ SECTION_DEFS: tuple[SectionDef, ...] = (
     SectionDef("summary", "Study summary", compute.summary),
     SectionDef("leaderboard", "Leaderboard", result.leaderboard),
     SectionDef("history", "Optimization history", compute.history, **_OPTUNA),
+    SectionDef("pareto", "Pareto front", pareto.pareto, render_html.pareto, render_png.pareto),
     SectionDef("importance", "Parameter importances (fANOVA)", compute.importance, **_OPTUNA),
     SectionDef("slice", "Slice plot", result.slices, render_html.slices, render_png.slices),
     SectionDef("parallel", "Parallel coordinates", compute.parallel, **_OPTUNA),
     SectionDef("learning-curves", "Learning curves of the top trials", compute.learning_curves,
                render_html.curves, render_png.curves),
+    SectionDef("objective-curves", "Per-objective learning curves", pareto.objective_curves,
+               render_html.objective_curves, render_png.objective_curves),
     SectionDef("confusion", "Confusion matrix of the best trial", compute.confusion,
                render_html.confusion, render_png.confusion),
     SectionDef("strategy-effect", "Strategy vs. effect", compute.strategy_effect),
