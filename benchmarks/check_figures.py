@@ -13,8 +13,9 @@ The rules (tests/test_figures.py runs this in CI):
   needs no source; one with a bold figure needs at least one.
 * Every source file has a ``machine`` block with ``date``, ``cpu``, ``nproc``, ``torch`` and
   ``optuna``; a field the run did not record may be null only when ``machine.note`` says why.
-* README.md writes its measured figures in bold too, and each must be one of the summary's
-  bold figures (the README quotes RESULTS, RESULTS quotes the files).
+* README.md and the documentation pages (``docs/**/*.md``) write their measured figures in bold
+  too, and each must be one of the summary's bold figures (the README and the docs quote RESULTS,
+  RESULTS quotes the files).
 
 A new summary row needs only its JSON (with the machine block that ``benchmarks._common.machine``
 writes) named in ``source``, and its figures in bold.
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 MACHINE_KEYS = ("date", "cpu", "nproc", "torch", "optuna")
 
 BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -119,9 +121,19 @@ def _part(data: Any, path: str | None) -> Any:
     return data
 
 
-def check(results_md: str | None = None, readme: str | None = None, results_dir: Path = RESULTS_DIR) -> list[str]:
+def quoting_pages() -> dict[str, str]:
+    """README.md and every documentation page, by path from the repository root: the text that quotes figures."""
+    pages = {"README.md": README.read_text(encoding="utf-8")}
+    for path in sorted(DOCS.rglob("*.md")):
+        pages[path.relative_to(ROOT).as_posix()] = path.read_text(encoding="utf-8")
+    return pages
+
+
+def check(results_md: str | None = None, readme: str | None = None, results_dir: Path = RESULTS_DIR,
+          pages: dict[str, str] | None = None) -> list[str]:
     """Every problem found (empty: every quoted figure is backed). The arguments replace RESULTS.md's
-    and README.md's text and the results folder (for tests)."""
+    text, the quoting pages (``readme``: README.md's text alone; ``pages``: path -> text) and the
+    results folder (for tests)."""
     problems: list[str] = []
     markdown = RESULTS_MD.read_text(encoding="utf-8") if results_md is None else results_md
     header, rows = summary_rows(markdown)
@@ -153,10 +165,12 @@ def check(results_md: str | None = None, readme: str | None = None, results_dir:
             if not backed(figure, values):
                 where = ", ".join(f"{n}#{p}" if p else n for n, p in sources)
                 problems.append(f"summary row '{label}': {figure} is in none of {where}")
-    text = README.read_text(encoding="utf-8") if readme is None else readme
-    for figure in figures(text):
-        if figure.replace(",", "") not in summary_figures:
-            problems.append(f"README.md: **{figure}** is not a figure of RESULTS.md's summary table")
+    if pages is None:
+        pages = quoting_pages() if readme is None else {"README.md": readme}
+    for name, text in pages.items():
+        for figure in figures(text):
+            if figure.replace(",", "") not in summary_figures:
+                problems.append(f"{name}: **{figure}** is not a figure of RESULTS.md's summary table")
     return problems
 
 
@@ -165,7 +179,7 @@ def main() -> int:
     for p in problems:
         print(p, file=sys.stderr)
     if not problems:
-        print("every figure in RESULTS.md's summary and README.md is backed by benchmarks/results/")
+        print("every figure in RESULTS.md's summary, README.md and docs/ is backed by benchmarks/results/")
     return 1 if problems else 0
 
 

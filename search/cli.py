@@ -225,7 +225,7 @@ def _print_done(study: Any, spec: Any, summary: Any, storage: str | None) -> Non
 
 
 @main.command()
-@click.option("--markdown", is_flag=True, help="The README's table (Markdown).")
+@click.option("--markdown", is_flag=True, help="As a Markdown table (the docs' strategy catalogue).")
 @_user_errors
 def strategies(markdown: bool) -> None:
     """The strategy catalogue: every param a space file can search, its values and what it does."""

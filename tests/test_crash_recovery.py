@@ -1,4 +1,4 @@
-"""Crash recovery on the default storage (SQLite), as the README promises it:
+"""Crash recovery on the default storage (SQLite), as the docs promise it (docs/explanation/claiming.md):
 
 * a single ``run`` killed outright (SIGKILL) mid-trial resumes with the same command: its trial is
   failed after the heartbeat's grace, with the reason, and retried with the same params;

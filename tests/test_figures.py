@@ -1,4 +1,4 @@
-"""Every figure quoted in README.md and RESULTS.md's summary comes from a result file
+"""Every figure quoted in README.md, the docs pages and RESULTS.md's summary comes from a result file
 (benchmarks/check_figures.py), and the check itself catches what it should."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.check_figures import backed, check, figures
+from benchmarks.check_figures import backed, check, figures, quoting_pages
 
 MACHINE = {"date": "2026-12-02T10:00:00+00:00", "cpu": "test CPU", "nproc": 2, "torch": "2.14.1", "optuna": "5.1.0"}
 
@@ -72,3 +72,14 @@ def test_the_check_catches_every_kind_of_unbacked_figure(tmp_path: Path) -> None
     assert len(problems) == 8, problems
     vague_but_said = _results(tmp_path, vague={"machine": {**MACHINE, "cpu": None, "note": "not recorded"}, "x": 5.0})
     assert check(_summary("| 5 | ratio | **5.0** | met | `vague.json` |"), "", vague_but_said) == []
+
+
+def test_the_docs_pages_are_checked_too(tmp_path: Path) -> None:
+    """A figure in a documentation page must be a summary figure, as one in the README must."""
+    pages = quoting_pages()
+    assert "README.md" in pages and "docs/how-to/datasets.md" in pages and "docs/index.md" in pages
+    results = _results(tmp_path, good={"machine": MACHINE, "summary": {"ratio": 1.2468}})
+    fine = _summary("| 1 | ratio | **1.25x** | met | `good.json` |")
+    assert check(fine, results_dir=results, pages={"README.md": "", "docs/a.md": "**1.25x** faster"}) == []
+    assert check(fine, results_dir=results, pages={"README.md": "", "docs/how-to/a.md": "**2.5x** faster"}) == \
+        ["docs/how-to/a.md: **2.5** is not a figure of RESULTS.md's summary table"]

@@ -1,4 +1,4 @@
-"""The foundation holds: import-linter's layer contracts, and the README's catalogue matches the registry."""
+"""The foundation holds: import-linter's layer contracts, and the docs' catalogue is the registry's."""
 
 from __future__ import annotations
 
@@ -36,13 +36,38 @@ def test_a_layer_violation_inside_a_function_is_caught(tmp_path: Path) -> None:
     assert "search.data.color -> search.study.runner" in result.stdout
 
 
-def test_readme_catalogue_is_the_registry() -> None:
+def _docs_hook() -> Any:
+    """docs/hooks/generated.py, the MkDocs hook that fills generated blocks when the site is built."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hook_generated", ROOT / "docs" / "hooks" / "generated.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_catalogue_is_the_registry() -> None:
+    """The strategy catalogue page holds the generated block, and the site's build fills it with the
+    registry's table (so the page cannot go stale); an unknown block fails the build."""
+    from types import SimpleNamespace
+
     from search.tools.catalogue import README_BEGIN, README_END, catalogue, format_catalogue
 
-    readme = (ROOT / "README.md").read_text()
-    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
-    assert readme[start:end] == format_catalogue(catalogue(), markdown=True), \
-        "README's params table is stale: paste `strategy-search strategies --markdown` over it"
+    page = (ROOT / "docs" / "reference" / "strategies.md").read_text()
+    assert page.count("<!-- generated: strategies -->") == 1
+    assert "| `lr` |" not in page, "the catalogue page must not hold a hand-pasted table"
+    hook = _docs_hook()
+    built = hook.on_page_markdown(page, SimpleNamespace(file=SimpleNamespace(src_path="reference/strategies.md")),
+                                  None, None)
+    table = format_catalogue(catalogue(), markdown=True)
+    assert built.count(table) == 1 and README_BEGIN in built and README_END in built
+    assert "<!-- generated:" not in built
+    for name in ("lr", "augment", "ema_decay", "compile"):
+        assert f"| `{name}` |" in built
+    with pytest.raises(ValueError, match="unknown generated block 'nonesuch'"):
+        hook.on_page_markdown("<!-- generated: nonesuch -->\n",
+                              SimpleNamespace(file=SimpleNamespace(src_path="x.md")), None, None)
 
 
 def test_every_param_has_one_owner_and_a_valid_default() -> None:

@@ -161,7 +161,7 @@ def _engine_kwargs(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[s
         # A blackholed host must not hold one attempt past the overall deadline (libpq's minimum is 2s).
         kwargs["connect_args"] = {**_PG_CONNECT_ARGS,
                                   "connect_timeout": max(2, min(10, int(connect_timeout)))}
-        # One connection per worker process (max_connections arithmetic in the README). No
+        # One connection per worker process (max_connections arithmetic in docs/how-to/postgresql.md). No
         # recycling: the trial lock is a session lock of that one backend (TrialLock); keepalives
         # and the ping after a pause notice a dead connection instead.
         kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)

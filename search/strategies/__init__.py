@@ -6,7 +6,7 @@ Ask the registry, not the modules: :data:`STRATEGIES` (name -> :class:`Strategy`
 
 Importing the catalogue imports no torch (validating a space must not wait seconds for it): a
 strategy's hooks import torch in their bodies, and its ``nn.Module`` wrappers live in
-:mod:`search.models` (README, "Registries without torch"; tests/test_torch_free.py).
+:mod:`search.models` (docs/dev/layers.md, "Registries without torch"; tests/test_torch_free.py).
 """
 
 from search.strategies.base import (

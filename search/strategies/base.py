@@ -3,7 +3,7 @@
 A definition names its param(s), the values they take, the value that switches the remedy off
 (read by ``ablate``), what ``doctor`` says about it and proposes, and, when it changes training,
 a ``hooks`` factory the trainer calls. The space validator, the trainer, doctor, ablate, report
-and the README's catalogue all read this registry, so a new remedy is one definition.
+and the docs' strategy catalogue all read this registry, so a new remedy is one definition.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Param:
         return None
 
     def describe(self) -> str:
-        """The values in words, for listings (``strategy-search strategies``, the README)."""
+        """The values in words, for listings (``strategy-search strategies``, the docs' catalogue)."""
         allowed = self.allowed()
         if allowed is not None:
             return " / ".join(map(str, allowed))

@@ -1,7 +1,8 @@
-"""The strategy catalogue as a table: ``strategy-search strategies`` and the README's Params table.
+"""The strategy catalogue as a table: ``strategy-search strategies`` and the docs' catalogue page.
 
-Computed once from the registry (:mod:`search.strategies`) and rendered as text or Markdown, so
-the README cannot drift from what the validator accepts (tests/test_layers.py compares them).
+Computed once from the registry (:mod:`search.strategies`) and rendered as text or Markdown; the
+documentation site's build puts the Markdown into docs/reference/strategies.md (docs/hooks/generated.py),
+so the page cannot drift from what the validator accepts (tests/test_layers.py checks the page and the hook).
 """
 
 from __future__ import annotations
