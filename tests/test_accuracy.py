@@ -144,11 +144,14 @@ def test_the_doctor_finds_an_upright_task_and_one_without_orientation(tmp_path, 
 # ----------------------------------------------------------------------------- portfolio
 
 
-def test_the_shipped_portfolio_is_three_to_six_entries_of_registered_params() -> None:
+def test_the_shipped_portfolio_is_three_to_six_configs_of_registered_params() -> None:
     from search.strategies import PARAMS, check_value
 
     entries = portfolio()
-    assert 3 <= len(entries) <= 6 and len({e["name"] for e in entries}) == len(entries)
+    # The doctor enqueues the recipe first, then these: 3-6 configurations in all (issue 25 item 3).
+    # benchmarks.portfolio's greedy choice stops early when no further candidate adds accuracy.
+    assert 3 <= 1 + len(entries) <= 6 and len({e["name"] for e in entries}) == len(entries)
+    assert "recipe" not in {e["name"] for e in entries}
     for e in entries:
         for name, value in e["params"].items():
             assert name in PARAMS and check_value(name, value) is None, (e["name"], name)
