@@ -355,12 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _pareto_pruner(max_epochs: int) -> Any:
-    """mo_asha with its defaults, as the pruned arms ran it (for the replay)."""
-    from search.algorithms.pruners import PRUNERS
+def _pareto_pruner(name: str, max_epochs: int) -> Any:
+    """mo_asha with the options the pruned TPE arm ran it with on dataset ``name`` (for the replay)."""
+    from search.algorithms.pruners import PRUNERS, pruner_options
     from search.algorithms.mo_asha import MultiObjectiveASHA
+    from search.space.parse import parse_space
 
-    o = {k: opt.default for k, opt in PRUNERS.get("mo_asha").options.items()}
+    ds = pareto_datasets(False).get(name) or pareto_datasets(True)[name]
+    space = parse_space(space_doc(name, ds, PARETO_PRUNED, 0, pareto=True), source="benchmark replay")
+    o = pruner_options(space, PRUNERS.get("mo_asha"), {})
     return o, MultiObjectiveASHA(["maximize", "minimize"], min_resource=o["min_resource"],
                                  reduction_factor=o["reduction_factor"], n_startup_trials=o["n_startup_trials"],
                                  n_warmup_steps=o["n_warmup_steps"], keep_front=bool(o["keep_front"]),
@@ -377,7 +380,7 @@ def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = by_arm[PARETO_BASELINE]
         n_trials = min(len(r["trials"]) for r in base.values())
         max_epochs = max(t["epochs"] for r in base.values() for t in r["trials"])
-        options, pruner = _pareto_pruner(max_epochs)
+        options, pruner = _pareto_pruner(name, max_epochs)
         played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
                   for seed, b in sorted(base.items())}
         fronts: dict[str, Any] = {}

@@ -208,6 +208,23 @@ def test_spaces_with_several_objectives_prune_with_mo_asha(caplog: pytest.LogCap
            "(reduction_factor=2)" in caplog.text
 
 
+def test_mo_asha_prunes_nothing_during_the_samplers_start_up() -> None:
+    def made(**overrides: Any) -> Any:
+        return create_pruner(parse_space(tiny_space(objective=["accuracy", "params"], **overrides)))
+
+    assert made(sampler={"name": "tpe", "n_startup_trials": 8}, pruner="mo_asha").n_startup_trials == 8
+    assert made(sampler="tpe", pruner="mo_asha").n_startup_trials == 5  # tpe's own default
+    # Given options win; a sampler without a random start-up leaves the registry's default.
+    assert made(sampler={"name": "tpe", "n_startup_trials": 8},
+                pruner={"name": "mo_asha", "n_startup_trials": 2}).n_startup_trials == 2
+    assert made(sampler="random", pruner="mo_asha").n_startup_trials == 3
+    # The pruner holds back while fewer trials than that have finished, then judges.
+    pruner = made(sampler={"name": "tpe", "n_startup_trials": 8}, pruner="mo_asha")
+    worse, better = [0.1, 500.0], [[0.9, 100.0]] * 3
+    assert not pruner.judge(1, worse, better, n_finished=7).at_rung
+    assert pruner.judge(1, worse, better, n_finished=8).prune
+
+
 # ----------------------------------------------------------------------------- a real study, its report and dashboard
 
 

@@ -10,6 +10,7 @@ import optuna
 from optuna.pruners import BasePruner
 
 from search.algorithms.mo_asha import MultiObjectiveASHA
+from search.algorithms.samplers import SAMPLERS
 from search.core.registry import Option, Registry
 from search.core.spec import SearchSpace
 
@@ -23,6 +24,8 @@ class PrunerDef:
     # The studies it prunes: "one" objective (Optuna's pruners compare one value per step), "several"
     # (it compares vectors of objectives), or "any".
     objectives: str = "one"
+    # Options whose default depends on the space (given options still win).
+    defaults: Callable[[SearchSpace], Mapping[str, int]] = lambda space: {}
 
     def fits(self, n_objectives: int) -> bool:
         return self.objectives == "any" or (self.objectives == "several") == (n_objectives > 1)
@@ -72,6 +75,20 @@ PRUNERS.add("successive_halving", PrunerDef(
     {"min_resource": _RESOURCE, "reduction_factor": _FACTOR,
      "min_early_stopping_rate": Option(0, "rungs skipped before pruning")},
 ))
+
+
+def _after_sampler_startup(space: SearchSpace) -> dict[str, int]:
+    """mo_asha prunes nothing during the sampler's random start-up trials. Those trials are all the
+    sampler's first model is built on, and in a study mo_asha prunes TPE models completed trials
+    only (``samplers.learning_from``): pruned start-up trials would leave it a model of fewer, more
+    extreme trials (the front's cheap end, which ``keep_front`` protects), and the search drifts from
+    there (benchmarks/RESULTS.md, section 3c, measures 3 start-up trials against TPE's 8, and 8)."""
+    option = SAMPLERS.get(space.sampler.name).options.get("n_startup_trials")
+    if option is None:
+        return {}
+    return {"n_startup_trials": int(space.sampler.options.get("n_startup_trials", option.default))}
+
+
 PRUNERS.add("mo_asha", PrunerDef(
     lambda space, o: MultiObjectiveASHA(space.directions, min_resource=o["min_resource"],
                                         reduction_factor=o["reduction_factor"],
@@ -80,10 +97,12 @@ PRUNERS.add("mo_asha", PrunerDef(
     {"min_resource": Option(1, "the first rung: epochs every trial gets", low=1),
      "reduction_factor": Option(3, "keep the top 1/factor of the trials at each rung, ranked by Pareto dominance",
                                 low=2),
-     "n_startup_trials": Option(3, "trials finished before pruning starts"),
+     "n_startup_trials": Option(3, "trials finished before pruning starts (default: as many as the sampler's random "
+                                   "start-up trials, e.g. tpe's n_startup_trials; 3 with a sampler that has none)"),
      "n_warmup_steps": Option(0, "no trial is pruned before this epoch"),
      "keep_front": Option(1, "1: a trial that no trial at its rung dominates goes on; 0: only the top 1/factor")},
     objectives="several",
+    defaults=_after_sampler_startup,
 ))
 PRUNERS.add("none", PrunerDef(lambda space, o: optuna.pruners.NopPruner(), objectives="any"))
 
@@ -112,6 +131,12 @@ class SparingEnqueued(BasePruner):
         return self.pruner.prune(study, trial)
 
 
+def pruner_options(space: SearchSpace, pruner: PrunerDef, given: Mapping[str, int]) -> dict[str, int]:
+    """``pruner``'s options for ``space``: those ``given``, else the space-dependent default, else the registry's."""
+    defaults = {k: o.default for k, o in pruner.options.items()} | dict(pruner.defaults(space))
+    return {k: int(given.get(k, defaults[k])) for k in pruner.options}
+
+
 def create_pruner(space: SearchSpace, enqueued: Callable[[optuna.trial.FrozenTrial], bool] | None = None
                   ) -> BasePruner:
     """The space's pruner; with ``enqueued`` (whether a trial came from the space's ``enqueue:``), one that
@@ -129,8 +154,7 @@ def create_pruner(space: SearchSpace, enqueued: Callable[[optuna.trial.FrozenTri
                     "pruner: %s or none in the space to choose)", space.pruner.name, len(space.objectives), name,
                     f" ({', '.join(f'{k}={v}' for k, v in kept.items())})" if kept else "", name)
         given = kept
-    options = {k: int(given.get(k, o.default)) for k, o in pruner.options.items()}
-    made = pruner.create(space, options)
+    made = pruner.create(space, pruner_options(space, pruner, given))
     if space.enqueue and enqueued is not None and not space.multi_objective:
         return SparingEnqueued(made, enqueued)
     return made
