@@ -356,18 +356,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pareto_pruner(name: str, max_epochs: int) -> Any:
-    """mo_asha with the options the pruned TPE arm ran it with on dataset ``name`` (for the replay)."""
-    from search.algorithms.pruners import PRUNERS, pruner_options
-    from search.algorithms.mo_asha import MultiObjectiveASHA
+    """mo_asha as the pruned TPE arm ran it on dataset ``name`` (its options and the pruner, for the replay),
+    with its last rung below ``max_epochs``, the epochs the replayed runs trained."""
+    from search.algorithms.pruners import PRUNERS, create_pruner, pruner_options
     from search.space.parse import parse_space
 
-    ds = pareto_datasets(False).get(name) or pareto_datasets(True)[name]
-    space = parse_space(space_doc(name, ds, PARETO_PRUNED, 0, pareto=True), source="benchmark replay")
-    o = pruner_options(space, PRUNERS.get("mo_asha"), {})
-    return o, MultiObjectiveASHA(["maximize", "minimize"], min_resource=o["min_resource"],
-                                 reduction_factor=o["reduction_factor"], n_startup_trials=o["n_startup_trials"],
-                                 n_warmup_steps=o["n_warmup_steps"], keep_front=bool(o["keep_front"]),
-                                 max_resource=max_epochs)
+    # The options depend on the arm's sampler, which every dataset of the full and the tiny suite shares.
+    doc = space_doc(name, pareto_datasets(False)[name], PARETO_PRUNED, 0, pareto=True)
+    doc["budget"] = {**doc["budget"], "max_epochs": max_epochs}
+    space = parse_space(doc, source="benchmark replay")
+    return pruner_options(space, PRUNERS.get(space.pruner.name), space.pruner.options), create_pruner(space)
 
 
 def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import optuna
 from optuna.pruners import BasePruner
 
 from search.algorithms.mo_asha import MultiObjectiveASHA
-from search.algorithms.samplers import SAMPLERS
+from search.algorithms.samplers import startup_trials
 from search.core.registry import Option, Registry
 from search.core.spec import SearchSpace
 
@@ -83,10 +83,8 @@ def _after_sampler_startup(space: SearchSpace) -> dict[str, int]:
     only (``samplers.learning_from``): pruned start-up trials would leave it a model of fewer, more
     extreme trials (the front's cheap end, which ``keep_front`` protects), and the search drifts from
     there (benchmarks/RESULTS.md, section 3c, measures 3 start-up trials against TPE's 8, and 8)."""
-    option = SAMPLERS.get(space.sampler.name).options.get("n_startup_trials")
-    if option is None:
-        return {}
-    return {"n_startup_trials": int(space.sampler.options.get("n_startup_trials", option.default))}
+    startup = startup_trials(space)
+    return {} if startup is None else {"n_startup_trials": startup}
 
 
 PRUNERS.add("mo_asha", PrunerDef(

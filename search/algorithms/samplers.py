@@ -33,6 +33,13 @@ def _option(space: SearchSpace, name: str) -> int:
     return int(space.sampler.options.get(name, sampler.options[name].default))
 
 
+def startup_trials(space: SearchSpace) -> int | None:
+    """How many random start-up trials the space's sampler draws before it models (None: it has no start-up)."""
+    if "n_startup_trials" not in SAMPLERS.get(space.sampler.name).options:
+        return None
+    return _option(space, "n_startup_trials")
+
+
 def _tpe(space: SearchSpace, seed: int) -> BaseSampler:
     # multivariate+group model conditional (``when:``) params jointly; constant_liar keeps
     # parallel workers from all sampling next to the same running trial.
