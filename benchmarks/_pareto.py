@@ -18,6 +18,11 @@ trained and its per-step values (``intermediate``, as the study recorded them).
   per-epoch values: which trials it would have stopped (training is deterministic for a given config
   and seed on the CPU, so the same trials would have had the same curves), which points of that run's
   final front it would have lost, and the epochs it would have spent.
+* Oracle: a pruner that knows how every trial of a run without pruning ends: it trains in full the
+  trials that add hypervolume when they finish (no earlier trial dominates them) and stops every
+  other one at its first rung. Its hypervolume after each trial is the run's own, at the fewest epochs
+  a rung-based pruner spends while keeping every such trial: how far a rule that reads curves stays
+  above it is what its rung decisions cost.
 """
 
 from __future__ import annotations
@@ -136,3 +141,16 @@ def replay(trials: Sequence[dict[str, Any]], pruner: Any, objectives: Sequence[s
         alive.append(t["values"] is not None and stop is None)
     return {"epochs": reached, "alive": alive, "pruned": [t["number"] for t, a, r in zip(trials, alive, reached)
                                                           if not a and t["values"] is not None]}
+
+
+def oracle(trials: Sequence[dict[str, Any]], first_rung: int = 1) -> dict[str, Any]:
+    """The oracle's decisions on a run without pruning (see the module docstring), as :func:`replay` gives them."""
+    alive, seen = [], []
+    for t in trials:
+        p = point(t["values"]) if t["values"] is not None else None
+        adds = p is not None and not any(q[0] <= p[0] and q[1] <= p[1] for q in seen)
+        alive.append(adds)
+        if p is not None:
+            seen.append(p)
+    return {"epochs": [t["epochs"] if a else min(first_rung, t["epochs"]) for t, a in zip(trials, alive)],
+            "alive": alive}

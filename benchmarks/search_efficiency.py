@@ -19,7 +19,10 @@ the measure is the hypervolume of the completed trials (see ``benchmarks._pareto
 * target: 99% of the final hypervolume of the run without pruning with the same seed;
 * epochs to target, as a fraction of all the epochs that run without pruning trained;
 * front kept: the points of that run's final Pareto front the other run matches or beats;
-* replay: mo_asha's decisions on the trials of the run without pruning (same trials, same curves).
+* replay: mo_asha's decisions on the trials of the run without pruning (same trials, same curves),
+  with the arm's options and with each setting of ``PARETO_GRID``;
+* oracle: the fewest epochs a rung-based pruner spends on those trials while keeping every one that
+  adds hypervolume (what the rung decisions cost is the replay's distance from it).
 
 Goal: 99% of the no-pruning hypervolume with at most half its epochs (median over seeds), losing no
 point of its final front (else: how many, by how much).
@@ -27,6 +30,7 @@ point of its final front (else: how many, by how much).
     python -m benchmarks.search_efficiency [--jobs 2]
     python -m benchmarks.search_efficiency --tiny
     python -m benchmarks.search_efficiency --pareto [--jobs 2] [--resume runs.jsonl]
+    python -m benchmarks.search_efficiency --analyze results/search_efficiency-pareto-shapes.json
 """
 
 from __future__ import annotations
@@ -92,6 +96,10 @@ SAME_SAMPLER = {"tpe+mo_asha": "tpe", "random+mo_asha": "random"}  # each pruned
 # worker, the sampler does not know the budget), and the rest show how far their epochs go.
 PARETO_TRIAL_FACTOR = {"tpe+mo_asha": 2, "random+mo_asha": 2}
 PARETO_GOAL = 0.5  # at most this fraction of the no-pruning run's epochs
+# mo_asha's rung options the replay also tries (the arm's sampler-dependent start-up stays): whether
+# another setting would have met the goal on the no-pruning runs' own trials.
+PARETO_GRID = [{"min_resource": r, "reduction_factor": f, "keep_front": k}
+               for r in (1, 2, 3) for f in (2, 3, 4) for k in (1, 0)]
 
 
 def pareto_datasets(tiny: bool) -> dict[str, dict[str, Any]]:
@@ -355,17 +363,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _pareto_pruner(name: str, max_epochs: int) -> Any:
+def _pareto_pruner(name: str, max_epochs: int, given: dict[str, int] | None = None) -> Any:
     """mo_asha as the pruned TPE arm ran it on dataset ``name`` (its options and the pruner, for the replay),
-    with its last rung below ``max_epochs``, the epochs the replayed runs trained."""
+    with its last rung below ``max_epochs``, the epochs the replayed runs trained; ``given`` options
+    replace the arm's (the replay grid)."""
     from search.algorithms.pruners import PRUNERS, create_pruner, pruner_options
     from search.space.parse import parse_space
 
     # The options depend on the arm's sampler, which every dataset of the full and the tiny suite shares.
     doc = space_doc(name, pareto_datasets(False)[name], PARETO_PRUNED, 0, pareto=True)
     doc["budget"] = {**doc["budget"], "max_epochs": max_epochs}
+    if given:
+        doc["pruner"] = {"name": PARETO_ARMS[PARETO_PRUNED]["pruner"], **given}
     space = parse_space(doc, source="benchmark replay")
     return pruner_options(space, PRUNERS.get(space.pruner.name), space.pruner.options), create_pruner(space)
+
+
+def _replays(m: Any, base: dict[int, dict[str, Any]], played: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per seed: the epochs a replay (or the oracle) spends to 99% of the no-pruning run's final hypervolume."""
+    out = {}
+    for seed, b in sorted(base.items()):
+        b_epochs, b_hv = m.curve(b["trials"])[-1]
+        curve = m.curve(b["trials"], alive=played[seed]["alive"], epochs=played[seed]["epochs"])
+        to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
+        out[seed] = {"epochs": curve[-1][0], "hv": curve[-1][1], "baseline_epochs": b_epochs, "baseline_hv": b_hv,
+                     "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs}
+    return out
+
+
+def _front_kept_by(b: dict[str, Any], alive: list[bool]) -> dict[str, Any]:
+    """The points of run ``b``'s final front that its trials still ``alive`` (completed) after a replay keep."""
+    kept = [_pareto.point(t["values"]) for t, a in zip(b["trials"], alive) if a]
+    return _pareto.front_kept(_pareto.front(_pareto.completed_points(b["trials"])), kept)
+
+
+def _replay_grid(name: str, base: dict[int, dict[str, Any]], max_epochs: int, measures: list[Any]
+                 ) -> list[dict[str, Any]]:
+    """The replay with other mo_asha options: whether any setting of its rungs would have met the goal
+    on the no-pruning runs' own trials."""
+    rows = []
+    for given in PARETO_GRID:
+        options, pruner = _pareto_pruner(name, max_epochs, given)
+        played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
+                  for seed, b in base.items()}
+        lost = sum(_front_kept_by(b, played[seed]["alive"])["lost"] for seed, b in base.items())
+        fractions = {m.name: [v["fraction_of_baseline_epochs"] for v in _replays(m, base, played).values()]
+                     for m in measures}
+        rows.append({"options": options, "front_points_lost": lost,
+                     **{f"median_fraction_{k}": _median_inf(v) for k, v in fractions.items()},
+                     **{f"reached_{k}": sum(1 for f in v if math.isfinite(f)) for k, v in fractions.items()}})
+    return rows
 
 
 def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -381,6 +428,7 @@ def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         options, pruner = _pareto_pruner(name, max_epochs)
         played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
                   for seed, b in sorted(base.items())}
+        oracle = {seed: _pareto.oracle(b["trials"], options["min_resource"]) for seed, b in sorted(base.items())}
         fronts: dict[str, Any] = {}
         for arm, seeds in by_arm.items():
             per_seed = {}
@@ -395,17 +443,16 @@ def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            "lost_at_n_trials": sum(v["at_n_trials"]["lost"] for v in per_seed.values()),
                            "lost": sum(v["all_trials"]["lost"] for v in per_seed.values()),
                            "points": sum(v["all_trials"]["points"] for v in per_seed.values())}
-        replay_fronts = {}
-        for seed, b in sorted(base.items()):
-            kept = [_pareto.point(t["values"]) for t, a in zip(b["trials"], played[seed]["alive"]) if a]
-            replay_fronts[seed] = _pareto.front_kept(_pareto.front(_pareto.completed_points(b["trials"])), kept)
+        replay_fronts = {seed: _front_kept_by(b, played[seed]["alive"]) for seed, b in sorted(base.items())}
+        measures = _pareto.measures(mine)
         row: dict[str, Any] = {
             "dataset": name, "trials_per_run": n_trials, "max_epochs": max_epochs, "fronts": fronts,
             "replay": {"pruner_options": options,
                        "seeds": {seed: {**p, "front_kept": replay_fronts[seed]} for seed, p in played.items()},
                        "front_points_lost": sum(v["lost"] for v in replay_fronts.values()),
                        "front_points": sum(v["points"] for v in replay_fronts.values())},
-            "measures": {m.name: _measure_summary(m, by_arm, base, n_trials, played) for m in _pareto.measures(mine)},
+            "measures": {m.name: _measure_summary(m, by_arm, base, n_trials, played, oracle) for m in measures},
+            "replay_grid": _replay_grid(name, base, max_epochs, measures),
         }
         row["meets_goal"] = {m: v["meets_goal"] for m, v in row["measures"].items()}
         rows.append(row)
@@ -413,9 +460,10 @@ def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _measure_summary(m: Any, by_arm: dict[str, dict[int, dict[str, Any]]], base: dict[int, dict[str, Any]],
-                     n_trials: int, played: dict[int, dict[str, Any]]) -> dict[str, Any]:
+                     n_trials: int, played: dict[int, dict[str, Any]], oracle: dict[int, dict[str, Any]]
+                     ) -> dict[str, Any]:
     """Hypervolume by ``m``: each arm's epochs to 99% of the no-pruning run's final value (same seed,
-    and the median over seeds), and the replay's."""
+    and the median over seeds), the replay's and the oracle's."""
     finals = {seed: m.curve(b["trials"])[-1] for seed, b in base.items()}
     pooled = TARGET_FRACTION * median(hv for _, hv in finals.values())
     arms: dict[str, Any] = {}
@@ -452,17 +500,14 @@ def _measure_summary(m: Any, by_arm: dict[str, dict[int, dict[str, Any]]], base:
         if arm in SAME_SAMPLER:
             arms[arm]["median_same_sampler_fraction"] = _median_inf(
                 [v.get("same_sampler_fraction", math.inf) for v in per_seed.values()])
-    replays = {}
-    for seed, b in sorted(base.items()):
-        curve = m.curve(b["trials"], alive=played[seed]["alive"], epochs=played[seed]["epochs"])
-        b_epochs, b_hv = finals[seed]
-        to = _pareto.epochs_to(curve, TARGET_FRACTION * b_hv)
-        replays[seed] = {"epochs": curve[-1][0], "hv": curve[-1][1], "baseline_epochs": b_epochs, "baseline_hv": b_hv,
-                         "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs}
+    replays = _replays(m, base, played)
+    oracles = _replays(m, base, oracle)
     pruned = arms.get(PARETO_PRUNED, {})
     return {"pooled_target": pooled, "arms": arms, "replay": replays,
             "replay_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in replays.values()]),
             "replay_median_hv_fraction": median(v["hv"] / v["baseline_hv"] for v in replays.values()),
+            "oracle": oracles,
+            "oracle_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in oracles.values()]),
             "meets_goal": pruned.get("median_fraction_of_baseline_epochs", math.inf) <= PARETO_GOAL}
 
 
@@ -481,10 +526,11 @@ def report_pareto(rows: list[dict[str, Any]], seeds: int) -> None:
               f"{a['reached']}/{len(a['seeds'])}", a.get("median_same_sampler_fraction", float("nan")))
              for r in rows for arm, a in r["measures"][measure]["arms"].items()]))
         print(table(["dataset", f"goal: <= {PARETO_GOAL:.0%} of the no-pruning epochs", "replay: epochs to target",
-                     "replay: HV kept"],
+                     "replay: HV kept", "oracle: epochs to target"],
                     [(r["dataset"], "met" if r["meets_goal"][measure] else "MISSED",
                       r["measures"][measure]["replay_median_fraction"],
-                      r["measures"][measure]["replay_median_hv_fraction"]) for r in rows]))
+                      r["measures"][measure]["replay_median_hv_fraction"],
+                      r["measures"][measure]["oracle_median_fraction"]) for r in rows]))
     print("\nPoints of the no-pruning run's final front lost (n trials / all trials)")
     print(table(["dataset", "arm", "lost", "of"],
                 [(r["dataset"], arm, f"{f['lost_at_n_trials']} / {f['lost']}", f["points"])
@@ -494,6 +540,12 @@ def report_pareto(rows: list[dict[str, Any]], seeds: int) -> None:
                 [(r["dataset"], seed, len(v["pruned"]), sum(v["epochs"]),
                   f"{v['front_kept']['lost']} of {v['front_kept']['points']}", v["front_kept"]["max_accuracy_short_by"])
                  for r in rows for seed, v in r["replay"]["seeds"].items()]))
+    print("\nReplay with other mo_asha options (median epochs to target / no-pruning epochs, seeds reached)")
+    print(table(["dataset", "min_resource", "reduction_factor", "keep_front", "log", "linear", "front points lost"],
+                [(r["dataset"], g["options"]["min_resource"], g["options"]["reduction_factor"],
+                  g["options"]["keep_front"], f"{g['median_fraction_log']:.3f} ({g['reached_log']})",
+                  f"{g['median_fraction_linear']:.3f} ({g['reached_linear']})", g["front_points_lost"])
+                 for r in rows for g in r["replay_grid"]]))
 
 
 def report(rows: list[dict[str, Any]], seeds: int) -> None:

@@ -231,6 +231,16 @@ def test_search_efficiency_pareto_measures_hypervolume_and_resumes(tmp_path: Pat
     assert base["final_hv"] == base["baseline_hv"]  # the baseline against itself
     replay = row["replay"]["seeds"]["0"]
     assert len(replay["epochs"]) == budget["n_trials"] and sum(replay["epochs"]) <= base["epochs"]
+    # The oracle trains in full exactly the trials that add hypervolume when they finish: its curve is
+    # the run's own, at no more epochs.
+    oracle = log["oracle"]["0"]
+    assert oracle["hv"] == base["final_hv"] and oracle["epochs_to_target"] <= base["epochs_to_target"]
+    assert oracle["epochs"] <= base["epochs"]
+    # The grid replays every option setting once; the arm's own setting gives the replay's figures.
+    grid = row["replay_grid"]
+    assert len({json.dumps(g["options"], sort_keys=True) for g in grid}) == len(grid) > 1
+    (own,) = [g for g in grid if g["options"] == row["replay"]["pruner_options"]]
+    assert own["median_fraction_log"] == log["replay_median_fraction"]
     # A second start with the same --resume file finds every run done and trains nothing.
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "resuming: 4 run(s)" in again.stdout and "0 to go" in again.stdout
