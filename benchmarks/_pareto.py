@@ -96,6 +96,11 @@ def epochs_to(curve: Sequence[tuple[int, float]], target: float) -> float:
     return next((float(e) for e, hv in curve if hv >= target - 1e-12), math.inf)
 
 
+def covers(q: Sequence[float], p: Sequence[float]) -> bool:
+    """Whether point ``q`` is at least as good as ``p`` in both (minimized) coordinates, up to float noise."""
+    return q[0] <= p[0] + 1e-12 and q[1] <= p[1] + 1e-12
+
+
 def completed_points(trials: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
     return [point(t["values"]) for t in trials if t["values"] is not None]
 
@@ -105,7 +110,7 @@ def front_kept(reference_front: Sequence[tuple[float, float]], other: Sequence[t
     """How many points of ``reference_front`` ``other`` keeps (see the module docstring)."""
     lost = []
     for p in reference_front:
-        if any(q[0] <= p[0] + 1e-12 and q[1] <= p[1] + 1e-12 for q in other):
+        if any(covers(q, p) for q in other):
             continue
         cheaper = [q for q in other if q[1] <= p[1] + 1e-12]
         # Accuracy given up at no more parameters (1.0 when the other run has no model that small).
@@ -148,7 +153,7 @@ def oracle(trials: Sequence[dict[str, Any]], first_rung: int = 1) -> dict[str, A
     alive, seen = [], []
     for t in trials:
         p = point(t["values"]) if t["values"] is not None else None
-        adds = p is not None and not any(q[0] <= p[0] and q[1] <= p[1] for q in seen)
+        adds = p is not None and not any(covers(q, p) for q in seen)
         alive.append(adds)
         if p is not None:
             seen.append(p)

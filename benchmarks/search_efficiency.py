@@ -379,6 +379,12 @@ def _pareto_pruner(name: str, max_epochs: int, given: dict[str, int] | None = No
     return pruner_options(space, PRUNERS.get(space.pruner.name), space.pruner.options), create_pruner(space)
 
 
+def _replay_runs(base: dict[int, dict[str, Any]], pruner: Any) -> dict[int, dict[str, Any]]:
+    """``pruner``'s decisions on each no-pruning run's own trials, by seed."""
+    return {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
+            for seed, b in sorted(base.items())}
+
+
 def _replays(m: Any, base: dict[int, dict[str, Any]], played: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Per seed: the epochs a replay (or the oracle) spends to 99% of the no-pruning run's final hypervolume."""
     out = {}
@@ -404,8 +410,7 @@ def _replay_grid(name: str, base: dict[int, dict[str, Any]], max_epochs: int, me
     rows = []
     for given in PARETO_GRID:
         options, pruner = _pareto_pruner(name, max_epochs, given)
-        played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
-                  for seed, b in base.items()}
+        played = _replay_runs(base, pruner)
         lost = sum(_front_kept_by(b, played[seed]["alive"])["lost"] for seed, b in base.items())
         fractions = {m.name: [v["fraction_of_baseline_epochs"] for v in _replays(m, base, played).values()]
                      for m in measures}
@@ -426,8 +431,7 @@ def analyze_pareto(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n_trials = min(len(r["trials"]) for r in base.values())
         max_epochs = max(t["epochs"] for r in base.values() for t in r["trials"])
         options, pruner = _pareto_pruner(name, max_epochs)
-        played = {seed: _pareto.replay(b["trials"], pruner, b.get("objectives", PARETO_OBJECTIVES))
-                  for seed, b in sorted(base.items())}
+        played = _replay_runs(base, pruner)
         oracle = {seed: _pareto.oracle(b["trials"], options["min_resource"]) for seed, b in sorted(base.items())}
         fronts: dict[str, Any] = {}
         for arm, seeds in by_arm.items():
