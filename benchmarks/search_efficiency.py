@@ -22,14 +22,16 @@ the measure is the hypervolume of the completed trials (see ``benchmarks._pareto
 * replay: mo_asha's decisions on the trials of the run without pruning (same trials, same curves),
   with the arm's options and with each setting of ``PARETO_GRID``;
 * oracle: the fewest epochs a rung-based pruner spends on those trials while keeping every one that
-  adds hypervolume (what the rung decisions cost is the replay's distance from it).
+  adds hypervolume (what the rung decisions cost is the replay's distance from it); and the same
+  oracle deciding at each later epoch, which shows how late a pruner may tell those trials apart
+  and still meet the goal.
 
 Goal: 99% of the no-pruning hypervolume with at most half its epochs (median over seeds), losing no
 point of its final front (else: how many, by how much).
 
     python -m benchmarks.search_efficiency [--jobs 2]
     python -m benchmarks.search_efficiency --tiny
-    python -m benchmarks.search_efficiency --pareto [--jobs 2] [--resume runs.jsonl]
+    python -m benchmarks.search_efficiency --pareto [--jobs 2] [--resume runs.jsonl] [--epochs 27]
     python -m benchmarks.search_efficiency --analyze results/search_efficiency-pareto-shapes.json
 """
 
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        " so this changes only the wall time)")
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--trials", type=int, default=None, help="trials per run (default: each dataset's n_trials)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per trial, max_epochs (default: each dataset's; mo_asha's rungs follow it)")
     p.add_argument("--arms", default=None, help=f"comma-separated arms (default: {','.join(ARMS)}; with --pareto "
                                                 f"{','.join(PARETO_ARMS)})")
     p.add_argument("--pareto", action="store_true",
@@ -313,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not needed <= have:
         p.error(f"--arms (with --merge): {' and '.join(sorted(needed))} are needed; known arms: {', '.join(known)}")
     spaces = pareto_datasets(args.tiny) if args.pareto else datasets(args.tiny)
-    if args.trials is not None:
-        spaces = {n: {**ds, "budget": {**ds["budget"], "n_trials": args.trials}} for n, ds in spaces.items()}
+    for key, given in (("n_trials", args.trials), ("max_epochs", args.epochs)):
+        if given is not None:
+            spaces = {n: {**ds, "budget": {**ds["budget"], key: given}} for n, ds in spaces.items()}
     tasks = [(name, ds, arm, seed, args.threads, args.pareto)
              for name, ds in spaces.items() if args.dataset in (None, name)
              for seed in range(seeds) for arm in (arms if seed % 2 == 0 else arms[::-1])]
@@ -395,6 +400,17 @@ def _replays(m: Any, base: dict[int, dict[str, Any]], played: dict[int, dict[str
         out[seed] = {"epochs": curve[-1][0], "hv": curve[-1][1], "baseline_epochs": b_epochs, "baseline_hv": b_hv,
                      "epochs_to_target": to, "fraction_of_baseline_epochs": to / b_epochs}
     return out
+
+
+def _oracle_by_epoch(m: Any, base: dict[int, dict[str, Any]]) -> dict[int, float]:
+    """Per epoch ``e`` before the last: the oracle's median fraction when it first decides at epoch ``e``
+    (every trial that adds no hypervolume trains ``e`` epochs). It grows with ``e``; where it passes the
+    goal, a pruner that needs ``e`` epochs of a curve to tell the trials that will add hypervolume apart
+    cannot meet the goal on these trials, however well it reads them."""
+    last = max(t["epochs"] for b in base.values() for t in b["trials"])
+    return {e: _median_inf([v["fraction_of_baseline_epochs"] for v in _replays(
+        m, base, {seed: _pareto.oracle(b["trials"], e) for seed, b in base.items()}).values()])
+        for e in range(1, last)}
 
 
 def _front_kept_by(b: dict[str, Any], alive: list[bool]) -> dict[str, Any]:
@@ -506,12 +522,15 @@ def _measure_summary(m: Any, by_arm: dict[str, dict[int, dict[str, Any]]], base:
                 [v.get("same_sampler_fraction", math.inf) for v in per_seed.values()])
     replays = _replays(m, base, played)
     oracles = _replays(m, base, oracle)
+    by_epoch = _oracle_by_epoch(m, base)
     pruned = arms.get(PARETO_PRUNED, {})
     return {"pooled_target": pooled, "arms": arms, "replay": replays,
             "replay_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in replays.values()]),
             "replay_median_hv_fraction": median(v["hv"] / v["baseline_hv"] for v in replays.values()),
             "oracle": oracles,
             "oracle_median_fraction": _median_inf([v["fraction_of_baseline_epochs"] for v in oracles.values()]),
+            "oracle_by_epoch": by_epoch,
+            "latest_epoch_meeting_goal": max((e for e, f in by_epoch.items() if f <= PARETO_GOAL), default=None),
             "meets_goal": pruned.get("median_fraction_of_baseline_epochs", math.inf) <= PARETO_GOAL}
 
 
@@ -535,6 +554,13 @@ def report_pareto(rows: list[dict[str, Any]], seeds: int) -> None:
                       r["measures"][measure]["replay_median_fraction"],
                       r["measures"][measure]["replay_median_hv_fraction"],
                       r["measures"][measure]["oracle_median_fraction"]) for r in rows]))
+    print("\nOracle deciding at epoch e (median epochs to target / no-pruning epochs): the latest decision that can meet"
+          " the goal")
+    for r in rows:  # one table per dataset: their trials may have different epoch budgets
+        epochs = list(r["measures"]["log"]["oracle_by_epoch"])
+        print(table(["dataset", "measure", *(f"e={e}" for e in epochs), "latest e meeting the goal"],
+                    [(r["dataset"], name, *(f"{f:.3f}" for f in v["oracle_by_epoch"].values()),
+                      v["latest_epoch_meeting_goal"] or "none") for name, v in r["measures"].items()]))
     print("\nPoints of the no-pruning run's final front lost (n trials / all trials)")
     print(table(["dataset", "arm", "lost", "of"],
                 [(r["dataset"], arm, f"{f['lost_at_n_trials']} / {f['lost']}", f["points"])

@@ -236,6 +236,14 @@ def test_search_efficiency_pareto_measures_hypervolume_and_resumes(tmp_path: Pat
     oracle = log["oracle"]["0"]
     assert oracle["hv"] == base["final_hv"] and oracle["epochs_to_target"] <= base["epochs_to_target"]
     assert oracle["epochs"] <= base["epochs"]
+    # Deciding later only adds epochs to the trials it stops: the oracle's figure grows with its decision
+    # epoch, and deciding at mo_asha's first rung is the oracle above.
+    by_epoch = {int(e): f for e, f in log["oracle_by_epoch"].items()}
+    assert sorted(by_epoch) == list(range(1, budget["max_epochs"]))
+    assert all(by_epoch[e] <= by_epoch[e + 1] for e in range(1, budget["max_epochs"] - 1))
+    assert by_epoch[row["replay"]["pruner_options"]["min_resource"]] == log["oracle_median_fraction"]
+    meeting = [e for e, f in by_epoch.items() if f <= result["goal"]]
+    assert log["latest_epoch_meeting_goal"] == (max(meeting) if meeting else None)
     # The grid replays every option setting once; the arm's own setting gives the replay's figures.
     grid = row["replay_grid"]
     assert len({json.dumps(g["options"], sort_keys=True) for g in grid}) == len(grid) > 1
